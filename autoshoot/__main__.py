@@ -1,0 +1,3 @@
+from autoshoot.cli import run_main
+
+run_main()

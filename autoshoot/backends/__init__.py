@@ -1,0 +1,29 @@
+"""Backend registries: one per kind of external model, name → lazily imported factory.
+
+Every factory is called as ``factory(config: autoshoot.config.Config)`` and returns a session
+object that is built once per run. Heavy libraries (torch, diffusers, transformers, mediapipe,
+onnxruntime) are imported inside the backend modules, never here.
+"""
+
+from __future__ import annotations
+
+from autoshoot.registry import Registry
+
+VLMS = Registry("VLM backend")
+VLMS.register("rules", "autoshoot.backends.rules_vl:RulesVLM")
+VLMS.register("qwen", "autoshoot.backends.qwen_vl:QwenVLM")
+VLMS.register("openai", "autoshoot.backends.openai_vl:OpenAIVLM")
+
+SEGMENTERS = Registry("segmenter")
+SEGMENTERS.register("plain", "autoshoot.backends.segmenters:PlainSegmenter")
+SEGMENTERS.register("birefnet", "autoshoot.backends.segmenters:BiRefNetSegmenter")
+SEGMENTERS.register("rembg", "autoshoot.backends.segmenters:RembgSegmenter")
+
+RENDERERS = Registry("render backend")
+RENDERERS.register("sdxl", "autoshoot.backends.sdxl:SDXLRenderer")
+
+HAND_SCORERS = Registry("hand scorer")
+HAND_SCORERS.register("mediapipe", "autoshoot.backends.mediapipe_hands:MediaPipeHandScorer")
+
+HAND_MESHES = Registry("hand mesh")
+HAND_MESHES.register("capsule", "autoshoot.backends.hand_mesh:CapsuleHandMesh")

@@ -1,0 +1,73 @@
+"""The command line: a thin click layer over the library.
+
+Sub-commands live in ``autoshoot/commands/<name>.py`` and are imported only when invoked, so
+``autoshoot --help`` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from autoshoot import __version__
+
+COMMANDS = {
+    "shoot": ("autoshoot.commands.shoot:shoot", "Run a catalog: brief, geometry, render, score, report."),
+    "validate": ("autoshoot.commands.validate:validate", "Check a catalog CSV without loading any model."),
+    "analyze": ("autoshoot.commands.analyze:analyze", "Write the brief and prompts for one product photo."),
+    "prepare": ("autoshoot.commands.prepare:prepare", "Segment, find the handle, erase the grip gap, place."),
+    "score": ("autoshoot.commands.score:score", "Score the hands in images (JSON with --json)."),
+    "models": ("autoshoot.commands.models:models", "List, download or check the models of a profile."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        target = COMMANDS[name][0]
+        module_name, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table above: listing commands must not import them.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="autoshoot")
+@click.option("-v", "--verbose", count=True, help="Log progress (-v) or everything (-vv) to stderr.")
+def main(verbose: int) -> None:
+    """autoshoot: one product photo in, ranked photos of a model holding it out."""
+    if verbose:
+        logging.basicConfig(
+            level=logging.DEBUG if verbose > 1 else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+
+
+def run_main() -> None:
+    """Console-script entry: library errors become one message and exit code 2."""
+    from autoshoot.errors import AutoshootError
+
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except AutoshootError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""One module per CLI sub-command. Each parses options and calls the library."""

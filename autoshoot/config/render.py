@@ -1,0 +1,134 @@
+"""Config of the ``render``, ``refine`` and ``composite`` stages and the SDXL model sets.
+
+The defaults are the reference workflow's parameters (see DESIGN.md):
+
+    stage 1   Euler, 30 steps, CFG 6, LoRAs 0.75 / 0.5, FreeU v2 (1.3, 1.4, 0.9, 0.2),
+              ONE union ControlNet on canny: scale 0.4 for the first 20% of the steps, then 0.9
+    stage 2   latent noise 2.5 injected, steps 30→40 of a 40-step schedule re-run on a window
+              around the hand, union ControlNet on depth 1.0 + scribble 0.8 + canny 0.35
+    composite the original product pasted back at ×1.01 about its centre, outline feathered 1.5 px
+
+Model sets are named; ``model_set`` picks one. A model is a hub id (``owner/name``), a local
+folder in diffusers layout, or a local single ``.safetensors`` file. LoRAs are local files
+(kohya or diffusers format); the reference's two LoRAs are not on the hub, so the default
+set has none and a user adds them in a profile file::
+
+    # my.toml   (autoshoot shoot bags.csv --profile my.toml)
+    base = "default"
+    [render.model_sets.default]
+    base = "/models/juggernautXL_ragnarok.safetensors"
+    [[render.model_sets.default.loras]]
+    path = "/models/people_holding_bags.safetensors"
+    weight = 0.75
+    [[render.model_sets.default.loras]]
+    path = "/models/hands_gripping_handles.safetensors"
+    weight = 0.5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Control modes of the SDXL union ("promax") ControlNet, as trained by its authors.
+UNION_MODES = {"openpose": 0, "depth": 1, "scribble": 2, "canny": 3, "normal": 4, "segment": 5, "tile": 6, "inpaint": 7}
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    path: str  # local .safetensors, kohya or diffusers format
+    weight: float = 1.0
+    name: str = ""  # adapter name; defaults to the file's stem
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Where the SDXL models come from. Every entry is a hub id, a local folder or a local file."""
+
+    base: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    # For a single-file ``base`` (e.g. Juggernaut XL): a diffusers SDXL folder or hub id whose
+    # configs and tokenizers describe the checkpoint (no weights are read from it).
+    base_config: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    controlnet_kind: Literal["union", "separate"] = "union"
+    # union: one ControlNetUnionModel for every mode. The promax weights sit beside the plain
+    # ones in xinsir's repo, so the file names are given explicitly.
+    controlnet: str = "xinsir/controlnet-union-sdxl-1.0"
+    controlnet_weights: str = "diffusion_pytorch_model_promax.safetensors"
+    controlnet_config: str = "config_promax.json"
+    # separate: one ControlNetModel per mode (canny, depth, scribble), hub ids or local folders.
+    controlnets: dict[str, str] = field(default_factory=dict)
+    vae: str = "madebyollin/sdxl-vae-fp16-fix"  # "" keeps the base model's VAE
+    loras: tuple[LoraSpec, ...] = ()
+    tiny: bool = False  # random tiny components built in code (tests, demo); no download
+
+
+TINY_MODEL_SET = ModelSet(
+    base="tiny", base_config="", controlnet="tiny", controlnet_weights="", controlnet_config="", vae="", tiny=True
+)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    backend: str = "sdxl"  # name in autoshoot.backends.RENDERERS
+    model_set: str = "default"  # key in model_sets
+    model_sets: dict[str, ModelSet] = field(
+        default_factory=lambda: {"default": ModelSet(), "tiny": TINY_MODEL_SET}
+    )
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp16"  # fp32 on the CPU whatever this says
+    long_side: int = 1024  # the model's working resolution (long side, multiple of 64)
+
+    # -- stage 1 --------------------------------------------------------------------------
+    steps: int = 30
+    cfg: float = 6.0
+    sampler: Literal["euler"] = "euler"
+    control_mode: str = "canny"  # UNION_MODES key of the stage-1 condition
+    control_scale_early: float = 0.4
+    control_scale_late: float = 0.9
+    control_switch_at: float = 0.2  # fraction of the steps run at the early scale
+    freeu: tuple[float, float, float, float] = (1.3, 1.4, 0.9, 0.2)  # b1, b2, s1, s2 (FreeU v2)
+    freeu_enabled: bool = True
+    batch_size: int = 4  # candidates per UNet call (CFG doubles it); halved on out-of-memory
+    # Speed options with a quality trade-off, off by default (see bench/render_gpu.py):
+    controlnet_cond_only: bool = False  # run the ControlNet on the prompt half of CFG only
+    controlnet_every: int = 1  # recompute the ControlNet residuals every k steps, reuse between
+
+    # -- stage 2: hand refine ---------------------------------------------------------------
+    refine_enabled: bool = True
+    refine_steps_total: int = 40
+    refine_start_step: int = 30  # re-run steps start..total of the schedule
+    refine_noise_strength: float = 2.5  # latent noise added, in raw VAE-latent units
+    refine_scales: dict[str, float] = field(
+        default_factory=lambda: {"depth": 1.0, "scribble": 0.8, "canny": 0.35}
+    )
+    refine_window: float = 2.6  # crop side = this × the hand's landmark extent
+    refine_min_window: int = 96  # px of the canvas
+    refine_mask_dilate: float = 0.35  # hand mask grown by this × the hand extent
+    refine_feather_px: int = 12  # paste-back feather
+    hand_mesh: str = "capsule"  # name in autoshoot.backends.HAND_MESHES
+    hand_search_pad: float = 0.2  # ROI around the grip, as a fraction of the canvas's long side
+
+    # -- composite --------------------------------------------------------------------------
+    composite_scale: float = 1.01  # about the product's centre
+    composite_feather_px: float = 1.5  # outline only; inside the mask pixels are exact
+
+    # -- speed / memory -----------------------------------------------------------------------
+    compile: bool = False  # torch.compile the UNet and ControlNet (slow first call; cached)
+    channels_last: bool = True
+    vram: int = 0  # GiB budget; 0 = no limit; <= 8 turns on the low-VRAM mode
+    low_vram_method: Literal["layerwise_fp8", "group_offload"] = "layerwise_fp8"
+    fp32_vae_retry: bool = True  # decode again in fp32 when fp16 gives NaN or black
+
+
+PROFILES: dict[str, dict] = {
+    "default": {},
+    "tiny": {
+        "model_set": "tiny",
+        "dtype": "fp32",
+        "long_side": 128,
+        "steps": 4,
+        "refine_steps_total": 4,
+        "refine_start_step": 2,
+        "batch_size": 2,
+        "refine_min_window": 48,
+    },
+}
