@@ -1,0 +1,403 @@
+"""Catalog CSV → validated rows, with messages that name the row, the column, the value and the fix.
+
+Validation reads each image once: it hashes the bytes (the cache key of every stage) and
+decodes them to catch missing, corrupt, truncated, tiny and oversized images before any model
+loads. It never imports torch.
+
+Row numbers are line numbers of the CSV as a spreadsheet shows them: the header is row 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoshoot.errors import CatalogError
+from autoshoot.vocab import INFO_COLUMNS, OVERRIDE_COLUMNS, REQUIRED_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+KNOWN_COLUMNS = REQUIRED_COLUMNS + INFO_COLUMNS + tuple(OVERRIDE_COLUMNS)
+MAX_CANDIDATES = 64
+
+
+@dataclass
+class Row:
+    """One catalog row. ``fields`` holds every column as stripped text."""
+
+    row_number: int
+    sku: str
+    image: str  # the value as written in the CSV
+    fields: dict[str, str]
+    image_path: Path | None = None  # local, readable file (URLs are downloaded) once valid
+    image_sha256: str = ""
+    image_size: tuple[int, int] = (0, 0)
+    image_mode: str = ""
+    candidates: int | None = None
+    seed: int | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def title(self) -> str:
+        return self.fields.get("title", "")
+
+    @property
+    def category(self) -> str:
+        return self.fields.get("category", "")
+
+    @property
+    def brand(self) -> str:
+        return self.fields.get("brand", "")
+
+    @property
+    def notes(self) -> str:
+        return self.fields.get("notes", "")
+
+    @property
+    def overrides(self) -> dict[str, str]:
+        """Override columns with a value: they replace the brief's field of the same name."""
+        return {k: v for k, v in self.fields.items() if k in OVERRIDE_COLUMNS and v}
+
+    def error(self, column: str, value: str, problem: str, fix: str) -> None:
+        self.errors.append(_message(self.row_number, column, value, problem, fix))
+
+    def warn(self, column: str, value: str, problem: str, fix: str) -> None:
+        self.warnings.append(_message(self.row_number, column, value, problem, fix))
+
+
+@dataclass
+class Catalog:
+    path: Path
+    columns: list[str]
+    rows: list[Row]
+    warnings: list[str]  # catalog-wide (unknown columns)
+
+    @property
+    def valid_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.ok]
+
+    @property
+    def invalid_rows(self) -> list[Row]:
+        return [r for r in self.rows if not r.ok]
+
+    def messages(self) -> list[str]:
+        out = [f"warning: {w}" for w in self.warnings]
+        for row in self.rows:
+            out += [f"error: {e}" for e in row.errors]
+            out += [f"warning: {w}" for w in row.warnings]
+        return out
+
+
+def _message(row: int, column: str, value: str, problem: str, fix: str) -> str:
+    return f"row {row}, column {column}, value {value!r}: {problem}; fix: {fix}"
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def load_catalog(
+    path: str | Path,
+    *,
+    min_side: int = 256,
+    max_pixels: int = 64_000_000,
+    download_timeout_s: float = 30.0,
+    cache_dir: Path | None = None,
+    check_images: bool = True,
+) -> Catalog:
+    """Read and validate a catalog CSV.
+
+    Raises ``CatalogError`` when the file cannot be used at all (missing, not a CSV, no ``sku``
+    or ``image`` column). Every row-level problem is recorded on the row instead, so one bad
+    row never stops the others.
+    """
+    # 1. read the CSV
+    path = Path(path)
+    columns, records = read_csv(path)
+
+    # 2. catalog-wide checks: required and unknown columns
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise CatalogError(
+            f"{path}: the required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing (the header has: "
+            f"{', '.join(columns) or 'nothing'}); fix: add a header row with at least: sku,image"
+        )
+    catalog_warnings = [
+        f"column {c!r} is not a known column and is ignored; known columns are: "
+        f"{', '.join(KNOWN_COLUMNS)}"
+        for c in columns
+        if c not in KNOWN_COLUMNS
+    ]
+
+    # 3. row checks
+    rows: list[Row] = []
+    first_row_of_sku: dict[str, int] = {}
+    for row_number, record in records:
+        row = Row(
+            row_number=row_number,
+            sku=record.get("sku", ""),
+            image=record.get("image", ""),
+            fields=record,
+        )
+        check_sku(row, first_row_of_sku)
+        check_overrides(row)
+        check_numbers(row)
+        if check_images:
+            check_image(row, path.parent, min_side, max_pixels, download_timeout_s, cache_dir)
+        rows.append(row)
+    return Catalog(path=path, columns=columns, rows=rows, warnings=catalog_warnings)
+
+
+def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    if not path.is_file():
+        raise CatalogError(f"catalog {str(path)!r} does not exist; fix: pass the path of a CSV file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CatalogError(f"catalog {str(path)!r} is not UTF-8 text ({err}); fix: save it as UTF-8 CSV") from err
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CatalogError(f"catalog {str(path)!r} is empty; fix: add a header row: sku,image") from None
+    columns = [h.strip() for h in header]
+    records: list[tuple[int, dict[str, str]]] = []
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue  # blank line
+        record = {col: (cells[i].strip() if i < len(cells) else "") for i, col in enumerate(columns) if col}
+        records.append((reader.line_num, record))
+    return columns, records
+
+
+def check_sku(row: Row, first_row_of_sku: dict[str, int]) -> None:
+    if not row.sku:
+        row.error("sku", row.sku, "the SKU is empty", "give every row a unique SKU")
+    elif row.sku in first_row_of_sku:
+        row.error(
+            "sku",
+            row.sku,
+            f"duplicate SKU, already used on row {first_row_of_sku[row.sku]}",
+            "give every row a unique SKU, or delete the duplicate row",
+        )
+    else:
+        first_row_of_sku[row.sku] = row.row_number
+
+
+def check_overrides(row: Row) -> None:
+    for column, allowed in OVERRIDE_COLUMNS.items():
+        value = row.fields.get(column, "")
+        if not value:
+            continue
+        if allowed is not None and value not in allowed:
+            row.error(
+                column, value, "not an allowed value", f"use one of: {', '.join(allowed)}, or leave it empty"
+            )
+        if column == "size_cm" and parse_size_cm(value) is None:
+            row.error(column, value, "not a size", "write WIDTHxHEIGHT in centimetres, e.g. 38x30")
+
+
+def parse_size_cm(value: str) -> tuple[float, float] | None:
+    parts = value.lower().replace("cm", "").replace(" ", "").split("x")
+    try:
+        width, height = (float(p) for p in parts)
+    except ValueError:
+        return None
+    return (width, height) if 0 < width < 500 and 0 < height < 500 else None
+
+
+def check_numbers(row: Row) -> None:
+    raw = row.fields.get("candidates", "")
+    if raw:
+        if raw.isdigit() and 1 <= int(raw) <= MAX_CANDIDATES:
+            row.candidates = int(raw)
+        else:
+            row.error("candidates", raw, "not a whole number of candidates", f"use 1 to {MAX_CANDIDATES}, or leave it empty")
+    raw = row.fields.get("seed", "")
+    if raw:
+        try:
+            row.seed = int(raw)
+            if not 0 <= row.seed < 2**63:
+                raise ValueError
+        except ValueError:
+            row.seed = None
+            row.error("seed", raw, "not a whole number", "use a whole number from 0 to 2^63-1, or leave it empty")
+
+
+# ---------------------------------------------------------------------------------------
+# images
+
+
+def check_image(
+    row: Row,
+    base: Path,
+    min_side: int,
+    max_pixels: int,
+    timeout_s: float,
+    cache_dir: Path | None,
+) -> None:
+    """Resolve, read once, hash and decode the row's image; record any problem on the row."""
+    value = row.image
+    if not value:
+        row.error("image", value, "no image given", "give the path or http(s) URL of the product photo")
+        return
+    # 1. resolve: a URL is downloaded into the cache, a path is relative to the CSV's folder
+    if value.lower().startswith(("http://", "https://")):
+        try:
+            local = download_image(value, cache_dir or default_cache_dir(), timeout_s)
+        except OSError as err:
+            row.error("image", value, f"download failed ({err})", "check the URL, or download the file and give its path")
+            return
+    elif "://" in value:
+        row.error("image", value, "unsupported URL scheme", "use a local path or an http(s) URL")
+        return
+    else:
+        local = Path(value).expanduser()
+        if not local.is_absolute():
+            local = base / local
+    # 2. read the bytes once
+    try:
+        data = local.read_bytes()
+    except FileNotFoundError:
+        row.error("image", value, f"file not found (looked for {local})", "correct the path; relative paths start at the CSV's folder")
+        return
+    except IsADirectoryError:
+        row.error("image", value, f"{local} is a folder, not an image", "give the path of an image file")
+        return
+    except OSError as err:
+        row.error("image", value, f"file cannot be read ({err.strerror or err})", "check the file's permissions")
+        return
+    row.image_path = local
+    row.image_sha256 = hashlib.sha256(data).hexdigest()
+    # 3. decode and check size and mode
+    problem, fix = inspect_image_bytes(data, row, min_side, max_pixels)
+    if problem:
+        row.error("image", value, problem, fix)
+
+
+def inspect_image_bytes(data: bytes, row: Row, min_side: int, max_pixels: int) -> tuple[str, str]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return "the file is empty", "replace it with the real photo"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                row.image_size, row.image_mode = (width, height), im.mode
+                if width * height > max_pixels:
+                    return (
+                        f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                        f"{max_pixels / 1e6:.0f}-megapixel limit (a decompression bomb or a huge scan)",
+                        "downscale the photo (2048 px on the long side is plenty) or raise run.max_image_pixels",
+                    )
+                if min(width, height) < min_side:
+                    return (
+                        f"the image is {width}x{height}, smaller than {min_side} px on its short side",
+                        f"use a photo of at least {min_side}x{min_side} px",
+                    )
+                if im.format == "JPEG":
+                    im.draft("RGB", (max(64, width // 8), max(64, height // 8)))  # fast, still reads every scan
+                im.load()
+                note_mode(row, im)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        return (
+            f"the image is too large to open safely ({err})",
+            "downscale the photo (2048 px on the long side is plenty) or raise run.max_image_pixels",
+        )
+    except UnidentifiedImageError:
+        return "not an image file PIL can read (corrupt, or not an image)", "re-export it as JPEG or PNG"
+    except (OSError, SyntaxError, ValueError) as err:
+        text = str(err)
+        if "truncated" in text.lower():
+            return "the image file is truncated (incomplete download or copy)", "copy or download the file again"
+        return f"the image is corrupt ({text})", "re-export it as JPEG or PNG"
+    return "", ""
+
+
+def note_mode(row: Row, im) -> None:  # type: ignore[no-untyped-def]
+    """Non-RGB modes are accepted and converted when loaded (``load_product_image``); say so."""
+    mode = im.mode
+    if mode in ("RGB", "L"):
+        return
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        row.warnings.append(
+            _message(row.row_number, "image", row.image, f"{mode} image with transparency: its alpha is used as the product mask", "nothing to do")
+        )
+    elif mode == "CMYK":
+        row.warnings.append(
+            _message(row.row_number, "image", row.image, "CMYK image: converted to RGB (colours may shift)", "export it as sRGB for exact colours")
+        )
+    elif mode.startswith("I") or mode == "F":
+        row.warnings.append(
+            _message(row.row_number, "image", row.image, f"{mode} (16/32-bit) image: scaled down to 8-bit RGB", "export it as 8-bit sRGB for exact colours")
+        )
+
+
+def load_product_image(path: Path):  # type: ignore[no-untyped-def]
+    """The product photo as (HxWx3 uint8 RGB array, HxW uint8 alpha or None).
+
+    CMYK, palette, 16-bit and greyscale images are converted to RGB; an alpha channel (or
+    palette transparency) is returned separately so the geometry can use it as the mask.
+    """
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        alpha = None
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(im, dtype=np.float64)
+            hi = 65535.0 if arr.max() > 255 else 255.0
+            im = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+        if im.mode in ("RGBA", "LA", "PA"):
+            alpha = np.asarray(im.getchannel("A"), dtype=np.uint8).copy()
+            if alpha.min() == 255:
+                alpha = None  # opaque everywhere: no information
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return rgb, alpha
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "autoshoot" / "images"
+
+
+def download_image(url: str, cache_dir: Path, timeout_s: float) -> Path:
+    """Download ``url`` once into ``cache_dir`` (atomically) and return the local file."""
+    from autoshoot.io import atomic_write_bytes
+
+    name = hashlib.sha256(url.encode()).hexdigest()[:32]
+    suffix = Path(url.split("?", 1)[0]).suffix.lower()
+    target = cache_dir / (name + (suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff") else ".img"))
+    if target.is_file():
+        return target
+    request = urllib.request.Request(url, headers={"User-Agent": "autoshoot"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            data = response.read()
+    except urllib.error.HTTPError as err:
+        raise OSError(f"HTTP {err.code} {err.reason}") from err
+    except urllib.error.URLError as err:
+        raise OSError(str(err.reason)) from err
+    except TimeoutError as err:
+        raise OSError(f"timed out after {timeout_s:g} s") from err
+    atomic_write_bytes(target, data)
+    logger.info("downloaded %s → %s (%d bytes)", url, target, len(data))
+    return target

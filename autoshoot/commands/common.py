@@ -1,0 +1,34 @@
+"""Options shared by several commands: profile, config file, --set overrides."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import click
+
+from autoshoot.config import Config, load_config, parse_set_option
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--set", "set_", multiple=True, metavar="KEY=VALUE",
+        help="Override one config value, e.g. --set render.steps=20 (repeatable).",
+    )(func)
+    func = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML or YAML config file.")(func)
+    func = click.option(
+        "--profile", default=None, metavar="NAME|FILE",
+        help="Built-in profile (default, tiny) or a profile file. Default: default.",
+    )(func)
+    return func
+
+
+def make_config(profile: str | None, config_file: str | None, set_: tuple[str, ...], **flags: Any) -> Config:
+    """Build the config; ``flags`` maps dotted keys to CLI flag values (None = not given)."""
+    overrides = parse_set_option(set_)
+    for key, value in flags.items():
+        if value is not None:
+            overrides[key] = value
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        overrides.setdefault("run.offline", True)
+    return load_config(profile=profile, config_file=config_file, overrides=overrides)

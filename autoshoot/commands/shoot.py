@@ -1,0 +1,60 @@
+"""``autoshoot shoot CATALOG --out RUN``: the nightly job."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from autoshoot.commands.common import config_options, make_config
+
+
+@click.command()
+@click.argument("catalog", type=click.Path(dir_okay=False))
+@click.option("--out", "run_dir", type=click.Path(file_okay=False), default=None,
+              help="The RUN folder. Default: runs/<date>.")
+@config_options
+@click.option("--candidates", type=click.IntRange(1, 64), default=None, help="Images rendered per SKU.")
+@click.option("--seed", type=int, default=None, help="Base seed (a catalog 'seed' column wins).")
+@click.option("--offline", is_flag=True, default=None, help="Never fetch models (also HF_HUB_OFFLINE=1).")
+@click.option("--force", is_flag=True, help="Redo every stage of every SKU, even when done.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; load no model.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def shoot(
+    catalog: str,
+    run_dir: str | None,
+    profile: str | None,
+    config_file: str | None,
+    set_: tuple[str, ...],
+    candidates: int | None,
+    seed: int | None,
+    offline: bool | None,
+    force: bool,
+    dry_run: bool,
+    quiet: bool,
+) -> None:
+    """Run a catalog: brief, geometry, render, hand refine, composite, score, report.
+
+    Resumable: run the same command again and finished SKUs and stages are skipped. Exit code
+    0 when every SKU is accepted or in review, 1 when any failed, 130 when interrupted.
+    """
+    from autoshoot import runner
+
+    config = make_config(
+        profile, config_file, set_,
+        **{"run.candidates": candidates, "run.seed": seed, "run.offline": offline},
+    )
+    out = Path(run_dir or f"runs/{time.strftime('%Y-%m-%d')}")
+    parsed = runner.validate_for_run(Path(catalog), config, out)
+    if not quiet or dry_run:
+        for message in parsed.messages():
+            click.echo(message, err=True)
+    if dry_run:
+        click.echo(runner.dry_run_text(parsed, config, out))
+        return
+    summary = runner.run_catalog(catalog, out, config, force=force, quiet=quiet, catalog=parsed)
+    if not quiet:
+        click.echo(summary.text(), err=True)
+    sys.exit(summary.exit_code)

@@ -1,0 +1,189 @@
+"""results.csv / results.parquet and report.html: a static contact sheet that opens from disk.
+
+The report links the images inside RUN by relative paths and carries its CSS and the status
+filter inline, so the RUN folder can be zipped, copied or opened with no server.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from autoshoot.config import Config
+from autoshoot.io import atomic_write, atomic_write_text
+from autoshoot.types import ShotResult
+
+logger = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ("row", "sku", "status", "reason", "best_image", "hand_score", "n_candidates", "seconds", "flags")
+
+
+def result_record(result: ShotResult) -> dict[str, Any]:
+    data = result.to_json()
+    record = {k: data[k] for k in RESULT_COLUMNS}
+    record["hand_score"] = None if record["hand_score"] is None else round(float(record["hand_score"]), 4)
+    return record
+
+
+def write_results(run_dir: Path, results: list[ShotResult]) -> None:
+    """RUN/results.csv and RUN/results.parquet, one row per catalog row, written atomically."""
+    records = [result_record(r) for r in results]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    atomic_write_text(run_dir / "results.csv", buffer.getvalue())
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("row", pa.int64()), ("sku", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+            ("best_image", pa.string()), ("hand_score", pa.float64()), ("n_candidates", pa.int64()),
+            ("seconds", pa.float64()), ("flags", pa.string()),
+        ]
+    )
+    table = pa.Table.from_pylist(records, schema=schema)
+    atomic_write(run_dir / "results.parquet", lambda tmp: pq.write_table(table, tmp))
+
+
+# ---------------------------------------------------------------------------------------
+# the contact sheet
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
+h1{margin:0 0 .3em}.summary{margin:.3em 0 1em}
+.banner{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:1em 0}
+.filters button{margin-right:.4em;padding:.3em .8em;border:1px solid #999;background:#fff;cursor:pointer}
+.filters button.on{background:#222;color:#fff}
+.sku{background:#fff;border:1px solid #ddd;border-radius:6px;margin:1em 0;padding:.8em}
+.sku h2{font-size:1.05em;margin:0 0 .4em}
+.badge{display:inline-block;padding:.1em .6em;border-radius:1em;font-size:.85em;color:#fff}
+.accepted{background:#2e7d32}.review{background:#ef6c00}.failed{background:#c62828}
+.row{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}
+figure{margin:0;width:220px}figure img{width:220px;height:auto;border:3px solid transparent;background:#eee}
+figure.best img{border-color:#2e7d32}figcaption{font-size:.8em;line-height:1.3}
+.reasons{color:#555}.meta{font-size:.85em;color:#444}details{font-size:.85em;margin-top:.4em}
+"""
+
+_JS = """
+function show(status){
+  document.querySelectorAll('.sku').forEach(function(el){
+    el.style.display = (status==='all' || el.dataset.status===status) ? '' : 'none';});
+  document.querySelectorAll('.filters button').forEach(function(b){
+    b.classList.toggle('on', b.dataset.status===status);});
+}
+"""
+
+
+def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Path:
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "review", "failed")}
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>autoshoot report</title>",
+        f"<style>{_CSS}</style><script>{_JS}</script></head><body>",
+        "<h1>autoshoot report</h1>",
+        f"<div class='summary'>{len(results)} SKUs: {counts['accepted']} accepted, {counts['review']} review, "
+        f"{counts['failed']} failed &middot; profile <b>{_e(config.run.profile)}</b></div>",
+    ]
+    if config.run.profile == "tiny":
+        parts.append(
+            "<div class='banner'>Profile <b>tiny</b>: random tiny models on the CPU. The pictures are noise; "
+            "this run checks the pipeline, not image quality.</div>"
+        )
+    parts.append("<div class='filters'>Show: ")
+    for status, label in (("all", f"all ({len(results)})"), *((s, f"{s} ({n})") for s, n in counts.items())):
+        parts.append(f"<button data-status='{status}' onclick=\"show('{status}')\">{_e(label)}</button>")
+    parts.append("</div>")
+    for result in results:
+        parts.append(sku_block(run_dir, result))
+    parts.append("<script>show('all')</script></body></html>")
+    path = run_dir / "report.html"
+    atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+def sku_block(run_dir: Path, result: ShotResult) -> str:
+    from autoshoot.runner import sku_folder_name
+
+    sku_dir = run_dir / sku_folder_name(result.sku) if result.sku else None
+    score = "" if result.hand_score is None else f" &middot; hand score {result.hand_score:.2f}"
+    flags = f" &middot; flags: {_e(result.flags)}" if result.flags else ""
+    out = [
+        f"<div class='sku' data-status='{result.status}'>",
+        f"<h2>{_e(result.sku or '(no SKU)')} <span class='badge {result.status}'>{result.status}</span></h2>",
+        f"<div class='meta'>row {result.row}{score} &middot; {result.n_candidates} candidates &middot; "
+        f"{result.seconds:.1f} s{flags}</div>",
+    ]
+    if result.reason:
+        out.append(f"<div class='meta'>reason: {_e(result.reason)}</div>")
+    figures: list[str] = []
+    if sku_dir is not None and sku_dir.is_dir():
+        figures += _figure(run_dir, sku_dir / "input.jpg", "input")
+        figures += _figure(run_dir, sku_dir / "prepare" / "debug.png", "prepared canvas: mask, handle, grip, erased gap")
+        figures += candidate_figures(run_dir, sku_dir, result)
+        brief = _read(sku_dir / "analyze" / "stage.json")
+    else:
+        brief = None
+    if figures:
+        out.append("<div class='row'>" + "".join(figures) + "</div>")
+    if brief and brief.get("prompt"):
+        out.append(f"<details><summary>brief and prompt</summary><p>{_e(brief['prompt'])}</p>"
+                   f"<pre>{_e(json.dumps(brief.get('brief', {}), indent=1))}</pre></details>")
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def candidate_figures(run_dir: Path, sku_dir: Path, result: ShotResult) -> list[str]:
+    scored = _read(sku_dir / "score" / "stage.json")
+    rank = _read(sku_dir / "rank" / "stage.json") or {}
+    composite = _read(sku_dir / "composite" / "stage.json") or {}
+    images = {int(c["index"]): sku_dir / "composite" / c["image"] for c in composite.get("candidates", [])}
+    figures: list[str] = []
+    if scored:
+        for cand in scored.get("candidates", []):
+            index = int(cand["index"])
+            best = rank.get("best_index") == index
+            reasons = "; ".join(cand.get("reasons", [])) or "no problems found"
+            overlay = sku_dir / "score" / cand["overlay"] if cand.get("overlay") else None
+            link = f" &middot; <a href='{_rel(run_dir, overlay)}'>landmarks</a>" if overlay and overlay.is_file() else ""
+            caption = (
+                f"candidate {index}{' (best)' if best else ''}: score {float(cand['hand_score']):.2f}{link}"
+                f"<br><span class='reasons'>{_e(reasons)}</span>"
+            )
+            figures += _figure(run_dir, images.get(index), caption, css="best" if best else "")
+    else:  # failed before scoring: show whatever candidates exist
+        for index, path in sorted(images.items()):
+            figures += _figure(run_dir, path, f"candidate {index} (not scored)")
+    return figures
+
+
+def _figure(run_dir: Path, path: Path | None, caption: str, css: str = "") -> list[str]:
+    if path is None or not path.is_file():
+        return []
+    rel = _rel(run_dir, path)
+    return [
+        f"<figure class='{css}'><a href='{rel}'><img loading='lazy' src='{rel}' alt=''></a>"
+        f"<figcaption>{caption}</figcaption></figure>"
+    ]
+
+
+def _rel(run_dir: Path, path: Path) -> str:
+    return html.escape(path.relative_to(run_dir).as_posix(), quote=True)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)

@@ -1,0 +1,609 @@
+"""The recipe: a catalog in, a RUN folder out.
+
+    RUN/
+      config.yaml            the effective config
+      results.csv/.parquet   one row per catalog row (paths relative to RUN)
+      report.html            the contact sheet
+      <sku>/manifest.json    stage → cache key, seconds, flags; and the SKU's result
+      <sku>/<stage>/         each stage's files and its stage.json
+      <sku>/best.png         the best candidate
+      <sku>/log.txt          what happened, with full tracebacks
+
+Every stage folder is written under a temp name and renamed into place, and manifest.json is
+replaced atomically, so a run killed at any moment resumes with nothing lost or corrupt. A
+stage's cache key chains the image bytes, the stage's config sections and version, and the
+key of the stage before it: changing one stage's config redoes that stage and those after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from autoshoot.catalog import Catalog, Row, load_catalog
+from autoshoot.config import Config, save_config
+from autoshoot.errors import ModelMissingError, RunLockedError
+from autoshoot.io import TMP_MARK, atomic_write_json, read_json
+from autoshoot.stages import STAGE_ORDER, STAGES
+from autoshoot.stages.base import Job, Sessions, Stage
+from autoshoot.types import ShotResult
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+TRASH_MARK = ".trash-"
+RESULT_COLUMNS = (
+    "row", "sku", "status", "reason", "best_image", "hand_score", "n_candidates", "seconds", "flags",
+)
+
+
+# ---------------------------------------------------------------------------------------
+# stages and keys
+
+
+def build_stages(names: tuple[str, ...] = STAGE_ORDER) -> list[Stage]:
+    stages = []
+    for name in names:
+        module_name, _, cls_name = STAGES[name].partition(":")
+        stages.append(getattr(importlib.import_module(module_name), cls_name)())
+    return stages
+
+
+def sku_folder_name(sku: str) -> str:
+    """A file-system-safe folder name; a short hash keeps distinct SKUs distinct."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", sku).strip("._") or "sku"
+    if safe != sku:
+        safe = f"{safe[:80]}-{hashlib.sha1(sku.encode()).hexdigest()[:8]}"
+    return safe
+
+
+def sku_seed(config: Config, row: Row) -> int:
+    if row.seed is not None:
+        return row.seed
+    digest = hashlib.sha256(f"{config.run.seed}:{row.sku}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def stage_keys(stages: list[Stage], config: Config, job: Job) -> dict[str, str]:
+    """The cache key of every stage for ``job``: chained, so a change flows downstream."""
+    keys: dict[str, str] = {}
+    previous = job.image_sha256
+    for stage in stages:
+        params = {name: getattr(job, name) for name in stage.job_params}
+        material = [
+            previous,
+            stage.name,
+            stage.version,
+            config.section_hash(*stage.config_sections) if stage.config_sections else "",
+            stage.extra_key(job),
+            params,
+        ]
+        previous = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+        keys[stage.name] = previous
+    return keys
+
+
+# ---------------------------------------------------------------------------------------
+# one SKU's folder: manifest, atomic stage commits, cleanup
+
+
+class SkuStore:
+    """The files of one SKU: ``RUN/<sku>/``. Only this class writes the manifest."""
+
+    def __init__(self, run_dir: Path, sku: str):
+        self.dir = run_dir / sku_folder_name(sku)
+        self.sku = sku
+        self._manifest: dict[str, Any] | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        if self._manifest is None:
+            path = self.dir / MANIFEST
+            try:
+                self._manifest = read_json(path) if path.is_file() else {}
+            except (OSError, ValueError):
+                logger.warning("%s is unreadable; the SKU is redone", path)
+                self._manifest = {}
+            self._manifest.setdefault("sku", self.sku)
+            self._manifest.setdefault("stages", {})
+        return self._manifest
+
+    def save(self) -> None:
+        atomic_write_json(self.dir / MANIFEST, self.manifest)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.dir / name
+
+    def is_done(self, name: str, key: str) -> bool:
+        entry = self.manifest["stages"].get(name)
+        return bool(entry and entry.get("key") == key and self.stage_dir(name).is_dir())
+
+    def finished_result(self, final_key: str) -> dict[str, Any] | None:
+        result = self.manifest.get("result")
+        if result and result.get("key") == final_key and result.get("status") in ("accepted", "review"):
+            return result
+        return None
+
+    def new_stage_dir(self, name: str) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{name}{TMP_MARK}", dir=self.dir))
+
+    def commit_stage(self, name: str, tmp: Path, entry: dict[str, Any]) -> Path:
+        """Move ``tmp`` into place as ``<stage>/`` and record it; safe against SIGKILL anywhere.
+
+        The manifest first forgets the stage, then the folder is swapped, then the manifest
+        records the new key. A crash in between leaves no claim that is untrue.
+        """
+        stages = self.manifest["stages"]
+        if name in stages or "result" in self.manifest:
+            stages.pop(name, None)
+            self.manifest.pop("result", None)
+            self.save()
+        final = self.stage_dir(name)
+        if final.exists():
+            trash = self.dir / f".{name}{TRASH_MARK}{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, final)
+        stages[name] = entry
+        self.save()
+        return final
+
+    def record_result(self, result: dict[str, Any]) -> None:
+        self.manifest["result"] = result
+        self.save()
+
+    def clean_partial(self) -> None:
+        """Remove temp folders and files left by a killed run."""
+        if not self.dir.is_dir():
+            return
+        for child in self.dir.iterdir():
+            if child.name.startswith(".") and (TMP_MARK in child.name or TRASH_MARK in child.name):
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+    def log(self, text: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "log.txt", "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text.rstrip()}\n")
+
+
+# ---------------------------------------------------------------------------------------
+# the worker: runs the stages of one SKU (the local engine and the Ray actors both use it)
+
+
+@dataclass
+class Plan:
+    row: Row
+    keys: dict[str, str]
+    todo: list[str]  # stages to (re)run, in order; empty when the SKU is complete
+    result: dict[str, Any] | None = None  # the stored result of a complete SKU
+
+
+class SkuWorker:
+    """Holds the stages and the model sessions; turns a planned row into a ShotResult."""
+
+    def __init__(self, config: Config, run_dir: Path, stages: list[Stage] | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.stages = stages if stages is not None else build_stages()
+        self.sessions = Sessions()
+        self.stage_seconds: dict[str, float] = {}
+
+    def make_job(self, row: Row) -> Job:
+        assert row.image_path is not None  # only valid rows are planned
+        store = SkuStore(self.run_dir, row.sku)
+        return Job(
+            row=row,
+            image_path=row.image_path,
+            image_sha256=row.image_sha256,
+            seed=sku_seed(self.config, row),
+            candidates=row.candidates or self.config.run.candidates,
+            work_dir=store.dir,
+            config=self.config,
+            sessions=self.sessions,
+        )
+
+    def plan(self, row: Row, force: bool = False) -> Plan:
+        job = self.make_job(row)
+        keys = stage_keys(self.stages, self.config, job)
+        store = SkuStore(self.run_dir, row.sku)
+        if not force:
+            result = store.finished_result(keys[self.stages[-1].name])
+            if result is not None:
+                return Plan(row, keys, [], result)
+        todo: list[str] = []
+        for stage in self.stages:
+            if force or todo or not store.is_done(stage.name, keys[stage.name]):
+                todo.append(stage.name)
+        return Plan(row, keys, todo)
+
+    def check_models(self, stage_names: set[str]) -> None:
+        missing: list[tuple[str, str, str]] = []
+        for stage in self.stages:
+            if stage.name in stage_names:
+                missing += stage.check_models(self.config)
+        if missing:
+            raise ModelMissingError(missing)
+
+    def process(self, plans: list[Plan]) -> list[ShotResult]:
+        """Run the planned stages for several SKUs; batchable stages run across all of them."""
+        started = time.perf_counter()
+        jobs = {p.row.sku: self.make_job(p.row) for p in plans}
+        stores = {p.row.sku: SkuStore(self.run_dir, p.row.sku) for p in plans}
+        failed: dict[str, str] = {}
+        per_sku_seconds = {p.row.sku: 0.0 for p in plans}
+        for sku, store in stores.items():
+            store.clean_partial()
+            save_input_thumbnail(jobs[sku], store)
+
+        # 1. batchable stages first, across the SKUs that need them (the VLM brief)
+        for stage in self.stages:
+            if not stage.batchable:
+                break
+            group = [p for p in plans if stage.name in p.todo and p.row.sku not in failed]
+            self._attach_inputs(plans, jobs, stores, upto=stage.name)
+            if group:
+                self._run_stage_batch(stage, group, jobs, stores, failed, per_sku_seconds)
+
+        # 2. the other stages, one SKU at a time
+        results = []
+        for plan in plans:
+            sku = plan.row.sku
+            job, store = jobs[sku], stores[sku]
+            if sku not in failed:
+                for stage in self.stages:
+                    if stage.batchable:  # ran in step 1 (or was already done)
+                        job.inputs.setdefault(stage.name, store.stage_dir(stage.name))
+                        continue
+                    if stage.name not in plan.todo:
+                        job.inputs[stage.name] = store.stage_dir(stage.name)
+                        continue
+                    self._run_stage_batch(stage, [plan], jobs, stores, failed, per_sku_seconds)
+                    if sku in failed:
+                        break
+            results.append(self._finish(plan, job, store, failed.get(sku), per_sku_seconds[sku]))
+        logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
+        return results
+
+    def _attach_inputs(self, plans: list[Plan], jobs: dict[str, Job], stores: dict[str, SkuStore], upto: str) -> None:
+        for plan in plans:
+            for stage in self.stages:
+                if stage.name == upto:
+                    break
+                jobs[plan.row.sku].inputs.setdefault(stage.name, stores[plan.row.sku].stage_dir(stage.name))
+
+    def _run_stage_batch(
+        self,
+        stage: Stage,
+        group: list[Plan],
+        jobs: dict[str, Job],
+        stores: dict[str, SkuStore],
+        failed: dict[str, str],
+        per_sku_seconds: dict[str, float],
+    ) -> None:
+        batch_jobs = [jobs[p.row.sku] for p in group]
+        outs = [stores[p.row.sku].new_stage_dir(stage.name) for p in group]
+        flags_before = [list(j.flags) for j in batch_jobs]
+        started = time.perf_counter()
+        try:
+            outcomes = stage.run_batch(batch_jobs, outs)
+        except Exception as err:  # the whole batch failed: every SKU in it fails
+            outcomes = [err] * len(group)
+        seconds = (time.perf_counter() - started) / max(1, len(group))
+        self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds * len(group)
+        for plan, job, out, outcome, before in zip(group, batch_jobs, outs, outcomes, flags_before):
+            sku = plan.row.sku
+            store = stores[sku]
+            per_sku_seconds[sku] += seconds
+            if isinstance(outcome, BaseException):
+                shutil.rmtree(out, ignore_errors=True)
+                failed[sku] = one_line_reason(stage.name, outcome)
+                store.log(f"{stage.name} failed: {failed[sku]}\n" + "".join(traceback.format_exception(outcome)))
+                continue
+            atomic_write_json(out / "stage.json", outcome)
+            new_flags = [f for f in job.flags if f not in before]
+            entry = {"key": plan.keys[stage.name], "seconds": round(seconds, 3), "flags": new_flags}
+            job.inputs[stage.name] = store.commit_stage(stage.name, out, entry)
+            store.log(f"{stage.name} done in {seconds:.2f} s")
+
+    def _finish(self, plan: Plan, job: Job, store: SkuStore, failure: str | None, seconds: float) -> ShotResult:
+        row = plan.row
+        flags = sorted({f for entry in store.manifest["stages"].values() for f in entry.get("flags", [])})
+        stage_seconds = {k: v.get("seconds", 0.0) for k, v in store.manifest["stages"].items()}
+        if failure:
+            return ShotResult(
+                row=row.row_number, sku=row.sku, status="failed", reason=failure,
+                seconds=round(seconds, 3), flags=";".join(flags), stage_seconds=stage_seconds,
+            )
+        rank = job.input_json("rank")
+        composite = job.input_json("composite")
+        best_index = int(rank["best_index"])
+        best_rel = ""
+        by_index = {int(c["index"]): c for c in composite.get("candidates", [])}
+        if best_index in by_index:
+            source = job.input_dir("composite") / by_index[best_index]["image"]
+            target = store.dir / ("best" + source.suffix)
+            copy_atomic(source, target)
+            best_rel = f"{store.dir.name}/{target.name}"
+        result = ShotResult(
+            row=row.row_number,
+            sku=row.sku,
+            status=rank["status"],
+            reason=rank.get("reason", ""),
+            best_image=best_rel,
+            hand_score=rank.get("hand_score"),
+            n_candidates=int(rank.get("n_candidates", len(by_index))),
+            seconds=round(seconds, 3),
+            flags=";".join(flags),
+            stage_seconds=stage_seconds,
+        )
+        store.record_result({**result.to_json(), "key": plan.keys[self.stages[-1].name]})
+        return result
+
+    def close(self) -> None:
+        self.sessions.close()
+
+
+def save_input_thumbnail(job: Job, store: SkuStore, size: int = 512) -> None:
+    """RUN/<sku>/input.jpg for the report; a problem here never fails the SKU."""
+    target = store.dir / "input.jpg"
+    if target.is_file():
+        return
+    try:
+        from PIL import Image, ImageOps
+
+        from autoshoot.io import save_image
+
+        with Image.open(job.image_path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.thumbnail((size, size))
+            if im.mode in ("RGBA", "LA", "PA", "P"):
+                im = im.convert("RGBA")
+                flat = Image.new("RGB", im.size, (255, 255, 255))
+                flat.paste(im, mask=im.getchannel("A"))
+                im = flat
+            save_image(target, im.convert("RGB"))
+    except Exception as err:  # noqa: BLE001 - a thumbnail is cosmetic
+        logger.warning("no input thumbnail for %s: %s", job.sku, err)
+
+
+def one_line_reason(stage: str, err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    name = type(err).__name__
+    return f"{stage}: {text}" if text and name in ("StageError",) else f"{stage}: {name}: {text}".rstrip(": ")
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    from autoshoot.io import atomic_write
+
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    results: list[ShotResult]
+    counts: dict[str, int]
+    seconds: float
+    processed: int  # SKUs whose stages ran in this run (not skipped)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.counts.get("failed", 0) else 0
+
+    def text(self) -> str:
+        counts = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in ("accepted", "review", "failed"))
+        lines = [f"{len(self.results)} SKUs: {counts}  ({self.processed} run now, the rest already done)"]
+        if self.processed:
+            lines.append(f"{self.seconds:.1f} s in all, {self.seconds / self.processed:.2f} s per SKU run")
+        if self.stage_seconds:
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items())
+            lines.append(f"time per stage: {parts}")
+        lines.append(f"results: {self.run_dir / 'results.csv'}  report: {self.run_dir / 'report.html'}")
+        if self.interrupted:
+            lines.append("interrupted: finished SKUs are saved; run the same command again to resume")
+        return "\n".join(lines)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on RUN: a second run on the same folder stops at once."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise RunLockedError(
+                f"{run_dir} is in use by another autoshoot run ({holder}); wait for it to finish, "
+                "or pass another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+class _Interrupt:
+    """SIGINT sets a flag; the run finishes the SKU in hand, writes results and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nInterrupted: finishing the current SKU, then stopping (Ctrl-C again to stop now)", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def validate_for_run(catalog_path: Path, config: Config, run_dir: Path | None = None) -> Catalog:
+    return load_catalog(
+        catalog_path,
+        min_side=config.run.min_image_side,
+        max_pixels=config.run.max_image_pixels,
+        download_timeout_s=config.run.download_timeout_s,
+    )
+
+
+def plan_run(
+    catalog: Catalog, config: Config, run_dir: Path, force: bool = False, stages: list[Stage] | None = None
+) -> tuple[SkuWorker, list[Plan]]:
+    worker = SkuWorker(config, run_dir, stages)
+    return worker, [worker.plan(row, force) for row in catalog.valid_rows]
+
+
+def dry_run_text(catalog: Catalog, config: Config, run_dir: Path) -> str:
+    """The plan, without loading any model or importing torch."""
+    worker, plans = plan_run(catalog, config, run_dir)
+    lines = [f"catalog: {catalog.path} ({len(catalog.rows)} rows, {len(catalog.invalid_rows)} invalid)"]
+    lines.append(f"run folder: {run_dir}   profile: {config.run.profile}")
+    lines.append("stages: " + " → ".join(s.name for s in worker.stages))
+    lines.append("models:")
+    for stage in worker.stages:
+        for spec in stage.models(config):
+            lines.append(f"  {stage.name:<9} {spec.role}: {spec.source}")
+    lines.append("SKUs:")
+    for row in catalog.rows:
+        if not row.ok:
+            lines.append(f"  {row.sku or '(no sku)'}: invalid, will be marked failed ({row.errors[0]})")
+    for plan in plans:
+        if not plan.todo:
+            lines.append(f"  {plan.row.sku}: done ({plan.result.get('status') if plan.result else ''}), skipped")
+        else:
+            lines.append(f"  {plan.row.sku}: to do: {', '.join(plan.todo)}")
+    todo = sum(1 for p in plans if p.todo)
+    lines.append(f"{todo} SKUs to do, {len(plans) - todo} done, {len(catalog.invalid_rows)} invalid")
+    return "\n".join(lines)
+
+
+def run_catalog(
+    catalog_path: str | Path,
+    run_dir: str | Path,
+    config: Config,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    catalog: Catalog | None = None,
+    stages: list[Stage] | None = None,
+) -> RunSummary:
+    """Run every row of the catalog into ``run_dir``; see the module docstring for the layout."""
+    from autoshoot.report import write_report, write_results
+
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    # 1. validate every row before any model loads
+    catalog = catalog or validate_for_run(Path(catalog_path), config, run_dir)
+    with run_lock(run_dir), _Interrupt() as interrupt:
+        # 2. save the effective config and plan: which SKUs and stages are still to do
+        save_config(config, run_dir / "config.yaml")
+        worker, plans = plan_run(catalog, config, run_dir, force, stages)
+        todo = [p for p in plans if p.todo]
+        # 3. stop before the first SKU when a model that some work needs is missing
+        worker.check_models({name for p in todo for name in p.todo})
+        # 4. run, a chunk of SKUs at a time (batchable stages batch across the chunk)
+        results: dict[str, ShotResult] = {p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result}
+        counts = {"accepted": 0, "review": 0, "failed": len(catalog.invalid_rows)}
+        for r in results.values():
+            counts[r.status] += 1
+        bar = progress_bar(len(plans) + len(catalog.invalid_rows), quiet, initial=len(results) + counts["failed"])
+        bar.set_postfix(counts)
+        chunk = max(1, int(getattr(config.analyze, "batch_size", 1)))
+        processed = 0
+        try:
+            for start in range(0, len(todo), chunk):
+                if interrupt.requested:
+                    break
+                for result in worker.process(todo[start : start + chunk]):
+                    results[result.sku] = result
+                    counts[result.status] += 1
+                    processed += 1
+                    bar.update(1)
+                    bar.set_postfix(counts)
+        finally:
+            bar.close()
+            worker.close()
+            # 5. results and report, also after an interruption
+            ordered = collect_results(catalog, results)
+            write_results(run_dir, ordered)
+            write_report(run_dir, ordered, config)
+    return RunSummary(
+        run_dir=run_dir,
+        results=ordered,
+        counts=counts,
+        seconds=time.perf_counter() - started,
+        processed=processed,
+        stage_seconds=worker.stage_seconds,
+        interrupted=interrupt.requested,
+    )
+
+
+def collect_results(catalog: Catalog, results: dict[str, ShotResult]) -> list[ShotResult]:
+    ordered: list[ShotResult] = []
+    for row in catalog.rows:
+        if not row.ok:
+            ordered.append(ShotResult(row=row.row_number, sku=row.sku, status="failed", reason=row.errors[0]))
+        elif row.sku in results:
+            ordered.append(results[row.sku])
+        else:
+            ordered.append(
+                ShotResult(
+                    row=row.row_number, sku=row.sku, status="failed",
+                    reason="not run: the run was interrupted; run the same command again to resume",
+                )
+            )
+    return ordered
+
+
+def progress_bar(total: int, quiet: bool, initial: int = 0):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc="SKUs", unit="sku", file=sys.stderr, disable=quiet,
+        dynamic_ncols=True, smoothing=0.1,
+    )
