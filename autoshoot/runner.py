@@ -32,7 +32,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from autoshoot.catalog import Catalog, Row, load_catalog
 from autoshoot.config import Config, save_config
@@ -242,8 +242,12 @@ class SkuWorker:
         if missing:
             raise ModelMissingError(missing)
 
-    def process(self, plans: list[Plan]) -> list[ShotResult]:
-        """Run the planned stages for several SKUs; batchable stages run across all of them."""
+    def process(self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False) -> list[ShotResult]:
+        """Run the planned stages for several SKUs; batchable stages run across all of them.
+
+        ``should_stop`` is asked between SKUs: when it says yes, the SKUs not yet started are
+        left for the next run (their finished stages are kept).
+        """
         started = time.perf_counter()
         jobs = {p.row.sku: self.make_job(p.row) for p in plans}
         stores = {p.row.sku: SkuStore(self.run_dir, p.row.sku) for p in plans}
@@ -265,6 +269,8 @@ class SkuWorker:
         # 2. the other stages, one SKU at a time
         results = []
         for plan in plans:
+            if results and should_stop():
+                break
             sku = plan.row.sku
             job, store = jobs[sku], stores[sku]
             if sku not in failed:
@@ -559,7 +565,7 @@ def run_catalog(
             for start in range(0, len(todo), chunk):
                 if interrupt.requested:
                     break
-                for result in worker.process(todo[start : start + chunk]):
+                for result in worker.process(todo[start : start + chunk], lambda: interrupt.requested):
                     results[result.sku] = result
                     counts[result.status] += 1
                     processed += 1

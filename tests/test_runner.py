@@ -1,0 +1,212 @@
+"""The runner's duties: resume, per-stage invalidation, isolation, atomic commits, locking."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import Crash, fake_stages, write_catalog, write_photo
+
+from autoshoot.config import Config
+from autoshoot.errors import RunLockedError
+from autoshoot.runner import run_catalog, run_lock, sku_folder_name
+from autoshoot.stages import STAGE_ORDER
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_catalog(tmp_path: Path, n: int = 3, with_invalid: bool = True) -> Path:
+    rows = []
+    for i in range(n):
+        write_photo(tmp_path / "img" / f"p{i}.png", seed=i)
+        rows.append({"sku": f"SKU-{i}", "image": f"img/p{i}.png"})
+    if with_invalid:
+        rows.append({"sku": "MISSING", "image": "img/none.png"})
+    return write_catalog(tmp_path, rows)
+
+
+def read_results(run: Path, drop: tuple[str, ...] = ("seconds",)) -> list[dict[str, str]]:
+    with open(run / "results.csv", newline="") as fh:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(fh)]
+
+
+def config(**sections: dict) -> Config:
+    base = Config()
+    changes = {name: dataclasses.replace(getattr(base, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(base, **changes)
+
+
+def leftovers(run: Path) -> list[Path]:
+    return [p for p in run.rglob("*") if ".tmp-" in p.name or ".trash-" in p.name]
+
+
+def test_run_writes_results_then_resumes_without_work(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path)
+    run = tmp_path / "run"
+    calls: list = []
+    summary = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
+    assert summary.counts == {"accepted": 3, "review": 0, "failed": 1}
+    assert summary.exit_code == 1
+    results = read_results(run)
+    assert [r["sku"] for r in results] == ["SKU-0", "SKU-1", "SKU-2", "MISSING"]
+    assert results[0]["status"] == "accepted" and results[0]["best_image"] == "SKU-0/best.png"
+    assert results[0]["n_candidates"] == "4" and results[0]["hand_score"] == "0.9"
+    assert results[0]["flags"] == "prepare_flag"
+    assert (run / "SKU-0" / "best.png").read_bytes() == (run / "SKU-0" / "composite" / "c3.png").read_bytes()
+    assert results[3]["status"] == "failed" and results[3]["reason"].startswith("row 5, column image, value 'img/none.png': file not found")
+    assert (run / "results.parquet").is_file() and (run / "config.yaml").is_file()
+    # the analyze stage ran once, batched across the three SKUs
+    assert calls.count(("analyze", "batch of 3")) == 1
+    assert len([c for c in calls if c[0] == "render"]) == 3
+
+    calls.clear()
+    again = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
+    assert [c for c in calls if c[1] != "batch of 0"] == []
+    assert again.processed == 0
+    assert read_results(run) == results
+    assert leftovers(run) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "redone"),
+    [
+        ({"score": {"accept_threshold": 0.95}}, ["score", "rank"]),
+        ({"prepare": {"segmenter": "plain"}}, ["prepare", "render", "refine", "composite", "score", "rank"]),
+    ],
+)
+def test_config_change_redoes_that_stage_and_later_ones(tmp_path: Path, change: dict, redone: list[str]) -> None:
+    catalog = make_catalog(tmp_path, n=2, with_invalid=False)
+    run = tmp_path / "run"
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    calls: list = []
+    run_catalog(catalog, run, config(**change), quiet=True, stages=fake_stages(calls))
+    stages_run = [name for name, sku in calls if sku == "SKU-0"]
+    assert stages_run == redone
+
+
+def test_seed_or_candidates_change_redoes_render_onwards(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=1, with_invalid=False)
+    run = tmp_path / "run"
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    calls: list = []
+    run_catalog(catalog, run, config(run={"candidates": 2}), quiet=True, stages=fake_stages(calls))
+    assert [n for n, _ in calls] == ["render", "refine", "composite", "score", "rank"]
+    assert read_results(run)[0]["n_candidates"] == "2"
+
+
+def test_force_redoes_everything(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=2, with_invalid=False)
+    run = tmp_path / "run"
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    calls: list = []
+    run_catalog(catalog, run, config(), quiet=True, force=True, stages=fake_stages(calls))
+    assert [n for n, s in calls if s == "SKU-1"] == list(STAGE_ORDER)
+    assert ("analyze", "batch of 2") in calls
+
+
+def test_an_exception_fails_only_its_sku(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=3, with_invalid=False)
+    run = tmp_path / "run"
+    summary = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([], fail_sku={"render": "SKU-1"}))
+    results = {r["sku"]: r for r in read_results(run)}
+    assert results["SKU-1"]["status"] == "failed"
+    assert results["SKU-1"]["reason"] == "render: ValueError: cannot handle SKU-1"
+    assert results["SKU-0"]["status"] == results["SKU-2"]["status"] == "accepted"
+    log = (run / "SKU-1" / "log.txt").read_text()
+    assert "Traceback (most recent call last)" in log and "second line of detail" in log
+    assert summary.exit_code == 1
+    # the failed SKU is retried by the next run, from the failed stage on
+    calls: list = []
+    again = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
+    assert [n for n, s in calls if s == "SKU-1"] == ["render", "refine", "composite", "score", "rank"]
+    assert again.exit_code == 0
+
+
+@pytest.mark.parametrize("stage", STAGE_ORDER)
+def test_a_crash_at_each_stage_resumes_with_nothing_lost(tmp_path: Path, stage: str) -> None:
+    catalog = make_catalog(tmp_path, n=2, with_invalid=False)
+    clean = tmp_path / "clean"
+    run_catalog(catalog, clean, config(), quiet=True, stages=fake_stages([]))
+
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([], crash_sku={stage: "SKU-1"}))
+    calls: list = []
+    summary = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
+    assert summary.exit_code == 0
+    # SKU-0 was finished before the crash (unless analyze, batched across both, crashed)
+    redo_sku0 = [n for n, s in calls if s == "SKU-0"]
+    assert redo_sku0 == ([] if stage != "analyze" else list(STAGE_ORDER))
+    # SKU-1 redoes the crashed stage and later ones only
+    first = STAGE_ORDER.index(stage)
+    assert [n for n, s in calls if s == "SKU-1"] == list(STAGE_ORDER[first:])
+    assert read_results(run) == read_results(clean)
+    assert leftovers(run) == []
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=1, with_invalid=False)
+    run = tmp_path / "run"
+    with run_lock(run):
+        with pytest.raises(RunLockedError) as err:
+            run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    assert str(err.value) == (
+        f"{run} is in use by another autoshoot run (pid {os.getpid()}); wait for it to finish, or pass another --out"
+    )
+
+
+def test_sku_folder_names_are_safe_and_distinct() -> None:
+    assert sku_folder_name("BAG-001_a.b") == "BAG-001_a.b"
+    assert sku_folder_name("a/b") != sku_folder_name("a:b")
+    assert "/" not in sku_folder_name("../../etc")
+
+
+def test_report_shows_every_sku_and_candidate(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=2)
+    run = tmp_path / "run"
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([], fail_sku={"score": "SKU-1"}))
+    html = (run / "report.html").read_text()
+    assert html.count("<div class='sku'") == 3
+    assert "data-status='accepted'" in html and html.count("class='sku' data-status='failed'") == 2
+    assert "candidate 3 (best): score 0.90" in html and "fake reason 2" in html
+    assert "score: ValueError: cannot handle SKU-1" in html
+    assert "onclick=\"show('review')\"" in html
+    for src in __import__("re").findall(r"src='([^']+)'", html):
+        assert (run / src).is_file(), src
+    assert "SKU-0/input.jpg" in html and "SKU-1/composite/c0.png" in html
+
+
+FAKE_RUN = """
+import sys
+from fakes import fake_stages
+from autoshoot.config import Config
+from autoshoot.runner import run_catalog
+summary = run_catalog(sys.argv[1], sys.argv[2], Config(), quiet=True, stages=fake_stages([], sleep={"render": 0.4}))
+print("processed", summary.processed, flush=True)
+sys.exit(summary.exit_code)
+"""
+
+
+def test_sigint_finishes_the_current_sku_then_stops(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=6, with_invalid=False)
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_RUN, str(catalog), str(run)], env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (run / "SKU-0" / "render").is_dir() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    statuses = [r["status"] for r in read_results(run)]
+    done = int(out.split()[-1])
+    assert 1 <= done < 6 and statuses[:done] == ["accepted"] * done
+    assert all(r["reason"].startswith("not run: the run was interrupted") for r in read_results(run)[done:])
+    assert leftovers(run) == []
