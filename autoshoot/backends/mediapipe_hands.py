@@ -93,6 +93,14 @@ def expand_box(box: Box, factor: float, min_side: float, width: int, height: int
     return x0, y0, x1, y1
 
 
+def count_covering(box: Box, regions: list[Box] | None, n_passes: int) -> int:
+    """How many pass regions hold the centre of ``box`` (all passes when regions is None)."""
+    if regions is None:
+        return n_passes
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return sum(1 for r in regions if r[0] <= cx <= r[2] and r[1] <= cy <= r[3])
+
+
 class HandDetector:
     """MediaPipe Hands, built once, called per image.
 
@@ -151,7 +159,7 @@ class HandDetector:
         with self._lock:
             result = self._hands.process(np.ascontiguousarray(image))
         found = []
-        for lms, handed in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
+        for lms, handed in zip(result.multi_hand_landmarks or [], result.multi_handedness or [], strict=False):
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], dtype=np.float32)
             cls = handed.classification[0]
             found.append((pts, str(cls.label), float(cls.score)))
@@ -199,6 +207,7 @@ class HandDetector:
         h, w = image.shape[:2]
         # 1. full frame
         passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]] = []
+        regions: list[Box] = [(0.0, 0.0, float(w), float(h))]
         passes.append(("full", 1.0, self.detect_raw(image)))
         # 2. upscaled crop around the expected grip
         crop_boxes: list[tuple[str, tuple[int, int, int, int]]] = []
@@ -213,20 +222,24 @@ class HandDetector:
         for name, box in crop_boxes:
             side = max(box[2] - box[0], box[3] - box[1])
             passes.append((name, self.crop_size / max(side, 1), self.detect_crop(image, box)))
+            regions.append(tuple(float(v) for v in box))
         # 4. merge duplicates across passes
-        return merge_hands(passes)
+        return merge_hands(passes, regions)
 
 
 def merge_hands(
-    passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]], iou_same: float = 0.3
+    passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]],
+    regions: list[Box] | None = None,
+    iou_same: float = 0.3,
 ) -> list[DetectedHand]:
     """Merge hands found by several passes into distinct hands.
 
     Args:
         passes: [(pass name, its zoom factor, [(landmarks (21, 3) px, label, score)])].
+        regions: the XYXY image region each pass saw; a hand's ``detection_score`` is the
+            share of the passes whose region holds its centre that found it.
         iou_same: two hands whose landmark boxes overlap this much are the same hand.
     """
-    n_passes = len(passes)
     groups: list[dict[str, Any]] = []
     for name, zoom, found in passes:
         for pts, label, score in found:
@@ -247,7 +260,7 @@ def merge_hands(
             landmarks=g["pts"].astype(np.float32),
             handedness=g["label"],
             handedness_score=g["score"],
-            detection_score=len(g["views"]) / n_passes,
+            detection_score=len(g["views"]) / max(count_covering(g["box"], regions, len(passes)), len(g["views"])),
             bbox=g["box"],
             views=g["views"],
         )
@@ -255,3 +268,351 @@ def merge_hands(
     ]
     hands.sort(key=lambda hand: -hand.size)
     return hands
+
+
+# ---------------------------------------------------------------------------------------
+# Scene: faces and a body
+
+
+@dataclass
+class Scene:
+    """Faces (XYXY pixel boxes with scores) and whether a body pose was found."""
+
+    faces: list[tuple[Box, float]] = field(default_factory=list)
+    body: bool = False
+    body_box: Box | None = None  # XYXY around the visible pose landmarks
+
+
+class SceneDetector:
+    """MediaPipe face detection (full range) and Pose (complexity 1), built once."""
+
+    def __init__(self, min_face_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_face_confidence)
+        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._faces.close()
+        self._pose.close()
+
+    def detect(self, image: np.ndarray) -> Scene:
+        """Args: image HxWx3 uint8 RGB."""
+        h, w = image.shape[:2]
+        image = np.ascontiguousarray(image)
+        with self._lock:
+            faces = self._faces.process(image)
+            pose = self._pose.process(image)
+        scene = Scene()
+        for det in faces.detections or []:
+            rb = det.location_data.relative_bounding_box
+            box = (rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h)
+            scene.faces.append((tuple(float(v) for v in box), float(det.score[0])))
+        if pose.pose_landmarks is not None:
+            pts = np.array([(p.x * w, p.y * h) for p in pose.pose_landmarks.landmark if p.visibility > 0.5])
+            if len(pts) >= 4:
+                scene.body = True
+                scene.body_box = landmarks_bbox(pts)
+        return scene
+
+
+# ---------------------------------------------------------------------------------------
+# The hand-quality scorer
+
+
+def polygon_distance(point: np.ndarray, polygon: np.ndarray) -> float:
+    """Distance in pixels from ``point`` (2,) to a closed ``polygon`` (N, 2); 0 inside."""
+    import cv2
+
+    poly = np.asarray(polygon, dtype=np.float32).reshape(-1, 1, 2)
+    d = cv2.pointPolygonTest(poly, (float(point[0]), float(point[1])), True)
+    return max(0.0, -float(d))
+
+
+class MediaPipeHandScorer:
+    """Hand quality of one image: ``score(image, grip, erase_polygon) -> HandScore``.
+
+    Components, each in [0, 1]:
+      confidence  MediaPipe's handedness confidence and the share of passes that found the hand
+      anatomy     ``autoshoot.hand_anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
+      stability   landmarks of a horizontally flipped crop agree with the originals
+      grip        (only with a grip) the fingers are at the handle gap and wrap it
+      scene       one face or body, no hands without a body, at most ``max_hands`` hands
+
+    ``hand_score`` is their weighted geometric mean (weights from the config), so one failed
+    component (no hand at the grip, two people) sinks the score.
+    """
+
+    def __init__(self, config: Any):
+        from autoshoot.hand_anatomy import AnatomyLimits
+
+        self.config = getattr(config, "score", config)  # a Config or a ScoreConfig
+        c = self.config
+        self.detector = HandDetector(
+            max_num_hands=c.max_hands,
+            model_complexity=c.model_complexity,
+            min_detection_confidence=c.min_detection_confidence,
+            crop_size=c.crop_size,
+            crop_factor=c.crop_factor,
+            refine_crops=c.refine_crops,
+        )
+        self.scene_detector = SceneDetector() if c.scene else None
+        self.limits = AnatomyLimits()
+
+    def close(self) -> None:
+        self.detector.close()
+        if self.scene_detector is not None:
+            self.scene_detector.close()
+
+    # -- the recipe ---------------------------------------------------------------------
+
+    def score(
+        self,
+        image: np.ndarray,
+        grip: tuple[float, float] | None = None,
+        erase_polygon: np.ndarray | list | None = None,
+        file: str = "",
+    ) -> Any:
+        """Score one image.
+
+        Args:
+            image: HxWx3 uint8 RGB (a PIL image is converted).
+            grip: (x, y) pixels of the image where a hand should grip, or None.
+            erase_polygon: (N, 2) pixels of the image: the handle gap the hand should fill.
+            file: the name reported in the result.
+        Returns:
+            ``autoshoot.types.HandScore``; ``hands`` hold each hand's landmarks and checks.
+        """
+        from autoshoot.types import HandScore
+
+        image = prepare_image(image)
+        h, w = image.shape[:2]
+        c = self.config
+        # 1. detect hands: full frame, plus an upscaled crop around the grip
+        roi = None
+        if grip is not None:
+            half = c.grip_box_frac * max(h, w) / 2
+            roi = (grip[0] - half, grip[1] - half, grip[0] + half, grip[1] + half)
+        hands = self.detector.detect(image, roi=roi)[: max(c.max_hands, 1) + 2]
+        # 2. the scene: faces and a body (also the person's scale for the palm check)
+        scene = self.scene_detector.detect(image) if self.scene_detector is not None else None
+        # 3. per-hand anatomy and stability
+        reports = [self.check_hand(image, hand, scene) for hand in hands]
+        # 4. components
+        components: dict[str, float] = {}
+        reasons: list[str] = []
+        if reports:
+            components["confidence"] = float(np.mean([r["confidence"] for r in reports]))
+            worst = min(reports, key=lambda r: r["anatomy"])
+            components["anatomy"] = float(worst["anatomy"])
+            reasons += worst["reasons"]
+            if c.stability:
+                components["stability"] = float(min(r["stability"] for r in reports))
+                reasons += [f"hand {i + 1} unstable under a flip" for i, r in enumerate(reports) if r["stability"] < 0.5]
+        else:
+            reasons.append("no hand visible")
+        if grip is not None:
+            components["grip"], grip_reasons = self.score_grip(hands, reports, grip, erase_polygon)
+            reasons += grip_reasons
+        if scene is not None:
+            components["scene"], scene_reasons = score_scene(scene, hands, c.max_hands)
+            reasons += scene_reasons
+        # 5. combine
+        hand_score = combine_components(components, c.weights)
+        if not reports and grip is None:
+            hand_score = c.no_hand_score * components.get("scene", 1.0)
+        return HandScore(
+            file=file,
+            hand_score=round(hand_score, 4),
+            hands=[{**hand.to_json(), **{k: v for k, v in r.items() if k != "reasons"}, "reasons": r["reasons"]} for hand, r in zip(hands, reports, strict=True)],
+            reasons=dedupe(reasons),
+            components={k: round(v, 4) for k, v in components.items()},
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def check_hand(self, image: np.ndarray, hand: DetectedHand, scene: Scene | None) -> dict[str, Any]:
+        """Anatomy, confidence and stability of one hand (JSON-able dict)."""
+        from autoshoot.hand_anatomy import check_anatomy
+
+        face_width = nearest_face_width(scene, hand) if scene is not None else None
+        anatomy = check_anatomy(hand.landmarks, face_width=face_width, limits=self.limits)
+        confidence = 0.5 * hand.handedness_score + 0.5 * hand.detection_score
+        out: dict[str, Any] = {
+            "anatomy": round(anatomy.score, 4),
+            "checks": {k: round(v, 4) for k, v in anatomy.checks.items()},
+            "fingertips": anatomy.n_fingertips,
+            "palm_px": round(anatomy.palm_length, 1),
+            "confidence": round(confidence, 4),
+            "reasons": list(anatomy.reasons),
+        }
+        if self.config.stability:
+            shift = self.measure_flip_shift(image, hand, anatomy.palm_length)
+            out["flip_shift"] = None if shift is None else round(shift, 4)
+            tol = self.config.stability_tolerance
+            out["stability"] = 0.2 if shift is None else float(np.exp(-((max(shift - tol, 0.0) / tol) ** 2)))
+        return out
+
+    def measure_flip_shift(self, image: np.ndarray, hand: DetectedHand, palm: float) -> float | None:
+        """Mean landmark shift, in palm lengths, between ``hand`` and the same hand found on a
+        horizontally flipped crop around it (mapped back); None when the flip loses it."""
+        h, w = image.shape[:2]
+        box = expand_box(hand.bbox, 2.0, 64, w, h)
+        x0, y0, x1, y1 = box
+        flipped = np.ascontiguousarray(image[y0:y1, x0:x1][:, ::-1])
+        found = self.detector.detect_crop(flipped, (0, 0, x1 - x0, y1 - y0))
+        if not found:
+            return None
+        shifts = []
+        for pts, _, _ in found:
+            back = pts[:, :2].copy()
+            back[:, 0] = (x1 - x0) - back[:, 0] + x0
+            back[:, 1] += y0
+            shifts.append(float(np.linalg.norm(back - hand.landmarks[:, :2], axis=1).mean()))
+        return min(shifts) / max(palm, 1e-6)
+
+    def score_grip(
+        self,
+        hands: list[DetectedHand],
+        reports: list[dict[str, Any]],
+        grip: tuple[float, float],
+        erase_polygon: np.ndarray | list | None,
+    ) -> tuple[float, list[str]]:
+        """The fingers are at the handle gap (distance to the erase polygon, or to the grip
+        point) and wrap it (the fingers curl around it rather than pointing away)."""
+        if not hands:
+            return 0.0, ["no hand at the grip"]
+        gx, gy = float(grip[0]), float(grip[1])
+        best = (0.0, "")
+        for hand, report in zip(hands, reports, strict=True):
+            fingers = hand.landmarks[[5, 6, 9, 10, 13, 14, 17, 18], :2].mean(axis=0)
+            if erase_polygon is not None and len(erase_polygon) >= 3:
+                dist = polygon_distance(fingers, np.asarray(erase_polygon, dtype=np.float32))
+            else:
+                dist = float(np.hypot(fingers[0] - gx, fingers[1] - gy))
+            palm = max(report["palm_px"], 1.0)
+            near = float(np.exp(-((max(dist / palm - self.config.grip_near, 0.0) / self.config.grip_near) ** 2)))
+            wrap = measure_wrap(hand.landmarks)
+            s = near * (0.6 + 0.4 * wrap)
+            if s > best[0] or not best[1]:
+                best = (s, f"hand {dist:.0f} px from handle gap" if near < 0.7 else ("fingers do not wrap the handle" if wrap < 0.4 else ""))
+        return best[0], [best[1]] if best[1] else []
+
+
+def measure_wrap(landmarks: np.ndarray) -> float:
+    """How much the four fingers curl, in [0, 1]: 0 straight, 1 bent ~90 deg at PIP+DIP."""
+    from autoshoot.hand_anatomy import CHAINS
+
+    bends = []
+    for chain in CHAINS[1:]:
+        v1 = landmarks[chain[2]] - landmarks[chain[1]]
+        v2 = landmarks[chain[4]] - landmarks[chain[2]]
+        cos = float(v1 @ v2 / max(np.linalg.norm(v1) * np.linalg.norm(v2), 1e-9))
+        bends.append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+    return float(np.clip(np.mean(bends) / 90.0, 0.0, 1.0))
+
+
+def nearest_face_width(scene: Scene, hand: DetectedHand) -> float | None:
+    """Width of the face box nearest the hand (its person's scale), or None."""
+    if not scene.faces:
+        return None
+    hx, hy = (hand.bbox[0] + hand.bbox[2]) / 2, (hand.bbox[1] + hand.bbox[3]) / 2
+    box, _ = min(scene.faces, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 - hx, (f[0][1] + f[0][3]) / 2 - hy))
+    return float(box[2] - box[0])
+
+
+def score_scene(scene: Scene, hands: list[DetectedHand], max_hands: int) -> tuple[float, list[str]]:
+    """Exactly one person: one face (or a body seen from behind), no hands without a body."""
+    score = 1.0
+    reasons = []
+    n_faces = len(scene.faces)
+    if n_faces > 1:
+        score *= 0.35 ** (n_faces - 1)
+        reasons.append(f"{n_faces} faces")
+    if hands and n_faces == 0 and not scene.body:
+        score *= 0.7
+        reasons.append("hands without a body")
+    if len(hands) > max_hands:
+        score *= 0.4
+        reasons.append(f"{len(hands)} hands")
+    return max(score, 0.0), reasons
+
+
+def combine_components(components: dict[str, float], weights: dict[str, float]) -> float:
+    """Weighted geometric mean of the components present (each floored at 0.01)."""
+    total, acc = 0.0, 0.0
+    for name, value in components.items():
+        wgt = float(weights.get(name, 0.0))
+        if wgt <= 0:
+            continue
+        total += wgt
+        acc += wgt * np.log(max(float(value), 0.01))
+    return float(np.exp(acc / total)) if total > 0 else 0.0
+
+
+def prepare_image(image: Any) -> np.ndarray:
+    """PIL image or array → HxWx3 uint8 RGB (alpha composited onto white)."""
+    if not isinstance(image, np.ndarray):
+        from PIL import Image
+
+        if image.mode in ("RGBA", "LA", "P"):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        image = np.asarray(image.convert("RGB"))
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        image = (image[:, :, :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def dedupe(items: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        if item:
+            seen.setdefault(item, None)
+    return list(seen)
+
+
+def draw_overlay(
+    image: np.ndarray,
+    hands: list[dict[str, Any]],
+    grip: tuple[float, float] | None = None,
+    erase_polygon: np.ndarray | list | None = None,
+    label: str = "",
+) -> np.ndarray:
+    """The image with each hand's skeleton, the grip and the erase polygon drawn on it.
+
+    Args:
+        image: HxWx3 uint8 RGB.
+        hands: ``HandScore.hands`` entries (each with "landmarks" (21, 3) pixels and "anatomy").
+    Returns:
+        HxWx3 uint8 RGB. Bones are green for a plausible hand, red for an implausible one.
+    """
+    import cv2
+
+    from autoshoot.hand_anatomy import CHAINS
+
+    out = np.ascontiguousarray(prepare_image(image).copy())
+    thick = max(1, round(max(out.shape[:2]) / 400))
+    if erase_polygon is not None and len(erase_polygon) >= 3:
+        cv2.polylines(out, [np.asarray(erase_polygon, dtype=np.int32).reshape(-1, 1, 2)], True, (0, 160, 255), thick)
+    if grip is not None:
+        cv2.drawMarker(out, (int(grip[0]), int(grip[1])), (0, 160, 255), cv2.MARKER_CROSS, 8 * thick, thick)
+    for hand in hands:
+        pts = np.asarray(hand["landmarks"], dtype=np.float32)
+        ok = float(hand.get("anatomy", 1.0))
+        colour = (int(255 * (1 - ok)), int(220 * ok), 40)
+        for chain in CHAINS:
+            for a, b in zip(chain[:-1], chain[1:], strict=True):
+                cv2.line(out, (int(pts[a, 0]), int(pts[a, 1])), (int(pts[b, 0]), int(pts[b, 1])), colour, thick, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(out, (int(p[0]), int(p[1])), thick + 1, (255, 255, 255), -1)
+    if label:
+        cv2.putText(out, label, (8, 12 + 12 * thick), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thick, (255, 255, 0), thick, cv2.LINE_AA)
+    return out

@@ -1,8 +1,19 @@
-"""Config of the ``score`` and ``rank`` stages. Owned by the hand-scorer code."""
+"""Config of the ``score`` and ``rank`` stages. Owned by the hand-scorer code.
+
+    detection   MediaPipe Hands settings and the upscaled crop around the expected grip
+    components  which components run (stability and scene cost extra MediaPipe calls)
+    weights     how the components combine into ``hand_score`` (a weighted geometric mean)
+    ranking     the acceptance threshold and the optional aesthetic scorer that breaks ties
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def _default_weights() -> dict[str, float]:
+    # anatomy dominates: it is the only component that sees malformed fingers
+    return {"confidence": 1.0, "anatomy": 3.0, "stability": 1.0, "grip": 2.0, "scene": 1.0}
 
 
 @dataclass(frozen=True)
@@ -10,8 +21,32 @@ class ScoreConfig:
     scorer: str = "mediapipe"  # name in autoshoot.backends.HAND_SCORERS
     accept_threshold: float = 0.6  # best candidate >= this → accepted, else review
 
+    # detection
+    model_complexity: int = 1  # MediaPipe Hands landmark model: 0 lite, 1 full
+    min_detection_confidence: float = 0.5
+    crop_size: int = 512  # an upscaled crop's long side, pixels
+    crop_factor: float = 2.5  # the crop around the grip is this many times the grip box
+    grip_box_frac: float = 0.1  # the box around the grip: this fraction of the image's long side
+    refine_crops: bool = True  # re-detect small hands found at full frame on an upscaled crop
+
+    # components
+    stability: bool = True  # re-run each hand on a flipped crop: +1 MediaPipe call per hand
+    stability_tolerance: float = 0.12  # mean landmark shift (palm lengths) that is still stable
+    scene: bool = True  # face detection + pose: one person, no hands without a body
+    grip_near: float = 0.6  # hand farther than this (palm lengths) from the erase polygon → bad
+    no_hand_score: float = 0.65  # hand_score of an image with no hand when no grip is expected
+    max_hands: int = 2
+    weights: dict[str, float] = field(default_factory=_default_weights)
+
+    # ranking: an optional aesthetic / prompt-alignment scorer (name in AESTHETIC_SCORERS)
+    aesthetic: str = ""  # "" = none
+    aesthetic_model: str = ""  # weights path or hub id for that scorer
+    aesthetic_weight: float = 0.0  # 0 = ties only; >0 mixes it into the ranking key
+    tie_margin: float = 0.02  # hand scores this close count as tied
+
 
 PROFILES: dict[str, dict] = {
     "default": {},
-    "tiny": {},
+    # the tiny profile renders random noise: skip the extra calls, keep the same code path
+    "tiny": {"stability": False},
 }
