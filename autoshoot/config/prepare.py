@@ -1,16 +1,97 @@
-"""Config of the ``prepare`` stage (geometry). Owned by the geometry code."""
+"""Config of the ``prepare`` stage (geometry). Owned by the geometry code.
+
+    segmentation   which segmenter (auto picks ``plain`` for uniform borders, else the model),
+                   the colour tolerances of ``plain``, hole clean-up, model locations
+    handle         what counts as a handle opening (thinness, size)
+    erase          the grip gap: palm width in cm and padding across the handle
+    placement      canvas presets per shot, body scale per shot, margins
+    outputs        canvas colour, how far the inpaint mask grows into the product, canny thresholds
+
+Every size that depends on the image is a fraction of the product (or canvas) size, so the
+same config works for a 360-px thumbnail and a 4000-px packshot.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+# Canvas presets (SDXL's trained sizes), portrait; their landscape forms swap w and h.
+CANVAS_PRESETS = ((1024, 1024), (896, 1152), (832, 1216), (768, 1344))
+
+
+def _default_shot_canvas() -> dict[str, tuple[int, int]]:
+    return {"full_body": (768, 1344), "half_body": (832, 1216), "close": (1024, 1024)}
+
+
+def _default_category_size_cm() -> dict[str, tuple[float, float]]:
+    # width x height in cm including the handle, typical of each category
+    return {
+        "handbag": (30.0, 28.0),
+        "tote": (40.0, 45.0),
+        "briefcase": (42.0, 34.0),
+        "laptop_bag": (40.0, 32.0),
+        "backpack": (30.0, 45.0),
+        "duffle": (55.0, 35.0),
+        "messenger": (38.0, 30.0),
+        "suitcase": (45.0, 70.0),
+        "other": (35.0, 35.0),
+    }
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
+    # --- segmentation ---------------------------------------------------------------
     segmenter: str = "auto"  # auto | plain | birefnet | rembg
+    model_segmenter: str = "birefnet"  # what ``auto`` uses when the border is not uniform
+    # BiRefNet: a hub id or local folder (transformers, trust_remote_code), or a local .onnx
+    birefnet_model: str = "ZhengPeng7/BiRefNet"
+    birefnet_size: int = 1024  # BiRefNet's input side
+    # rembg-style ONNX: a model name looked up in $U2NET_HOME (or ~/.u2net), or a .onnx path
+    rembg_model: str = "u2net"
+    border_px: int = 4  # width of the image frame sampled for the background colour
+    border_uniform_tol: float = 14.0  # a border pixel within this distance counts as background
+    border_uniform_frac: float = 0.9  # border is "uniform" when this fraction of it is background
+    bg_tolerance: float = 12.0  # plain: minimum colour distance of product pixels from the background
+    shadow_peel: bool = True  # plain: remove soft, grey, smooth shadows joined to the background
+    shadow_max_distance: float = 70.0  # darkest shadow (colour distance) that may be peeled
+    shadow_max_chroma: float = 10.0  # shadows are grey: max channel spread
+    shadow_max_gradient: float = 6.0  # shadows are smooth: max gradient per pixel
+    grabcut: bool = False  # plain: refine the edge band with GrabCut (slower; see bench)
+    grabcut_side: int = 512  # GrabCut runs at this long side
+    matte_px: float = 1.5  # width of the soft edge of the canvas matte
+    min_speck_frac: float = 0.0005  # holes and blobs smaller than this fraction of the bbox are noise
+    several_objects_frac: float = 0.05  # a second blob this large (vs the largest) warns
+    # --- handle ---------------------------------------------------------------------
+    handle_min_area_frac: float = 0.0005  # opening area / product bbox area
+    handle_max_wall_frac: float = 0.12  # handle thickness / product bbox diagonal
+    handle_min_thin_frac: float = 0.5  # part of the opening's top edge that must have a thin wall
+    strap_loop_height_frac: float = 0.45  # opening height / product height above which it is a strap
+    twin_apex_frac: float = 0.12  # openings whose tops are this close (of the height) are twins
+    # --- erase ----------------------------------------------------------------------
+    palm_cm: float = 8.5  # the gap is as wide as a gripping hand
+    erase_pad_frac: float = 0.35  # extra cut across the handle, as a fraction of its thickness
+    erase_pad_min_px: float = 3.0
+    erase_max_span_frac: float = 0.8  # the gap never takes more than this of the loop's width
+    category_size_cm: dict[str, tuple[float, float]] = field(default_factory=_default_category_size_cm)
+    # --- placement ------------------------------------------------------------------
+    shot_canvas: dict[str, tuple[int, int]] = field(default_factory=_default_shot_canvas)
+    canvas_scale: float = 1.0  # multiplies every canvas size (tiny profile: 0.25); sizes stay multiples of 8
+    person_height_cm: float = 170.0
+    # visible height in cm of each shot (full body: 170 cm person at 90% of the height)
+    shot_span_cm: dict[str, float] = field(
+        default_factory=lambda: {"full_body": 189.0, "half_body": 115.0, "close": 70.0}
+    )
+    margin_frac: float = 0.03  # the product keeps this fraction of the canvas from every edge
+    default_shot: str = "half_body"
+    default_hold_pose: str = "beside_hip"
+    # --- outputs --------------------------------------------------------------------
+    canvas_color: tuple[int, int, int] = (240, 240, 240)  # neutral background of canvas.png (RGB)
+    inpaint_grow_px: int = 6  # the inpaint mask reaches this far into the product's edge (canvas px)
+    canny_low: int = 60
+    canny_high: int = 160
 
 
 PROFILES: dict[str, dict] = {
     "default": {},
-    "tiny": {"segmenter": "plain"},
+    "tiny": {"segmenter": "plain", "canvas_scale": 0.25, "inpaint_grow_px": 2},
 }

@@ -1,0 +1,1 @@
+"""Geometry: segment the product, find its handle, erase the grip gap, scale and place it."""

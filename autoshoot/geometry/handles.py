@@ -1,0 +1,260 @@
+"""Find the handle from the mask's topology: openings enclosed by a thin structure.
+
+An *opening* is a background region of the mask that does not reach the image frame (the
+background seen through a handle loop). It belongs to a handle when the product above most
+of it is thin (a wall of at most ``handle_max_wall_frac`` of the product's diagonal). The
+grip point is the middle of that thin wall at the middle of the loop's topmost span.
+
+Array contracts: ``mask`` is HxW bool (True = product). Points are (x, y) input pixels;
+boxes are XYXY input pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from autoshoot.config.prepare import PrepareConfig
+from autoshoot.geometry.segment import enclosed_background
+
+logger = logging.getLogger(__name__)
+
+# Handle kind when the brief says nothing and the topology is ambiguous (one opening).
+CATEGORY_HANDLE = {
+    "tote": "twin_loops",
+    "duffle": "twin_loops",
+    "handbag": "top_loop",
+    "briefcase": "top_loop",
+    "laptop_bag": "top_loop",
+    "backpack": "top_loop",
+    "messenger": "top_loop",
+    "suitcase": "top_loop",
+}
+
+
+@dataclass
+class Opening:
+    """One candidate handle opening and the thin wall above it."""
+
+    bbox: tuple[int, int, int, int]  # XYXY of the opening
+    area: int
+    thin_frac: float  # share of the opening's columns whose wall above is thin
+    apex_y: int  # topmost outer edge of the thin wall
+    grip: tuple[float, float]  # middle of the wall at the middle of the topmost span
+    thickness: float  # vertical wall thickness at the grip, px
+    span: tuple[int, int]  # x range of the thin wall (the loop's width)
+    midline: list[tuple[float, float]] = field(default_factory=list)  # centre of the wall per ray
+    normal: tuple[float, float] = (0.0, -1.0)  # unit normal of the handle at the grip, outwards
+
+
+@dataclass
+class HandleResult:
+    kind: str  # top_loop | twin_loops | strap_loop | none
+    grip: tuple[float, float] | None
+    thickness: float = 0.0  # handle thickness across its direction, px
+    direction: tuple[float, float] = (1.0, 0.0)  # unit tangent of the handle at the grip
+    opening: Opening | None = None
+    openings: list[Opening] = field(default_factory=list)  # every qualifying opening
+    topology_kind: str = "none"  # what the openings alone say, before priors
+    notes: list[str] = field(default_factory=list)
+
+
+def find_handle(
+    mask: np.ndarray,
+    config: PrepareConfig,
+    category: str | None = None,
+    brief_handle: str | None = None,
+    handle_box: tuple[float, float, float, float] | None = None,
+) -> HandleResult:
+    """Locate the handle opening, classify the handle and place the grip point.
+
+    mask: HxW bool, True = product. ``handle_box`` (XYXY input px) from the brief restricts
+    the openings considered when any opening meets it.
+
+    1. list the enclosed openings large enough to matter;
+    2. measure the wall above each one; keep those under a thin wall;
+    3. apply the brief's handle box as a prior;
+    4. pick the highest opening; the grip is the middle of its topmost span;
+    5. classify: the brief's handle, else the topology and the category.
+    """
+    notes: list[str] = []
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return HandleResult(kind="none", grip=None, notes=["empty mask"])
+    bw, bh = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    diag = float(np.hypot(bw, bh))
+    # 1. openings
+    holes = enclosed_background(mask)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+    min_area = max(6, int(config.handle_min_area_frac * bw * bh))
+    # 2. walls
+    openings = []
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < min_area:
+            continue
+        opening = measure_opening(mask, labels, i, stats[i], diag, config)
+        if opening is not None:
+            openings.append(opening)
+    # 3. prior: the brief's handle box
+    candidates = openings
+    if handle_box is not None and openings:
+        inside = [o for o in openings if boxes_meet(o, handle_box)]
+        if inside:
+            candidates = inside
+        else:
+            notes.append("no opening meets the brief's handle box; ignored the box")
+    if not candidates:
+        return HandleResult(kind="none", grip=None, openings=openings, notes=notes + ["no thin loop found"])
+    # 4. the highest opening wins (the carry handle sits on top); ties go to the larger one
+    best = min(candidates, key=lambda o: (o.apex_y, -o.area))
+    direction, thickness = handle_direction(best)
+    # 5. kind
+    topology = classify_topology(best, candidates, bh, config)
+    kind = choose_kind(topology, category, brief_handle)
+    if kind != topology:
+        notes.append(f"handle kind {kind} from the brief/category (topology says {topology})")
+    return HandleResult(
+        kind=kind,
+        grip=best.grip,
+        thickness=thickness,
+        direction=direction,
+        opening=best,
+        openings=openings,
+        topology_kind=topology,
+        notes=notes,
+    )
+
+
+def measure_opening(
+    mask: np.ndarray, labels: np.ndarray, index: int, stat: np.ndarray, diag: float, config: PrepareConfig
+) -> Opening | None:
+    """Cast rays out of the opening's upper edge; None when most of that edge is not thin.
+
+    Each upward-facing edge pixel of the opening sends a ray along the edge's outward normal
+    through the product until it meets background: the ray's length is the local thickness
+    of the structure above the opening, whatever its slant (a vertical wall would make the
+    legs of an inverted-V handle look thick).
+    """
+    h_img, w_img = mask.shape
+    x0, y0, w, h = (int(v) for v in stat[:4])
+    max_wall = config.handle_max_wall_frac * diag
+    reach = int(np.ceil(max_wall * 1.5)) + 2
+    # 1. a window around the opening
+    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
+    wx1, wy1 = min(w_img, x0 + w + reach), min(h_img, y0 + h + reach)
+    opening = (labels[wy0:wy1, wx0:wx1] == index).astype(np.float32)
+    sub = mask[wy0:wy1, wx0:wx1]
+    # 2. edge pixels of the opening next to the product, and their outward normals
+    near_product = cv2.dilate(sub.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    edge = (opening > 0) & near_product
+    smooth = cv2.GaussianBlur(opening, (0, 0), 2.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    ey, ex = np.nonzero(edge)
+    nx, ny = -gx[ey, ex], -gy[ey, ex]
+    norm = np.hypot(nx, ny) + 1e-6
+    nx, ny = nx / norm, ny / norm
+    up = ny <= -0.35
+    if up.sum() < 3:
+        return None
+    ex, ey, nx, ny = ex[up] + wx0, ey[up] + wy0, nx[up], ny[up]
+    # 3. march each ray until background (or the image frame)
+    steps = np.arange(1, reach + 1, dtype=np.float32)
+    px = np.rint(ex[:, None] + nx[:, None] * steps[None, :]).astype(np.int64)
+    py = np.rint(ey[:, None] + ny[:, None] * steps[None, :]).astype(np.int64)
+    inside_img = (px >= 0) & (px < w_img) & (py >= 0) & (py < h_img)
+    on_product = np.zeros(px.shape, bool)
+    on_product[inside_img] = mask[py[inside_img], px[inside_img]]
+    hits_bg = ~on_product & inside_img
+    first = np.where(hits_bg.any(axis=1), hits_bg.argmax(axis=1), reach)
+    length = first.astype(np.float32)  # product pixels crossed before the background
+    thin = (length >= 1) & (length <= max_wall)
+    thin_frac = float(thin.mean())
+    if thin_frac < config.handle_min_thin_frac or thin.sum() < 3:
+        return None
+    # 4. the apex: the highest point where a thin ray leaves the product
+    tx, ty, tnx, tny, tl = ex[thin], ey[thin], nx[thin], ny[thin], length[thin]
+    out_x, out_y = tx + tnx * tl, ty + tny * tl
+    apex = float(out_y.min())
+    typical = float(np.median(tl))
+    tol = max(2.0, 0.5 * typical)
+    top = out_y <= apex + tol
+    mid_x = (out_x[top].min() + out_x[top].max()) / 2.0
+    candidates = np.flatnonzero(top)
+    j = candidates[np.argmin(np.abs(out_x[candidates] - mid_x))]
+    # the grip sits half a handle's thickness in from the outer edge (two stacked handles
+    # make one thick wall: count only a typical handle's thickness)
+    half = min(tl[j], 1.25 * typical) / 2.0
+    grip = (float(out_x[j] - tnx[j] * half), float(out_y[j] - tny[j] * half))
+    midline = [(float(a - c * l / 2), float(b - d * l / 2)) for a, b, c, d, l in zip(out_x, out_y, tnx, tny, tl)]
+    return Opening(
+        bbox=(x0, y0, x0 + w, y0 + h),
+        area=int(stat[cv2.CC_STAT_AREA]),
+        thin_frac=thin_frac,
+        apex_y=int(round(apex)),
+        grip=grip,
+        thickness=float(min(tl[j], 1.25 * typical)),
+        span=(int(np.floor(out_x.min())), int(np.ceil(out_x.max())) + 1),
+        midline=midline,
+        normal=(float(tnx[j]), float(tny[j])),
+    )
+
+
+def handle_direction(opening: Opening) -> tuple[tuple[float, float], float]:
+    """Unit tangent of the handle at the grip (x >= 0), and its thickness across (px).
+
+    The tangent is perpendicular to the mean normal of the rays near the grip, so one noisy
+    edge pixel does not tilt the gap.
+    """
+    gx, gy = opening.grip
+    reach = max(4.0, 1.5 * opening.thickness)
+    near = [(x, y) for x, y in opening.midline if np.hypot(x - gx, y - gy) <= reach]
+    nx, ny = opening.normal
+    if len(near) >= 3:
+        pts = np.asarray(near, np.float64)
+        _, _, vt = np.linalg.svd(pts - pts.mean(axis=0), full_matrices=False)
+        tx, ty = float(vt[0, 0]), float(vt[0, 1])
+        # trust the midline only when it agrees roughly with the normal's tangent
+        if abs(tx * nx + ty * ny) < 0.5:
+            nx, ny = -ty, tx
+    ux, uy = -ny, nx
+    if ux < 0:
+        ux, uy = -ux, -uy
+    return (float(ux), float(uy)), opening.thickness
+
+
+def classify_topology(best: Opening, openings: list[Opening], product_h: int, config: PrepareConfig) -> str:
+    """What the openings alone say: strap_loop (tall), twin_loops (several tops), top_loop."""
+    x0, y0, x1, y1 = best.bbox
+    if (y1 - best.apex_y) >= config.strap_loop_height_frac * product_h:
+        return "strap_loop"
+    # twins: other openings whose tops are about as high and that sit beside this one
+    width = x1 - x0
+    near = [
+        o for o in openings
+        if o.apex_y - best.apex_y <= config.twin_apex_frac * product_h
+        and max(o.bbox[0] - x1, x0 - o.bbox[2]) <= 0.5 * width
+    ]
+    return "twin_loops" if len(near) >= 2 else "top_loop"
+
+
+def choose_kind(topology: str, category: str | None, brief_handle: str | None) -> str:
+    """The brief's handle when it names one, else the category's usual kind for a top loop."""
+    if brief_handle in ("top_loop", "twin_loops", "strap_loop"):
+        return brief_handle
+    if topology == "strap_loop":
+        return topology
+    if category in CATEGORY_HANDLE:
+        return CATEGORY_HANDLE[category]
+    return topology
+
+
+def boxes_meet(opening: Opening, box: tuple[float, float, float, float]) -> bool:
+    """Whether the opening or the wall above it overlaps ``box`` (XYXY), grown by 10%."""
+    bx0, by0, bx1, by1 = box
+    gx, gy = 0.1 * (bx1 - bx0), 0.1 * (by1 - by0)
+    x0, y0, x1, y1 = opening.span[0], opening.apex_y, opening.span[1], opening.bbox[3]
+    return not (x1 < bx0 - gx or x0 > bx1 + gx or y1 < by0 - gy or y0 > by1 + gy)

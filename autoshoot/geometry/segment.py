@@ -1,0 +1,285 @@
+"""Segmentation without a model (``plain``) and the clean-up every segmenter's mask goes through.
+
+Array contracts used throughout:
+
+- ``image``: HxWx3 uint8, RGB.
+- ``alpha``: HxW float32 in [0, 1], 1 = product.
+- ``mask``: HxW bool, True = product. Background seen through a handle loop is False.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from autoshoot.config.prepare import PrepareConfig
+from autoshoot.errors import AutoshootError
+
+logger = logging.getLogger(__name__)
+
+
+class NoProductError(AutoshootError):
+    """Nothing but background was found in the image."""
+
+
+@dataclass(frozen=True)
+class BorderStats:
+    color: tuple[float, float, float]  # median RGB of the image frame
+    uniform_frac: float  # fraction of the frame within ``border_uniform_tol`` of ``color``
+    noise: float  # 95th percentile of the frame's colour distance to ``color``
+
+    def is_uniform(self, config: PrepareConfig) -> bool:
+        return self.uniform_frac >= config.border_uniform_frac
+
+
+@dataclass
+class CleanResult:
+    mask: np.ndarray  # HxW bool
+    warnings: list[str] = field(default_factory=list)
+    holes_removed: int = 0  # enclosed background-coloured regions cut out of the mask
+
+
+def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats:
+    """Median colour of a ``border_px`` frame and how much of the frame matches it.
+
+    image: HxWx3 uint8 RGB.
+    """
+    b = max(1, min(config.border_px, image.shape[0] // 4, image.shape[1] // 4))
+    frame = np.concatenate(
+        [image[:b].reshape(-1, 3), image[-b:].reshape(-1, 3), image[:, :b].reshape(-1, 3), image[:, -b:].reshape(-1, 3)]
+    ).astype(np.float32)
+    color = np.median(frame, axis=0)
+    dist = np.abs(frame - color).max(axis=1)
+    return BorderStats(
+        color=(float(color[0]), float(color[1]), float(color[2])),
+        uniform_frac=float((dist <= config.border_uniform_tol).mean()),
+        noise=float(np.percentile(dist, 95)),
+    )
+
+
+def color_distance(image: np.ndarray, color: tuple[float, float, float]) -> np.ndarray:
+    """Per-pixel max-channel distance to ``color`` after a 3x3 blur (JPEG noise): HxW float32."""
+    blurred = cv2.GaussianBlur(image, (3, 3), 0).astype(np.float32)
+    return np.abs(blurred - np.asarray(color, np.float32)).max(axis=2)
+
+
+def segment_plain(image: np.ndarray, config: PrepareConfig, border: BorderStats | None = None) -> np.ndarray:
+    """Product alpha of a packshot on a uniform background, without a model.
+
+    image: HxWx3 uint8 RGB. Returns alpha: HxW float32 in [0, 1].
+
+    1. background colour from the frame; 2. colour distance above a noise-aware threshold;
+    3. peel soft grey shadows joined to the outside; 4. optional GrabCut on the edge band;
+    5. a soft matte over ``matte_px`` at the edge.
+    """
+    # 1. background colour and threshold
+    border = border or estimate_background(image, config)
+    dist = color_distance(image, border.color)
+    threshold = max(config.bg_tolerance, border.noise + 6.0)
+    # 2. everything clearly off the background colour
+    fg = dist > threshold
+    if not fg.any():
+        return np.zeros(dist.shape, np.float32)
+    # 3. shadows: grey, darker than the background, smooth, reachable from the outside
+    if config.shadow_peel:
+        fg = peel_shadows(image, dist, fg, border.color, config)
+    # 4. GrabCut on the uncertain band
+    if config.grabcut:
+        fg = refine_grabcut(image, fg, config)
+    # 5. matte: binary inside, a ramp of the colour distance across the edge
+    return matte_edge(fg, dist, threshold, config.matte_px)
+
+
+def peel_shadows(
+    image: np.ndarray, dist: np.ndarray, fg: np.ndarray, bg_color: tuple[float, float, float], config: PrepareConfig
+) -> np.ndarray:
+    """Drop soft shadows from ``fg``: grey, darker than the background, smooth, joined to the outside.
+
+    image: HxWx3 uint8 RGB; dist: HxW float32 colour distance; fg: HxW bool. Returns HxW bool.
+    A shadow region is only removed when it touches the background that touches the frame and
+    is smaller than the product itself (a pale, flat product must never be peeled away).
+    """
+    gray = cv2.cvtColor(cv2.GaussianBlur(image, (5, 5), 0), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grad = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+    chroma = image.max(axis=2).astype(np.int16) - image.min(axis=2).astype(np.int16)
+    darker = gray < float(np.mean(bg_color)) - 1.0
+    candidate = (
+        fg & darker & (dist <= config.shadow_max_distance) & (chroma <= config.shadow_max_chroma)
+        & (grad <= config.shadow_max_gradient)
+    )
+    if not candidate.any():
+        return fg
+    # components of (background ∪ shadow candidates) that reach the frame
+    reach = (~fg) | candidate
+    n, labels = cv2.connectedComponents(reach.astype(np.uint8), connectivity=4)
+    frame_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.isin(labels, frame_labels[frame_labels > 0])
+    shadow = candidate & outside
+    if shadow.sum() > 0.5 * (fg & ~shadow).sum():
+        logger.debug("shadow peel skipped: it would remove %d of %d product pixels", shadow.sum(), fg.sum())
+        return fg
+    # a shadow ends in a soft ramp; keep the product's own rim by re-adding thin slivers
+    peeled = fg & ~shadow
+    opened = cv2.morphologyEx(peeled.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+    return opened
+
+
+def refine_grabcut(image: np.ndarray, fg: np.ndarray, config: PrepareConfig) -> np.ndarray:
+    """GrabCut on a band around the edge of ``fg`` at ``grabcut_side`` px; the core stays fixed.
+
+    image: HxWx3 uint8 RGB; fg: HxW bool. Returns HxW bool at the input size.
+    """
+    h, w = fg.shape
+    s = min(1.0, config.grabcut_side / max(h, w))
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    fg_small = cv2.resize(fg.astype(np.uint8), small.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+    band = max(2, round(3 * s * max(h, w) / 512))
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    sure_fg = cv2.erode(fg_small, kernel).astype(bool)
+    maybe = cv2.dilate(fg_small, kernel).astype(bool)
+    gc = np.full(fg_small.shape, cv2.GC_BGD, np.uint8)
+    gc[maybe] = cv2.GC_PR_BGD
+    gc[fg_small.astype(bool)] = cv2.GC_PR_FGD
+    gc[sure_fg] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), gc, None, bgd, fgd, 2, cv2.GC_INIT_WITH_MASK)
+    except cv2.error as err:  # degenerate colour models (e.g. a one-colour product)
+        logger.debug("GrabCut skipped: %s", err)
+        return fg
+    refined_small = np.isin(gc, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    refined = cv2.resize(refined_small, (w, h), interpolation=cv2.INTER_LINEAR).astype(bool)
+    # only the band may change at full size
+    big_kernel = np.ones((2 * round(band / s) + 1,) * 2, np.uint8)
+    core = cv2.erode(fg.astype(np.uint8), big_kernel).astype(bool)
+    outer = cv2.dilate(fg.astype(np.uint8), big_kernel).astype(bool)
+    return core | (refined & outer)
+
+
+def matte_edge(fg: np.ndarray, dist: np.ndarray, threshold: float, matte_px: float) -> np.ndarray:
+    """Binary ``fg`` with a soft ramp of the colour distance in a thin band at its edge.
+
+    fg: HxW bool; dist: HxW float32. Returns alpha HxW float32 in [0, 1] with alpha >= 0.5
+    exactly where ``fg`` is True.
+    """
+    alpha = fg.astype(np.float32)
+    if matte_px <= 0:
+        return alpha
+    k = max(1, int(np.ceil(matte_px)))
+    kernel = np.ones((2 * k + 1, 2 * k + 1), np.uint8)
+    inner_band = fg & ~cv2.erode(fg.astype(np.uint8), kernel).astype(bool)
+    outer_band = ~fg & cv2.dilate(fg.astype(np.uint8), kernel).astype(bool)
+    ramp = np.clip(dist / (2.0 * threshold), 0.0, 1.0)
+    alpha[inner_band] = np.maximum(0.5, ramp[inner_band])
+    alpha[outer_band] = np.minimum(0.49, ramp[outer_band])
+    return alpha
+
+
+def alpha_from_rgba(rgba: np.ndarray) -> np.ndarray | None:
+    """The alpha channel of an HxWx4 uint8 image as HxW float32 [0, 1], or None when it is opaque."""
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        return None
+    alpha = rgba[:, :, 3].astype(np.float32) / 255.0
+    if alpha.min() > 0.98:
+        return None
+    return alpha
+
+
+def clean_mask(
+    alpha: np.ndarray,
+    image: np.ndarray,
+    config: PrepareConfig,
+    border: BorderStats | None = None,
+) -> CleanResult:
+    """Binary product mask from any segmenter's alpha, with its defects mended.
+
+    alpha: HxW float32 [0, 1]; image: HxWx3 uint8 RGB. Returns a ``CleanResult`` whose mask is
+    HxW bool.
+
+    1. threshold at 0.5; no product → ``NoProductError``;
+    2. keep the largest blob (warn when another is large);
+    3. fill specks (tiny holes) and drop crumbs;
+    4. when the border is uniform: cut out enclosed regions whose colour matches the
+       background (the white slivers between double straps that models keep);
+    5. warn when the product touches the image border (cropped).
+    """
+    warnings: list[str] = []
+    # 1. threshold
+    mask = alpha >= 0.5
+    if mask.sum() < 16:
+        raise NoProductError(
+            "no product found: the image is all background. Check that the photo shows the product, "
+            "or pick a model segmenter with --segmenter birefnet"
+        )
+    # 2. largest blob
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = np.argsort(areas)[::-1]
+    largest = 1 + order[0]
+    if len(order) > 1 and areas[order[1]] >= config.several_objects_frac * areas[order[0]]:
+        warnings.append(
+            f"several objects: kept the largest ({areas[order[0]]} px), dropped {len(order) - 1} other(s) "
+            f"(next largest {areas[order[1]]} px)"
+        )
+    mask = labels == largest
+    # 3. specks: holes smaller than min_speck_frac of the bbox are filled
+    x, y, w, h = stats[largest, :4]
+    min_area = max(4, int(config.min_speck_frac * w * h))
+    mask = fill_small_holes(mask, min_area)
+    # 4. background-coloured enclosed regions
+    removed = 0
+    border = border or estimate_background(image, config)
+    if border.is_uniform(config):
+        mask, removed = cut_background_colored(mask, image, border, config, min_area)
+    # 5. cropped?
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+        warnings.append("product touches the image border: it is probably cropped")
+    return CleanResult(mask=mask, warnings=warnings, holes_removed=removed)
+
+
+def fill_small_holes(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """Fill enclosed background regions smaller than ``min_area`` px. mask: HxW bool."""
+    holes = enclosed_background(mask)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+    small = np.zeros(n, bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < min_area
+    return mask | small[labels]
+
+
+def enclosed_background(mask: np.ndarray) -> np.ndarray:
+    """Background pixels not 4-connected to the image frame (handle openings, specks). HxW bool."""
+    bg = (~mask).astype(np.uint8)
+    n, labels = cv2.connectedComponents(bg, connectivity=4)
+    frame = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.isin(labels, frame[frame > 0])
+    return (~mask) & ~outside
+
+
+def cut_background_colored(
+    mask: np.ndarray, image: np.ndarray, border: BorderStats, config: PrepareConfig, min_area: int
+) -> tuple[np.ndarray, int]:
+    """Remove regions inside ``mask`` whose colour is the background's and that are flat.
+
+    mask: HxW bool; image: HxWx3 uint8 RGB. Returns (mask, number of regions removed). A
+    region must be at least ``min_area`` px and nearly uniform, so that a white logo with
+    texture or print stays; regions of exactly the background colour between straps go.
+    """
+    dist = color_distance(image, border.color)
+    tight = max(6.0, border.noise + 3.0)
+    candidate = mask & (dist <= tight)
+    if not candidate.any():
+        return mask, 0
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(candidate.astype(np.uint8), connectivity=4)
+    removed = 0
+    out = mask.copy()
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < min_area:
+            continue
+        region = labels == i
+        if float(dist[region].mean()) <= tight * 0.6:
+            out[region] = False
+            removed += 1
+    return out, removed
