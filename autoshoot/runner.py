@@ -78,23 +78,25 @@ def sku_seed(config: Config, row: Row) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def stage_keys(stages: list[Stage], config: Config, job: Job) -> dict[str, str]:
-    """The cache key of every stage for ``job``: chained, so a change flows downstream."""
+def stage_keys(stages: list[Stage], config: Config, job: Job, section_hashes: dict[str, str] | None = None) -> dict[str, str]:
+    """The cache key of every stage for ``job``: chained, so a change flows downstream.
+
+    ``section_hashes`` (stage name → hash of its config sections) can be computed once per
+    run with ``config_hashes``; it is the same for every SKU.
+    """
+    section_hashes = section_hashes or config_hashes(stages, config)
     keys: dict[str, str] = {}
     previous = job.image_sha256
     for stage in stages:
         params = {name: getattr(job, name) for name in stage.job_params}
-        material = [
-            previous,
-            stage.name,
-            stage.version,
-            config.section_hash(*stage.config_sections) if stage.config_sections else "",
-            stage.extra_key(job),
-            params,
-        ]
+        material = [previous, stage.name, stage.version, section_hashes[stage.name], stage.extra_key(job), params]
         previous = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
         keys[stage.name] = previous
     return keys
+
+
+def config_hashes(stages: list[Stage], config: Config) -> dict[str, str]:
+    return {s.name: config.section_hash(*s.config_sections) if s.config_sections else "" for s in stages}
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,6 +207,7 @@ class SkuWorker:
         self.stages = stages if stages is not None else build_stages()
         self.sessions = Sessions()
         self.stage_seconds: dict[str, float] = {}
+        self.section_hashes = config_hashes(self.stages, config)
 
     def make_job(self, row: Row) -> Job:
         assert row.image_path is not None  # only valid rows are planned
@@ -222,7 +225,7 @@ class SkuWorker:
 
     def plan(self, row: Row, force: bool = False) -> Plan:
         job = self.make_job(row)
-        keys = stage_keys(self.stages, self.config, job)
+        keys = stage_keys(self.stages, self.config, job, self.section_hashes)
         store = SkuStore(self.run_dir, row.sku)
         if not force:
             result = store.finished_result(keys[self.stages[-1].name])
@@ -284,7 +287,12 @@ class SkuWorker:
                     self._run_stage_batch(stage, [plan], jobs, stores, failed, per_sku_seconds)
                     if sku in failed:
                         break
-            results.append(self._finish(plan, job, store, failed.get(sku), per_sku_seconds[sku]))
+            try:
+                result = self._finish(plan, job, store, failed.get(sku), per_sku_seconds[sku])
+            except Exception as err:  # a broken stage output must not stop the run
+                store.log("finish failed:\n" + "".join(traceback.format_exception(err)))
+                result = self._finish(plan, job, store, one_line_reason("finish", err), per_sku_seconds[sku])
+            results.append(result)
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
         return results
 

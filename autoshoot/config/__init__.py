@@ -126,7 +126,7 @@ def load_config(
     layers: list[dict[str, Any]] = []
     file_data = read_config_file(config_file) if config_file else {}
     profile = profile or file_data.get("run", {}).get("profile") or "default"
-    if profile in BUILTIN_PROFILES:
+    if profile in BUILTIN_PROFILES or Path(profile).suffix.lower() not in (".toml", ".yaml", ".yml"):
         layers.append(builtin_profile(profile))
     else:
         data = read_config_file(profile)
