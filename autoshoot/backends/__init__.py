@@ -27,3 +27,8 @@ HAND_SCORERS.register("mediapipe", "autoshoot.backends.mediapipe_hands:MediaPipe
 
 HAND_MESHES = Registry("hand mesh")
 HAND_MESHES.register("capsule", "autoshoot.backends.hand_mesh:CapsuleHandMesh")
+
+# Optional aesthetic / prompt-alignment scorers for the rank stage (score.aesthetic).
+AESTHETIC_SCORERS = Registry("aesthetic scorer")
+AESTHETIC_SCORERS.register("clip", "autoshoot.backends.aesthetic:ClipAlignmentScorer")
+AESTHETIC_SCORERS.register("imagereward", "autoshoot.backends.aesthetic:ImageRewardScorer")

@@ -1,0 +1,130 @@
+"""The ``score`` stage: hand quality of every composited candidate, with landmark overlays.
+
+Reads ``composite/stage.json`` (the candidates) and ``prepare/stage.json`` (where the hand
+should grip and the erased handle gap, in INPUT pixels, mapped here to canvas pixels with
+the placement). Writes ``overlay_<i>.png`` per candidate and returns::
+
+    {"grip": [x, y] | None, "erase_polygon": [[x, y], ...] | None,
+     "candidates": [{"index", "seed", "image", "hand_score", "components", "reasons",
+                     "hands", "overlay"}]}
+
+``image`` is relative to this stage's folder (it points into the composite folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from autoshoot.stages.base import Job, ModelSpec, Stage
+
+if TYPE_CHECKING:
+    from autoshoot.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+class ScoreStage(Stage):
+    name: ClassVar[str] = "score"
+    version: ClassVar[str] = "1"
+    config_sections: ClassVar[tuple[str, ...]] = ("score",)
+
+    def models(self, config: Config) -> list[ModelSpec]:
+        return [
+            ModelSpec("hand landmarks", "mediapipe hands (bundled in the mediapipe wheel)", "pip install mediapipe==0.10.21"),
+            ModelSpec("face + pose", "mediapipe face_detection, pose (bundled)", "pip install mediapipe==0.10.21"),
+        ]
+
+    def check_models(self, config: Config) -> list[tuple[str, str, str]]:
+        from autoshoot.backends import HAND_SCORERS
+
+        HAND_SCORERS.check(config.score.scorer)
+        import importlib.util
+
+        if importlib.util.find_spec("mediapipe") is None:
+            return [("hand scorer", "the mediapipe package", "pip install mediapipe==0.10.21 (numpy<2, protobuf<5)")]
+        return []
+
+    def run(self, job: Job, out: Path) -> dict[str, Any]:
+        from autoshoot.backends import HAND_SCORERS
+        from autoshoot.backends.mediapipe_hands import draw_overlay, prepare_image
+        from autoshoot.io import save_image
+
+        config = job.config
+        # 1. the candidates and where the hand should be
+        composite = job.input_json("composite")
+        candidates = composite.get("candidates", [])
+        if not candidates:
+            raise RuntimeError("the composite stage produced no candidates to score")
+        grip, polygon = read_grip(job)
+        # 2. the scorer, built once per run
+        scorer = job.sessions.get(f"hand_scorer:{config.score.scorer}", lambda: HAND_SCORERS.create(config.score.scorer, config))
+        # 3. score each candidate and draw its overlay
+        from PIL import Image
+
+        scored = []
+        src_dir = job.input_dir("composite")
+        for cand in candidates:
+            path = src_dir / cand["image"]
+            with Image.open(path) as im:
+                image = prepare_image(im)
+            result = scorer.score(image, grip=grip, erase_polygon=polygon, file=cand["image"])
+            overlay = f"overlay_{int(cand['index'])}.png"
+            label = f"#{cand['index']} {result.hand_score:.2f}"
+            save_image(out / overlay, draw_overlay(image, result.hands, grip, polygon, label=label))
+            scored.append(
+                {
+                    "index": int(cand["index"]),
+                    "seed": cand.get("seed"),
+                    "image": os.path.relpath(path, out),
+                    "hand_score": result.hand_score,
+                    "components": result.components,
+                    "reasons": result.reasons,
+                    "hands": result.hands,
+                    "overlay": overlay,
+                }
+            )
+            logger.info("%s candidate %s: hand score %.3f %s", job.sku, cand["index"], result.hand_score, result.reasons)
+        return {
+            "grip": None if grip is None else [round(grip[0], 1), round(grip[1], 1)],
+            "erase_polygon": None if polygon is None else [[round(x, 1), round(y, 1)] for x, y in polygon],
+            "candidates": scored,
+        }
+
+
+def read_grip(job: Job) -> tuple[tuple[float, float] | None, list[tuple[float, float]] | None]:
+    """The grip point and erase polygon in canvas pixels, from ``prepare/stage.json``."""
+    if "prepare" not in job.inputs:
+        return None, None
+    return grip_from_prepared(job.input_json("prepare"))
+
+
+def grip_from_prepared(prepared: dict[str, Any]) -> tuple[tuple[float, float] | None, list[tuple[float, float]] | None]:
+    """(grip, erase_polygon) in canvas pixels from a prepare.json dict.
+
+    ``grip_canvas`` is used when present; otherwise ``grip`` and ``erase_polygon`` (input
+    pixels) are mapped with ``placement`` (canvas = input * scale + offset). A missing
+    placement means the coordinates are already canvas pixels.
+    """
+    placement = prepared.get("placement") or {}
+    scale = float(placement.get("scale", 1.0))
+    ox, oy = (placement.get("offset") or (0.0, 0.0))[:2]
+
+    def to_canvas(x: float, y: float) -> tuple[float, float]:
+        return (float(x) * scale + float(ox), float(y) * scale + float(oy))
+
+    grip = None
+    if prepared.get("grip_canvas"):
+        grip = tuple(float(v) for v in prepared["grip_canvas"][:2])
+    elif prepared.get("grip"):
+        grip = to_canvas(*prepared["grip"][:2])
+    polygon = None
+    if prepared.get("erase_polygon_canvas"):
+        polygon = [tuple(float(v) for v in p[:2]) for p in prepared["erase_polygon_canvas"]]
+    elif prepared.get("erase_polygon"):
+        polygon = [to_canvas(*p[:2]) for p in prepared["erase_polygon"]]
+    if polygon is not None and len(polygon) < 3:
+        polygon = None
+    return grip, polygon  # type: ignore[return-value]
