@@ -1,19 +1,45 @@
-"""Config of the ``analyze`` stage (the brief). Owned by the brief/VLM code."""
+"""Config of the ``analyze`` stage (the brief): which VLM, how it is run, and brand profiles."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    """Any OpenAI-compatible chat endpoint (e.g. vLLM serving Qwen2.5-VL)."""
+
+    base_url: str = "http://localhost:8000/v1"
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable; unset → no key sent
+    timeout_s: float = 60.0  # per HTTP request
+    retries: int = 3  # extra tries after a timeout, a connection error, 429 or 5xx
+    backoff_s: float = 1.0  # first wait between tries; doubles each time
+    concurrency: int = 4  # requests in flight at once
+    json_schema: bool = True  # ask for JSON-schema guided decoding (response_format)
+    coords: Literal["pixels", "rel1000"] = "pixels"  # Qwen2.5-VL: pixels; Qwen3-VL: rel1000
 
 
 @dataclass(frozen=True)
 class AnalyzeConfig:
-    vlm: str = "rules"  # name in autoshoot.backends.VLMS
-    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # hub id or local folder
-    batch_size: int = 8  # SKUs per VLM generate call
-    brands: dict[str, dict[str, str]] = field(default_factory=dict)  # brand → fixed brief fields
+    vlm: str = "rules"  # name in autoshoot.backends.VLMS: rules | qwen | openai
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # hub id or local folder (Qwen2.5-VL or Qwen3-VL)
+    batch_size: int = 8  # SKUs per VLM generate call (left padding)
+    # visual tokens are bounded by the resized image's pixels (one token per 28x28 for Qwen2.5-VL)
+    min_pixels: int = 256 * 28 * 28
+    max_pixels: int = 1280 * 28 * 28
+    max_new_tokens: int = 512  # a brief is about 200-300 tokens of JSON
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    repair_retries: int = 1  # re-asks with the validation errors before ``rules`` fills fields
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    # brand → fixed brief fields (override columns: persona, garments, setting, lighting, ...),
+    # applied to every SKU of that brand before the row's own override columns
+    brands: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 PROFILES: dict[str, dict] = {
-    "default": {"vlm": "qwen"},
+    "default": {"vlm": "qwen", "model": "Qwen/Qwen2.5-VL-7B-Instruct"},
     "tiny": {"vlm": "rules"},
 }

@@ -1,0 +1,322 @@
+"""The brief: everything a person wrote by hand in the reference workflow, as one strict schema.
+
+A VLM (or the ``rules`` backend) reads the product photo and returns a ``Brief``; catalog
+override columns and brand profiles then fix fields per row (``apply_overrides``); the
+prompt templates in ``prompts/`` turn it into the render prompt.
+
+Strictness: every model forbids extra keys and validates JSON data strictly (no "38" for a
+number). Validate dicts with ``Brief.from_data`` (it goes through JSON, so lists become the
+tuples the schema holds).
+
+Coordinates: ``product.handle_box`` is XYXY in pixels of the INPUT image (x right, y down,
+origin top-left), or null.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from autoshoot.vocab import CATEGORIES, GRIP_POSES, HANDLES, HOLD_POSES, NON_GRIP_POSES, OVERRIDE_COLUMNS, SHOTS
+
+Category = Literal[CATEGORIES]  # type: ignore[valid-type]
+Handle = Literal[HANDLES]  # type: ignore[valid-type]
+HoldPose = Literal[HOLD_POSES]  # type: ignore[valid-type]
+Shot = Literal[SHOTS]  # type: ignore[valid-type]
+GENDER_PRESENTATIONS = ("feminine", "masculine", "androgynous")
+GenderPresentation = Literal[GENDER_PRESENTATIONS]  # type: ignore[valid-type]
+# Adults only: the schema has no age range below 20.
+AGE_RANGES = ("20s", "30s", "40s", "50s", "60s")
+AgeRange = Literal[AGE_RANGES]  # type: ignore[valid-type]
+
+# Words that describe a minor. Free text (overrides, a VLM's persona) containing one is refused.
+_MINOR_WORDS = re.compile(
+    r"\b(child|children|kid|kids|teen|teens|teenage|teenager|teenagers|boy|boys|girl|girls|toddler|baby|"
+    r"babies|schoolgirl|schoolboy|minor|minors|underage|youngster|juvenile|adolescent|infant|pupil)\b",
+    re.IGNORECASE,
+)
+_YEARS_OLD = re.compile(r"\b(\d{1,2})\s*(?:-\s*)?(?:years?|yrs?|y/o|yo)\b(?:[\s-]*old)?", re.IGNORECASE)
+
+SIZE_MIN_CM, SIZE_MAX_CM = 5.0, 150.0
+
+
+def check_adult_text(text: str) -> str:
+    """Refuse text that describes a minor; return the text unchanged otherwise."""
+    match = _MINOR_WORDS.search(text)
+    if match:
+        raise ValueError(
+            f"{text!r} describes a minor ({match.group(0)!r}); models are always adults, "
+            "write e.g. 'woman', 'man' or 'person in their 20s'"
+        )
+    for years in _YEARS_OLD.findall(text):
+        if int(years) < 18:
+            raise ValueError(f"{text!r} gives an age under 18; models are always adults (20s to 60s)")
+    return text
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Product(_Strict):
+    category: Category
+    description: str = Field(min_length=3, max_length=200, description="short, e.g. 'black leather tote with gold zip'")
+    colours: list[str] = Field(min_length=1, max_length=5, description="main colours, most dominant first")
+    material: str = Field(min_length=2, max_length=60)
+    handle: Handle
+    size_cm: tuple[float, float] = Field(description="estimated real [width_cm, height_cm] of the bag body")
+    handle_box: tuple[float, float, float, float] | None = Field(
+        default=None, description="carry handle XYXY in input-image pixels, or null"
+    )
+
+    @field_validator("size_cm")
+    @classmethod
+    def _check_size(cls, value: tuple[float, float]) -> tuple[float, float]:
+        for v in value:
+            if not SIZE_MIN_CM <= v <= SIZE_MAX_CM:
+                raise ValueError(f"each size must be between {SIZE_MIN_CM:g} and {SIZE_MAX_CM:g} cm, got {v:g}")
+        return value
+
+    @field_validator("handle_box")
+    @classmethod
+    def _check_box(cls, value: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if value is not None:
+            x0, y0, x1, y1 = value
+            if x1 <= x0 or y1 <= y0 or min(value) < 0:
+                raise ValueError(f"handle_box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {list(value)}")
+        return value
+
+    @field_validator("colours")
+    @classmethod
+    def _check_colours(cls, value: list[str]) -> list[str]:
+        if any(not c.strip() for c in value):
+            raise ValueError("colours must be non-empty words")
+        return value
+
+
+class Persona(_Strict):
+    gender_presentation: GenderPresentation
+    age_range: AgeRange = Field(description="adults only")
+    skin_tone: str = Field(min_length=3, max_length=60)
+    features: str = Field(min_length=3, max_length=120, description="face and physical features")
+    build: str = Field(min_length=3, max_length=40)
+    hair: str = Field(min_length=3, max_length=80)
+    garments: list[str] = Field(min_length=1, max_length=6, description="each garment with its colour")
+    custom: str | None = Field(
+        default=None, max_length=300, description="free-text persona from an override; replaces the generated one"
+    )
+
+    @field_validator("skin_tone", "features", "build", "hair", "custom")
+    @classmethod
+    def _adult(cls, value: str | None) -> str | None:
+        return check_adult_text(value) if value else value
+
+    @field_validator("garments")
+    @classmethod
+    def _check_garments(cls, value: list[str]) -> list[str]:
+        if any(len(g.strip()) < 3 for g in value):
+            raise ValueError("each garment must be described, e.g. 'white linen shirt'")
+        for g in value:
+            check_adult_text(g)
+        return value
+
+
+class Brief(_Strict):
+    product: Product
+    persona: Persona
+    setting: str = Field(min_length=3, max_length=160, description="the background")
+    lighting: str = Field(min_length=3, max_length=100)
+    hold_pose: HoldPose
+    shot: Shot
+    gaze: str = Field(min_length=3, max_length=80)
+    expression: str = Field(min_length=3, max_length=80)
+    rationale: str = Field(min_length=3, max_length=300, description="one sentence")
+
+    @model_validator(mode="after")
+    def _pose_needs_handle(self) -> Brief:
+        if self.product.handle == "none" and self.hold_pose in GRIP_POSES:
+            raise ValueError(
+                f"hold_pose {self.hold_pose!r} grips a handle but product.handle is 'none'; "
+                f"use one of {', '.join(NON_GRIP_POSES)}"
+            )
+        return self
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Brief:
+        """Validate a JSON-like dict (lists for tuples) strictly."""
+        return cls.model_validate_json(json.dumps(data))
+
+    def to_data(self) -> dict[str, Any]:
+        """JSON-able dict: ``product.size_cm`` is ``[width_cm, height_cm]``, boxes are lists."""
+        return self.model_dump(mode="json")
+
+
+def brief_json_schema() -> dict[str, Any]:
+    return Brief.model_json_schema()
+
+
+# ---------------------------------------------------------------------------------------
+# What a backend is asked and what it answers
+
+
+@dataclass
+class BriefRequest:
+    """One SKU for a VLM backend.
+
+    ``image`` is a local file path or a PIL image (any mode; backends convert to RGB).
+    ``seed`` rotates personas and settings; by default it is derived from the SKU (``sku_seed``).
+    ``handle_hint`` is a handle kind already known (e.g. from geometry), or None.
+    """
+
+    image: Any
+    sku: str
+    title: str = ""
+    category: str = ""
+    brand: str = ""
+    notes: str = ""
+    seed: int | None = None  # None → ``sku_seed(sku)``
+    handle_hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.seed is None:
+            self.seed = sku_seed(self.sku)
+
+
+@dataclass
+class BriefResult:
+    brief: Brief
+    backend: str
+    fallback_fields: list[str] = field(default_factory=list)  # dotted paths filled by ``rules``
+    flags: list[str] = field(default_factory=list)
+    raw: str = ""  # the model's last answer, for debugging
+    seconds: float = 0.0
+
+
+def sku_seed(sku: str) -> int:
+    """A stable 32-bit seed from the SKU text (same SKU → same persona on every machine)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(sku.encode("utf-8")).digest()[:4], "big")
+
+
+def open_rgb(image: Any) -> Any:
+    """A path or PIL image → an RGB PIL image (EXIF rotation applied for files)."""
+    from PIL import Image, ImageOps
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            im = ImageOps.exif_transpose(im)
+            return im.convert("RGB")
+    return image.convert("RGB")
+
+
+# ---------------------------------------------------------------------------------------
+# Overrides: catalog columns and brand profiles
+
+
+class OverrideError(ValueError):
+    """An override value cannot be applied; the message names the column, the value and the fix."""
+
+
+def parse_size_cm(text: str) -> tuple[float, float]:
+    """``"38x30"`` (also ``"38 x 30"``, ``"38×30"``, ``"38X30cm"``) → (38.0, 30.0)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[xX×*]\s*(\d+(?:\.\d+)?)\s*(?:cm)?\s*", text)
+    if not match:
+        raise OverrideError(f"size_cm {text!r}: write WIDTHxHEIGHT in cm, e.g. 38x30")
+    w, h = float(match.group(1)), float(match.group(2))
+    for v in (w, h):
+        if not SIZE_MIN_CM <= v <= SIZE_MAX_CM:
+            raise OverrideError(f"size_cm {text!r}: each size must be between {SIZE_MIN_CM:g} and {SIZE_MAX_CM:g} cm")
+    return (w, h)
+
+
+def split_garments(text: str) -> list[str]:
+    """``"white shirt; navy trousers"`` or ``"white shirt, navy trousers"`` → a list of garments."""
+    sep = ";" if ";" in text else ","
+    return [part.strip() for part in text.split(sep) if part.strip()]
+
+
+def brand_overrides(brands: dict[str, dict[str, str]], brand: str) -> dict[str, str]:
+    """The brand profile's fixed fields for ``brand`` (case-insensitive), or {}."""
+    key = brand.strip().casefold()
+    if not key:
+        return {}
+    for name, fields in brands.items():
+        if name.strip().casefold() == key:
+            return dict(fields)
+    return {}
+
+
+def apply_overrides(brief: Brief, overrides: dict[str, str]) -> Brief:
+    """Return a new brief with catalog override columns applied (empty values are ignored).
+
+    Columns are those of ``vocab.OVERRIDE_COLUMNS``. ``persona`` is free text that replaces the
+    generated persona description; ``garments`` is a ``;``- or ``,``-separated list;
+    ``size_cm`` is ``WIDTHxHEIGHT``. When ``handle`` becomes ``none`` and the pose grips a
+    handle, the pose becomes ``cradled`` unless ``hold_pose`` is overridden too.
+    Raises ``OverrideError`` naming the column and value when one is invalid.
+    """
+    # 1. check the columns
+    overrides = {k: v.strip() for k, v in overrides.items() if v is not None and str(v).strip()}
+    unknown = sorted(set(overrides) - set(OVERRIDE_COLUMNS))
+    if unknown:
+        raise OverrideError(
+            f"unknown override {unknown[0]!r}; valid override columns are: {', '.join(OVERRIDE_COLUMNS)}"
+        )
+    for column, value in overrides.items():
+        allowed = OVERRIDE_COLUMNS[column]
+        if allowed is not None and value not in allowed:
+            raise OverrideError(f"{column} {value!r} is not allowed; allowed values are: {', '.join(allowed)}")
+    if not overrides:
+        return brief
+
+    # 2. apply them to a plain dict
+    data = brief.to_data()
+    product, persona = data["product"], data["persona"]
+    for column, value in overrides.items():
+        if column in ("category", "handle"):
+            product[column] = value
+        elif column == "size_cm":
+            product["size_cm"] = list(parse_size_cm(value))
+        elif column == "persona":
+            try:
+                persona["custom"] = check_adult_text(value)
+            except ValueError as err:
+                raise OverrideError(f"persona: {err}") from None
+        elif column == "garments":
+            persona["garments"] = split_garments(value)
+        else:  # hold_pose, shot, setting, lighting, gaze, expression
+            data[column] = value
+
+    # 3. keep the pose consistent with the handle
+    if product["handle"] == "none" and data["hold_pose"] in GRIP_POSES:
+        if "hold_pose" in overrides:
+            raise OverrideError(
+                f"hold_pose {data['hold_pose']!r} grips a handle but handle is 'none'; "
+                f"use one of {', '.join(NON_GRIP_POSES)} or leave hold_pose empty"
+            )
+        data["hold_pose"] = "cradled"
+    if product["handle"] != brief.product.handle:
+        product["handle_box"] = product["handle_box"] if product["handle"] != "none" else None
+
+    try:
+        return Brief.from_data(data)
+    except Exception as err:  # pydantic ValidationError: say which override broke it
+        raise OverrideError(f"overrides {overrides} make an invalid brief: {first_error(err)}") from None
+
+
+def first_error(err: Exception) -> str:
+    """A one-line message from a pydantic ValidationError (or any exception)."""
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        items = errors()
+        if items:
+            e = items[0]
+            loc = ".".join(str(p) for p in e.get("loc", ())) or "brief"
+            return f"{loc}: {e.get('msg', '')}"
+    return str(err)
