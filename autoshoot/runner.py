@@ -414,6 +414,40 @@ def copy_atomic(source: Path, target: Path) -> None:
 # the run
 
 
+# ---------------------------------------------------------------------------------------
+# engines: where the SKUs run. Each yields ShotResults as SKUs finish.
+
+
+class LocalEngine:
+    """This process: chunks of ``analyze.batch_size`` SKUs (the VLM batches across a chunk)."""
+
+    def __init__(self, config: Config, worker: SkuWorker):
+        self.worker = worker
+        self.chunk = max(1, int(getattr(config.analyze, "batch_size", 1)))
+
+    def run(self, plans: list[Plan], should_stop: Callable[[], bool]) -> Iterator[ShotResult]:
+        for start in range(0, len(plans), self.chunk):
+            if should_stop():
+                return
+            yield from self.worker.process(plans[start : start + self.chunk], should_stop)
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        return self.worker.stage_seconds
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def make_engine(config: Config, worker: SkuWorker):  # type: ignore[no-untyped-def]
+    from autoshoot.registry import Registry
+
+    engines = Registry("engine")
+    engines.register("local", LocalEngine)
+    engines.register("ray", "autoshoot.engines.ray_engine:RayEngine")
+    return engines.create(config.run.engine, config, worker)
+
+
 @dataclass
 class RunSummary:
     run_dir: Path
@@ -560,28 +594,25 @@ def run_catalog(
         todo = [p for p in plans if p.todo]
         # 3. stop before the first SKU when a model that some work needs is missing
         worker.check_models({name for p in todo for name in p.todo})
-        # 4. run, a chunk of SKUs at a time (batchable stages batch across the chunk)
+        # 4. run on the configured engine (local: chunks of SKUs, batchable stages across a chunk)
         results: dict[str, ShotResult] = {p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result}
         counts = {"accepted": 0, "review": 0, "failed": len(catalog.invalid_rows)}
         for r in results.values():
             counts[r.status] += 1
         bar = progress_bar(len(plans) + len(catalog.invalid_rows), quiet, initial=len(results) + counts["failed"])
         bar.set_postfix(counts)
-        chunk = max(1, int(getattr(config.analyze, "batch_size", 1)))
+        engine = make_engine(config, worker)
         processed = 0
         try:
-            for start in range(0, len(todo), chunk):
-                if interrupt.requested:
-                    break
-                for result in worker.process(todo[start : start + chunk], lambda: interrupt.requested):
-                    results[result.sku] = result
-                    counts[result.status] += 1
-                    processed += 1
-                    bar.update(1)
-                    bar.set_postfix(counts)
+            for result in engine.run(todo, lambda: interrupt.requested):
+                results[result.sku] = result
+                counts[result.status] += 1
+                processed += 1
+                bar.update(1)
+                bar.set_postfix(counts)
         finally:
             bar.close()
-            worker.close()
+            engine.close()
             # 5. results and report, also after an interruption
             ordered = collect_results(catalog, results)
             write_results(run_dir, ordered)
@@ -592,7 +623,7 @@ def run_catalog(
         counts=counts,
         seconds=time.perf_counter() - started,
         processed=processed,
-        stage_seconds=worker.stage_seconds,
+        stage_seconds=engine.stage_seconds,
         interrupted=interrupt.requested,
     )
 

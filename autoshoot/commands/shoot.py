@@ -19,6 +19,10 @@ from autoshoot.commands.common import config_options, make_config
 @click.option("--candidates", type=click.IntRange(1, 64), default=None, help="Images rendered per SKU.")
 @click.option("--seed", type=int, default=None, help="Base seed (a catalog 'seed' column wins).")
 @click.option("--offline", is_flag=True, default=None, help="Never fetch models (also HF_HUB_OFFLINE=1).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="local (this process) or ray (one worker per GPU; pip install 'autoshoot[ray]').")
+@click.option("--address", default=None, help="Ray cluster to join, e.g. auto. Default: start a local Ray.")
+@click.option("--gpus", type=click.IntRange(0), default=None, help="Ray workers to start (default: every GPU).")
 @click.option("--force", is_flag=True, help="Redo every stage of every SKU, even when done.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; load no model.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
@@ -31,6 +35,9 @@ def shoot(
     candidates: int | None,
     seed: int | None,
     offline: bool | None,
+    engine: str | None,
+    address: str | None,
+    gpus: int | None,
     force: bool,
     dry_run: bool,
     quiet: bool,
@@ -44,7 +51,10 @@ def shoot(
 
     config = make_config(
         profile, config_file, set_,
-        **{"run.candidates": candidates, "run.seed": seed, "run.offline": offline},
+        **{
+            "run.candidates": candidates, "run.seed": seed, "run.offline": offline,
+            "run.engine": engine, "run.ray_address": address, "run.gpus": gpus,
+        },
     )
     out = Path(run_dir or f"runs/{time.strftime('%Y-%m-%d')}")
     parsed = runner.validate_for_run(Path(catalog), config, out)

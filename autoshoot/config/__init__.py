@@ -46,6 +46,10 @@ class RunConfig:
     download_timeout_s: float = 30.0  # for http(s) images in the catalog
     max_image_pixels: int = 64_000_000  # larger images are refused as decompression bombs
     min_image_side: int = 256
+    engine: str = "local"  # local | ray
+    ray_address: str = ""  # "auto" joins a running cluster; empty starts a local Ray
+    gpus: int = 0  # Ray workers to start (one per GPU); 0 = every GPU in the cluster
+    retries: int = 2  # times a SKU whose worker died is retried on another worker
 
 
 @dataclass(frozen=True)
