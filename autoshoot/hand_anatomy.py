@@ -40,8 +40,12 @@ CANONICAL_BONES = {
     "ring": (0.54, 0.36, 0.26),
     "little": (0.45, 0.26, 0.23),
 }
-# Rigid palm distances (landmark pairs) in units of the palm length, used to measure it.
-CANONICAL_PALM = {(0, 5): 0.98, (0, 9): 1.0, (0, 13): 0.95, (0, 17): 0.88, (5, 17): 0.62, (5, 9): 0.21, (9, 13): 0.2, (13, 17): 0.22}
+# Rigid palm distances in units of the palm length (wrist to middle MCP), as a hand-landmark
+# detector places them on real hands (MCP landmarks at the knuckle joints): the wrist to each
+# knuckle (the palm's length) and across the knuckles (its breadth, about 0.8 of its length).
+PALM_LENGTHS = {(0, 5): 1.03, (0, 9): 1.0, (0, 13): 0.96, (0, 17): 0.94}
+PALM_BREADTH = 0.78  # index MCP to little MCP
+CANONICAL_PALM = {**PALM_LENGTHS, (5, 17): PALM_BREADTH, (5, 9): 0.27, (9, 13): 0.26, (13, 17): 0.25}
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class AnatomyLimits:
     bone_short: float = 0.25  # shorter than this (after foreshortening) is implausible
     finger_long: float = 1.3  # a whole finger (sum of its 3 segments) this many times canonical
     thumb_vs_fingers: float = 1.15  # thumb / longest finger, each against its canonical length
+    palm_wide: float = 1.2  # palm breadth / length this many times canonical is implausible
     lateral_joint_deg: float = 40.0  # sideways bend at a PIP/DIP/IP joint
     flex_max_deg: float = 150.0  # bend at any one finger joint
     curled_tip: float = 0.8  # a fingertip this near the palm centre: joints not judged
@@ -73,12 +78,21 @@ class Anatomy:
 
 
 def measure_palm_length(landmarks: np.ndarray) -> float:
-    """Palm length (wrist to middle MCP) in the landmarks' units, estimated robustly as the
-    median of the rigid palm distances each divided by its canonical proportion."""
-    estimates = [
-        np.linalg.norm(landmarks[b] - landmarks[a]) / ratio for (a, b), ratio in CANONICAL_PALM.items()
-    ]
+    """Palm length (wrist to middle MCP) in the landmarks' units: the median of the four
+    wrist-to-knuckle distances, each divided by its canonical proportion. The breadth is
+    left out so that a palm that is too wide does not shrink every other ratio."""
+    estimates = [np.linalg.norm(landmarks[b] - landmarks[a]) / ratio for (a, b), ratio in PALM_LENGTHS.items()]
     return float(np.median(estimates))
+
+
+def check_palm_shape(landmarks: np.ndarray, limits: AnatomyLimits, palm: float) -> tuple[float, list[str]]:
+    """Palm breadth across the knuckles against its length. A palm far wider than a hand's
+    (~0.8 of its length) carries an extra or splayed finger, or knuckles placed apart."""
+    breadth = float(np.linalg.norm(landmarks[17] - landmarks[5])) / max(palm, 1e-6)
+    ratio = breadth / PALM_BREADTH
+    s = _soft(np.log(ratio / limits.palm_wide), 0.12)
+    reasons = [f"palm {ratio:.2f}x too wide for its length"] if s < 0.7 else []
+    return s, reasons
 
 
 def bone_lengths(landmarks: np.ndarray) -> np.ndarray:
@@ -232,6 +246,8 @@ def check_anatomy(
     # 1. bone-length ratios
     checks["bones"], r = check_bone_ratios(pts, limits, palm)
     reasons += r
+    checks["palm"], r = check_palm_shape(pts, limits, palm)
+    reasons += r
     # 2. joint-angle ranges
     checks["angles"], r = check_joint_angles(pts, limits)
     reasons += r
@@ -263,7 +279,7 @@ def canonical_hand(palm_length: float = 100.0, curl_deg: float = 10.0, spread_de
     L = palm_length
     pts = np.zeros((21, 3), dtype=np.float64)
     # palm: MCPs on an arc above the wrist, x from index (left) to little (right)
-    mcp_x = np.array([-0.31, -0.1, 0.1, 0.31]) * L
+    mcp_x = np.array([-0.39, -0.13, 0.13, 0.39]) * L
     for k, (x, (a, b)) in enumerate(zip(mcp_x, [(0, 5), (0, 9), (0, 13), (0, 17)], strict=True)):
         d = CANONICAL_PALM[(a, b)] * L
         pts[MCPS[k]] = (x, -np.sqrt(max(d * d - x * x, 1.0)), 0.0)

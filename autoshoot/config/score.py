@@ -19,7 +19,7 @@ def _default_weights() -> dict[str, float]:
 @dataclass(frozen=True)
 class ScoreConfig:
     scorer: str = "mediapipe"  # name in autoshoot.backends.HAND_SCORERS
-    accept_threshold: float = 0.6  # best candidate >= this → accepted, else review
+    accept_threshold: float = 0.7  # best candidate >= this → accepted, else review
 
     # detection
     model_complexity: int = 1  # MediaPipe Hands landmark model: 0 lite, 1 full
@@ -34,7 +34,7 @@ class ScoreConfig:
     stability_tolerance: float = 0.12  # mean landmark shift (palm lengths) that is still stable
     scene: bool = True  # face detection + pose: one person, no hands without a body
     grip_near: float = 0.6  # hand farther than this (palm lengths) from the erase polygon → bad
-    no_hand_score: float = 0.65  # hand_score of an image with no hand when no grip is expected
+    no_hand_score: float = 0.7  # hand_score of an image with no hand when no grip is expected (neutral)
     max_hands: int = 2
     weights: dict[str, float] = field(default_factory=_default_weights)
 

@@ -1,0 +1,128 @@
+"""Hand-scorer evaluation on the sample photos: real hands vs AI-malformed hands.
+
+    python bench/hands_eval.py [--samples DIR] [--json] [--all-cores]
+
+Positives are the real photos (C_hand_real_*) and the people holding bags (B_*); negatives
+are the AI-generated malformed hands (C_hand_ai_malformed_*). Prints each image's score
+and reasons, the AUC of ``hand_score`` (ties count half), the AUC with the scene component
+left out (the samples are hand photos, several show more than one person), whether every
+B_* photo scores as a good grip (>= the accept threshold), and the time per 1024x1024
+candidate on one CPU core (the process is pinned to one core unless --all-cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SAMPLES = REPO.parent / "shared" / "samples"
+
+
+def label_of(name: str) -> int | None:
+    """1 = a real hand (or a person holding a bag), 0 = AI-malformed, None = not a hand sample."""
+    if name.startswith("C_hand_ai_malformed"):
+        return 0
+    if name.startswith("C_hand_real") or name.startswith("B_"):
+        return 1
+    return None
+
+
+def auc(scores: list[float], labels: list[int]) -> float:
+    """Area under the ROC curve (Mann-Whitney U), ties count half."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def pin_one_core() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
+    """Score every hand sample; returns rows, both AUCs, grip check and timing."""
+    from PIL import Image
+
+    from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, combine_components, prepare_image
+    from autoshoot.config import load_config
+
+    config = load_config()
+    scorer = MediaPipeHandScorer(config)
+    files = sorted(p for p in samples.iterdir() if label_of(p.name) is not None)
+    if not files:
+        raise SystemExit(f"no hand samples (C_hand_*, B_*) in {samples}")
+    # 1. score each sample
+    rows = []
+    for path in files:
+        with Image.open(path) as im:
+            image = prepare_image(im)
+        result = scorer.score(image, file=path.name)
+        hand_only = {k: v for k, v in result.components.items() if k != "scene"}
+        no_scene = combine_components(hand_only, config.score.weights) if hand_only else config.score.no_hand_score
+        rows.append({**dataclasses.asdict(result), "label": label_of(path.name), "hand_only": round(no_scene, 4)})
+    labels = [r["label"] for r in rows]
+    # 2. timing: each sample resized to a 1024x1024 candidate, with a grip at its first hand
+    candidates = []
+    for path, row in zip(files, rows, strict=True):
+        with Image.open(path) as im:
+            resized = prepare_image(im.resize((1024, 1024)))
+        grip = None
+        if row["hands"]:
+            x0, y0, x1, y1 = row["hands"][0]["bbox"]
+            w, h = Image.open(path).size
+            grip = ((x0 + x1) / 2 * 1024 / w, (y0 + y1) / 2 * 1024 / h)
+        candidates.append((resized, grip))
+    scorer.score(candidates[0][0], grip=candidates[0][1])  # warm-up
+    start = time.perf_counter()
+    for _ in range(time_runs):
+        for image, grip in candidates:
+            scorer.score(image, grip=grip)
+    ms = (time.perf_counter() - start) * 1000 / (time_runs * len(candidates))
+    threshold = config.score.accept_threshold
+    return {
+        "rows": rows,
+        "auc": auc([r["hand_score"] for r in rows], labels),
+        "auc_hand_only": auc([r["hand_only"] for r in rows], labels),
+        "bag_photos_good": all(r["hand_score"] >= threshold for r in rows if r["file"].startswith("B_")),
+        "threshold": threshold,
+        "ms_per_1024_candidate": round(ms, 1),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES)
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument("--all-cores", action="store_true", help="do not pin to one CPU core")
+    parser.add_argument("--time-runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    if not args.all_cores:
+        pin_one_core()
+    result = evaluate(args.samples, time_runs=args.time_runs)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    kind = {1: "real", 0: "malformed"}
+    print(f"{'file':36s} {'kind':9s} {'score':>6s} {'hand':>6s}  reasons")
+    for r in result["rows"]:
+        print(f"{r['file']:36s} {kind[r['label']]:9s} {r['hand_score']:6.3f} {r['hand_only']:6.3f}  {'; '.join(r['reasons'])}")
+    print(f"\nAUC (hand_score)         {result['auc']:.3f}   target >= 0.9")
+    print(f"AUC (without scene)      {result['auc_hand_only']:.3f}")
+    print(f"B_* photos >= {result['threshold']:.2f}       {result['bag_photos_good']}")
+    print(f"ms per 1024x1024 candidate on {result['cores']} core(s): {result['ms_per_1024_candidate']}   target <= 150")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
