@@ -58,7 +58,7 @@ class AnatomyLimits:
     thumb_vs_fingers: float = 1.15  # thumb / longest finger, each against its canonical length
     palm_wide: float = 1.2  # palm breadth / length this many times canonical is implausible
     lateral_joint_deg: float = 40.0  # sideways bend at a PIP/DIP/IP joint
-    flex_max_deg: float = 150.0  # bend at any one finger joint
+    flex_max_deg: float = 125.0  # bend at one PIP/DIP joint of a finger not curled into the palm
     curled_tip: float = 0.8  # a fingertip this near the palm centre: joints not judged
     min_chain_gap: float = 0.07  # centre lines of two fingers closer than this cross or fuse
     min_tip_gap: float = 0.12  # two fingertips closer than this are one fingertip
@@ -174,14 +174,27 @@ def check_joint_angles(landmarks: np.ndarray, limits: AnatomyLimits) -> tuple[fl
 
 
 def segment_distance(p: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray) -> float:
-    """Smallest distance between 3D segments pq and rs."""
+    """Smallest distance between 3D segments pq and rs (closest points, clamped to both)."""
     d1, d2, w = q - p, s - r, p - r
-    a, b, c, d, e = d1 @ d1, d1 @ d2, d2 @ d2, d1 @ w, d2 @ w
-    denom = a * c - b * b
-    sc = np.clip((b * e - c * d) / denom, 0.0, 1.0) if denom > 1e-12 else 0.0
-    tc = np.clip((a * sc + e) / c, 0.0, 1.0) if c > 1e-12 else 0.0
-    sc = np.clip((b * tc - d) / a, 0.0, 1.0) if a > 1e-12 else 0.0
-    return float(np.linalg.norm(w + sc * d1 - tc * d2))
+    a, e, f = float(d1 @ d1), float(d2 @ d2), float(d2 @ w)
+    if a <= 1e-12 and e <= 1e-12:
+        return float(np.linalg.norm(w))
+    if a <= 1e-12:
+        t, u = 0.0, float(np.clip(f / e, 0.0, 1.0))
+    else:
+        c = float(d1 @ w)
+        if e <= 1e-12:
+            t, u = float(np.clip(-c / a, 0.0, 1.0)), 0.0
+        else:
+            b = float(d1 @ d2)
+            denom = a * e - b * b
+            t = float(np.clip((b * f - c * e) / denom, 0.0, 1.0)) if denom > 1e-12 else 0.0
+            u = (b * t + f) / e
+            if u < 0.0:
+                t, u = float(np.clip(-c / a, 0.0, 1.0)), 0.0
+            elif u > 1.0:
+                t, u = float(np.clip((b - c) / a, 0.0, 1.0)), 1.0
+    return float(np.linalg.norm((p + d1 * t) - (r + d2 * u)))
 
 
 def check_chains(landmarks: np.ndarray, limits: AnatomyLimits, palm: float) -> tuple[float, list[str]]:
