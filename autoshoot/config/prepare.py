@@ -24,17 +24,17 @@ def _default_shot_canvas() -> dict[str, tuple[int, int]]:
 
 
 def _default_category_size_cm() -> dict[str, tuple[float, float]]:
-    # width x height in cm including the handle, typical of each category
+    # the body's width x height in cm (handle excluded), typical of each category
     return {
-        "handbag": (30.0, 28.0),
-        "tote": (40.0, 45.0),
-        "briefcase": (42.0, 34.0),
-        "laptop_bag": (40.0, 32.0),
-        "backpack": (30.0, 45.0),
-        "duffle": (55.0, 35.0),
-        "messenger": (38.0, 30.0),
-        "suitcase": (45.0, 70.0),
-        "other": (35.0, 35.0),
+        "handbag": (30.0, 22.0),
+        "tote": (40.0, 38.0),
+        "briefcase": (42.0, 32.0),
+        "laptop_bag": (40.0, 30.0),
+        "backpack": (30.0, 44.0),
+        "duffle": (55.0, 30.0),
+        "messenger": (38.0, 28.0),
+        "suitcase": (45.0, 68.0),
+        "other": (35.0, 30.0),
     }
 
 
@@ -77,9 +77,10 @@ class PrepareConfig:
     shot_canvas: dict[str, tuple[int, int]] = field(default_factory=_default_shot_canvas)
     canvas_scale: float = 1.0  # multiplies every canvas size (tiny profile: 0.25); sizes stay multiples of 8
     person_height_cm: float = 170.0
-    # visible height in cm of each shot (full body: 170 cm person at 90% of the height)
+    # visible height in cm of each shot (full body: a 170 cm person fills 90% of the height;
+    # half body: head to knees; close: the hand and the product)
     shot_span_cm: dict[str, float] = field(
-        default_factory=lambda: {"full_body": 189.0, "half_body": 115.0, "close": 70.0}
+        default_factory=lambda: {"full_body": 189.0, "half_body": 140.0, "close": 70.0}
     )
     margin_frac: float = 0.03  # the product keeps this fraction of the canvas from every edge
     default_shot: str = "half_body"

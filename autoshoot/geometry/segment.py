@@ -16,12 +16,12 @@ import cv2
 import numpy as np
 
 from autoshoot.config.prepare import PrepareConfig
-from autoshoot.errors import AutoshootError
+from autoshoot.errors import StageError
 
 logger = logging.getLogger(__name__)
 
 
-class NoProductError(AutoshootError):
+class NoProductError(StageError):
     """Nothing but background was found in the image."""
 
 

@@ -1,0 +1,260 @@
+"""Segmenters: ``plain`` (no model), ``birefnet`` and ``rembg`` (ONNX or transformers).
+
+Every segmenter is built once per run as ``Cls(config)`` (``autoshoot.config.Config``) and
+answers ``predict(image)``:
+
+    image: HxWx3 uint8 RGB  →  alpha: HxW float32 in [0, 1], 1 = product
+
+``birefnet`` loads BiRefNet either from the hub / a local folder through transformers
+(``trust_remote_code``, as its authors publish it) or from a local ``.onnx`` file.
+``rembg`` runs rembg's ONNX models (u2net, isnet, BiRefNet exports) with onnxruntime and
+rembg's own pre- and post-processing, without importing rembg: the rembg wheel pulls
+opencv-python-headless, which would overwrite mediapipe's opencv-contrib-python (one cv2
+folder). The model files are the ones rembg downloads, in ``$U2NET_HOME`` (default
+``~/.u2net``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoshoot.errors import ModelMissingError
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+REMBG_RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0"
+
+
+@dataclass(frozen=True)
+class OnnxRecipe:
+    """rembg's pre/post-processing of one model family."""
+
+    filename: str
+    size: int  # square input side
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    sigmoid: bool = False  # BiRefNet outputs logits
+
+
+# rembg model name → file and processing (as in rembg's sessions)
+REMBG_MODELS = {
+    "u2net": OnnxRecipe("u2net.onnx", 320),
+    "u2netp": OnnxRecipe("u2netp.onnx", 320),
+    "silueta": OnnxRecipe("silueta.onnx", 320),
+    "isnet-general-use": OnnxRecipe("isnet-general-use.onnx", 1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0)),
+    "birefnet-general": OnnxRecipe("BiRefNet-general-epoch_244.onnx", 1024, sigmoid=True),
+    "birefnet-general-lite": OnnxRecipe("BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", 1024, sigmoid=True),
+}
+
+
+def u2net_home() -> Path:
+    return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
+
+
+class PlainSegmenter:
+    """Packshots on a uniform background: colour distance from the border, shadows peeled."""
+
+    name = "plain"
+
+    def __init__(self, config: Any):
+        self.config = config.prepare
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        from autoshoot.geometry.segment import segment_plain
+
+        return segment_plain(image, self.config)
+
+
+class OnnxMattingSession:
+    """One ONNX salient-object model run the way rembg runs it (one image at a time).
+
+    The input is resized to ``recipe.size`` square (Lanczos), divided by its maximum, then
+    normalised; the first output's first channel is (sigmoid →) min-max scaled to [0, 1] and
+    resized back.
+    """
+
+    def __init__(self, path: Path, recipe: OnnxRecipe, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.recipe = recipe
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        r = self.recipe
+        h, w = image.shape[:2]
+        x = np.asarray(Image.fromarray(image).resize((r.size, r.size), Image.Resampling.LANCZOS), np.float32)
+        x = x / max(float(x.max()), 1e-6)
+        x = (x - np.asarray(r.mean, np.float32)) / np.asarray(r.std, np.float32)
+        x = x.transpose(2, 0, 1)[None].astype(np.float32)
+        pred = self.session.run(None, {self.input_name: x})[0][:, 0]
+        if r.sigmoid:
+            pred = 1.0 / (1.0 + np.exp(-pred))
+        lo, hi = float(pred.min()), float(pred.max())
+        pred = (pred - lo) / max(hi - lo, 1e-6)
+        small = Image.fromarray((np.squeeze(pred) * 255).astype(np.uint8), mode="L")
+        return np.asarray(small.resize((w, h), Image.Resampling.LANCZOS), np.float32) / 255.0
+
+
+class RembgSegmenter:
+    """rembg's ONNX models through onnxruntime: ``prepare.rembg_model`` is a name or a .onnx path."""
+
+    name = "rembg"
+
+    def __init__(self, config: Any):
+        path, recipe = resolve_rembg_model(config.prepare.rembg_model)
+        self.session = OnnxMattingSession(path, recipe)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        return self.session.predict(image)
+
+
+def resolve_rembg_model(name: str) -> tuple[Path, OnnxRecipe]:
+    """The file and recipe of a rembg model name or a .onnx path; a clear error when absent."""
+    if name.endswith(".onnx"):
+        path = Path(name).expanduser()
+        stem = path.name.lower()
+        recipe = next((r for r in REMBG_MODELS.values() if r.filename.lower() == stem), None)
+        if recipe is None:
+            recipe = OnnxRecipe(path.name, 1024, sigmoid=True) if "birefnet" in stem else OnnxRecipe(path.name, 320)
+        if not path.is_file():
+            raise ModelMissingError([("rembg segmenter", str(path), "check the path in prepare.rembg_model")])
+        return path, recipe
+    if name not in REMBG_MODELS:
+        raise ModelMissingError(
+            [("rembg segmenter", name, f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)} or a .onnx path")]
+        )
+    recipe = REMBG_MODELS[name]
+    path = u2net_home() / recipe.filename
+    if not path.is_file():
+        raise ModelMissingError([rembg_missing(name)])
+    return path, recipe
+
+
+def rembg_missing(name: str) -> tuple[str, str, str]:
+    recipe = REMBG_MODELS[name]
+    path = u2net_home() / recipe.filename
+    return (
+        f"rembg segmenter {name!r}",
+        str(path),
+        f"download {REMBG_RELEASES}/{recipe.filename} to {path} (or set U2NET_HOME), "
+        "or pass --segmenter plain for packshots on a white background",
+    )
+
+
+class BiRefNetSegmenter:
+    """BiRefNet: a local .onnx (rembg's export) or a transformers model (hub id or folder)."""
+
+    name = "birefnet"
+
+    def __init__(self, config: Any):
+        pc = config.prepare
+        source = pc.birefnet_model
+        self.size = pc.birefnet_size
+        self.onnx: OnnxMattingSession | None = None
+        self.model = None
+        if source.endswith(".onnx"):
+            path = Path(source).expanduser()
+            if not path.is_file():
+                raise ModelMissingError([("BiRefNet segmenter", str(path), "check the path in prepare.birefnet_model")])
+            self.onnx = OnnxMattingSession(path, OnnxRecipe(path.name, self.size, sigmoid=True))
+            return
+        self.model, self.device = load_birefnet_transformers(source, offline=bool(config.run.offline))
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        if self.onnx is not None:
+            return self.onnx.predict(image)
+        import torch
+        from PIL import Image
+
+        h, w = image.shape[:2]
+        x = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32)
+        x = (x / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+        t = torch.from_numpy(x.transpose(2, 0, 1)[None]).to(self.device)
+        dtype = next(self.model.parameters()).dtype
+        with torch.inference_mode():
+            out = self.model(t.to(dtype))
+        logits = out[-1] if isinstance(out, (list, tuple)) else out
+        pred = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+        small = Image.fromarray((pred * 255).astype(np.uint8), mode="L")
+        return np.asarray(small.resize((w, h), Image.Resampling.BILINEAR), np.float32) / 255.0
+
+
+def load_birefnet_transformers(source: str, offline: bool) -> tuple[Any, str]:
+    """``AutoModelForImageSegmentation.from_pretrained(source, trust_remote_code=True)``."""
+    import torch
+
+    try:
+        from transformers import AutoModelForImageSegmentation
+
+        model = AutoModelForImageSegmentation.from_pretrained(
+            source, trust_remote_code=True, local_files_only=offline or hub_offline()
+        )
+    except (OSError, ValueError, ImportError) as err:
+        raise ModelMissingError([birefnet_missing(source, str(err).splitlines()[0] if str(err) else "")]) from err
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device).eval()
+    if device == "cuda":
+        model = model.half()
+    return model, device
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def birefnet_missing(source: str, detail: str = "") -> tuple[str, str, str]:
+    where = source + (f" ({detail})" if detail else "")
+    return (
+        "BiRefNet segmenter",
+        where,
+        f"run `huggingface-cli download {source}` while online (it needs trust_remote_code), or set "
+        "prepare.birefnet_model to a local folder or to a .onnx export "
+        f"({REMBG_RELEASES}/{REMBG_MODELS['birefnet-general'].filename}), "
+        "or pass --segmenter plain for packshots on a white background",
+    )
+
+
+def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str]]:
+    """Absent model files of segmenter ``name``, without importing torch or onnxruntime."""
+    pc = config.prepare
+    if name == "rembg":
+        model = pc.rembg_model
+        if model.endswith(".onnx"):
+            ok = Path(model).expanduser().is_file()
+            return [] if ok else [("rembg segmenter", model, "check the path in prepare.rembg_model")]
+        if model not in REMBG_MODELS:
+            return [("rembg segmenter", model, f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)}")]
+        return [] if (u2net_home() / REMBG_MODELS[model].filename).is_file() else [rembg_missing(model)]
+    if name == "birefnet":
+        source = pc.birefnet_model
+        path = Path(source).expanduser()
+        if source.endswith(".onnx") or path.exists():
+            return [] if path.exists() else [("BiRefNet segmenter", source, "check the path in prepare.birefnet_model")]
+        if not (config.run.offline or hub_offline()):
+            return []  # fetched on first use
+        if hub_cached(source):
+            return []
+        return [birefnet_missing(source, "not in the local hub cache and fetching is off")]
+    return []
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether a hub model has a snapshot in the local cache (no network)."""
+    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache/huggingface") / "hub")
+    folder = home / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    return folder.is_dir() and any(folder.iterdir())

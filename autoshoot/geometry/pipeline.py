@@ -1,0 +1,282 @@
+"""The geometry recipe: one product photo in, the ``autoshoot prepare`` folder out.
+
+Both ``autoshoot prepare`` and the ``prepare`` stage call ``run_prepare``. Its output folder
+holds exactly:
+
+    prepare.json        bbox, handle, grip, erase polygon, canvas size, placement, ... (input px)
+    mask.png            input size, 255 product / 0 background (handle openings 0)
+    canvas.png          the erased product on a neutral background, canvas size
+    inpaint_mask.png    255 = stage 1 paints there: all but the erased product, grown into its edge
+    control_canny.png   canny edges of the erased product, canvas size
+    debug.png           overlays for people
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from autoshoot.config import Config
+from autoshoot.errors import StageError
+from autoshoot.vocab import CATEGORIES, GRIP_POSES, HOLD_POSES, NON_GRIP_POSES, SHOTS
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("prepare.json", "mask.png", "canvas.png", "inpaint_mask.png", "control_canny.png", "debug.png")
+
+
+@dataclass(frozen=True)
+class ProductHints:
+    """What the geometry takes from the brief (or the command line). Everything is optional."""
+
+    category: str = "other"
+    size_cm: tuple[float, float] | None = None  # body width, height
+    handle: str | None = None  # the brief's handle kind: a prior, not the truth
+    handle_box: tuple[float, float, float, float] | None = None  # XYXY input px
+    hold_pose: str | None = None
+    shot: str | None = None
+
+
+@dataclass
+class Prepared:
+    """Everything ``run_prepare`` writes, in memory."""
+
+    info: dict[str, Any]  # the prepare.json content
+    mask: np.ndarray  # HxW uint8 {0, 255}, input size
+    canvas: np.ndarray  # HxWx3 uint8 RGB, canvas size
+    inpaint: np.ndarray  # HxW uint8 {0, 255}, canvas size
+    canny: np.ndarray  # HxW uint8 {0, 255}, canvas size
+    debug: np.ndarray  # RGB uint8
+    flags: list[str] = field(default_factory=list)  # e.g. "no_handle"
+
+
+def hints_from_brief(brief: dict[str, Any] | None) -> ProductHints:
+    """Read the geometry's hints from a brief dict, tolerating missing or odd keys.
+
+    Accepts ``{"product": {"category", "size_cm": [w, h] | "width"/"height", "handle",
+    "handle_box"}, "hold_pose", "shot"}``; anything unusable falls back to defaults.
+    """
+    brief = brief or {}
+    product = brief.get("product") or {}
+    category = product.get("category") if product.get("category") in CATEGORIES else "other"
+    size = product.get("size_cm")
+    if size is None and product.get("width") and product.get("height"):
+        size = (product.get("width"), product.get("height"))
+    size_cm = None
+    try:
+        if size is not None and len(size) == 2 and float(size[0]) > 0 and float(size[1]) > 0:
+            size_cm = (float(size[0]), float(size[1]))
+    except (TypeError, ValueError):
+        size_cm = None
+    box = product.get("handle_box")
+    handle_box = None
+    try:
+        if box is not None and len(box) == 4:
+            handle_box = tuple(float(v) for v in box)
+    except (TypeError, ValueError):
+        handle_box = None
+    handle = product.get("handle")
+    pose = brief.get("hold_pose")
+    shot = brief.get("shot")
+    return ProductHints(
+        category=category,
+        size_cm=size_cm,
+        handle=handle if handle in ("top_loop", "twin_loops", "strap_loop", "none") else None,
+        handle_box=handle_box,  # type: ignore[arg-type]
+        hold_pose=pose if pose in HOLD_POSES else None,
+        shot=shot if shot in SHOTS else None,
+    )
+
+
+def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a photo: (HxWx3 uint8 RGB, HxW float32 alpha [0, 1] or None when opaque).
+
+    EXIF rotation is applied, so pixel coordinates match what people see.
+    """
+    from PIL import Image, ImageOps
+
+    from autoshoot.geometry.segment import alpha_from_rgba
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            rgba = np.asarray(im.convert("RGBA")) if has_alpha else None
+            rgb = np.asarray(im.convert("RGB")).copy()
+    except (OSError, ValueError) as err:
+        raise StageError(f"cannot read image {str(path)!r}: {err}") from err
+    alpha = alpha_from_rgba(rgba) if rgba is not None else None
+    if alpha is not None:
+        # transparent pixels often hold junk colours: show them as white
+        rgb[alpha < 0.02] = 255
+    return rgb, alpha
+
+
+def choose_segmenter(image: np.ndarray, config: Config) -> tuple[str, bool]:
+    """``(name, border_uniform)``: the configured segmenter, or for ``auto`` plain when the border
+    is uniform, else the configured model. image: HxWx3 uint8 RGB."""
+    from autoshoot.geometry.segment import estimate_background
+
+    pc = config.prepare
+    uniform = estimate_background(image, pc).is_uniform(pc)
+    if pc.segmenter != "auto":
+        return pc.segmenter, uniform
+    return ("plain" if uniform else pc.model_segmenter), uniform
+
+
+def default_session_getter() -> Callable[[str, Callable[[], Any]], Any]:
+    cache: dict[str, Any] = {}
+
+    def get(key: str, factory: Callable[[], Any]) -> Any:
+        if key not in cache:
+            cache[key] = factory()
+        return cache[key]
+
+    return get
+
+
+def prepare_product(
+    image_path: Path,
+    hints: ProductHints,
+    config: Config,
+    get_session: Callable[[str, Callable[[], Any]], Any] | None = None,
+) -> Prepared:
+    """Segment, find the handle, erase the gap, place on the canvas, draw the outputs.
+
+    ``get_session(key, factory)`` builds each segmenter once per run (``Job.sessions.get``).
+    """
+    from autoshoot.backends import SEGMENTERS
+    from autoshoot.geometry.canvas import make_canny, make_canvas, make_inpaint_mask
+    from autoshoot.geometry.debug import draw_debug
+    from autoshoot.geometry.erase import erase_polygon, pixels_per_cm, polygon_mask
+    from autoshoot.geometry.handles import find_handle
+    from autoshoot.geometry.place import place_product
+    from autoshoot.geometry.segment import clean_mask, enclosed_background, estimate_background
+
+    pc = config.prepare
+    get_session = get_session or default_session_getter()
+    t0 = time.perf_counter()
+    warnings: list[str] = []
+    flags: list[str] = []
+    # 1. the photo (a transparent PNG brings its own mask)
+    image, alpha_in = load_image(Path(image_path))
+    h_img, w_img = image.shape[:2]
+    # 2. segment
+    border = estimate_background(image, pc)
+    if alpha_in is not None:
+        segmenter, alpha = "alpha", alpha_in
+    else:
+        segmenter, _ = choose_segmenter(image, config)
+        SEGMENTERS.check(segmenter)
+        model = get_session(f"segmenter:{segmenter}", lambda: SEGMENTERS.create(segmenter, config))
+        alpha = model.predict(image)
+    # 3. clean: largest blob, specks, background-coloured openings, cropped?
+    cleaned = clean_mask(alpha, image, pc, border)
+    mask = cleaned.mask
+    warnings += cleaned.warnings
+    ys, xs = np.nonzero(mask)
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    # 4. handle
+    handle = find_handle(mask, pc, category=hints.category, brief_handle=hints.handle, handle_box=hints.handle_box)
+    warnings += handle.notes if handle.kind != "none" else []
+    # 5. pose and real scale
+    size_cm = hints.size_cm or pc.category_size_cm.get(hints.category) or pc.category_size_cm["other"]
+    ppc = pixels_per_cm(bbox, size_cm)
+    pose = hints.hold_pose or pc.default_hold_pose
+    if handle.kind == "none":
+        flags.append("no_handle")
+        if pose not in NON_GRIP_POSES:
+            warnings.append(f"no handle found: hold pose {pose} changed to {NON_GRIP_POSES[0]}")
+            pose = NON_GRIP_POSES[0]
+    elif hints.handle == "none":
+        warnings.append(f"the brief says no handle, but a {handle.kind} was found in the mask")
+    # 6. erase the grip gap (only a gripping pose needs one)
+    polygon = erase_polygon(handle, ppc, pc) if pose in GRIP_POSES else []
+    erased = mask & ~polygon_mask(polygon, mask.shape)
+    # 7. place
+    shot = hints.shot or pc.default_shot
+    plan = place_product(bbox, handle.grip, ppc, shot, pose, pc)
+    # 8. stage 1's inputs
+    product_alpha = np.where(erased, np.maximum(alpha, 0.5), np.minimum(alpha, 0.49)).astype(np.float32)
+    product_alpha[~erased & polygon_mask(polygon, mask.shape)] = 0.0
+    canvas, canvas_alpha = make_canvas(image, product_alpha, plan.scale, plan.offset, plan.canvas_size, pc.canvas_color)
+    inpaint = make_inpaint_mask(canvas_alpha, pc.inpaint_grow_px)
+    canny = make_canny(canvas, canvas_alpha, pc.canny_low, pc.canny_high)
+    canvas_grip = None
+    if handle.grip is not None:
+        canvas_grip = [handle.grip[0] * plan.scale + plan.offset[0], handle.grip[1] * plan.scale + plan.offset[1]]
+    info: dict[str, Any] = {
+        "image_size": [w_img, h_img],
+        "product_bbox": list(bbox),
+        "handle": handle.kind,
+        "grip": [round(handle.grip[0], 2), round(handle.grip[1], 2)] if handle.grip else None,
+        "erase_polygon": [[round(x, 2), round(y, 2)] for x, y in polygon],
+        "canvas_size": list(plan.canvas_size),
+        "placement": {"scale": plan.scale, "offset": list(plan.offset)},
+        "canvas_grip": [round(v, 2) for v in canvas_grip] if canvas_grip else None,
+        "hold_pose": plan.hold_pose,
+        "shot": plan.shot,
+        "segmenter": segmenter,
+        "handle_thickness_px": round(handle.thickness, 2),
+        "handle_direction": [round(v, 4) for v in handle.direction],
+        "handle_topology": handle.topology_kind,
+        "size_cm": list(size_cm),
+        "px_per_cm": round(ppc, 4),
+        "canvas_px_per_cm": round(plan.canvas_px_per_cm, 4),
+        "warnings": warnings,
+        "fallbacks": plan.fallbacks,
+        "flags": flags,
+        "seconds": 0.0,
+    }
+    # 9. the overlay for people
+    caption = (
+        f"handle {handle.kind}  segmenter {segmenter}  shot {plan.shot}  pose {plan.hold_pose}  "
+        + "; ".join(warnings + plan.fallbacks)
+    )
+    debug = draw_debug(
+        image, mask, enclosed_background(mask), bbox, handle.grip, polygon, canvas, inpaint, canny, caption
+    )
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    logger.info("prepared %s: %s, grip %s, %.2fs", image_path, handle.kind, info["grip"], info["seconds"])
+    return Prepared(
+        info=info,
+        mask=np.where(mask, 255, 0).astype(np.uint8),
+        canvas=canvas,
+        inpaint=inpaint,
+        canny=canny,
+        debug=debug,
+        flags=flags,
+    )
+
+
+def write_prepared(prepared: Prepared, out: Path) -> dict[str, Any]:
+    """Write the six files of the contract into ``out`` (atomically); return prepare.json's content."""
+    from autoshoot.io import atomic_write_json, save_image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(out / "mask.png", prepared.mask)
+    save_image(out / "canvas.png", prepared.canvas)
+    save_image(out / "inpaint_mask.png", prepared.inpaint)
+    save_image(out / "control_canny.png", prepared.canny)
+    save_image(out / "debug.png", prepared.debug)
+    atomic_write_json(out / "prepare.json", prepared.info)
+    return prepared.info
+
+
+def run_prepare(
+    image_path: Path,
+    out: Path,
+    config: Config,
+    hints: ProductHints | None = None,
+    get_session: Callable[[str, Callable[[], Any]], Any] | None = None,
+) -> Prepared:
+    """``prepare_product`` + ``write_prepared``: the one entry of the command and the stage."""
+    prepared = prepare_product(Path(image_path), hints or ProductHints(), config, get_session)
+    write_prepared(prepared, Path(out))
+    return prepared
