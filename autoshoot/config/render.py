@@ -31,7 +31,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Control modes of the SDXL union ("promax") ControlNet, as trained by its authors.
-UNION_MODES = {"openpose": 0, "depth": 1, "scribble": 2, "canny": 3, "normal": 4, "segment": 5, "tile": 6, "inpaint": 7}
+UNION_MODES = {
+    "openpose": 0,
+    "depth": 1,
+    "scribble": 2,
+    "canny": 3,
+    "normal": 4,
+    "segment": 5,
+    "tile": 6,
+    "inpaint": 7,
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class ModelSet:
     # For a single-file ``base`` (e.g. Juggernaut XL): a diffusers SDXL folder or hub id whose
     # configs and tokenizers describe the checkpoint (no weights are read from it).
     base_config: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    variant: str = "fp16"  # weight files of a diffusers folder: "fp16" → *.fp16.safetensors; "" plain
     controlnet_kind: Literal["union", "separate"] = "union"
     # union: one ControlNetUnionModel for every mode. The promax weights sit beside the plain
     # ones in xinsir's repo, so the file names are given explicitly.
@@ -63,7 +73,14 @@ class ModelSet:
 
 
 TINY_MODEL_SET = ModelSet(
-    base="tiny", base_config="", controlnet="tiny", controlnet_weights="", controlnet_config="", vae="", tiny=True
+    base="tiny",
+    base_config="",
+    variant="",
+    controlnet="tiny",
+    controlnet_weights="",
+    controlnet_config="",
+    vae="",
+    tiny=True,
 )
 
 
@@ -124,11 +141,11 @@ PROFILES: dict[str, dict] = {
     "tiny": {
         "model_set": "tiny",
         "dtype": "fp32",
-        "long_side": 128,
+        "long_side": 256,
         "steps": 4,
         "refine_steps_total": 4,
         "refine_start_step": 2,
         "batch_size": 2,
-        "refine_min_window": 48,
+        "refine_min_window": 64,
     },
 }

@@ -1,0 +1,902 @@
+"""SDXL renderer: stage 1 (person and grip) and stage 2 (hand refine) on diffusers components.
+
+The sampling loop is our own (Euler, epsilon or v prediction), so that one ControlNet can take
+a per-step scale, candidates run batched with classifier-free guidance in one UNet call, and
+stage 2 can start part-way through a schedule from injected latent noise. The components are
+diffusers' models, loaded the usual ways:
+
+    base       hub id | local diffusers folder | single .safetensors (from_single_file)
+    controlnet ControlNetUnionModel ("promax") for every mode, or one ControlNetModel per mode
+    LoRAs      local kohya or diffusers files, through load_lora_weights, then fused
+    VAE        optional override (the fp16-fix VAE by default)
+
+The per-step ControlNet scale is set by a forward pre-hook (``ControlScaleHook``), which also
+records the scale each step saw. Long prompts are encoded in chunks of 75 tokens (compel's
+scheme), never truncated.
+
+``tiny`` model set: random tiny SDXL components built in code with a fixed seed, saved once to
+the user's cache folder and loaded back through the same ``from_pretrained`` path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autoshoot.config.render import TINY_MODEL_SET, UNION_MODES, ModelSet
+from autoshoot.errors import ConfigError, ModelMissingError
+
+if TYPE_CHECKING:
+    import torch
+
+    from autoshoot.config import Config
+
+logger = logging.getLogger(__name__)
+
+TINY_VERSION = "1"
+CHUNK = 75  # prompt tokens per CLIP chunk (77 with BOS and EOS)
+
+
+# ---------------------------------------------------------------------------------------
+# requests and results
+
+
+@dataclass
+class DenoiseRequest:
+    """One batched denoise over N candidates. All images at the model resolution (H, W multiples of 64).
+
+    images:   N × (H, W, 3) uint8 RGB: the starting picture of each candidate.
+    masks:    N × (H, W) uint8, 255 = repaint, 0 = keep.
+    controls: N × list of (mode, (H, W, 3) uint8 RGB) in the same order for every candidate;
+              mode is a UNION_MODES key (canny, depth, scribble, ...).
+    scales:   per step, one scale per control (len == steps - start_step).
+    seeds:    one per candidate; candidate i's noise comes from its own torch.Generator(seeds[i]).
+    start_step / steps: run steps start_step..steps of a ``steps``-step schedule; 0 = from noise.
+    noise_strength: extra latent noise (raw VAE-latent units) injected before a partial run.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    controls: list[list[tuple[str, np.ndarray]]]
+    prompt: str
+    negative_prompt: str
+    seeds: list[int]
+    steps: int
+    scales: list[list[float]]
+    cfg: float
+    start_step: int = 0
+    noise_strength: float = 0.0
+
+
+@dataclass
+class DenoiseResult:
+    images: list[np.ndarray]  # N × (H, W, 3) uint8 RGB
+    scales_seen: list[list[float]]  # per ControlNet call, the scales the pre-hook applied
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Components:
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    text_encoder_2: Any
+    tokenizer: Any
+    tokenizer_2: Any
+    scheduler: Any  # EulerDiscreteScheduler
+    controlnet: Any = None  # ControlNetUnionModel (union)
+    controlnets: dict[str, Any] = field(default_factory=dict)  # mode → ControlNetModel (separate)
+
+
+# ---------------------------------------------------------------------------------------
+# the per-step ControlNet scale
+
+
+class ControlScaleHook:
+    """Forward pre-hook on the ControlNet: sets ``conditioning_scale`` from a per-step schedule
+    and records what each call got. The sampler sets ``step`` before each step."""
+
+    def __init__(self) -> None:
+        self.schedule: list[list[float]] = []
+        self.step = 0
+        self.index: int | None = None  # separate ControlNets: which control this call serves
+        self.seen: list[list[float]] = []
+
+    def __call__(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        scales = [float(s) for s in self.schedule[self.step]]
+        if self.index is not None:
+            scales = [scales[self.index]]
+        kwargs["conditioning_scale"] = scales[0] if len(scales) == 1 else scales
+        self.seen.append(scales)
+        return args, kwargs
+
+
+def control_schedule(steps: int, early: float, late: float, switch_at: float) -> list[float]:
+    """Scale per step: ``early`` for the first ``switch_at`` fraction of the steps, ``late`` after."""
+    n_early = int(round(steps * switch_at))
+    return [early if i < n_early else late for i in range(steps)]
+
+
+# ---------------------------------------------------------------------------------------
+# the renderer
+
+
+class SDXLRenderer:
+    """Build once per run (``SDXLRenderer(config)``), then call ``denoise`` per batch."""
+
+    def __init__(self, config: Config, components: Components | None = None):
+        import torch
+
+        self.config = config
+        rc = config.render
+        # 1. device and dtype
+        self.device = pick_device(config.run.device)
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[rc.dtype]
+        if self.device.type == "cpu":
+            self.dtype = torch.float32
+        self.model_set = resolve_model_set(rc)
+        # 2. load (or take) the components
+        t0 = time.perf_counter()
+        self.c = components or load_components(self.model_set, self.dtype, offline=is_offline(config))
+        self.load_seconds = time.perf_counter() - t0
+        # 3. place, speed up, hook
+        self.low_vram = self.device.type == "cuda" and 0 < rc.vram <= 8
+        self.prepare_models()
+        self.hook = ControlScaleHook()
+        for net in self.control_nets():
+            net.register_forward_pre_hook(self.hook, with_kwargs=True)
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def control_nets(self) -> list[Any]:
+        return [self.c.controlnet] if self.c.controlnet is not None else list(self.c.controlnets.values())
+
+    def prepare_models(self) -> None:
+        import torch
+
+        rc = self.config.render
+        c = self.c
+        nets = [c.unet, *self.control_nets()]
+        for m in (c.unet, c.vae, c.text_encoder, c.text_encoder_2, *self.control_nets()):
+            m.eval().requires_grad_(False)
+        if rc.freeu_enabled:
+            b1, b2, s1, s2 = rc.freeu
+            c.unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
+        if self.low_vram:
+            self.apply_low_vram(nets)
+        else:
+            for m in (*nets, c.vae, c.text_encoder, c.text_encoder_2):
+                m.to(self.device, self.dtype)
+        if rc.channels_last and self.device.type == "cuda":
+            for m in nets:
+                m.to(memory_format=torch.channels_last)
+        if rc.compile:
+            c.unet = torch.compile(c.unet)
+            if c.controlnet is not None:
+                c.controlnet = torch.compile(c.controlnet)
+
+    def apply_low_vram(self, nets: list[Any]) -> None:
+        """≤ 8 GiB: fp8 weight storage (or group offload with streams), text encoders visit the
+        GPU only to encode, VAE tiled."""
+        import torch
+
+        rc = self.config.render
+        c = self.c
+        if rc.low_vram_method == "layerwise_fp8":
+            for m in nets:
+                m.to(self.device, self.dtype)
+                m.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=self.dtype)
+        else:
+            for m in nets:
+                m.to(dtype=self.dtype)
+                m.enable_group_offload(
+                    onload_device=self.device, offload_type="leaf_level", use_stream=True, record_stream=True
+                )
+        c.vae.to(self.device, self.dtype)
+        c.vae.enable_tiling()
+        for te in (c.text_encoder, c.text_encoder_2):
+            te.to("cpu", self.dtype)
+
+    # -- prompts --------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str, negative: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunked CLIP encoding of both text encoders.
+
+        Returns (embeds, pooled) with the negative half first when CFG is on:
+        embeds (2n, 77·k, 2048), pooled (2n, 1280), in the model dtype on the device.
+        """
+        import torch
+
+        c = self.c
+        tokens = [
+            tokenize_chunks(tok, text) for tok in (c.tokenizer, c.tokenizer_2) for text in (prompt, negative)
+        ]
+        k = max(len(t) for t in tokens)
+        tokens = [
+            pad_chunks(tok, t, k)
+            for tok, t in zip([c.tokenizer] * 2 + [c.tokenizer_2] * 2, tokens, strict=False)
+        ]
+        embeds, pooled = [], None
+        offload = self.low_vram
+        with torch.inference_mode():
+            for te_index, te in enumerate((c.text_encoder, c.text_encoder_2)):
+                if offload:
+                    te.to(self.device)
+                halves = []
+                for half in range(2):
+                    ids = torch.tensor(tokens[te_index * 2 + half], device=self.device)  # (k, 77)
+                    out = te(ids, output_hidden_states=True)
+                    hidden = out.hidden_states[-2].reshape(1, -1, out.hidden_states[-2].shape[-1])
+                    halves.append(hidden)
+                    if te_index == 1:
+                        pooled_half = out[0][:1]  # text_embeds of the first chunk
+                        pooled = pooled_half if half == 0 else torch.cat([pooled, pooled_half])
+                embeds.append(torch.cat(halves))  # (2, 77k, d)
+                if offload:
+                    te.to("cpu")
+            embeds_t = torch.cat(embeds, dim=-1)  # [prompt, negative]
+            if not negative.strip():  # SDXL base: zeros for an empty negative prompt
+                embeds_t[1] = 0
+                pooled[1] = 0
+            embeds_t = embeds_t.to(self.dtype)
+            pooled = pooled.to(self.dtype)
+            # CFG order: negative first, then prompt; each repeated n times
+            embeds_t = torch.cat([embeds_t[1:2].repeat(n, 1, 1), embeds_t[0:1].repeat(n, 1, 1)])
+            pooled = torch.cat([pooled[1:2].repeat(n, 1), pooled[0:1].repeat(n, 1)])
+        return embeds_t, pooled
+
+    # -- the denoise loop ------------------------------------------------------------------
+
+    def denoise(self, req: DenoiseRequest) -> DenoiseResult:
+        """Run a request in batches of ``render.batch_size``; on out-of-memory halve the batch."""
+        import torch
+
+        check_request(req)
+        batch = max(1, self.config.render.batch_size)
+        images: list[np.ndarray] = []
+        seen: list[list[float]] = []
+        seconds: dict[str, float] = {}
+        notes: list[str] = []
+        i = 0
+        while i < len(req.seeds):
+            part = slice_request(req, i, i + batch)
+            try:
+                res = self.denoise_batch(part)
+            except torch.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch = max(1, batch // 2)
+                notes.append(f"out of memory: batch size lowered to {batch}")
+                logger.warning("out of GPU memory; retrying with batch size %d", batch)
+                torch.cuda.empty_cache()
+                continue
+            images += res.images
+            seen += res.scales_seen
+            notes += res.notes
+            for key, value in res.seconds.items():
+                seconds[key] = seconds.get(key, 0.0) + value
+            i += len(part.seeds)
+        return DenoiseResult(images=images, scales_seen=seen, seconds=seconds, notes=notes)
+
+    def denoise_batch(self, req: DenoiseRequest) -> DenoiseResult:
+        import torch
+
+        rc = self.config.render
+        c = self.c
+        n = len(req.seeds)
+        h, w = req.images[0].shape[:2]
+        do_cfg = req.cfg > 1.0
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            # 1. encode the prompt (chunked) and the SDXL size conditioning
+            embeds, pooled = self.encode_prompt(req.prompt, req.negative_prompt, n)
+            if not do_cfg:
+                embeds, pooled = embeds[n:], pooled[n:]
+            time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.dtype)
+            time_ids = time_ids.repeat(embeds.shape[0], 1)
+            # 2. the schedule
+            sigmas, timesteps = self.schedule(req.steps)
+            sigmas, timesteps = sigmas[req.start_step :], timesteps[req.start_step :]
+            # 3. encode the images, prepare masks and noise (one generator per candidate)
+            image_latents = self.encode_images(req.images)
+            lat_h, lat_w = image_latents.shape[-2:]
+            mask = prepare_masks(req.masks, (lat_h, lat_w)).to(self.device, torch.float32)
+            noise = prepare_noise(req.seeds, image_latents.shape[1:]).to(self.device)
+            extra = prepare_noise([s + 1_000_003 for s in req.seeds], image_latents.shape[1:]).to(self.device)
+            if req.start_step == 0:
+                latents = noise * sigmas[0]
+            else:
+                latents = image_latents + noise * sigmas[0]
+            if req.noise_strength:
+                latents = latents + extra * req.noise_strength * float(c.vae.config.scaling_factor)
+            latents = mask * latents + (1 - mask) * (image_latents + noise * sigmas[0])
+            # 4. the control images, the union's control-type vector
+            cond = self.prepare_controls(req.controls, do_cfg)
+            sync()
+            t1 = time.perf_counter()
+            # 5. denoise
+            self.hook.seen = []
+            self.hook.schedule = req.scales
+            cached: tuple[Any, Any] | None = None
+            cached_scale = None
+            for i in range(len(sigmas) - 1):
+                sigma, t = sigmas[i], timesteps[i]
+                x_in = torch.cat([latents, latents]) if do_cfg else latents
+                x_in = (x_in / (sigma**2 + 1) ** 0.5).to(self.dtype)
+                # 5a. ControlNet residuals (recomputed every k steps, and whenever the scale changes)
+                self.hook.step = i
+                scale_now = req.scales[i]
+                if cached is None or i % rc.controlnet_every == 0 or scale_now != cached_scale:
+                    cached = self.run_controlnets(x_in, t, embeds, pooled, time_ids, cond, do_cfg, n)
+                    cached_scale = scale_now
+                down, mid = cached
+                # 5b. UNet with classifier-free guidance in one batch
+                pred = c.unet(
+                    x_in,
+                    t,
+                    encoder_hidden_states=embeds,
+                    added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+                    down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid,
+                    return_dict=False,
+                )[0].float()
+                if do_cfg:
+                    uncond, text = pred.chunk(2)
+                    pred = uncond + req.cfg * (text - uncond)
+                # 5c. Euler step
+                x0 = self.predict_x0(latents, pred, sigma)
+                sigma_next = sigmas[i + 1]
+                latents = latents + (latents - x0) / sigma * (sigma_next - sigma)
+                # 5d. keep the unmasked area: the source latents noised to the next sigma
+                latents = mask * latents + (1 - mask) * (image_latents + noise * sigma_next)
+            sync()
+            t2 = time.perf_counter()
+            # 6. decode in batch (fp32 retry for NaN/black)
+            images, notes = self.decode_latents(latents)
+            sync()
+            t3 = time.perf_counter()
+        seconds = {"prepare_s": t1 - t0, "denoise_s": t2 - t1, "decode_s": t3 - t2}
+        return DenoiseResult(images=images, scales_seen=list(self.hook.seen), seconds=seconds, notes=notes)
+
+    def schedule(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Euler sigmas (steps + 1, last 0) and timesteps (steps) from the model's scheduler config."""
+        sched = self.c.scheduler
+        sched.set_timesteps(steps, device="cpu")
+        return sched.sigmas.float().to(self.device), sched.timesteps.to(self.device)
+
+    def predict_x0(self, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        kind = self.c.scheduler.config.prediction_type
+        if kind == "epsilon":
+            return x - sigma * pred
+        if kind == "v_prediction":
+            return x / (sigma**2 + 1) - pred * sigma / (sigma**2 + 1) ** 0.5
+        raise ConfigError(
+            f"prediction type {kind!r} is not supported; use an epsilon or v-prediction SDXL model"
+        )
+
+    def prepare_controls(self, controls: list[list[tuple[str, np.ndarray]]], do_cfg: bool) -> dict[str, Any]:
+        import torch
+
+        modes = [mode for mode, _ in controls[0]]
+        for mode in modes:
+            if mode not in UNION_MODES:
+                raise ConfigError(f"unknown control mode {mode!r}; valid modes are: {', '.join(UNION_MODES)}")
+        images = []
+        for j in range(len(modes)):
+            arr = np.stack([to_rgb(cands[j][1]) for cands in controls])  # (n, H, W, 3)
+            images.append(torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255.0)
+        out: dict[str, Any] = {"modes": modes, "images": images}
+        if self.c.controlnet is not None:
+            n_types = self.c.controlnet.config.num_control_type
+            vec = torch.zeros(n_types)
+            for mode in modes:
+                vec[UNION_MODES[mode]] = 1
+            out["control_type"] = vec.to(self.device, self.dtype)
+            out["control_type_idx"] = [UNION_MODES[m] for m in modes]
+        return out
+
+    def run_controlnets(self, x_in, t, embeds, pooled, time_ids, cond, do_cfg: bool, n: int):
+        """Residuals of the ControlNet(s) for this step. With ``controlnet_cond_only`` the net runs
+        on the prompt half of the CFG batch and its residuals serve both halves."""
+        import torch
+
+        half = self.config.render.controlnet_cond_only and do_cfg
+        if half:
+            x_in, embeds, pooled, time_ids = x_in[n:], embeds[n:], pooled[n:], time_ids[n:]
+        reps = 1 if (half or not do_cfg) else 2
+        images = [img.repeat(reps, 1, 1, 1) for img in cond["images"]]
+        kwargs = dict(
+            encoder_hidden_states=embeds, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}
+        )
+        if self.c.controlnet is not None:
+            ctype = cond["control_type"].reshape(1, -1).repeat(x_in.shape[0], 1)
+            down, mid = self.c.controlnet(
+                x_in,
+                t,
+                controlnet_cond=images,
+                control_type=ctype,
+                control_type_idx=cond["control_type_idx"],
+                return_dict=False,
+                **kwargs,
+            )
+        else:
+            down, mid = None, None
+            for j, mode in enumerate(cond["modes"]):
+                net = self.c.controlnets[mode]
+                self.hook.index = j
+                try:
+                    d, m = net(x_in, t, controlnet_cond=images[j], return_dict=False, **kwargs)
+                finally:
+                    self.hook.index = None
+                down = d if down is None else [a + b for a, b in zip(down, d, strict=False)]
+                mid = m if mid is None else mid + m
+        if half:
+            down = [torch.cat([d, d]) for d in down]
+            mid = torch.cat([mid, mid])
+        return down, mid
+
+    # -- VAE --------------------------------------------------------------------------------
+
+    def encode_images(self, images: list[np.ndarray]) -> torch.Tensor:
+        """N × (H, W, 3) uint8 RGB → (N, 4, H/8, W/8) float32 scaled latents (distribution mode)."""
+        import torch
+
+        vae = self.c.vae
+        arr = np.stack([to_rgb(im) for im in images])
+        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        lat = vae.encode(x.to(vae.dtype)).latent_dist.mode().float()
+        if getattr(vae.config, "shift_factor", None):
+            lat = lat - vae.config.shift_factor
+        return lat * vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> tuple[list[np.ndarray], list[str]]:
+        """Batch decode; an image that comes out NaN or black is decoded again in fp32."""
+        import torch
+
+        vae = self.c.vae
+        z = latents / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None):
+            z = z + vae.config.shift_factor
+        img = vae.decode(z.to(vae.dtype), return_dict=False)[0].float()
+        notes = []
+        bad = [i for i in range(img.shape[0]) if not torch.isfinite(img[i]).all() or img[i].max() <= -0.99]
+        if bad and self.config.render.fp32_vae_retry and vae.dtype != torch.float32:
+            logger.warning("VAE gave NaN/black for %d image(s); decoding again in fp32", len(bad))
+            notes.append(f"fp32 VAE retry for {len(bad)} image(s)")
+            old = vae.dtype
+            vae.to(torch.float32)
+            try:
+                img[bad] = vae.decode(z[bad].float(), return_dict=False)[0].float()
+            finally:
+                vae.to(old)
+        img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [img[i] for i in range(img.shape[0])], notes
+
+    def close(self) -> None:
+        self.c = None  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------------------
+# helpers: devices, requests, tensors
+
+
+def pick_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device is {name!r} but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def is_offline(config: Config) -> bool:
+    return bool(config.run.offline) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
+
+
+def resolve_model_set(rc: Any) -> ModelSet:
+    if rc.model_set in rc.model_sets:
+        return rc.model_sets[rc.model_set]
+    if rc.model_set == "tiny":
+        return TINY_MODEL_SET
+    raise ConfigError(
+        f"render.model_set {rc.model_set!r} is not defined; valid names are: {', '.join(sorted(rc.model_sets))}"
+    )
+
+
+def check_request(req: DenoiseRequest) -> None:
+    n = len(req.seeds)
+    if not (len(req.images) == len(req.masks) == len(req.controls) == n) or n == 0:
+        raise ValueError("images, masks, controls and seeds must have one entry per candidate")
+    h, w = req.images[0].shape[:2]
+    if h % 64 or w % 64:
+        raise ValueError(f"model-resolution images must have sides that are multiples of 64, got {w}x{h}")
+    if len(req.scales) < req.steps - req.start_step:
+        raise ValueError("scales needs one entry per step that is run")
+
+
+def slice_request(req: DenoiseRequest, a: int, b: int) -> DenoiseRequest:
+    import dataclasses
+
+    return dataclasses.replace(
+        req, images=req.images[a:b], masks=req.masks[a:b], controls=req.controls[a:b], seeds=req.seeds[a:b]
+    )
+
+
+def prepare_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, *shape) float32 standard normal; row i comes from torch.Generator().manual_seed(seeds[i])
+    on the CPU, so a candidate re-renders alone, on any device, from its seed."""
+    import torch
+
+    rows = [torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds]
+    return torch.stack(rows)
+
+
+def prepare_masks(masks: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """N × (H, W) uint8 (255 repaint) → (N, 1, h, w) float in {0, 1} at the latent size (area
+    average, then any coverage counts as repaint)."""
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.from_numpy(np.stack(masks).astype(np.float32) / 255.0)[:, None]
+    m = F.adaptive_avg_pool2d(m, size) if m.shape[-2:] != size else m
+    return (m > 0.01).float()
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+
+
+def tokenize_chunks(tokenizer: Any, text: str) -> list[list[int]]:
+    """Token ids in chunks of 77: BOS, up to 75 tokens, EOS, padding. Never truncated."""
+    ids = tokenizer(text, truncation=False, add_special_tokens=False).input_ids
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
+    return [[bos, *ch, eos] + [pad] * (CHUNK - len(ch)) for ch in chunks]
+
+
+def pad_chunks(tokenizer: Any, chunks: list[list[int]], k: int) -> list[list[int]]:
+    empty = tokenize_chunks(tokenizer, "")[0]
+    return chunks + [empty] * (k - len(chunks))
+
+
+def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Model-resolution (w, h): the long side scaled to ``long_side``, both rounded to multiples of 64."""
+    s = long_side / max(width, height)
+    return max(64, int(round(width * s / 64)) * 64), max(64, int(round(height * s / 64)) * 64)
+
+
+# ---------------------------------------------------------------------------------------
+# loading
+
+
+def is_local(source: str) -> bool:
+    return source.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(source))
+
+
+def load_components(ms: ModelSet, dtype: Any, offline: bool) -> Components:
+    """Load every model of a model set (see ``autoshoot models check`` for what is missing)."""
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+    )
+
+    if ms.tiny:
+        ms = tiny_model_set_on_disk()
+    # 1. base: a single .safetensors file or a diffusers folder / hub id
+    base = os.path.expanduser(ms.base)
+    try:
+        if base.endswith((".safetensors", ".ckpt")):
+            kwargs: dict[str, Any] = {"dtype": dtype}
+            if ms.base_config:
+                kwargs["config"] = ms.base_config
+            pipe = StableDiffusionXLPipeline.from_single_file(base, local_files_only=offline, **kwargs)
+        else:
+            pipe = StableDiffusionXLPipeline.from_pretrained(
+                base, dtype=dtype, variant=ms.variant or None, local_files_only=offline
+            )
+    except (OSError, ValueError) as err:
+        raise ModelMissingError([("SDXL base", ms.base, fetch_hint(ms.base) + f" ({err})")]) from err
+    # 2. VAE override
+    if ms.vae:
+        try:
+            pipe.vae = AutoencoderKL.from_pretrained(
+                os.path.expanduser(ms.vae), dtype=dtype, local_files_only=offline
+            )
+        except OSError as err:
+            raise ModelMissingError([("VAE", ms.vae, fetch_hint(ms.vae))]) from err
+    # 3. LoRAs, fused into the weights (no per-step cost)
+    apply_loras(pipe, ms.loras)
+    # 4. ControlNet(s)
+    controlnet, controlnets = None, {}
+    if ms.controlnet_kind == "union":
+        controlnet = load_union_controlnet(ms, dtype, offline)
+    else:
+        for mode, source in ms.controlnets.items():
+            try:
+                controlnets[mode] = ControlNetModel.from_pretrained(
+                    os.path.expanduser(source), dtype=dtype, local_files_only=offline
+                )
+            except OSError as err:
+                raise ModelMissingError([(f"ControlNet ({mode})", source, fetch_hint(source))]) from err
+    scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    return Components(
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        text_encoder_2=pipe.text_encoder_2,
+        tokenizer=pipe.tokenizer,
+        tokenizer_2=pipe.tokenizer_2,
+        scheduler=scheduler,
+        controlnet=controlnet,
+        controlnets=controlnets,
+    )
+
+
+def load_union_controlnet(ms: ModelSet, dtype: Any, offline: bool) -> Any:
+    """A ControlNetUnionModel from a folder/hub id, optionally naming its weights and config files
+    (xinsir's repo keeps the promax files beside the plain ones)."""
+    from diffusers import ControlNetUnionModel
+
+    source = os.path.expanduser(ms.controlnet)
+    try:
+        if not ms.controlnet_weights:
+            return ControlNetUnionModel.from_pretrained(source, dtype=dtype, local_files_only=offline)
+        cfg_path = resolve_file(source, ms.controlnet_config or "config.json", offline)
+        weights_path = resolve_file(source, ms.controlnet_weights, offline)
+    except OSError as err:
+        raise ModelMissingError(
+            [("ControlNet (union promax)", ms.controlnet, fetch_hint(ms.controlnet))]
+        ) from err
+    from safetensors.torch import load_file
+
+    config = ControlNetUnionModel.load_config(str(cfg_path))
+    model = ControlNetUnionModel.from_config(config)
+    missing, unexpected = model.load_state_dict(load_file(str(weights_path)), strict=False)
+    if missing:
+        raise ConfigError(
+            f"{weights_path} does not fit {cfg_path}: {len(missing)} weights are missing, e.g. {missing[0]}"
+        )
+    return model.to(dtype)
+
+
+def resolve_file(source: str, filename: str, offline: bool) -> Path:
+    if is_local(source):
+        path = Path(source) / filename
+        if not path.is_file():
+            raise OSError(f"{path} does not exist")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(source, filename, local_files_only=offline))
+
+
+def apply_loras(pipe: Any, loras: tuple) -> list[str]:
+    """Load local LoRA files (kohya or diffusers), set their weights, fuse them, drop the adapters."""
+    if not loras:
+        return []
+    names, weights = [], []
+    for i, spec in enumerate(loras):
+        path = Path(os.path.expanduser(spec.path))
+        if not path.is_file():
+            raise ModelMissingError(
+                [
+                    (
+                        f"LoRA {i + 1}",
+                        spec.path,
+                        "put the .safetensors file there or fix the path in your profile",
+                    )
+                ]
+            )
+        name = spec.name or f"{path.stem.replace('.', '_')}_{i}"
+        pipe.load_lora_weights(str(path), adapter_name=name)
+        names.append(name)
+        weights.append(spec.weight)
+    pipe.set_adapters(names, adapter_weights=weights)
+    pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+    pipe.unload_lora_weights()
+    logger.info("fused LoRAs %s at %s", names, weights)
+    return names
+
+
+def fetch_hint(source: str) -> str:
+    if is_local(source):
+        return f"the local path {source} is missing; fix the path in your profile"
+    return f"run `autoshoot models download` (it fetches {source} from the Hugging Face hub), or allow fetching (no --offline / HF_HUB_OFFLINE)"
+
+
+# ---------------------------------------------------------------------------------------
+# tiny random components (tests, demo, install check)
+
+
+def tiny_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autoshoot" / f"tiny-sdxl-v{TINY_VERSION}"
+
+
+def tiny_model_set_on_disk(folder: Path | None = None) -> ModelSet:
+    """Save the tiny components once (diffusers layout) and describe them as a local model set."""
+    folder = folder or tiny_cache_dir()
+    if not (folder / "model_index.json").is_file() or not (folder / "controlnet" / "config.json").is_file():
+        save_tiny_components(folder)
+    return ModelSet(
+        base=str(folder),
+        base_config="",
+        variant="",
+        controlnet=str(folder / "controlnet"),
+        controlnet_weights="",
+        vae="",
+        loras=(),
+    )
+
+
+def save_tiny_components(folder: Path) -> None:
+    import shutil
+    import tempfile
+
+    from diffusers import StableDiffusionXLPipeline
+
+    comps = build_tiny_components()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    pipe = StableDiffusionXLPipeline(
+        vae=comps.vae,
+        text_encoder=comps.text_encoder,
+        text_encoder_2=comps.text_encoder_2,
+        tokenizer=comps.tokenizer,
+        tokenizer_2=comps.tokenizer_2,
+        unet=comps.unet,
+        scheduler=comps.scheduler,
+    )
+    pipe.save_pretrained(tmp)
+    comps.controlnet.save_pretrained(tmp / "controlnet")
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def build_tiny_components(seed: int = 0) -> Components:
+    """Random tiny SDXL: 2-level UNet (cross-attention 64), union ControlNet from it, 4-block VAE
+    (×8 like SDXL's), two 32-wide CLIP text encoders and a byte-level tokenizer. Seconds on a CPU."""
+    import json
+    import tempfile
+
+    import torch
+    from diffusers import AutoencoderKL, ControlNetUnionModel, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,  # 6 × 8 time ids + 32 pooled text
+        cross_attention_dim=64,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 1)
+    controlnet = ControlNetUnionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        in_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=8,
+        conditioning_embedding_out_channels=(8, 8, 16, 16),
+        num_control_type=8,
+        num_trans_channel=32,
+        num_trans_head=2,
+        num_proj_channel=32,
+    )
+    # ControlNet outputs are zero-initialised; give them weights so control changes the image
+    with torch.no_grad():
+        for name, p in controlnet.named_parameters():
+            if p.abs().max() == 0 and (
+                "controlnet_" in name or "spatial_ch_projs" in name or "conv_out" in name
+            ):
+                p.normal_(0.0, 0.05)
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=128,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )
+    # an offline byte-level CLIP tokenizer: 256 byte symbols, their word-end forms, BOS, EOS
+    symbols = list(byte_symbols())
+    vocab = {
+        s: i
+        for i, s in enumerate(symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"])
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(
+            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77
+        )
+        tokenizer_2 = CLIPTokenizer(
+            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77, pad_token="!"
+        )
+    te_config = CLIPTextConfig(
+        bos_token_id=len(vocab) - 2,
+        eos_token_id=len(vocab) - 1,
+        pad_token_id=len(vocab) - 1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        vocab_size=len(vocab),
+        hidden_act="gelu",
+        projection_dim=32,
+        max_position_embeddings=77,
+    )
+    torch.manual_seed(seed + 3)
+    text_encoder = CLIPTextModel(te_config)
+    torch.manual_seed(seed + 4)
+    text_encoder_2 = CLIPTextModelWithProjection(te_config)
+    return Components(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scheduler=scheduler,
+        controlnet=controlnet,
+    )
+
+
+def byte_symbols() -> list[str]:
+    """GPT-2/CLIP's reversible byte → printable-character table, as a list of 256 symbols."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
