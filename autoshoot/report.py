@@ -7,6 +7,7 @@ filter inline, so the RUN folder can be zipped, copied or opened with no server.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -20,6 +21,7 @@ from autoshoot.types import ShotResult
 
 logger = logging.getLogger(__name__)
 
+BLOCK_FILE = "report_block.html"
 RESULT_COLUMNS = ("row", "sku", "status", "reason", "best_image", "hand_score", "n_candidates", "seconds", "flags")
 
 
@@ -102,11 +104,44 @@ def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Pa
         parts.append(f"<button data-status='{status}' onclick=\"show('{status}')\">{_e(label)}</button>")
     parts.append("</div>")
     for result in results:
-        parts.append(sku_block(run_dir, result))
+        parts.append(cached_sku_block(run_dir, result))
     parts.append("<script>show('all')</script></body></html>")
     path = run_dir / "report.html"
     atomic_write_text(path, "\n".join(parts))
     return path
+
+
+def cached_sku_block(run_dir: Path, result: ShotResult) -> str:
+    """The SKU's block, from ``RUN/<sku>/report_block.html`` when it was made for this result.
+
+    Blocks are written when a SKU finishes (``write_sku_block``), so a rerun over a large
+    catalog reads one small file per finished SKU instead of every stage's JSON.
+    """
+    from autoshoot.runner import sku_folder_name
+
+    if not result.sku:
+        return sku_block(run_dir, result)
+    path = run_dir / sku_folder_name(result.sku) / BLOCK_FILE
+    try:
+        tag, _, block = path.read_text(encoding="utf-8").partition("\n")
+        if tag == _block_tag(result):
+            return block
+    except OSError:
+        pass
+    return sku_block(run_dir, result)
+
+
+def write_sku_block(run_dir: Path, result: ShotResult) -> None:
+    from autoshoot.runner import sku_folder_name
+
+    folder = run_dir / sku_folder_name(result.sku)
+    if folder.is_dir():
+        atomic_write_text(folder / BLOCK_FILE, _block_tag(result) + "\n" + sku_block(run_dir, result))
+
+
+def _block_tag(result: ShotResult) -> str:
+    digest = hashlib.sha256(json.dumps(result_record(result), sort_keys=True).encode()).hexdigest()
+    return f"<!-- autoshoot block {digest} -->"
 
 
 def sku_block(run_dir: Path, result: ShotResult) -> str:

@@ -38,6 +38,7 @@ from autoshoot.catalog import Catalog, Row, load_catalog
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError, RunLockedError
 from autoshoot.io import TMP_MARK, atomic_write_json, read_json
+from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
 from autoshoot.types import ShotResult
@@ -292,6 +293,7 @@ class SkuWorker:
             except Exception as err:  # a broken stage output must not stop the run
                 store.log("finish failed:\n" + "".join(traceback.format_exception(err)))
                 result = self._finish(plan, job, store, one_line_reason("finish", err), per_sku_seconds[sku])
+            write_sku_block(self.run_dir, result)
             results.append(result)
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
         return results
@@ -581,8 +583,6 @@ def run_catalog(
     stages: list[Stage] | None = None,
 ) -> RunSummary:
     """Run every row of the catalog into ``run_dir``; see the module docstring for the layout."""
-    from autoshoot.report import write_report, write_results
-
     run_dir = Path(run_dir)
     started = time.perf_counter()
     # 1. validate every row before any model loads

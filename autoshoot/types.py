@@ -16,7 +16,18 @@ Status = Literal["accepted", "review", "failed"]
 
 class JsonMixin:
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[arg-type]
+        """A shallow dict of the fields (containers copied); nested dataclasses become dicts."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, JsonMixin):
+                value = value.to_json()
+            elif isinstance(value, dict):
+                value = dict(value)
+            elif isinstance(value, (list, tuple)):
+                value = list(value)
+            out[f.name] = value
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]):  # type: ignore[no-untyped-def]
