@@ -1,0 +1,80 @@
+"""`autoshoot score`: the JSON contract, the table, --grip/--prepared, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from autoshoot.cli import main
+from autoshoot.io import atomic_write_json
+
+pytestmark = pytest.mark.samples
+
+
+def test_json_contract(samples_dir, tmp_path):
+    real = str(samples_dir / "C_hand_real_grip_01.png")
+    bad = str(samples_dir / "C_hand_ai_malformed_04.jpg")
+    result = CliRunner().invoke(main, ["score", real, bad, "--json", "--overlay-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [d["file"] for d in data] == [real, bad]
+    for item in data:
+        assert set(item) >= {"file", "hand_score", "hands", "reasons"}
+        assert 0.0 <= item["hand_score"] <= 1.0
+        assert isinstance(item["hands"], list) and isinstance(item["reasons"], list)
+    assert data[0]["hand_score"] > data[1]["hand_score"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["C_hand_ai_malformed_04_hands.png", "C_hand_real_grip_01_hands.png"]
+
+
+def test_table_and_unreadable_file_exit_1(samples_dir, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    real = str(samples_dir / "C_hand_real_grip_04.jpg")
+    result = CliRunner().invoke(main, ["score", real, str(broken)])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["file", "score", "hands", "reasons"]
+    assert lines[1].startswith(real) and lines[1].split()[2] == "2"
+    assert f"Error: cannot read {str(broken)!r}" in result.stderr
+
+
+def test_grip_and_prepared(samples_dir, tmp_path):
+    image = str(samples_dir / "B_holding_backpack_strap_01.jpg")
+    far = CliRunner().invoke(main, ["score", image, "--grip", "60,60", "--json"])
+    assert far.exit_code == 0
+    assert json.loads(far.stdout)[0]["components"]["grip"] < 0.05
+    atomic_write_json(tmp_path / "prepare.json", {
+        "grip": [151, 352], "erase_polygon": [[146, 347], [156, 347], [156, 357], [146, 357]],
+        "placement": {"scale": 2.0, "offset": [0, 0]},
+    })
+    near = CliRunner().invoke(main, ["score", image, "--prepared", str(tmp_path), "--json"])
+    assert near.exit_code == 0, near.output
+    assert json.loads(near.stdout)[0]["components"]["grip"] > 0.6
+
+
+def test_bad_grip_says_how_to_write_it(samples_dir):
+    result = CliRunner().invoke(main, ["score", str(samples_dir / "C_hand_real_grip_04.jpg"), "--grip", "12"])
+    assert result.exit_code == 2
+    assert "write the grip as X,Y in pixels, e.g. --grip 512,600" in result.output
+
+
+def test_prepared_folder_without_prepare_json(samples_dir, tmp_path):
+    result = CliRunner().invoke(main, ["score", str(samples_dir / "C_hand_real_grip_04.jpg"), "--prepared", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "holds no prepare.json: run `autoshoot prepare IMAGE --out" in result.output
+
+
+def test_score_module_imports_no_heavy_library():
+    code = (
+        "import sys, autoshoot.commands.score, autoshoot.stages.score, autoshoot.stages.rank, autoshoot.config.score;"
+        "heavy = [m for m in ('mediapipe', 'cv2', 'torch', 'transformers') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == ""
