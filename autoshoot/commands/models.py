@@ -1,0 +1,128 @@
+"""``autoshoot models list|download|check``: the SDXL models a profile uses.
+
+    autoshoot models list  [--profile P]   what the profile loads, and where each one is
+    autoshoot models download [--profile P] fetch the hub models (progress bars, resumable)
+    autoshoot models check [--profile P]    files present? configs load (no weights)? exit 1 if not
+
+Local paths never touch the network. ``--offline`` (or HF_HUB_OFFLINE=1) forbids fetching.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from autoshoot.commands.common import config_options, make_config
+
+
+@click.group()
+def models() -> None:
+    """List, download or check the models of a profile."""
+
+
+@models.command("list")
+@config_options
+def list_models(profile: str | None, config_file: str | None, set_: tuple[str, ...]) -> None:
+    """Print each model of the profile: role, source, and whether it is here."""
+    from autoshoot.stages.render import entry_missing_files, how_to_get, model_entries
+
+    config = make_config(profile, config_file, set_)
+    for entry in model_entries(config):
+        missing = entry_missing_files(entry)
+        state = "ok" if not missing else ("missing" if entry.local else "not downloaded")
+        click.echo(f"{entry.role:<52} {entry.source:<52} {state}")
+        if missing:
+            click.echo(f"    fix: {how_to_get(entry, config)}")
+
+
+@models.command("download")
+@config_options
+@click.option("--offline", is_flag=True, default=None, help="Refuse to fetch (check only).")
+def download_models(
+    profile: str | None, config_file: str | None, set_: tuple[str, ...], offline: bool | None
+) -> None:
+    """Fetch every hub model of the profile into the Hugging Face cache (resumes partial files)."""
+    from autoshoot.errors import ModelMissingError
+    from autoshoot.stages.render import entry_missing_files, how_to_get, model_entries
+
+    config = make_config(profile, config_file, set_, **{"run.offline": offline})
+    missing = []
+    for entry in model_entries(config):
+        if entry.kind == "tiny":
+            click.echo(f"{entry.role}: nothing to download")
+            continue
+        if entry.local:
+            gone = entry_missing_files(entry)
+            click.echo(f"{entry.role}: local {entry.source} " + ("ok" if not gone else "MISSING"))
+            if gone:
+                missing.append((entry.role, entry.source, how_to_get(entry, config)))
+            continue
+        if config.run.offline:
+            if entry_missing_files(entry):
+                missing.append(
+                    (entry.role, entry.source, "run without --offline / HF_HUB_OFFLINE to fetch it")
+                )
+            continue
+        click.echo(f"{entry.role}: fetching {entry.source} ({', '.join(entry.patterns)})", err=True)
+        fetch_entry(entry)
+    if missing:
+        raise ModelMissingError(missing)
+    click.echo("all models are here")
+
+
+@models.command("check")
+@config_options
+def check_models(profile: str | None, config_file: str | None, set_: tuple[str, ...]) -> None:
+    """Verify the files exist and the configs load (no weights). Exit 1 when anything is missing."""
+    from autoshoot.stages.render import entry_missing_files, how_to_get, model_entries
+
+    config = make_config(profile, config_file, set_)
+    bad = 0
+    for entry in model_entries(config):
+        gone = entry_missing_files(entry)
+        problem = f"missing {', '.join(gone)}" if gone else load_config_only(entry)
+        if problem:
+            bad += 1
+            click.echo(
+                f"MISSING {entry.role}: {entry.source}: {problem}\n    fix: {how_to_get(entry, config)}"
+            )
+        else:
+            click.echo(f"ok      {entry.role}: {entry.source}")
+    sys.exit(1 if bad else 0)
+
+
+def fetch_entry(entry) -> str:  # type: ignore[no-untyped-def]
+    """snapshot_download with the entry's file patterns: tqdm progress, resumes partial files."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(entry.source, allow_patterns=list(entry.patterns) or None)
+
+
+def load_config_only(entry) -> str:  # type: ignore[no-untyped-def]
+    """Load the entry's config without weights; '' when it loads, else the problem."""
+    if entry.kind in ("tiny", "lora", "single_file"):
+        return ""
+    try:
+        if entry.kind in ("pipeline", "config_only"):
+            from diffusers import UNet2DConditionModel
+
+            UNet2DConditionModel.load_config(entry.source, subfolder="unet", local_files_only=True)
+        elif entry.kind == "union":
+            from diffusers import ControlNetUnionModel
+
+            from autoshoot.stages.render import is_local_source
+
+            if is_local_source(entry.source):
+                ControlNetUnionModel.load_config(entry.source, config_name=entry.files[0])
+            else:
+                ControlNetUnionModel.load_config(
+                    entry.source, config_name=entry.files[0], local_files_only=True
+                )
+        else:
+            from diffusers import AutoencoderKL
+
+            AutoencoderKL.load_config(entry.source, local_files_only=True)
+    except Exception as err:  # a broken or partial download: say which and why
+        return f"its config does not load ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    return ""
