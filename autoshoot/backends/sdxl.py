@@ -173,7 +173,7 @@ class SDXLRenderer:
             self.apply_low_vram(nets)
         else:
             for m in (*nets, c.vae, c.text_encoder, c.text_encoder_2):
-                m.to(self.device, self.dtype)
+                move_model(m, self.device, self.dtype)
         if rc.channels_last and self.device.type == "cuda":
             for m in nets:
                 m.to(memory_format=torch.channels_last)
@@ -498,6 +498,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def move_model(model: Any, device: Any, dtype: Any) -> None:
+    """``model.to(device, dtype)``, skipping the dtype cast when it is already right."""
+    if next(model.parameters()).dtype == dtype:
+        model.to(device)
+    else:
+        model.to(device, dtype)
+
+
 def is_offline(config: Config) -> bool:
     return bool(config.run.offline) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
 
@@ -557,7 +565,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 def tokenize_chunks(tokenizer: Any, text: str) -> list[list[int]]:
     """Token ids in chunks of 77: BOS, up to 75 tokens, EOS, padding. Never truncated."""
-    ids = tokenizer(text, truncation=False, add_special_tokens=False).input_ids
+    ids = tokenizer(text, truncation=False, add_special_tokens=False, verbose=False).input_ids
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)] or [[]]
