@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -46,12 +47,30 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="Log progress (-v) or everything (-vv) to stderr.")
 def main(verbose: int) -> None:
     """autoshoot: one product photo in, ranked photos of a model holding it out."""
+    if verbose < 2:
+        quiet_libraries()
     if verbose:
         logging.basicConfig(
             level=logging.DEBUG if verbose > 1 else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+
+
+def quiet_libraries() -> None:
+    """Keep the model libraries' own chatter (casting notes, absl/TFLite logs) off stderr.
+
+    Environment variables, because the libraries are imported later, inside the backends;
+    anything the user set explicitly wins. ``-vv`` leaves them alone.
+    """
+    for key, value in {
+        "TRANSFORMERS_VERBOSITY": "error",
+        "DIFFUSERS_VERBOSITY": "error",
+        "GLOG_minloglevel": "2",  # MediaPipe's C++ logging
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
+        os.environ.setdefault(key, value)
 
 
 def run_main() -> None:

@@ -246,11 +246,12 @@ class SkuWorker:
         if missing:
             raise ModelMissingError(missing)
 
-    def process(self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False) -> list[ShotResult]:
-        """Run the planned stages for several SKUs; batchable stages run across all of them.
+    def process(self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False) -> Iterator[ShotResult]:
+        """Run the planned stages for several SKUs, yielding each SKU's result as it finishes.
 
-        ``should_stop`` is asked between SKUs: when it says yes, the SKUs not yet started are
-        left for the next run (their finished stages are kept).
+        Batchable stages (the VLM brief) run first across all of them. ``should_stop`` is asked
+        between SKUs: when it says yes, the SKUs not yet started are left for the next run
+        (their finished stages are kept).
         """
         started = time.perf_counter()
         jobs = {p.row.sku: self.make_job(p.row) for p in plans}
@@ -271,9 +272,8 @@ class SkuWorker:
                 self._run_stage_batch(stage, group, jobs, stores, failed, per_sku_seconds)
 
         # 2. the other stages, one SKU at a time
-        results = []
-        for plan in plans:
-            if results and should_stop():
+        for n, plan in enumerate(plans):
+            if n and should_stop():
                 break
             sku = plan.row.sku
             job, store = jobs[sku], stores[sku]
@@ -294,9 +294,8 @@ class SkuWorker:
                 store.log("finish failed:\n" + "".join(traceback.format_exception(err)))
                 result = self._finish(plan, job, store, one_line_reason("finish", err), per_sku_seconds[sku])
             write_sku_block(self.run_dir, result)
-            results.append(result)
+            yield result
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
-        return results
 
     def _attach_inputs(self, plans: list[Plan], jobs: dict[str, Job], stores: dict[str, SkuStore], upto: str) -> None:
         for plan in plans:
