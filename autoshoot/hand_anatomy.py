@@ -62,7 +62,7 @@ class AnatomyLimits:
     curled_tip: float = 0.8  # a fingertip this near the palm centre: joints not judged
     min_chain_gap: float = 0.07  # centre lines of two fingers closer than this cross or fuse
     min_tip_gap: float = 0.12  # two fingertips closer than this are one fingertip
-    palm_face_ratio: float = 0.75  # palm length / face box width for a hand at the face's depth
+    palm_face_ratio: float = 0.55  # palm length / face box width (0.48-0.66 on real photos)
     palm_face_tolerance: float = 2.2  # allowed factor either way (perspective, foreshortening)
 
 
