@@ -173,7 +173,10 @@ class BiRefNetSegmenter:
                 raise ModelMissingError([("BiRefNet segmenter", str(path), "check the path in prepare.birefnet_model")])
             self.onnx = OnnxMattingSession(path, OnnxRecipe(path.name, self.size, sigmoid=True))
             return
-        self.model, self.device = load_birefnet_transformers(source, offline=bool(config.run.offline))
+        offline = bool(config.run.offline) or hub_offline()
+        if offline and not Path(source).expanduser().exists() and not hub_cached(source):
+            raise ModelMissingError([birefnet_missing(source, "not in the local hub cache and fetching is off")])
+        self.model, self.device = load_birefnet_transformers(source, offline=offline)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         if self.onnx is not None:

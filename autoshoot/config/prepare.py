@@ -64,7 +64,7 @@ class PrepareConfig:
     # --- handle ---------------------------------------------------------------------
     handle_min_area_frac: float = 0.0005  # opening area / product bbox area
     handle_max_wall_frac: float = 0.12  # handle thickness / product bbox diagonal
-    handle_min_thin_frac: float = 0.5  # part of the opening's top edge that must have a thin wall
+    handle_min_thin_frac: float = 0.4  # part of the opening's top edge that must have a thin wall
     strap_loop_height_frac: float = 0.45  # opening height / product height above which it is a strap
     twin_apex_frac: float = 0.12  # openings whose tops are this close (of the height) are twins
     # --- erase ----------------------------------------------------------------------

@@ -29,7 +29,17 @@ def draw_debug(
 
     Returns an RGB uint8 image PANEL_H + 24 px tall.
     """
-    # 1. left panel: input with overlays, at input resolution, then scaled
+    # 1. left panel: input with overlays, drawn at the panel's scale
+    k = min(1.0, PANEL_H / image.shape[0])
+    if k < 1.0:
+        size = (max(1, round(image.shape[1] * k)), PANEL_H)
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        if openings is not None:
+            openings = cv2.resize(openings.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        bbox = tuple(int(round(v * k)) for v in bbox)  # type: ignore[assignment]
+        grip = None if grip is None else (grip[0] * k, grip[1] * k)
+        polygon = [(x * k, y * k) for x, y in polygon]
     left = image.astype(np.float32)
     tint = np.array([0, 200, 0], np.float32)
     left[mask] = 0.65 * left[mask] + 0.35 * tint

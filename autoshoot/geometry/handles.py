@@ -179,7 +179,7 @@ def measure_opening(
     tx, ty, tnx, tny, tl = ex[thin], ey[thin], nx[thin], ny[thin], length[thin]
     out_x, out_y = tx + tnx * tl, ty + tny * tl
     apex = float(out_y.min())
-    typical = float(np.median(tl))
+    typical = float(np.percentile(tl, 30))  # a low percentile: stacked handles make some rays long
     tol = max(2.0, 0.5 * typical)
     top = out_y <= apex + tol
     mid_x = (out_x[top].min() + out_x[top].max()) / 2.0
@@ -189,7 +189,9 @@ def measure_opening(
     # make one thick wall: count only a typical handle's thickness)
     half = min(tl[j], 1.25 * typical) / 2.0
     grip = (float(out_x[j] - tnx[j] * half), float(out_y[j] - tny[j] * half))
-    midline = [(float(a - c * l / 2), float(b - d * l / 2)) for a, b, c, d, l in zip(out_x, out_y, tnx, tny, tl)]
+    midline = [
+        (float(a - c * ln / 2), float(b - d * ln / 2)) for a, b, c, d, ln in zip(out_x, out_y, tnx, tny, tl, strict=True)
+    ]
     return Opening(
         bbox=(x0, y0, x0 + w, y0 + h),
         area=int(stat[cv2.CC_STAT_AREA]),
@@ -237,7 +239,8 @@ def classify_topology(best: Opening, openings: list[Opening], product_h: int, co
         o for o in openings
         if o.apex_y - best.apex_y <= config.twin_apex_frac * product_h
         and max(o.bbox[0] - x1, x0 - o.bbox[2]) <= 0.5 * width
-    ]
+        and (o is best or abs((o.bbox[0] + o.bbox[2]) - (x0 + x1)) / 2.0 >= 0.25 * min(width, o.bbox[2] - o.bbox[0]))
+    ]  # (nested openings, like the gap between double straps, share their centre: not twins)
     return "twin_loops" if len(near) >= 2 else "top_loop"
 
 

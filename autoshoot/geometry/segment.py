@@ -61,9 +61,16 @@ def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats
 
 
 def color_distance(image: np.ndarray, color: tuple[float, float, float]) -> np.ndarray:
-    """Per-pixel max-channel distance to ``color`` after a 3x3 blur (JPEG noise): HxW float32."""
-    blurred = cv2.GaussianBlur(image, (3, 3), 0).astype(np.float32)
-    return np.abs(blurred - np.asarray(color, np.float32)).max(axis=2)
+    """Per-pixel max-channel distance to ``color`` after a 3x3 median (JPEG noise): HxW float32.
+
+    A median keeps gaps two pixels wide open, where a blur would close them.
+    """
+    blurred = cv2.medianBlur(np.ascontiguousarray(image), 3)
+    ref = np.empty_like(blurred)
+    ref[:] = np.clip(np.rint(color), 0, 255).astype(np.uint8)
+    diff = cv2.absdiff(blurred, ref)  # uint8, per channel
+    c0, c1, c2 = cv2.split(diff)
+    return cv2.max(cv2.max(c0, c1), c2).astype(np.float32)
 
 
 def segment_plain(image: np.ndarray, config: PrepareConfig, border: BorderStats | None = None) -> np.ndarray:
@@ -104,7 +111,8 @@ def peel_shadows(
     """
     gray = cv2.cvtColor(cv2.GaussianBlur(image, (5, 5), 0), cv2.COLOR_RGB2GRAY).astype(np.float32)
     grad = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
-    chroma = image.max(axis=2).astype(np.int16) - image.min(axis=2).astype(np.int16)
+    r, g, b = cv2.split(np.ascontiguousarray(image))
+    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
     darker = gray < float(np.mean(bg_color)) - 1.0
     candidate = (
         fg & darker & (dist <= config.shadow_max_distance) & (chroma <= config.shadow_max_chroma)
@@ -113,11 +121,7 @@ def peel_shadows(
     if not candidate.any():
         return fg
     # components of (background ∪ shadow candidates) that reach the frame
-    reach = (~fg) | candidate
-    n, labels = cv2.connectedComponents(reach.astype(np.uint8), connectivity=4)
-    frame_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    outside = np.isin(labels, frame_labels[frame_labels > 0])
-    shadow = candidate & outside
+    shadow = candidate & reaches_frame((~fg) | candidate)
     if shadow.sum() > 0.5 * (fg & ~shadow).sum():
         logger.debug("shadow peel skipped: it would remove %d of %d product pixels", shadow.sum(), fg.sum())
         return fg
@@ -251,11 +255,14 @@ def fill_small_holes(mask: np.ndarray, min_area: int) -> np.ndarray:
 
 def enclosed_background(mask: np.ndarray) -> np.ndarray:
     """Background pixels not 4-connected to the image frame (handle openings, specks). HxW bool."""
-    bg = (~mask).astype(np.uint8)
-    n, labels = cv2.connectedComponents(bg, connectivity=4)
-    frame = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    outside = np.isin(labels, frame[frame > 0])
-    return (~mask) & ~outside
+    return (~mask) & ~reaches_frame(~mask)
+
+
+def reaches_frame(region: np.ndarray) -> np.ndarray:
+    """Pixels of ``region`` (HxW bool) 4-connected to the image frame. HxW bool."""
+    padded = np.pad(region.astype(np.uint8), 1, constant_values=1)  # a frame joins every border run
+    _, labels = cv2.connectedComponents(padded, connectivity=4)
+    return (labels == labels[0, 0])[1:-1, 1:-1] & region
 
 
 def cut_background_colored(
