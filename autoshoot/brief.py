@@ -22,7 +22,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from autoshoot.vocab import CATEGORIES, GRIP_POSES, HANDLES, HOLD_POSES, NON_GRIP_POSES, OVERRIDE_COLUMNS, SHOTS
+from autoshoot.vocab import (
+    CATEGORIES,
+    GRIP_POSES,
+    HANDLES,
+    HOLD_POSES,
+    NON_GRIP_POSES,
+    OVERRIDE_COLUMNS,
+    SHOTS,
+)
 
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]
 Handle = Literal[HANDLES]  # type: ignore[valid-type]

@@ -452,7 +452,7 @@ def describe_with_repair(
         answers = ask([pending[i] for i in todo])
         # 2. parse each answer
         retry: list[int] = []
-        for i, answer in zip(todo, answers):
+        for i, answer in zip(todo, answers, strict=True):
             item = pending[i]
             if isinstance(answer, BaseException):
                 item.error = f"{type(answer).__name__}: {answer}"

@@ -176,7 +176,7 @@ class OpenAIVLM:
                 if err.code not in RETRY_STATUS:
                     raise EndpointError(f"{self.url}: HTTP {err.code}: {detail}") from None
                 last = f"HTTP {err.code}: {detail}"
-            except (TimeoutError, socket.timeout) as err:
+            except TimeoutError as err:
                 last = f"timed out after {self.endpoint.timeout_s:g} s ({err})"
             except urllib.error.URLError as err:
                 if isinstance(err.reason, (TimeoutError, socket.timeout)):

@@ -93,19 +93,32 @@ class QwenVLM:
         source = settings.model
         local_only = is_offline(config)
         logger.info("loading VLM %s on %s", source, device)
-        processor = AutoProcessor.from_pretrained(
-            source,
-            min_pixels=settings.min_pixels,
-            max_pixels=settings.max_pixels,
-            local_files_only=local_only,
-        )
-        model = AutoModelForImageTextToText.from_pretrained(
-            source,
-            dtype=resolve_dtype(settings.dtype, device),
-            attn_implementation=resolve_attention(settings.attn_implementation, device),
-            device_map=device if device.startswith("cuda") else None,
-            local_files_only=local_only,
-        )
+        try:
+            processor = AutoProcessor.from_pretrained(
+                source,
+                size={"shortest_edge": settings.min_pixels, "longest_edge": settings.max_pixels},
+                local_files_only=local_only,
+            )
+            model = AutoModelForImageTextToText.from_pretrained(
+                source,
+                dtype=resolve_dtype(settings.dtype, device),
+                attn_implementation=resolve_attention(settings.attn_implementation, device),
+                device_map=device if device.startswith("cuda") else None,
+                local_files_only=local_only,
+            )
+        except OSError as err:  # not in the cache and not fetchable, or a broken folder
+            from autoshoot.errors import ModelMissingError
+
+            raise ModelMissingError(
+                [
+                    (
+                        "vlm (brief)",
+                        f"{source}: {str(err).splitlines()[0]}",
+                        f"run `hf download {source}` on a machine with network, or set analyze.model to a "
+                        "local folder, or use --set analyze.vlm=rules",
+                    )
+                ]
+            ) from err
         if not device.startswith("cuda"):
             model = model.to(device)
         model.eval()

@@ -273,41 +273,41 @@ def kmeans(pixels: np.ndarray, k: int, rng: np.random.Generator, iters: int = 12
 def colour_name(rgb: np.ndarray) -> str:
     """A plain colour word for an RGB triple in [0, 255]."""
     r, g, b = (float(c) / 255.0 for c in rgb)
-    h, l, s = colorsys.rgb_to_hls(r, g, b)
+    h, light, s = colorsys.rgb_to_hls(r, g, b)
     hue = h * 360.0
-    if l < 0.12:
+    if light < 0.12:
         return "black"
-    if s < 0.15 or (l < 0.25 and s < 0.3):
-        if l > 0.85:
+    if s < 0.15 or (light < 0.25 and s < 0.3):
+        if light > 0.85:
             return "white"
-        if l > 0.6:
+        if light > 0.6:
             return "light grey"
-        if l > 0.3:
+        if light > 0.3:
             return "grey"
         return "charcoal"
-    if l > 0.9:
+    if light > 0.9:
         return "white"
-    if hue < 15 or (hue >= 330 and l < 0.55) or hue >= 345:
-        return "burgundy" if l < 0.3 else ("pink" if l > 0.7 else "red")
+    if hue < 15 or (hue >= 330 and light < 0.55) or hue >= 345:
+        return "burgundy" if light < 0.3 else ("pink" if light > 0.7 else "red")
     if hue < 45:
-        if l < 0.35:
+        if light < 0.35:
             return "brown"
         if s < 0.45:
-            return "tan" if l < 0.65 else "beige"
-        return "orange" if l < 0.7 else "peach"
+            return "tan" if light < 0.65 else "beige"
+        return "orange" if light < 0.7 else "peach"
     if hue < 70:
         if s < 0.4:
-            return "khaki" if l < 0.6 else "beige"
-        return "mustard" if l < 0.45 else "yellow"
+            return "khaki" if light < 0.6 else "beige"
+        return "mustard" if light < 0.45 else "yellow"
     if hue < 160:
-        return "olive" if (l < 0.35 or s < 0.35) else "green"
+        return "olive" if (light < 0.35 or s < 0.35) else "green"
     if hue < 200:
         return "teal"
     if hue < 255:
-        return "navy" if l < 0.3 else ("light blue" if l > 0.7 else "blue")
+        return "navy" if light < 0.3 else ("light blue" if light > 0.7 else "blue")
     if hue < 290:
-        return "purple" if l < 0.7 else "lavender"
-    return "magenta" if s > 0.6 and l < 0.7 else "pink"
+        return "purple" if light < 0.7 else "lavender"
+    return "magenta" if s > 0.6 and light < 0.7 else "pink"
 
 
 # ---------------------------------------------------------------------------------------

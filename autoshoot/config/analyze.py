@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,17 @@ class AnalyzeConfig:
     brands: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-PROFILES: dict[str, dict] = {
+class _CopyingProfiles(dict):
+    """Hands out deep copies, so a config load that merges into a profile never changes it."""
+
+    def __getitem__(self, key: str) -> Any:
+        return copy.deepcopy(super().__getitem__(key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return copy.deepcopy(super().get(key, default))
+
+
+PROFILES: dict[str, dict] = _CopyingProfiles({
     "default": {"vlm": "qwen", "model": "Qwen/Qwen2.5-VL-7B-Instruct"},
     "tiny": {"vlm": "rules"},
-}
+})

@@ -1,0 +1,92 @@
+"""The real ``qwen`` code path on a tiny random-weight Qwen2.5-VL saved to a temp folder.
+
+from_pretrained(local) + AutoProcessor, the chat template, qwen-vl-utils' process_vision_info,
+left-padded batched generate. The random model answers garbage, so every brief goes through
+the retry and then the rules fallback.
+"""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from autoshoot.backends import VLMS
+from autoshoot.brief import Brief, BriefRequest
+from autoshoot.config import load_config
+from tests.tiny_qwen import build_tiny_qwen
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    folder = build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"))
+    return load_config(
+        "tiny",
+        overrides={
+            "analyze.vlm": "qwen",
+            "analyze.model": str(folder),
+            "analyze.min_pixels": 112 * 112,
+            "analyze.max_pixels": 28 * 28 * 64,
+            "analyze.max_new_tokens": 12,
+            "analyze.batch_size": 2,
+            "run.offline": True,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def qwen(tiny_config):
+    vlm = VLMS.create("qwen", tiny_config)
+    yield vlm
+    vlm.close()
+
+
+def photos():
+    return [
+        Image.new("RGB", (400, 300), (30, 30, 30)),
+        Image.new("RGB", (300, 520), (200, 180, 150)),
+        Image.new("RGB", (256, 256), (20, 40, 160)),
+    ]
+
+
+def test_loads_from_a_local_folder_with_the_real_classes(qwen):
+    assert type(qwen.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert type(qwen.processor).__name__ == "Qwen2_5_VLProcessor"
+    assert qwen.convention == "pixels" and qwen.patch_size == 14
+
+
+def test_garbage_answers_are_retried_then_filled_from_rules(qwen):
+    requests = [
+        BriefRequest(image=img, sku=f"SKU-{i}", title=t)
+        for i, (img, t) in enumerate(zip(photos(), ["Black tote", "Canvas backpack", "Blue briefcase"], strict=True))
+    ]
+    results = qwen.describe(requests)  # batch_size 2: two generate batches
+    assert [r.brief.product.category for r in results] == ["tote", "backpack", "briefcase"]
+    for result in results:
+        assert isinstance(result.brief, Brief)
+        assert result.backend == "qwen"
+        assert result.fallback_fields == ["*"]
+        assert result.flags == ["brief_fallback", "vlm_retry"]
+        assert result.raw  # the model's last (garbage) answer is kept for debugging
+
+
+def test_left_padded_batch_matches_single_answers(qwen):
+    items = [qwen.prepare_request(BriefRequest(image=img, sku=f"S{i}")) for i, img in enumerate(photos()[:2])]
+    conversations = [qwen.build_messages(item) for item in items]
+    batched = qwen.generate(conversations)
+    single = [qwen.generate([conv])[0] for conv in conversations]
+    assert batched == single
+    # the instruction names the size the model sees, a multiple of 28 within the pixel bounds
+    w, h = items[1].seen_size
+    assert w % 28 == 0 and h % 28 == 0 and w * h <= 28 * 28 * 64
+    assert f"{w}x{h} image" in items[1].instruction
+
+
+def test_a_missing_model_folder_is_reported_before_loading(tmp_path):
+    from autoshoot.stages.analyze import AnalyzeStage
+
+    config = load_config("tiny", overrides={"analyze.vlm": "qwen", "analyze.model": str(tmp_path / "nope")})
+    missing = AnalyzeStage().check_models(config)
+    assert len(missing) == 1 and "has no config.json" in missing[0][1]
+    offline_hub = load_config("default", overrides={"run.offline": True, "analyze.model": "example/not-cached-vl"})
+    (what, where, fix) = AnalyzeStage().check_models(offline_hub)[0]
+    assert "not in the Hugging Face cache" in where and "hf download example/not-cached-vl" in fix
