@@ -174,7 +174,9 @@ class SDXLRenderer:
         else:
             for m in (*nets, c.vae, c.text_encoder, c.text_encoder_2):
                 move_model(m, self.device, self.dtype)
-        if rc.channels_last and self.device.type == "cuda":
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convs
+        if rc.channels_last and self.device.type == "cuda" and not self.low_vram:
             for m in nets:
                 m.to(memory_format=torch.channels_last)
         if rc.compile:
@@ -777,12 +779,9 @@ def save_tiny_components(folder: Path) -> None:
 def build_tiny_components(seed: int = 0) -> Components:
     """Random tiny SDXL: 2-level UNet (cross-attention 64), union ControlNet from it, 4-block VAE
     (×8 like SDXL's), two 32-wide CLIP text encoders and a byte-level tokenizer. Seconds on a CPU."""
-    import json
-    import tempfile
-
     import torch
     from diffusers import AutoencoderKL, ControlNetUnionModel, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -848,31 +847,18 @@ def build_tiny_components(seed: int = 0) -> Components:
         beta_schedule="scaled_linear",
         timestep_spacing="leading",
     )
-    # an offline byte-level CLIP tokenizer: 256 byte symbols, their word-end forms, BOS, EOS
-    symbols = list(byte_symbols())
-    vocab = {
-        s: i
-        for i, s in enumerate(symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"])
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
-        tokenizer = CLIPTokenizer(
-            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77
-        )
-        tokenizer_2 = CLIPTokenizer(
-            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77, pad_token="!"
-        )
+    tokenizer, tokenizer_2 = build_byte_tokenizers()
+    vocab_size = len(tokenizer)
     te_config = CLIPTextConfig(
-        bos_token_id=len(vocab) - 2,
-        eos_token_id=len(vocab) - 1,
-        pad_token_id=len(vocab) - 1,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
         hidden_size=32,
         intermediate_size=37,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
         num_hidden_layers=3,
-        vocab_size=len(vocab),
+        vocab_size=vocab_size,
         hidden_act="gelu",
         projection_dim=32,
         max_position_embeddings=77,
@@ -891,6 +877,26 @@ def build_tiny_components(seed: int = 0) -> Components:
         scheduler=scheduler,
         controlnet=controlnet,
     )
+
+
+def build_byte_tokenizers() -> tuple[Any, Any]:
+    """Two offline byte-level CLIP tokenizers (no merges): 256 byte symbols, their word-end forms,
+    BOS and EOS (ids 512, 513). The second pads with "!" like SDXL's tokenizer_2."""
+    import json
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    symbols = byte_symbols()
+    names = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {s: i for i, s in enumerate(names)}
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_path, merges_path = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
+        vocab_path.write_text(json.dumps(vocab))
+        merges_path.write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=77)
+        tokenizer_2 = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=77, pad_token="!")
+    return tokenizer, tokenizer_2
 
 
 def byte_symbols() -> list[str]:

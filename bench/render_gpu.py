@@ -1,0 +1,369 @@
+"""GPU benchmark of the render stages with full-size random-weight SDXL at 1024².
+
+    python bench/render_gpu.py                 # stock baseline + ours eager + low-VRAM modes
+    python bench/render_gpu.py --compile       # ours with torch.compile (first call compiles)
+    python bench/render_gpu.py --json out.json # also write the numbers
+
+Models are built from SDXL's configs in code, directly on the GPU in fp16 (no download):
+the UNet, a full-size union ControlNet (ControlNetUnionModel, promax layout), the SDXL VAE,
+both CLIP text encoders (with a byte-level tokenizer). Speed depends on shapes, not values.
+Random weights draw no hands, so stage 2 is forced onto a fixed hand window (synthetic
+landmarks at the canvas centre).
+
+Baseline, timed in the same run: diffusers' StableDiffusionXLControlNetInpaintPipeline, fp16,
+batch 1, no compile, 30 steps, CFG 6, one full-size ControlNetModel, FreeU on (as ours).
+Low-VRAM modes run in child processes so that their peak memory is their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# A prompt of the reference template's length: two 77-token chunks with the byte tokenizer.
+PROMPT = (
+    "a woman, dark hair, linen blouse, soft window light, grey studio. "
+    "She holds the bag beside her hip. Half body. Calm smile. One person. Photorealistic."
+)
+NEGATIVE = "blurry, extra fingers"
+GiB = 1024**3
+
+
+# ---------------------------------------------------------------------------------------
+# full-size random SDXL
+
+
+def unet_config() -> dict:
+    return dict(
+        sample_size=128, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(320, 640, 1280), layers_per_block=2, attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048, transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    )  # fmt: skip
+
+
+def controlnet_config() -> dict:
+    cfg = unet_config()
+    for key in ("sample_size", "out_channels", "up_block_types"):
+        cfg.pop(key)
+    cfg["conditioning_embedding_out_channels"] = (16, 32, 96, 256)
+    return cfg
+
+
+def build_full_components(stock_controlnet: bool = False):
+    """Full-size random SDXL built on the GPU in fp16. Returns (Components, ControlNetModel|None)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        ControlNetUnionModel,
+        EulerDiscreteScheduler,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from autoshoot.backends.sdxl import Components, build_byte_tokenizers
+
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float16)
+    try:
+        with torch.device("cuda"):
+            unet = UNet2DConditionModel(**unet_config())
+            union = ControlNetUnionModel(
+                **controlnet_config(), num_control_type=8, num_trans_channel=320, num_trans_head=8,
+                num_trans_layer=1, num_proj_channel=320,
+            )  # fmt: skip
+            stock = ControlNetModel(**controlnet_config()) if stock_controlnet else None
+            vae = AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                latent_channels=4, layers_per_block=2, sample_size=1024, scaling_factor=0.13025, force_upcast=False,
+            )  # fmt: skip
+            tok, tok2 = build_byte_tokenizers()
+            common = dict(
+                vocab_size=49408,
+                bos_token_id=512,
+                eos_token_id=513,
+                pad_token_id=513,
+                max_position_embeddings=77,
+            )
+            te = CLIPTextModel(
+                CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                               projection_dim=768, hidden_act="quick_gelu", **common)
+            )  # fmt: skip
+            te2 = CLIPTextModelWithProjection(
+                CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+                               projection_dim=1280, hidden_act="gelu", **common)
+            )  # fmt: skip
+    finally:
+        torch.set_default_dtype(old)
+    for m in (unet, union, vae, te, te2, stock):
+        if m is not None:
+            m.to(torch.float16).eval().requires_grad_(False)
+    sched = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    comps = Components(
+        unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok2,
+        scheduler=sched, controlnet=union,
+    )  # fmt: skip
+    return comps, stock
+
+
+def make_inputs(size: int = 1024):
+    """Canvas (RGB uint8), inpaint mask (255 inpaint), canny (uint8) of a bag in the lower middle."""
+    import cv2
+
+    canvas = np.full((size, size, 3), 255, np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    cv2.rectangle(mask, (380, 600), (700, 900), 255, -1)
+    cv2.ellipse(mask, (540, 600), (110, 140), 0, 180, 360, 255, 24)
+    canvas[mask > 0] = (120, 70, 35)
+    inpaint = np.where(mask > 0, 0, 255).astype(np.uint8)
+    canny = cv2.Canny(cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY), 50, 150)
+    return canvas, inpaint, canny
+
+
+def sync():
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def timed(fn, repeat: int = 1):
+    """(mean seconds over ``repeat`` runs after the call before, result of the last)."""
+    out = None
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        out = fn()
+    sync()
+    return (time.perf_counter() - t0) / repeat, out
+
+
+def make_config(**render):
+    from autoshoot.config import load_config
+
+    overrides = {"run.device": "cuda", "render.fp32_vae_retry": False}
+    overrides.update({f"render.{k}": v for k, v in render.items()})
+    return load_config("default", overrides=overrides)
+
+
+# ---------------------------------------------------------------------------------------
+# measurements
+
+
+def bench_stock(comps, stock_cn, canvas, inpaint, canny) -> dict:
+    import torch
+    from diffusers import StableDiffusionXLControlNetInpaintPipeline
+    from PIL import Image
+
+    pipe = StableDiffusionXLControlNetInpaintPipeline(
+        vae=comps.vae, text_encoder=comps.text_encoder, text_encoder_2=comps.text_encoder_2,
+        tokenizer=comps.tokenizer, tokenizer_2=comps.tokenizer_2, unet=comps.unet, controlnet=stock_cn,
+        scheduler=comps.scheduler,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_freeu(s1=0.9, s2=0.2, b1=1.3, b2=1.4)
+    args = dict(
+        prompt=PROMPT, negative_prompt=NEGATIVE, image=Image.fromarray(canvas), mask_image=Image.fromarray(inpaint),
+        control_image=Image.fromarray(np.stack([canny] * 3, -1)), num_inference_steps=30, guidance_scale=6.0,
+        strength=1.0, controlnet_conditioning_scale=0.9, height=1024, width=1024, output_type="np",
+    )  # fmt: skip
+    pipe(**args, generator=torch.Generator("cuda").manual_seed(0))  # warm-up
+    torch.cuda.reset_peak_memory_stats()
+    sec, _ = timed(lambda: pipe(**args, generator=torch.Generator("cuda").manual_seed(1)), repeat=2)
+    comps.unet.disable_freeu()
+    return {"stock_s": sec, "stock_peak_gib": torch.cuda.max_memory_allocated() / GiB}
+
+
+def hand_windows(n: int):
+    from autoshoot.backends.hand_mesh import synthetic_hand_landmarks
+    from autoshoot.stages.refine import HandWindow, hand_window_box
+
+    lms = synthetic_hand_landmarks((540, 560), 190.0, angle_deg=10.0)
+    box = hand_window_box(lms, (1024, 1024), 2.6, 96)
+    return [HandWindow(box, lms) for _ in range(n)]
+
+
+def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str) -> dict:
+    """Stage 1 for n candidates, stage 2 for the same n, and a whole SKU (both + paste)."""
+    import torch
+
+    from autoshoot.backends.hand_mesh import CapsuleHandMesh
+    from autoshoot.stages.refine import refine_windows
+    from autoshoot.stages.render import candidate_seeds, render_candidates
+
+    seeds = candidate_seeds(10, n)
+    mesh = CapsuleHandMesh()
+    wins = hand_windows(n)
+
+    def stage1():
+        return render_candidates(renderer, rc, canvas, inpaint, canny, PROMPT, NEGATIVE, seeds)
+
+    def stage2(images):
+        return refine_windows(renderer, mesh, rc, images, wins, PROMPT, NEGATIVE, seeds)
+
+    t0 = time.perf_counter()
+    images, info = stage1()  # warm-up (and compile, when on)
+    stage2(images)
+    warm = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    s1, (images, info) = timed(stage1)
+    s2, _ = timed(lambda: stage2(images))
+    sku, _ = timed(lambda: stage2(stage1()[0]))
+    nan = sum(int(not np.isfinite(im.astype(np.float32)).all()) for im in images)
+    return {
+        "label": label,
+        "n": n,
+        "warmup_s": warm,
+        "stage1_s": s1,
+        "stage1_per_candidate_s": s1 / n,
+        "stage2_s": s2,
+        "stage2_per_candidate_s": s2 / n,
+        "sku_s": sku,
+        "peak_gib": torch.cuda.max_memory_allocated() / GiB,
+        "scales_seen": info["scales_seen"],
+        "nan_images": nan,
+    }
+
+
+def run_main(args) -> dict:
+    import torch
+
+    from autoshoot.backends.sdxl import SDXLRenderer
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": []}
+    t0 = time.perf_counter()
+    comps, stock_cn = build_full_components(stock_controlnet=not args.compile and not args.skip_stock)
+    results["build_s"] = time.perf_counter() - t0
+    canvas, inpaint, canny = make_inputs()
+    if stock_cn is not None:
+        results.update(bench_stock(comps, stock_cn, canvas, inpaint, canny))
+        print(
+            f"stock: {results['stock_s']:.2f} s/image, peak {results['stock_peak_gib']:.1f} GiB", flush=True
+        )
+        del stock_cn
+        gc.collect()
+        torch.cuda.empty_cache()
+    variants = [
+        ("exact", {}),
+        ("cn-cond-only", {"controlnet_cond_only": True}),
+        ("cn-cond-only+every2", {"controlnet_cond_only": True, "controlnet_every": 2}),
+    ]
+    if args.variants:
+        variants = [v for v in variants if v[0] in args.variants.split(",")]
+    renderer = None
+    for label, extra in variants:
+        config = make_config(batch_size=4, compile=args.compile, **extra)
+        if renderer is None:
+            renderer = SDXLRenderer(config, components=comps)
+        else:  # same models; only the sampling options change
+            renderer.config = config
+        label = label + ("+compile" if args.compile else "")
+        res = bench_ours(renderer, config.render, canvas, inpaint, canny, 4, label)
+        results["runs"].append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != "scales_seen"}), flush=True)
+    return results
+
+
+def run_low_vram(method: str) -> dict:
+    """One candidate through both stages with the low-VRAM mode; peak after setup."""
+    import torch
+
+    from autoshoot.backends.sdxl import SDXLRenderer
+
+    comps, _ = build_full_components()
+    if method == "group_offload":
+        for m in (comps.unet, comps.controlnet, comps.text_encoder, comps.text_encoder_2):
+            m.to("cpu")
+    gc.collect()
+    torch.cuda.empty_cache()
+    config = make_config(batch_size=1, vram=8, low_vram_method=method)
+    renderer = SDXLRenderer(config, components=comps)
+    gc.collect()
+    torch.cuda.empty_cache()
+    setup_gib = torch.cuda.memory_allocated() / GiB
+    canvas, inpaint, canny = make_inputs()
+    res = bench_ours(renderer, config.render, canvas, inpaint, canny, 1, f"low-vram {method}")
+    res["resident_gib"] = setup_gib
+    res["reserved_peak_gib"] = torch.cuda.max_memory_reserved() / GiB
+    return res
+
+
+def print_table(results: dict) -> None:
+    print(
+        f"\nSDXL render benchmark: {results.get('device')} (torch {results.get('torch')}), 1024², 30 steps, CFG 6"
+    )
+    stock = results.get("stock_s")
+    if stock:
+        print(
+            f"stock diffusers ControlNet inpaint, fp16, batch 1: {stock:.2f} s/candidate, peak {results['stock_peak_gib']:.1f} GiB"
+        )
+    hdr = f"{'variant':<34}{'n':>3}{'st1 s/cand':>11}{'vs stock':>9}{'st2 s/cand':>11}{'SKU s':>8}{'peak GiB':>9}{'warm s':>8}"
+    print(hdr)
+    for r in results["runs"]:
+        ratio = f"{stock / r['stage1_per_candidate_s']:.2f}x" if stock else "-"
+        print(
+            f"{r['label']:<34}{r['n']:>3}{r['stage1_per_candidate_s']:>11.2f}{ratio:>9}"
+            f"{r['stage2_per_candidate_s']:>11.2f}{r['sku_s']:>8.2f}{r['peak_gib']:>9.2f}{r['warmup_s']:>8.1f}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet")
+    ap.add_argument("--skip-stock", action="store_true")
+    ap.add_argument("--skip-low-vram", action="store_true")
+    ap.add_argument("--variants", default="", help="comma list: exact,cn-cond-only,cn-cond-only+every2")
+    ap.add_argument("--low-vram", choices=["layerwise_fp8", "group_offload"], help=argparse.SUPPRESS)
+    ap.add_argument("--json", default="", help="write the numbers here")
+    args = ap.parse_args()
+    if args.low_vram:  # child process
+        print("RESULT " + json.dumps(run_low_vram(args.low_vram)), flush=True)
+        return
+    results = run_main(args)
+    if not args.skip_low_vram:
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        for method in ("layerwise_fp8", "group_offload"):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--low-vram", method],
+                capture_output=True,
+                text=True,
+                env=os.environ.copy(),
+            )
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if line:
+                res = json.loads(line[-1][7:])
+                results["runs"].append(res)
+                print(json.dumps({k: v for k, v in res.items() if k != "scales_seen"}), flush=True)
+            else:
+                print(f"low-vram {method} failed:\n{proc.stderr[-3000:]}", flush=True)
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
