@@ -8,7 +8,8 @@ when ``create`` is called, so ``--help``, ``--dry-run`` and ``validate`` never i
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from autoshoot.errors import ConfigError
 

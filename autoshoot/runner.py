@@ -29,10 +29,11 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from autoshoot.catalog import Catalog, Row, load_catalog
 from autoshoot.config import Config, save_config

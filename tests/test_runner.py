@@ -61,7 +61,13 @@ def test_run_writes_results_then_resumes_without_work(tmp_path: Path) -> None:
     assert results[0]["flags"] == "prepare_flag"
     assert (run / "SKU-0" / "best.png").read_bytes() == (run / "SKU-0" / "composite" / "c3.png").read_bytes()
     assert results[3]["status"] == "failed" and results[3]["reason"].startswith("row 5, column image, value 'img/none.png': file not found")
-    assert (run / "results.parquet").is_file() and (run / "config.yaml").is_file()
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run / "results.parquet").to_pylist()
+    assert [(r["sku"], r["status"], r["hand_score"]) for r in table] == [
+        ("SKU-0", "accepted", 0.9), ("SKU-1", "accepted", 0.9), ("SKU-2", "accepted", 0.9), ("MISSING", "failed", None)
+    ]
+    assert "candidates: 4" in (run / "config.yaml").read_text()
     # the analyze stage ran once, batched across the three SKUs
     assert calls.count(("analyze", "batch of 3")) == 1
     assert len([c for c in calls if c[0] == "render"]) == 3
