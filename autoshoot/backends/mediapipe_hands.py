@@ -286,11 +286,14 @@ class Scene:
 class SceneDetector:
     """MediaPipe face detection (full range) and Pose (complexity 1), built once."""
 
-    def __init__(self, min_face_confidence: float = 0.5):
+    def __init__(self, min_face_confidence: float = 0.5, min_pose_confidence: float = 0.3):
         import mediapipe as mp
 
         self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_face_confidence)
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1)
+        # 0.3: at 0.5 the pose detector misses torsos whose head is out of frame
+        self._pose = mp.solutions.pose.Pose(
+            static_image_mode=True, model_complexity=1, min_detection_confidence=min_pose_confidence
+        )
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -410,7 +413,7 @@ class MediaPipeHandScorer:
             if c.stability:
                 components["stability"] = float(min(r["stability"] for r in reports))
                 reasons += [f"hand {i + 1} unstable under a flip" for i, r in enumerate(reports) if r["stability"] < 0.5]
-        else:
+        elif grip is None:
             reasons.append("no hand visible")
         if grip is not None:
             components["grip"], grip_reasons = self.score_grip(hands, reports, grip, erase_polygon)
