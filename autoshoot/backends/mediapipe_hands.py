@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from autoshoot.types import HandScore
+
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]  # XYXY pixels
@@ -376,7 +378,7 @@ class MediaPipeHandScorer:
         grip: tuple[float, float] | None = None,
         erase_polygon: np.ndarray | list | None = None,
         file: str = "",
-    ) -> Any:
+    ) -> HandScore:
         """Score one image.
 
         Args:
@@ -387,8 +389,6 @@ class MediaPipeHandScorer:
         Returns:
             ``autoshoot.types.HandScore``; ``hands`` hold each hand's landmarks and checks.
         """
-        from autoshoot.types import HandScore
-
         image = prepare_image(image)
         h, w = image.shape[:2]
         c = self.config
@@ -397,6 +397,8 @@ class MediaPipeHandScorer:
         if grip is not None:
             half = c.grip_box_frac * max(h, w) / 2
             roi = (grip[0] - half, grip[1] - half, grip[0] + half, grip[1] + half)
+        # two passes may find up to 2 * max_hands distinct hands; more than max_hands is
+        # itself a finding (scene), but judging a few extra bounds the cost
         hands = self.detector.detect(image, roi=roi)[: max(c.max_hands, 1) + 2]
         # 2. the scene: faces and a body (also the person's scale for the palm check)
         scene = self.scene_detector.detect(image) if self.scene_detector is not None else None
@@ -428,7 +430,7 @@ class MediaPipeHandScorer:
         return HandScore(
             file=file,
             hand_score=round(hand_score, 4),
-            hands=[{**hand.to_json(), **{k: v for k, v in r.items() if k != "reasons"}, "reasons": r["reasons"]} for hand, r in zip(hands, reports, strict=True)],
+            hands=[{**hand.to_json(), **report} for hand, report in zip(hands, reports, strict=True)],
             reasons=dedupe(reasons),
             components={k: round(v, 4) for k, v in components.items()},
         )
