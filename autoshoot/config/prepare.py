@@ -50,7 +50,7 @@ class PrepareConfig:
     rembg_model: str = "u2net"
     border_px: int = 4  # width of the image frame sampled for the background colour
     border_uniform_tol: float = 14.0  # a border pixel within this distance counts as background
-    border_uniform_frac: float = 0.9  # border is "uniform" when this fraction of it is background
+    border_uniform_frac: float = 0.7  # border is "uniform" when this fraction of it is background
     bg_tolerance: float = 12.0  # plain: minimum colour distance of product pixels from the background
     shadow_peel: bool = True  # plain: remove soft, grey, smooth shadows joined to the background
     shadow_max_distance: float = 70.0  # darkest shadow (colour distance) that may be peeled

@@ -53,10 +53,13 @@ def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats
     ).astype(np.float32)
     color = np.median(frame, axis=0)
     dist = np.abs(frame - color).max(axis=1)
+    matching = dist <= config.border_uniform_tol
+    # noise of the background itself (a product crossing the frame is not noise)
+    noise = float(np.percentile(dist[matching], 95)) if matching.any() else float(np.percentile(dist, 95))
     return BorderStats(
         color=(float(color[0]), float(color[1]), float(color[2])),
-        uniform_frac=float((dist <= config.border_uniform_tol).mean()),
-        noise=float(np.percentile(dist, 95)),
+        uniform_frac=float(matching.mean()),
+        noise=noise,
     )
 
 

@@ -1,0 +1,243 @@
+"""Geometry on synthetic bags with exact truth: segmentation, handle, erase, placement, outputs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from synthetic_bags import box_iou, draw_bag, mask_iou
+
+from autoshoot.config import load_config
+from autoshoot.config.prepare import PrepareConfig
+from autoshoot.geometry.canvas import make_canny, make_canvas, make_inpaint_mask, warp_to_canvas
+from autoshoot.geometry.erase import erase_mask, erase_polygon, pixels_per_cm, polygon_mask
+from autoshoot.geometry.handles import find_handle
+from autoshoot.geometry.place import canvas_size_for, place_product
+from autoshoot.geometry.segment import (
+    NoProductError,
+    clean_mask,
+    enclosed_background,
+    estimate_background,
+    segment_plain,
+)
+
+CFG = PrepareConfig()
+
+
+def segment(image: np.ndarray, config: PrepareConfig = CFG):
+    return clean_mask(segment_plain(image, config), image, config)
+
+
+def diag(box) -> float:
+    return float(np.hypot(box[2] - box[0], box[3] - box[1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"background": (246, 243, 236), "texture": True},
+        {"shadow": True},
+        {"shadow": True, "background": (250, 249, 245), "body_color": (232, 226, 212)},  # pale bag, off-white
+        {"handle": "twin_loops", "texture": True},
+    ],
+    ids=["white", "off_white_texture", "shadow", "pale_on_off_white_shadow", "twin"],
+)
+def test_plain_segmentation_matches_truth(kwargs):
+    bag = draw_bag(**kwargs)
+    result = segment(bag.image)
+    ys, xs = np.nonzero(result.mask)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert mask_iou(result.mask, bag.mask) >= 0.97
+    assert box_iou(box, bag.bbox) >= 0.97
+    assert not result.mask[bag.hole[1], bag.hole[0]], "the handle opening must be background"
+    if bag.shadow is not None:
+        # the soft shadow is background: at most a rim of a few px next to the product survives
+        near = cv2.dilate(bag.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        assert not (result.mask & bag.shadow & ~near).any()
+        assert (result.mask & bag.shadow).sum() <= 0.06 * bag.shadow.sum()
+    assert result.warnings == []
+
+
+def test_gap_between_double_straps_is_background():
+    bag = draw_bag(double_strap=True, texture=True)
+    result = segment(bag.image)
+    assert not result.mask[bag.gap[1], bag.gap[0]]
+    assert not result.mask[bag.hole[1], bag.hole[0]]
+
+
+def test_model_mask_that_closes_gaps_is_mended():
+    """A model's alpha that fills the strap gap and the opening: background-coloured enclosed
+    regions are cut out again."""
+    bag = draw_bag(double_strap=True)
+    closed = cv2.morphologyEx(bag.mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((25, 25), np.uint8))
+    filled = closed.astype(bool) | cv2.dilate(bag.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert filled[bag.gap[1], bag.gap[0]]  # the "model" kept the white sliver
+    result = clean_mask(filled.astype(np.float32), bag.image, CFG)
+    assert not result.mask[bag.gap[1], bag.gap[0]]
+    assert not result.mask[bag.hole[1], bag.hole[0]]
+    assert result.holes_removed >= 1
+
+
+def test_border_uniformity():
+    bag = draw_bag()
+    assert estimate_background(bag.image, CFG).is_uniform(CFG)
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, bag.image.shape, dtype=np.uint8)
+    assert not estimate_background(photo, CFG).is_uniform(CFG)
+
+
+@pytest.mark.parametrize(
+    "kwargs, kind",
+    [
+        ({}, "top_loop"),
+        ({"handle": "twin_loops"}, "twin_loops"),
+        ({"handle": "strap_loop", "shadow": True}, "strap_loop"),
+        ({"double_strap": True}, "top_loop"),
+        ({"background": (246, 243, 236), "texture": True, "shadow": True}, "top_loop"),
+    ],
+    ids=["top", "twin", "strap", "double_strap", "off_white"],
+)
+def test_handle_kind_and_grip(kwargs, kind):
+    bag = draw_bag(**kwargs)
+    handle = find_handle(segment(bag.image).mask, CFG)  # no category: topology alone
+    assert handle.kind == kind
+    assert handle.topology_kind == kind
+    error = np.hypot(handle.grip[0] - bag.grip[0], handle.grip[1] - bag.grip[1]) / diag(bag.bbox)
+    assert error <= 0.03
+    assert abs(handle.direction[0]) > 0.9  # the top of an arch runs sideways
+
+
+def test_no_handle():
+    bag = draw_bag(handle="none", shadow=True)
+    handle = find_handle(segment(bag.image).mask, CFG)
+    assert handle.kind == "none" and handle.grip is None
+    assert erase_polygon(handle, 10.0, CFG) == []
+
+
+def test_priors_from_brief():
+    bag = draw_bag()
+    mask = segment(bag.image).mask
+    assert find_handle(mask, CFG, category="tote").kind == "twin_loops"  # category prior for one opening
+    assert find_handle(mask, CFG, brief_handle="strap_loop").kind == "strap_loop"  # the brief wins
+    # a handle box far from the only opening is ignored, with a note
+    handle = find_handle(mask, CFG, handle_box=(0, 0, 5, 5))
+    assert handle.grip is not None and any("handle box" in n for n in handle.notes)
+
+
+def test_handle_box_picks_the_opening():
+    bag = draw_bag(handle="twin_loops")
+    mask = segment(bag.image).mask
+    openings = find_handle(mask, CFG).openings
+    assert len(openings) >= 2
+    right = max(openings, key=lambda o: o.bbox[0])
+    box = (right.bbox[2] - 10, right.apex_y, right.bbox[2] + 40, right.bbox[1] + 10)
+    picked = find_handle(mask, CFG, handle_box=box)
+    assert picked.opening is not None and picked.opening.bbox == right.bbox
+
+
+def test_erase_cuts_the_loop_open_with_a_palm_wide_gap():
+    bag = draw_bag()
+    mask = segment(bag.image).mask
+    handle = find_handle(mask, CFG)
+    ppc = pixels_per_cm(bag.bbox, (30.0, 22.0))
+    polygon = erase_polygon(handle, ppc, CFG)
+    assert len(polygon) == 4
+    length = np.hypot(polygon[1][0] - polygon[0][0], polygon[1][1] - polygon[0][1])
+    span = handle.opening.span[1] - handle.opening.span[0]
+    assert length == pytest.approx(min(CFG.palm_cm * ppc, CFG.erase_max_span_frac * span), rel=1e-6)
+    gap = polygon_mask(polygon, mask.shape)
+    assert gap[int(handle.grip[1]), int(handle.grip[0])]
+    erased = erase_mask(mask, polygon)
+    # the opening now reaches the outside: the loop is cut through
+    assert enclosed_background(mask)[bag.hole[1], bag.hole[0]]
+    assert not enclosed_background(erased)[bag.hole[1], bag.hole[0]]
+    # the body is untouched
+    body_row = int(0.7 * mask.shape[0])
+    assert (erased[body_row] == mask[body_row]).all()
+
+
+def test_no_product_and_several_objects_and_cropped():
+    blank = np.full((200, 200, 3), 255, np.uint8)
+    with pytest.raises(NoProductError, match="no product found"):
+        segment(blank)
+    two = draw_bag(handle="none").image.copy()
+    cv2.circle(two, (60, 60), 50, (0, 0, 200), -1)
+    result = segment(two)
+    assert any("several objects" in w for w in result.warnings)
+    assert not result.mask[60, 60]  # the smaller blob was dropped
+    cropped = np.full((200, 200, 3), 255, np.uint8)
+    cropped[120:, 50:150] = (30, 30, 30)
+    assert any("cropped" in w for w in segment(cropped).warnings)
+
+
+def test_placement_maps_grip_to_pose_and_keeps_inside():
+    box, grip = (100, 50, 400, 500), (250.0, 80.0)
+    ppc = pixels_per_cm(box, (30.0, 40.0))
+    plan = place_product(box, grip, ppc, "full_body", "beside_hip", CFG)
+    w, h = plan.canvas_size
+    assert (w, h) == (768, 1344)
+    assert plan.canvas_px_per_cm == pytest.approx(0.9 * h / 170.0, rel=0.01)  # person fills 90%
+    assert plan.scale == pytest.approx(plan.canvas_px_per_cm / ppc)
+    gx, gy = grip[0] * plan.scale + plan.offset[0], grip[1] * plan.scale + plan.offset[1]
+    assert (gx, gy) == pytest.approx(plan.anchor_canvas)
+    assert gx > w / 2  # beside the hip: off centre
+    assert 0.45 * h < gy < 0.6 * h  # hip height
+    margin = CFG.margin_frac
+    assert box[0] * plan.scale + plan.offset[0] >= margin * w - 1e-6
+    assert box[3] * plan.scale + plan.offset[1] <= (1 - margin) * h + 1e-6
+    assert plan.fallbacks == []
+
+
+def test_placement_falls_back_when_the_shot_cannot_hold_it():
+    box = (0, 0, 300, 900)  # a tall product: 60 cm hanging from the hand
+    ppc = pixels_per_cm(box, (20.0, 60.0))
+    plan = place_product(box, (150.0, 10.0), ppc, "close", "beside_hip", CFG)
+    assert plan.shot != "close"
+    assert any("close shot cannot hold" in f for f in plan.fallbacks)
+    huge = place_product((0, 0, 1000, 1000), (500.0, 5.0), 1.0, "full_body", "beside_hip", CFG)
+    assert any("shrunk" in f for f in huge.fallbacks)
+    w, h = huge.canvas_size
+    assert 1000 * huge.scale <= (1 - 2 * CFG.margin_frac) * h + 1e-6
+
+
+def test_tiny_profile_canvas_is_small():
+    tiny = load_config("tiny").prepare
+    assert tiny.canvas_scale == 0.25
+    for shot in ("close", "half_body", "full_body"):
+        w, h = canvas_size_for(shot, tiny)
+        assert w % 8 == 0 and h % 8 == 0 and max(w, h) <= 336
+    assert canvas_size_for("close", load_config("default").prepare) == (1024, 1024)
+
+
+def test_warp_matches_placement_exactly():
+    """A single bright pixel lands where ``canvas_xy = input_xy * scale + offset`` says."""
+    image = np.zeros((400, 400), np.float32)
+    image[200:204, 120:124] = 1.0  # centre at (121.5, 201.5)
+    for scale in (0.5, 1.7):
+        out = warp_to_canvas(image, scale, (13.0, -20.0), (800, 800))
+        ys, xs = np.nonzero(out > 0.01)
+        weights = out[ys, xs]
+        cx, cy = (xs * weights).sum() / weights.sum(), (ys * weights).sum() / weights.sum()
+        assert cx == pytest.approx(121.5 * scale + 13.0, abs=0.35)
+        assert cy == pytest.approx(201.5 * scale - 20.0, abs=0.35)
+
+
+def test_canvas_inpaint_and_canny():
+    bag = draw_bag()
+    alpha = bag.mask.astype(np.float32)
+    canvas, a = make_canvas(bag.image, alpha, 0.5, (10.0, 20.0), (256, 320), (240, 240, 240))
+    assert canvas.shape == (320, 256, 3) and canvas.dtype == np.uint8
+    assert (canvas[0, 0] == 240).all()
+    inpaint = make_inpaint_mask(a, 3)
+    assert set(np.unique(inpaint)) <= {0, 255}
+    product = a >= 0.5
+    assert (inpaint[~product] == 255).all()  # everything but the product is painted
+    # grown 3 px into the product's edge
+    kept = inpaint == 0
+    assert kept.sum() < product.sum()
+    assert not (kept & ~cv2.erode(product.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)).any()
+    canny = make_canny(canvas, a, 60, 160)
+    assert canny.shape == (320, 256) and canny.max() == 255
+    far = cv2.dilate(product.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    assert not canny[far].any()

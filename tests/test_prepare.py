@@ -1,0 +1,205 @@
+"""The prepare recipe end to end: output files, the stage, the command, the segmenter backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from synthetic_bags import draw_bag
+
+from autoshoot.backends import SEGMENTERS
+from autoshoot.catalog import Row
+from autoshoot.cli import main
+from autoshoot.config import load_config
+from autoshoot.errors import ModelMissingError
+from autoshoot.geometry.pipeline import (
+    OUTPUT_FILES,
+    ProductHints,
+    choose_segmenter,
+    hints_from_brief,
+    run_prepare,
+)
+from autoshoot.io import atomic_write_json
+from autoshoot.stages.base import Job, Sessions
+from autoshoot.stages.prepare import PrepareStage
+
+
+def save_bag(path: Path, **kwargs) -> Path:
+    bag = draw_bag(**kwargs)
+    Image.fromarray(bag.image).save(path)
+    return path
+
+
+def test_run_prepare_writes_the_contract(tmp_path):
+    image = save_bag(tmp_path / "bag.png", shadow=True)
+    config = load_config("tiny")
+    prepared = run_prepare(image, tmp_path / "out", config, ProductHints(category="handbag", shot="full_body"))
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    info = json.loads((out / "prepare.json").read_text())
+    assert info == json.loads(json.dumps(prepared.info))
+    for key in ("product_bbox", "handle", "grip", "erase_polygon", "canvas_size", "placement", "hold_pose", "shot",
+                "canvas_grip", "warnings", "fallbacks", "segmenter"):
+        assert key in info
+    assert info["handle"] == "top_loop" and info["segmenter"] == "plain"
+    assert len(info["erase_polygon"]) == 4
+    # mask at input size, 255/0, opening is 0
+    mask = np.asarray(Image.open(out / "mask.png"))
+    assert mask.shape == (600, 480) and set(np.unique(mask)) == {0, 255}
+    w, h = info["canvas_size"]
+    assert max(w, h) <= 336  # tiny profile: quarter-size canvas
+    for name in ("canvas.png", "inpaint_mask.png", "control_canny.png"):
+        assert Image.open(out / name).size == (w, h)
+    # the placement is exact: the grip maps to the canvas grip
+    s, (ox, oy) = info["placement"]["scale"], info["placement"]["offset"]
+    assert info["canvas_grip"] == pytest.approx([info["grip"][0] * s + ox, info["grip"][1] * s + oy], abs=0.01)
+    # the erased gap is painted, the product body is kept
+    inpaint = np.asarray(Image.open(out / "inpaint_mask.png"))
+    gx, gy = (int(round(v)) for v in info["canvas_grip"])
+    assert inpaint[gy, gx] == 255
+    x0, y0, x1, y1 = info["product_bbox"]
+    body = (int(((x0 + x1) / 2) * s + ox), int((y0 + 0.75 * (y1 - y0)) * s + oy))
+    assert inpaint[body[1], body[0]] == 0
+
+
+def test_no_handle_switches_pose_and_erases_nothing(tmp_path):
+    image = save_bag(tmp_path / "plain_box.png", handle="none")
+    prepared = run_prepare(image, tmp_path / "out", load_config("tiny"), ProductHints(hold_pose="beside_hip"))
+    info = prepared.info
+    assert info["handle"] == "none" and info["grip"] is None and info["erase_polygon"] == []
+    assert info["hold_pose"] in ("cradled", "under_arm")
+    assert "no_handle" in prepared.flags
+
+
+def test_alpha_png_uses_its_alpha(tmp_path):
+    bag = draw_bag(background=(10, 200, 10))  # the colour under the alpha does not matter
+    rgba = np.dstack([bag.image, np.where(bag.mask, 255, 0).astype(np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "cut.png")
+    prepared = run_prepare(tmp_path / "cut.png", tmp_path / "out", load_config("tiny"))
+    assert prepared.info["segmenter"] == "alpha"
+    assert ((prepared.mask > 0) == bag.mask).mean() > 0.999
+
+
+def test_hints_from_brief_are_tolerant():
+    hints = hints_from_brief(
+        {"product": {"category": "tote", "width": 40, "height": "35", "handle": "twin_loops", "handle_box": [1, 2, 3, 4]},
+         "hold_pose": "in_front", "shot": "close"}
+    )
+    assert hints == ProductHints("tote", (40.0, 35.0), "twin_loops", (1.0, 2.0, 3.0, 4.0), "in_front", "close")
+    assert hints_from_brief({"product": {"category": "spaceship", "size_cm": "big"}, "shot": 3}) == ProductHints()
+    assert hints_from_brief(None) == ProductHints()
+
+
+def make_job(tmp_path: Path, image: Path, brief: dict | None, config=None) -> Job:
+    analyze = tmp_path / "analyze"
+    analyze.mkdir()
+    atomic_write_json(analyze / "stage.json", {"brief": brief, "prompt": "x"})
+    row = Row(row_number=2, sku="SKU1", image=str(image), fields={}, image_path=image)
+    return Job(
+        row=row, image_path=image, image_sha256="0", seed=0, candidates=1, work_dir=tmp_path,
+        config=config or load_config("tiny"), sessions=Sessions(), inputs={"analyze": analyze},
+    )
+
+
+def test_stage_reads_the_brief_and_returns_prepare_json(tmp_path):
+    image = save_bag(tmp_path / "tote.png", handle="twin_loops")
+    brief = {"product": {"category": "tote", "size_cm": [40, 38], "handle": "twin_loops", "handle_box": None},
+             "hold_pose": "in_front", "shot": "full_body"}
+    job = make_job(tmp_path, image, brief)
+    stage = PrepareStage()
+    assert stage.name == "prepare" and stage.config_sections == ("prepare",)
+    out = tmp_path / "prepare"
+    result = stage.run(job, out)
+    assert result == json.loads((out / "prepare.json").read_text())
+    assert result["handle"] == "twin_loops" and result["hold_pose"] == "in_front"
+    assert result["size_cm"] == [40.0, 38.0]
+    assert job.flags == []
+    assert job.sessions.loaded() == ["segmenter:plain"]
+    # no handle: the flag goes to the job
+    job2 = make_job(tmp_path / "b", save_bag((tmp_path / "b").mkdir() or tmp_path / "b" / "box.png", handle="none"), {})
+    stage.run(job2, tmp_path / "b" / "prepare")
+    assert job2.flags == ["no_handle"]
+
+
+def test_stage_models_check(tmp_path):
+    stage = PrepareStage()
+    assert stage.models(load_config("tiny")) == []
+    assert stage.check_models(load_config("default")) == []  # auto: model only needed for photos
+    forced = load_config("default", overrides={"prepare.segmenter": "rembg", "run.offline": True})
+    missing = stage.check_models(forced)
+    assert len(missing) == 1 and "u2net.onnx" in missing[0][2]
+
+
+def test_cli_prepare(tmp_path):
+    image = save_bag(tmp_path / "bag.jpg")
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["prepare", str(image), "--out", str(tmp_path / "o"), "--profile", "tiny", "--shot", "close",
+               "--hold-pose", "forearm_crook", "--size-cm", "30x22", "--category", "handbag"],
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["size_cm"] == [30.0, 22.0] and info["hold_pose"] == "forearm_crook"
+    assert (tmp_path / "o" / "debug.png").is_file()
+    bad = runner.invoke(main, ["prepare", str(image), "--out", str(tmp_path / "o2"), "--size-cm", "big"])
+    assert bad.exit_code == 2
+    assert "write WIDTHxHEIGHT in cm, e.g. 38x30" in bad.output
+
+
+# --- segmenter backends ---------------------------------------------------------------
+
+
+def export_tiny_onnx(path: Path) -> Path:
+    """A 2-layer conv net with rembg's I/O (N,3,H,W → N,1,H,W), random weights."""
+    pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package (pip install onnx==1.17.0)")
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))
+    torch.onnx.export(
+        net, torch.randn(1, 3, 32, 32), str(path), input_names=["input.1"], output_names=["out"],
+        dynamic_axes={"input.1": {2: "h", 3: "w"}, "out": {2: "h", 3: "w"}}, dynamo=False,
+    )
+    return path
+
+
+@pytest.mark.parametrize("name", ["rembg", "birefnet"])
+def test_onnx_segmenters_load_and_predict(tmp_path, name, monkeypatch):
+    model = export_tiny_onnx(tmp_path / ("u2netp.onnx" if name == "rembg" else "birefnet.onnx"))
+    if name == "rembg":
+        monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+        config = load_config("tiny", overrides={"prepare.rembg_model": "u2netp"})
+    else:
+        config = load_config("tiny", overrides={"prepare.birefnet_model": str(model), "prepare.birefnet_size": 64})
+    seg = SEGMENTERS.create(name, config)
+    image = draw_bag(size=(120, 150)).image
+    alpha = seg.predict(image)
+    assert alpha.shape == (150, 120) and alpha.dtype == np.float32
+    assert 0.0 <= alpha.min() and alpha.max() <= 1.0 and alpha.max() - alpha.min() > 0.5  # min-max scaled
+
+
+def test_missing_models_say_how_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    with pytest.raises(ModelMissingError, match=r"download https://github.com/danielgatis/rembg/.*/u2net.onnx"):
+        SEGMENTERS.create("rembg", load_config("tiny", overrides={"prepare.rembg_model": "u2net"}))
+    with pytest.raises(ModelMissingError, match="huggingface-cli download ZhengPeng7/BiRefNet"):
+        SEGMENTERS.create("birefnet", load_config("default", overrides={"run.offline": True}))
+
+
+def test_auto_picks_plain_for_uniform_border_and_the_model_otherwise(tmp_path):
+    config = load_config("default", overrides={"run.offline": True})
+    bag = draw_bag()
+    assert choose_segmenter(bag.image, config) == ("plain", True)
+    rng = np.random.default_rng(1)
+    photo = bag.image.copy()
+    frame = np.ones(photo.shape[:2], bool)
+    frame[40:-40, 40:-40] = False
+    photo[frame] = rng.integers(0, 255, (int(frame.sum()), 3), dtype=np.uint8)
+    assert choose_segmenter(photo, config) == ("birefnet", False)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    with pytest.raises(ModelMissingError, match="--segmenter plain"):
+        run_prepare(tmp_path / "photo.png", tmp_path / "out", config)
