@@ -87,7 +87,12 @@ def evaluate_row(row: dict[str, Any], samples: Path, config: Any, use_category: 
         if info["grip"] is None:
             grip_error = float("inf")
         else:
-            grip_error = float(np.hypot(info["grip"][0] - float(row["grip_x"]), info["grip"][1] - float(row["grip_y"]))) / diag
+            grip_error = (
+                float(
+                    np.hypot(info["grip"][0] - float(row["grip_x"]), info["grip"][1] - float(row["grip_y"]))
+                )
+                / diag
+            )
     hole_bg = None
     if row["hole_x"]:
         hole_bg = bool(mask[int(float(row["hole_y"])), int(float(row["hole_x"]))] == 0)
@@ -117,7 +122,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "n": len(rows),
             "min_bbox_iou": min(r["bbox_iou"] for r in rows),
             "mean_bbox_iou": round(float(np.mean([r["bbox_iou"] for r in rows])), 4),
-            "grip_ok_frac": round(float(np.mean([g <= TARGETS["grip_max_error"] for g in grips])), 4) if grips else None,
+            "grip_ok_frac": round(float(np.mean([g <= TARGETS["grip_max_error"] for g in grips])), 4)
+            if grips
+            else None,
             "hole_bg_frac": round(float(np.mean(holes)), 4) if holes else None,
             "kind_right_frac": round(float(np.mean([r["kind_right"] for r in rows])), 4),
             "topology_right_frac": round(float(np.mean([r["topology_right"] for r in rows])), 4),
@@ -142,7 +149,9 @@ def measure_speed(rows: list[dict[str, Any]], samples: Path, config: Any, side: 
             im = Image.open(samples / row["file"]).convert("RGB")
             k = side / max(im.size)
             path = Path(tmp) / (Path(row["file"]).stem + ".jpg")
-            im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.LANCZOS).save(path, quality=95)
+            im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.LANCZOS).save(
+                path, quality=95
+            )
             runs = []
             for _ in range(3):  # the fastest of three: the machine may be shared
                 t0 = time.perf_counter()
@@ -171,7 +180,9 @@ def check_targets(summary: dict[str, dict[str, Any]], speed: list[float] | None)
     return misses
 
 
-def run(samples: Path, segmenter: str = "auto", use_category: bool = True, speed_side: int = 1500) -> dict[str, Any]:
+def run(
+    samples: Path, segmenter: str = "auto", use_category: bool = True, speed_side: int = 1500
+) -> dict[str, Any]:
     from dataclasses import replace
 
     from autoshoot.config import load_config
@@ -184,7 +195,12 @@ def run(samples: Path, segmenter: str = "auto", use_category: bool = True, speed
     if speed_side:
         plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
         speed = measure_speed(truth, samples, plain, speed_side)
-    return {"results": results, "summary": summary, "speed_seconds": speed, "misses": check_targets(summary, speed)}
+    return {
+        "results": results,
+        "summary": summary,
+        "speed_seconds": speed,
+        "misses": check_targets(summary, speed),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 1 if report["misses"] else 0
-    cols = ("file", "background", "segmenter", "bbox_iou", "grip_error", "hole_bg", "kind", "truth_kind", "topology_right", "seconds")
+    cols = (
+        "file",
+        "background",
+        "segmenter",
+        "bbox_iou",
+        "grip_error",
+        "hole_bg",
+        "kind",
+        "truth_kind",
+        "topology_right",
+        "seconds",
+    )
     print("  ".join(cols))
     for r in report["results"]:
         print("  ".join(str(r[c]) for c in cols) + (f"  [{r['note']}]" if r["note"] else ""))
@@ -209,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{group}: " + ", ".join(f"{k}={v}" for k, v in s.items()))
     if report["speed_seconds"]:
         sp = report["speed_seconds"]
-        print(f"speed (plain, one core, {args.speed_side}-px packshots): mean {np.mean(sp):.3f} s, max {max(sp):.3f} s")
+        print(
+            f"speed (plain, one core, {args.speed_side}-px packshots): mean {np.mean(sp):.3f} s, max {max(sp):.3f} s"
+        )
     print("targets met" if not report["misses"] else "MISSED: " + "; ".join(report["misses"]))
     return 1 if report["misses"] else 0
 

@@ -97,8 +97,12 @@ def draw_bag(
     body = np.zeros((h, w), np.uint8)
     cv2.rectangle(body, (bx0 + radius, by0), (bx1 - radius, by1), 1, -1)
     cv2.rectangle(body, (bx0, by0 + radius), (bx1, by1 - radius), 1, -1)
-    for corner in ((bx0 + radius, by0 + radius), (bx1 - radius, by0 + radius), (bx0 + radius, by1 - radius),
-                   (bx1 - radius, by1 - radius)):
+    for corner in (
+        (bx0 + radius, by0 + radius),
+        (bx1 - radius, by0 + radius),
+        (bx0 + radius, by1 - radius),
+        (bx1 - radius, by1 - radius),
+    ):
         cv2.circle(body, corner, radius, 1, -1)
     fill = np.empty((h, w, 3), np.float32)
     fill[:] = body_color
@@ -114,8 +118,14 @@ def draw_bag(
     if shadow_mask is not None:
         shadow_mask &= ~mask_b
     return SyntheticBag(
-        image=image, mask=mask_b, bbox=bbox, handle=handle if arches else "none", grip=grip, hole=hole,
-        gap=gap, shadow=shadow_mask,
+        image=image,
+        mask=mask_b,
+        bbox=bbox,
+        handle=handle if arches else "none",
+        grip=grip,
+        hole=hole,
+        gap=gap,
+        shadow=shadow_mask,
     )
 
 

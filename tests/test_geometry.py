@@ -71,7 +71,9 @@ def test_model_mask_that_closes_gaps_is_mended():
     regions are cut out again."""
     bag = draw_bag(double_strap=True)
     closed = cv2.morphologyEx(bag.mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((25, 25), np.uint8))
-    filled = closed.astype(bool) | cv2.dilate(bag.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    filled = closed.astype(bool) | cv2.dilate(bag.mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(
+        bool
+    )
     assert filled[bag.gap[1], bag.gap[0]]  # the "model" kept the white sliver
     result = clean_mask(filled.astype(np.float32), bag.image, CFG)
     assert not result.mask[bag.gap[1], bag.gap[0]]

@@ -37,13 +37,27 @@ def save_bag(path: Path, **kwargs) -> Path:
 def test_run_prepare_writes_the_contract(tmp_path):
     image = save_bag(tmp_path / "bag.png", shadow=True)
     config = load_config("tiny")
-    prepared = run_prepare(image, tmp_path / "out", config, ProductHints(category="handbag", shot="full_body"))
+    prepared = run_prepare(
+        image, tmp_path / "out", config, ProductHints(category="handbag", shot="full_body")
+    )
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     info = json.loads((out / "prepare.json").read_text())
     assert info == json.loads(json.dumps(prepared.info))
-    for key in ("product_bbox", "handle", "grip", "erase_polygon", "canvas_size", "placement", "hold_pose", "shot",
-                "canvas_grip", "warnings", "fallbacks", "segmenter"):
+    for key in (
+        "product_bbox",
+        "handle",
+        "grip",
+        "erase_polygon",
+        "canvas_size",
+        "placement",
+        "hold_pose",
+        "shot",
+        "canvas_grip",
+        "warnings",
+        "fallbacks",
+        "segmenter",
+    ):
         assert key in info
     assert info["handle"] == "top_loop" and info["segmenter"] == "plain"
     assert len(info["erase_polygon"]) == 4
@@ -56,7 +70,9 @@ def test_run_prepare_writes_the_contract(tmp_path):
         assert Image.open(out / name).size == (w, h)
     # the placement is exact: the grip maps to the canvas grip
     s, (ox, oy) = info["placement"]["scale"], info["placement"]["offset"]
-    assert info["canvas_grip"] == pytest.approx([info["grip"][0] * s + ox, info["grip"][1] * s + oy], abs=0.01)
+    assert info["canvas_grip"] == pytest.approx(
+        [info["grip"][0] * s + ox, info["grip"][1] * s + oy], abs=0.01
+    )
     # the erased gap is painted, the product body is kept
     inpaint = np.asarray(Image.open(out / "inpaint_mask.png"))
     gx, gy = (int(round(v)) for v in info["canvas_grip"])
@@ -86,11 +102,25 @@ def test_alpha_png_uses_its_alpha(tmp_path):
 
 def test_hints_from_brief_are_tolerant():
     hints = hints_from_brief(
-        {"product": {"category": "tote", "width": 40, "height": "35", "handle": "twin_loops", "handle_box": [1, 2, 3, 4]},
-         "hold_pose": "in_front", "shot": "close"}
+        {
+            "product": {
+                "category": "tote",
+                "width": 40,
+                "height": "35",
+                "handle": "twin_loops",
+                "handle_box": [1, 2, 3, 4],
+            },
+            "hold_pose": "in_front",
+            "shot": "close",
+        }
     )
-    assert hints == ProductHints("tote", (40.0, 35.0), "twin_loops", (1.0, 2.0, 3.0, 4.0), "in_front", "close")
-    assert hints_from_brief({"product": {"category": "spaceship", "size_cm": "big"}, "shot": 3}) == ProductHints()
+    assert hints == ProductHints(
+        "tote", (40.0, 35.0), "twin_loops", (1.0, 2.0, 3.0, 4.0), "in_front", "close"
+    )
+    assert (
+        hints_from_brief({"product": {"category": "spaceship", "size_cm": "big"}, "shot": 3})
+        == ProductHints()
+    )
     assert hints_from_brief(None) == ProductHints()
 
 
@@ -100,15 +130,25 @@ def make_job(tmp_path: Path, image: Path, brief: dict | None, config=None) -> Jo
     atomic_write_json(analyze / "stage.json", {"brief": brief, "prompt": "x"})
     row = Row(row_number=2, sku="SKU1", image=str(image), fields={}, image_path=image)
     return Job(
-        row=row, image_path=image, image_sha256="0", seed=0, candidates=1, work_dir=tmp_path,
-        config=config or load_config("tiny"), sessions=Sessions(), inputs={"analyze": analyze},
+        row=row,
+        image_path=image,
+        image_sha256="0",
+        seed=0,
+        candidates=1,
+        work_dir=tmp_path,
+        config=config or load_config("tiny"),
+        sessions=Sessions(),
+        inputs={"analyze": analyze},
     )
 
 
 def test_stage_reads_the_brief_and_returns_prepare_json(tmp_path):
     image = save_bag(tmp_path / "tote.png", handle="twin_loops")
-    brief = {"product": {"category": "tote", "size_cm": [40, 38], "handle": "twin_loops", "handle_box": None},
-             "hold_pose": "in_front", "shot": "full_body"}
+    brief = {
+        "product": {"category": "tote", "size_cm": [40, 38], "handle": "twin_loops", "handle_box": None},
+        "hold_pose": "in_front",
+        "shot": "full_body",
+    }
     job = make_job(tmp_path, image, brief)
     stage = PrepareStage()
     assert stage.name == "prepare" and stage.config_sections == ("prepare",)
@@ -120,7 +160,9 @@ def test_stage_reads_the_brief_and_returns_prepare_json(tmp_path):
     assert job.flags == []
     assert job.sessions.loaded() == ["segmenter:plain"]
     # no handle: the flag goes to the job
-    job2 = make_job(tmp_path / "b", save_bag((tmp_path / "b").mkdir() or tmp_path / "b" / "box.png", handle="none"), {})
+    job2 = make_job(
+        tmp_path / "b", save_bag((tmp_path / "b").mkdir() or tmp_path / "b" / "box.png", handle="none"), {}
+    )
     stage.run(job2, tmp_path / "b" / "prepare")
     assert job2.flags == ["no_handle"]
 
@@ -138,8 +180,23 @@ def test_cli_prepare(tmp_path):
     image = save_bag(tmp_path / "bag.jpg")
     runner = CliRunner()
     result = runner.invoke(
-        main, ["prepare", str(image), "--out", str(tmp_path / "o"), "--profile", "tiny", "--shot", "close",
-               "--hold-pose", "forearm_crook", "--size-cm", "30x22", "--category", "handbag"],
+        main,
+        [
+            "prepare",
+            str(image),
+            "--out",
+            str(tmp_path / "o"),
+            "--profile",
+            "tiny",
+            "--shot",
+            "close",
+            "--hold-pose",
+            "forearm_crook",
+            "--size-cm",
+            "30x22",
+            "--category",
+            "handbag",
+        ],
     )
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
@@ -159,10 +216,17 @@ def export_tiny_onnx(path: Path) -> Path:
     import torch
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1)
+    )
     torch.onnx.export(
-        net, torch.randn(1, 3, 32, 32), str(path), input_names=["input.1"], output_names=["out"],
-        dynamic_axes={"input.1": {2: "h", 3: "w"}, "out": {2: "h", 3: "w"}}, dynamo=False,
+        net,
+        torch.randn(1, 3, 32, 32),
+        str(path),
+        input_names=["input.1"],
+        output_names=["out"],
+        dynamic_axes={"input.1": {2: "h", 3: "w"}, "out": {2: "h", 3: "w"}},
+        dynamo=False,
     )
     return path
 
@@ -174,7 +238,9 @@ def test_onnx_segmenters_load_and_predict(tmp_path, name, monkeypatch):
         monkeypatch.setenv("U2NET_HOME", str(tmp_path))
         config = load_config("tiny", overrides={"prepare.rembg_model": "u2netp"})
     else:
-        config = load_config("tiny", overrides={"prepare.birefnet_model": str(model), "prepare.birefnet_size": 64})
+        config = load_config(
+            "tiny", overrides={"prepare.birefnet_model": str(model), "prepare.birefnet_size": 64}
+        )
     seg = SEGMENTERS.create(name, config)
     image = draw_bag(size=(120, 150)).image
     alpha = seg.predict(image)
@@ -184,7 +250,9 @@ def test_onnx_segmenters_load_and_predict(tmp_path, name, monkeypatch):
 
 def test_missing_models_say_how_to_provide_them(tmp_path, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
-    with pytest.raises(ModelMissingError, match=r"download https://github.com/danielgatis/rembg/.*/u2net.onnx"):
+    with pytest.raises(
+        ModelMissingError, match=r"download https://github.com/danielgatis/rembg/.*/u2net.onnx"
+    ):
         SEGMENTERS.create("rembg", load_config("tiny", overrides={"prepare.rembg_model": "u2net"}))
     with pytest.raises(ModelMissingError, match="huggingface-cli download ZhengPeng7/BiRefNet"):
         SEGMENTERS.create("birefnet", load_config("default", overrides={"run.offline": True}))

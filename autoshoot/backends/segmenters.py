@@ -49,9 +49,13 @@ REMBG_MODELS = {
     "u2net": OnnxRecipe("u2net.onnx", 320),
     "u2netp": OnnxRecipe("u2netp.onnx", 320),
     "silueta": OnnxRecipe("silueta.onnx", 320),
-    "isnet-general-use": OnnxRecipe("isnet-general-use.onnx", 1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0)),
+    "isnet-general-use": OnnxRecipe(
+        "isnet-general-use.onnx", 1024, mean=(0.5, 0.5, 0.5), std=(1.0, 1.0, 1.0)
+    ),
     "birefnet-general": OnnxRecipe("BiRefNet-general-epoch_244.onnx", 1024, sigmoid=True),
-    "birefnet-general-lite": OnnxRecipe("BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", 1024, sigmoid=True),
+    "birefnet-general-lite": OnnxRecipe(
+        "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx", 1024, sigmoid=True
+    ),
 }
 
 
@@ -87,7 +91,9 @@ class OnnxMattingSession:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+        ]
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.recipe = recipe
@@ -130,13 +136,23 @@ def resolve_rembg_model(name: str) -> tuple[Path, OnnxRecipe]:
         stem = path.name.lower()
         recipe = next((r for r in REMBG_MODELS.values() if r.filename.lower() == stem), None)
         if recipe is None:
-            recipe = OnnxRecipe(path.name, 1024, sigmoid=True) if "birefnet" in stem else OnnxRecipe(path.name, 320)
+            recipe = (
+                OnnxRecipe(path.name, 1024, sigmoid=True)
+                if "birefnet" in stem
+                else OnnxRecipe(path.name, 320)
+            )
         if not path.is_file():
             raise ModelMissingError([("rembg segmenter", str(path), "check the path in prepare.rembg_model")])
         return path, recipe
     if name not in REMBG_MODELS:
         raise ModelMissingError(
-            [("rembg segmenter", name, f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)} or a .onnx path")]
+            [
+                (
+                    "rembg segmenter",
+                    name,
+                    f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)} or a .onnx path",
+                )
+            ]
         )
     recipe = REMBG_MODELS[name]
     path = u2net_home() / recipe.filename
@@ -170,12 +186,16 @@ class BiRefNetSegmenter:
         if source.endswith(".onnx"):
             path = Path(source).expanduser()
             if not path.is_file():
-                raise ModelMissingError([("BiRefNet segmenter", str(path), "check the path in prepare.birefnet_model")])
+                raise ModelMissingError(
+                    [("BiRefNet segmenter", str(path), "check the path in prepare.birefnet_model")]
+                )
             self.onnx = OnnxMattingSession(path, OnnxRecipe(path.name, self.size, sigmoid=True))
             return
         offline = bool(config.run.offline) or hub_offline()
         if offline and not Path(source).expanduser().exists() and not hub_cached(source):
-            raise ModelMissingError([birefnet_missing(source, "not in the local hub cache and fetching is off")])
+            raise ModelMissingError(
+                [birefnet_missing(source, "not in the local hub cache and fetching is off")]
+            )
         self.model, self.device = load_birefnet_transformers(source, offline=offline)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
@@ -185,7 +205,9 @@ class BiRefNetSegmenter:
         from PIL import Image
 
         h, w = image.shape[:2]
-        x = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32)
+        x = np.asarray(
+            Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BILINEAR), np.float32
+        )
         x = (x / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
         t = torch.from_numpy(x.transpose(2, 0, 1)[None]).to(self.device)
         dtype = next(self.model.parameters()).dtype
@@ -208,7 +230,9 @@ def load_birefnet_transformers(source: str, offline: bool) -> tuple[Any, str]:
             source, trust_remote_code=True, local_files_only=offline or hub_offline()
         )
     except (OSError, ValueError, ImportError) as err:
-        raise ModelMissingError([birefnet_missing(source, str(err).splitlines()[0] if str(err) else "")]) from err
+        raise ModelMissingError(
+            [birefnet_missing(source, str(err).splitlines()[0] if str(err) else "")]
+        ) from err
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
     if device == "cuda":
@@ -241,13 +265,19 @@ def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str
             ok = Path(model).expanduser().is_file()
             return [] if ok else [("rembg segmenter", model, "check the path in prepare.rembg_model")]
         if model not in REMBG_MODELS:
-            return [("rembg segmenter", model, f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)}")]
+            return [
+                ("rembg segmenter", model, f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)}")
+            ]
         return [] if (u2net_home() / REMBG_MODELS[model].filename).is_file() else [rembg_missing(model)]
     if name == "birefnet":
         source = pc.birefnet_model
         path = Path(source).expanduser()
         if source.endswith(".onnx") or path.exists():
-            return [] if path.exists() else [("BiRefNet segmenter", source, "check the path in prepare.birefnet_model")]
+            return (
+                []
+                if path.exists()
+                else [("BiRefNet segmenter", source, "check the path in prepare.birefnet_model")]
+            )
         if not (config.run.offline or hub_offline()):
             return []  # fetched on first use
         if hub_cached(source):
@@ -258,6 +288,9 @@ def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str
 
 def hub_cached(repo_id: str) -> bool:
     """Whether a hub model has a snapshot in the local cache (no network)."""
-    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache/huggingface") / "hub")
+    home = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME") or Path.home() / ".cache/huggingface") / "hub"
+    )
     folder = home / ("models--" + repo_id.replace("/", "--")) / "snapshots"
     return folder.is_dir() and any(folder.iterdir())

@@ -31,7 +31,9 @@ def parse_size_cm(value: str | None) -> tuple[float, float] | None:
 @click.option("--shot", type=click.Choice(SHOTS), default=None, help="Framing; default from the config.")
 @click.option("--hold-pose", type=click.Choice(HOLD_POSES), default=None, help="How the bag is held.")
 @click.option("--size-cm", default=None, metavar="WxH", help="Real size of the bag body in cm, e.g. 38x30.")
-@click.option("--category", type=click.Choice(CATEGORIES), default=None, help="Product category (default: other).")
+@click.option(
+    "--category", type=click.Choice(CATEGORIES), default=None, help="Product category (default: other)."
+)
 @config_options
 def prepare(
     image: str,

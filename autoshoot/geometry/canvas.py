@@ -17,7 +17,11 @@ def placement_matrix(scale: float, offset: tuple[float, float]) -> np.ndarray:
 
 
 def warp_to_canvas(
-    array: np.ndarray, scale: float, offset: tuple[float, float], canvas_size: tuple[int, int], fill: float | tuple = 0
+    array: np.ndarray,
+    scale: float,
+    offset: tuple[float, float],
+    canvas_size: tuple[int, int],
+    fill: float | tuple = 0,
 ) -> np.ndarray:
     """Resample an input-size array onto the canvas (area-averaged when shrinking)."""
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
@@ -39,14 +43,22 @@ def warp_to_canvas(
             small, m, canvas_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
         )
     return cv2.warpAffine(
-        array, placement_matrix(scale, offset), canvas_size, flags=interp, borderMode=cv2.BORDER_CONSTANT,
+        array,
+        placement_matrix(scale, offset),
+        canvas_size,
+        flags=interp,
+        borderMode=cv2.BORDER_CONSTANT,
         borderValue=fill,
     )
 
 
 def make_canvas(
-    image: np.ndarray, alpha: np.ndarray, scale: float, offset: tuple[float, float],
-    canvas_size: tuple[int, int], color: tuple[int, int, int],
+    image: np.ndarray,
+    alpha: np.ndarray,
+    scale: float,
+    offset: tuple[float, float],
+    canvas_size: tuple[int, int],
+    color: tuple[int, int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """The erased product's pixels over a neutral background.
 
@@ -81,7 +93,9 @@ def make_canny(canvas: np.ndarray, canvas_alpha: np.ndarray, low: int, high: int
     gray = cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY)
     edges = cv2.Canny(gray, low, high)
     # the outline must be there even where product and background share a brightness
-    outline = cv2.morphologyEx((canvas_alpha >= 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    outline = cv2.morphologyEx(
+        (canvas_alpha >= 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)
+    )
     near = cv2.dilate((canvas_alpha > 0.02).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     edges = np.where(near, edges, 0)
     inner_outline = outline.astype(bool) & (canvas_alpha >= 0.5)

@@ -36,7 +36,9 @@ def draw_debug(
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
         if openings is not None:
-            openings = cv2.resize(openings.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+            openings = cv2.resize(openings.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(
+                bool
+            )
         bbox = tuple(int(round(v * k)) for v in bbox)  # type: ignore[assignment]
         grip = None if grip is None else (grip[0] * k, grip[1] * k)
         polygon = [(x * k, y * k) for x, y in polygon]

@@ -190,7 +190,8 @@ def measure_opening(
     half = min(tl[j], 1.25 * typical) / 2.0
     grip = (float(out_x[j] - tnx[j] * half), float(out_y[j] - tny[j] * half))
     midline = [
-        (float(a - c * ln / 2), float(b - d * ln / 2)) for a, b, c, d, ln in zip(out_x, out_y, tnx, tny, tl, strict=True)
+        (float(a - c * ln / 2), float(b - d * ln / 2))
+        for a, b, c, d, ln in zip(out_x, out_y, tnx, tny, tl, strict=True)
     ]
     return Opening(
         bbox=(x0, y0, x0 + w, y0 + h),
@@ -236,10 +237,14 @@ def classify_topology(best: Opening, openings: list[Opening], product_h: int, co
     # twins: other openings whose tops are about as high and that sit beside this one
     width = x1 - x0
     near = [
-        o for o in openings
+        o
+        for o in openings
         if o.apex_y - best.apex_y <= config.twin_apex_frac * product_h
         and max(o.bbox[0] - x1, x0 - o.bbox[2]) <= 0.5 * width
-        and (o is best or abs((o.bbox[0] + o.bbox[2]) - (x0 + x1)) / 2.0 >= 0.25 * min(width, o.bbox[2] - o.bbox[0]))
+        and (
+            o is best
+            or abs((o.bbox[0] + o.bbox[2]) - (x0 + x1)) / 2.0 >= 0.25 * min(width, o.bbox[2] - o.bbox[0])
+        )
     ]  # (nested openings, like the gap between double straps, share their centre: not twins)
     return "twin_loops" if len(near) >= 2 else "top_loop"
 

@@ -28,7 +28,14 @@ from autoshoot.vocab import CATEGORIES, GRIP_POSES, HOLD_POSES, NON_GRIP_POSES, 
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FILES = ("prepare.json", "mask.png", "canvas.png", "inpaint_mask.png", "control_canny.png", "debug.png")
+OUTPUT_FILES = (
+    "prepare.json",
+    "mask.png",
+    "canvas.png",
+    "inpaint_mask.png",
+    "control_canny.png",
+    "debug.png",
+)
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,9 @@ def prepare_product(
     ys, xs = np.nonzero(mask)
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     # 4. handle
-    handle = find_handle(mask, pc, category=hints.category, brief_handle=hints.handle, handle_box=hints.handle_box)
+    handle = find_handle(
+        mask, pc, category=hints.category, brief_handle=hints.handle, handle_box=hints.handle_box
+    )
     warnings += handle.notes if handle.kind != "none" else []
     # 5. pose and real scale
     size_cm = hints.size_cm or pc.category_size_cm.get(hints.category) or pc.category_size_cm["other"]
@@ -205,12 +214,17 @@ def prepare_product(
     # 8. stage 1's inputs
     product_alpha = np.where(erased, np.maximum(alpha, 0.5), np.minimum(alpha, 0.49)).astype(np.float32)
     product_alpha[~erased & polygon_mask(polygon, mask.shape)] = 0.0
-    canvas, canvas_alpha = make_canvas(image, product_alpha, plan.scale, plan.offset, plan.canvas_size, pc.canvas_color)
+    canvas, canvas_alpha = make_canvas(
+        image, product_alpha, plan.scale, plan.offset, plan.canvas_size, pc.canvas_color
+    )
     inpaint = make_inpaint_mask(canvas_alpha, pc.inpaint_grow_px)
     canny = make_canny(canvas, canvas_alpha, pc.canny_low, pc.canny_high)
     canvas_grip = None
     if handle.grip is not None:
-        canvas_grip = [handle.grip[0] * plan.scale + plan.offset[0], handle.grip[1] * plan.scale + plan.offset[1]]
+        canvas_grip = [
+            handle.grip[0] * plan.scale + plan.offset[0],
+            handle.grip[1] * plan.scale + plan.offset[1],
+        ]
     info: dict[str, Any] = {
         "image_size": [w_img, h_img],
         "product_bbox": list(bbox),

@@ -49,7 +49,12 @@ def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats
     """
     b = max(1, min(config.border_px, image.shape[0] // 4, image.shape[1] // 4))
     frame = np.concatenate(
-        [image[:b].reshape(-1, 3), image[-b:].reshape(-1, 3), image[:, :b].reshape(-1, 3), image[:, -b:].reshape(-1, 3)]
+        [
+            image[:b].reshape(-1, 3),
+            image[-b:].reshape(-1, 3),
+            image[:, :b].reshape(-1, 3),
+            image[:, -b:].reshape(-1, 3),
+        ]
     ).astype(np.float32)
     color = np.median(frame, axis=0)
     dist = np.abs(frame - color).max(axis=1)
@@ -104,7 +109,11 @@ def segment_plain(image: np.ndarray, config: PrepareConfig, border: BorderStats 
 
 
 def peel_shadows(
-    image: np.ndarray, dist: np.ndarray, fg: np.ndarray, bg_color: tuple[float, float, float], config: PrepareConfig
+    image: np.ndarray,
+    dist: np.ndarray,
+    fg: np.ndarray,
+    bg_color: tuple[float, float, float],
+    config: PrepareConfig,
 ) -> np.ndarray:
     """Drop soft shadows from ``fg``: grey, darker than the background, smooth, joined to the outside.
 
@@ -113,12 +122,17 @@ def peel_shadows(
     is smaller than the product itself (a pale, flat product must never be peeled away).
     """
     gray = cv2.cvtColor(cv2.GaussianBlur(image, (5, 5), 0), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    grad = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+    grad = (
+        np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+    )
     r, g, b = cv2.split(np.ascontiguousarray(image))
     chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
     darker = gray < float(np.mean(bg_color)) - 1.0
     candidate = (
-        fg & darker & (dist <= config.shadow_max_distance) & (chroma <= config.shadow_max_chroma)
+        fg
+        & darker
+        & (dist <= config.shadow_max_distance)
+        & (chroma <= config.shadow_max_chroma)
         & (grad <= config.shadow_max_gradient)
     )
     if not candidate.any():

@@ -36,7 +36,11 @@ class PrepareStage(Stage):
             return []
         role = "segmenter" if pc.segmenter != "auto" else "segmenter (photos whose border is not uniform)"
         source = pc.birefnet_model if name == "birefnet" else pc.rembg_model
-        return [ModelSpec(f"{role}: {name}", source, "see `autoshoot models` or prepare.birefnet_model / rembg_model")]
+        return [
+            ModelSpec(
+                f"{role}: {name}", source, "see `autoshoot models` or prepare.birefnet_model / rembg_model"
+            )
+        ]
 
     def check_models(self, config: Config) -> list[tuple[str, str, str]]:
         # ``auto`` needs the model only for photographic backgrounds: those SKUs fail with the
