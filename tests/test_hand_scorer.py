@@ -148,3 +148,25 @@ def test_overlay_draws_the_skeleton(scorer, samples_dir):
     x0, y0, x1, y1 = (int(v) for v in result.hands[0]["bbox"])
     assert changed[y0:y1, x0:x1].mean() > 0.02
     assert not np.array_equal(overlay, image)
+
+
+def test_cover_wrap_and_combine_on_synthetic_hands():
+    from autoshoot.hand_anatomy import canonical_hand
+
+    hand = canonical_hand(palm_length=100.0) + np.array([500.0, 500.0, 0.0])
+    centre = tuple(hand[[0, 5, 9, 13, 17], :2].mean(axis=0))
+
+    def square(cx, cy, r=10.0):
+        return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+
+    assert mp_hands.measure_cover(hand, centre, square(*centre)) == 1.0
+    assert mp_hands.measure_cover(hand, centre, square(centre[0] + 300, centre[1])) == 0.0
+    assert mp_hands.measure_cover(hand, centre, None) == 1.0
+    assert mp_hands.measure_cover(hand, (0.0, 0.0), None) == 0.0
+    assert mp_hands.measure_wrap(canonical_hand(curl_deg=0.0)) < 0.1
+    assert mp_hands.measure_wrap(canonical_hand(curl_deg=60.0)) > 0.9
+    assert mp_hands.polygon_distance(np.array([30.0, 0.0]), np.array(square(0.0, 0.0))) == pytest.approx(20.0)
+    weights = {"anatomy": 3.0, "grip": 1.0, "unused": 0.0}
+    assert mp_hands.combine_components({"anatomy": 1.0, "grip": 1.0, "unused": 0.0}, weights) == pytest.approx(1.0)
+    assert mp_hands.combine_components({"anatomy": 0.5, "grip": 1.0}, weights) == pytest.approx(0.5 ** 0.75)
+    assert mp_hands.combine_components({"anatomy": 1.0, "grip": 0.0}, weights) == pytest.approx(0.01 ** 0.25)

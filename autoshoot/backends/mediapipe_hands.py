@@ -485,7 +485,8 @@ class MediaPipeHandScorer:
         erase_polygon: np.ndarray | list | None,
     ) -> tuple[float, list[str]]:
         """The fingers are at the handle gap (distance to the erase polygon, or to the grip
-        point) and wrap it (the fingers curl around it rather than pointing away)."""
+        point) and wrap it: the hand covers the gap, or its fingers curl (round a handle seen
+        edge-on, the curl is in depth and the cover shows it)."""
         if not hands:
             return 0.0, ["no hand at the grip"]
         gx, gy = float(grip[0]), float(grip[1])
@@ -498,11 +499,37 @@ class MediaPipeHandScorer:
                 dist = float(np.hypot(fingers[0] - gx, fingers[1] - gy))
             palm = max(report["palm_px"], 1.0)
             near = float(np.exp(-((max(dist / palm - self.config.grip_near, 0.0) / self.config.grip_near) ** 2)))
-            wrap = measure_wrap(hand.landmarks)
+            wrap = max(measure_wrap(hand.landmarks), measure_cover(hand.landmarks, grip, erase_polygon))
             s = near * (0.6 + 0.4 * wrap)
             if s > best[0] or not best[1]:
                 best = (s, f"hand {dist:.0f} px from handle gap" if near < 0.7 else ("fingers do not wrap the handle" if wrap < 0.4 else ""))
         return best[0], [best[1]] if best[1] else []
+
+
+def measure_cover(
+    landmarks: np.ndarray, grip: tuple[float, float], erase_polygon: np.ndarray | list | None
+) -> float:
+    """How much of the handle gap the hand covers, in [0, 1]: the share of the erase polygon
+    inside the hand's outline (convex hull of its landmarks), doubled and clipped, so that a
+    hand over half the gap counts as covering it. Without a polygon: 1 if the grip point is
+    inside the outline, else 0."""
+    import cv2
+
+    hull = cv2.convexHull(np.ascontiguousarray(landmarks[:, :2], dtype=np.float32)).reshape(-1, 2)
+    if erase_polygon is None or len(erase_polygon) < 3:
+        return 1.0 if polygon_distance(np.asarray(grip, dtype=np.float32), hull) == 0.0 else 0.0
+    poly = np.asarray(erase_polygon, dtype=np.float32).reshape(-1, 2)
+    both = np.vstack([hull, poly])
+    x0, y0 = np.floor(both.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(both.max(axis=0)).astype(int)
+    step = max(1.0, max(x1 - x0, y1 - y0) / 256.0)  # rasterize at most 256 px across
+    size = (int((y1 - y0) / step) + 2, int((x1 - x0) / step) + 2)
+    hand_mask = np.zeros(size, np.uint8)
+    gap_mask = np.zeros(size, np.uint8)
+    cv2.fillPoly(hand_mask, [np.round((hull - (x0, y0)) / step).astype(np.int32)], 1)
+    cv2.fillPoly(gap_mask, [np.round((poly - (x0, y0)) / step).astype(np.int32)], 1)
+    inside = float((hand_mask & gap_mask).sum()) / max(int(gap_mask.sum()), 1)
+    return float(min(1.0, 2.0 * inside))
 
 
 def measure_wrap(landmarks: np.ndarray) -> float:
