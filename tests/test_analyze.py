@@ -52,7 +52,8 @@ def test_run_batch_writes_briefs_prompts_and_the_contract(tmp_path, samples_dir)
     assert tote["brief"]["setting"] == "a white cyclorama" and tote["brief"]["lighting"] == "hard flash"
     assert tote["brief"]["shot"] == "close" and "Close-up shot" in tote["prompt"]
     assert backpack["brief"]["setting"] == "a forest path"
-    assert "brief_overrides" in jobs[0].flags
+    assert tote["overrides"] == {"lighting": "hard flash", "setting": "a white cyclorama", "shot": "close"}
+    assert jobs[0].flags == []  # rules briefs are no fallback
     # files
     assert json.loads((outs[0] / "brief.json").read_text()) == tote["brief"]
     assert (outs[0] / "prompt.txt").read_text().startswith(tote["prompt"])

@@ -177,8 +177,6 @@ def finish_brief(result: BriefResult, overrides: dict[str, str], out: Path | Non
 
     brief = apply_overrides(result.brief, overrides)
     flags = list(result.flags)
-    if overrides:
-        flags.append("brief_overrides")
     outcome = {
         "brief": brief.to_data(),
         "prompt": render_prompt(brief),
