@@ -243,3 +243,11 @@ def test_canvas_inpaint_and_canny():
     assert canny.shape == (320, 256) and canny.max() == 255
     far = cv2.dilate(product.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
     assert not canny[far].any()
+
+
+def test_grabcut_refinement_keeps_the_product():
+    config = PrepareConfig(grabcut=True)
+    bag = draw_bag(texture=True, shadow=True)
+    result = segment(bag.image, config)
+    assert mask_iou(result.mask, bag.mask) >= 0.97
+    assert not result.mask[bag.hole[1], bag.hole[0]]

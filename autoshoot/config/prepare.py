@@ -56,7 +56,8 @@ class PrepareConfig:
     shadow_max_distance: float = 70.0  # darkest shadow (colour distance) that may be peeled
     shadow_max_chroma: float = 10.0  # shadows are grey: max channel spread
     shadow_max_gradient: float = 6.0  # shadows are smooth: max gradient per pixel
-    grabcut: bool = False  # plain: refine the edge band with GrabCut (slower; see bench)
+    grabcut: bool = False  # plain: GrabCut on the edge band (bench: worst bbox IoU 0.973 → 0.980, +80 ms,
+    # but it can nibble thin straps at its reduced size, so it is off by default)
     grabcut_side: int = 512  # GrabCut runs at this long side
     matte_px: float = 1.5  # width of the soft edge of the canvas matte
     min_speck_frac: float = 0.0005  # holes and blobs smaller than this fraction of the bbox are noise

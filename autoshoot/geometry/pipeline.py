@@ -169,11 +169,17 @@ def prepare_product(
     pc = config.prepare
     get_session = get_session or default_session_getter()
     t0 = time.perf_counter()
+    marks: dict[str, float] = {}
+
+    def mark(step: str) -> None:
+        marks[step] = round(time.perf_counter() - t0 - sum(marks.values()), 4)
+
     warnings: list[str] = []
     flags: list[str] = []
     # 1. the photo (a transparent PNG brings its own mask)
     image, alpha_in = load_image(Path(image_path))
     h_img, w_img = image.shape[:2]
+    mark("load")
     # 2. segment
     border = estimate_background(image, pc)
     if alpha_in is not None:
@@ -183,17 +189,20 @@ def prepare_product(
         SEGMENTERS.check(segmenter)
         model = get_session(f"segmenter:{segmenter}", lambda: SEGMENTERS.create(segmenter, config))
         alpha = model.predict(image)
+    mark("segment")
     # 3. clean: largest blob, specks, background-coloured openings, cropped?
     cleaned = clean_mask(alpha, image, pc, border)
     mask = cleaned.mask
     warnings += cleaned.warnings
     ys, xs = np.nonzero(mask)
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    mark("clean")
     # 4. handle
     handle = find_handle(
         mask, pc, category=hints.category, brief_handle=hints.handle, handle_box=hints.handle_box
     )
     warnings += handle.notes if handle.kind != "none" else []
+    mark("handle")
     # 5. pose and real scale
     size_cm = hints.size_cm or pc.category_size_cm.get(hints.category) or pc.category_size_cm["other"]
     ppc = pixels_per_cm(bbox, size_cm)
@@ -247,7 +256,9 @@ def prepare_product(
         "fallbacks": plan.fallbacks,
         "flags": flags,
         "seconds": 0.0,
+        "step_seconds": {},
     }
+    mark("erase_place_outputs")
     # 9. the overlay for people
     caption = (
         f"handle {handle.kind}  segmenter {segmenter}  shot {plan.shot}  pose {plan.hold_pose}  "
@@ -256,7 +267,9 @@ def prepare_product(
     debug = draw_debug(
         image, mask, enclosed_background(mask), bbox, handle.grip, polygon, canvas, inpaint, canny, caption
     )
+    mark("debug")
     info["seconds"] = round(time.perf_counter() - t0, 3)
+    info["step_seconds"] = marks
     logger.info("prepared %s: %s, grip %s, %.2fs", image_path, handle.kind, info["grip"], info["seconds"])
     return Prepared(
         info=info,
