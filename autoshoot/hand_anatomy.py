@@ -90,7 +90,7 @@ def check_palm_shape(landmarks: np.ndarray, limits: AnatomyLimits, palm: float) 
     (~0.8 of its length) carries an extra or splayed finger, or knuckles placed apart."""
     breadth = float(np.linalg.norm(landmarks[17] - landmarks[5])) / max(palm, 1e-6)
     ratio = breadth / PALM_BREADTH
-    s = _soft(np.log(ratio / limits.palm_wide), 0.12)
+    s = _soft(np.log(ratio / limits.palm_wide), 0.1)
     reasons = [f"palm {ratio:.2f}x too wide for its length"] if s < 0.7 else []
     return s, reasons
 

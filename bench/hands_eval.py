@@ -1,6 +1,6 @@
 """Hand-scorer evaluation on the sample photos: real hands vs AI-malformed hands.
 
-    python bench/hands_eval.py [--samples DIR] [--json] [--all-cores]
+    python bench/hands_eval.py [--samples DIR] [--json] [--all-cores] [--augment]
 
 Positives are the real photos (C_hand_real_*) and the people holding bags (B_*); negatives
 are the AI-generated malformed hands (C_hand_ai_malformed_*). Prints each image's score
@@ -48,6 +48,53 @@ def auc(scores: list[float], labels: list[int]) -> float:
 def pin_one_core() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+AUGMENTATIONS = ("flip", "rot20", "rot-20", "scale0.6", "jpeg40")
+
+
+def augment(image: Any, name: str) -> Any:
+    """HxWx3 uint8 RGB → the same photo flipped, rotated (degrees), rescaled or re-encoded."""
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    if name == "flip":
+        return np.ascontiguousarray(image[:, ::-1])
+    if name.startswith("rot"):
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), float(name[3:]), 1.0)
+        return cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT)
+    if name.startswith("scale"):
+        f = float(name[5:])
+        return cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    if name.startswith("jpeg"):
+        ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(name[4:])])
+        return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
+    raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(AUGMENTATIONS)}")
+
+
+def evaluate_augmented(samples: Path) -> dict[str, Any]:
+    """AUC over every sample under each augmentation (robustness of the ranking)."""
+    from PIL import Image
+
+    from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, prepare_image
+    from autoshoot.config import load_config
+
+    scorer = MediaPipeHandScorer(load_config())
+    files = sorted(p for p in samples.iterdir() if label_of(p.name) is not None)
+    per_aug: dict[str, float] = {}
+    scores, labels = [], []
+    for name in AUGMENTATIONS:
+        s_aug, l_aug = [], []
+        for path in files:
+            with Image.open(path) as im:
+                image = augment(prepare_image(im), name)
+            s_aug.append(scorer.score(image).hand_score)
+            l_aug.append(label_of(path.name))
+        per_aug[name] = auc(s_aug, l_aug)
+        scores += s_aug
+        labels += l_aug
+    return {"auc_per_augmentation": per_aug, "auc_all_augmented": auc(scores, labels)}
 
 
 def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
@@ -110,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one CPU core")
     parser.add_argument("--time-runs", type=int, default=3)
+    parser.add_argument("--augment", action="store_true", help="also the AUC under flips, rotations, rescale, JPEG")
     args = parser.parse_args(argv)
     if not args.all_cores:
         pin_one_core()
     result = evaluate(args.samples, time_runs=args.time_runs)
+    if args.augment:
+        result.update(evaluate_augmented(args.samples))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -124,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nAUC (hand_score)         {result['auc']:.3f}   target >= 0.9")
     print(f"AUC (without scene)      {result['auc_hand_only']:.3f}")
     print(f"B_* photos >= {result['threshold']:.2f}       {result['bag_photos_good']}")
+    if "auc_all_augmented" in result:
+        per = ", ".join(f"{k} {v:.3f}" for k, v in result["auc_per_augmentation"].items())
+        print(f"AUC augmented            {result['auc_all_augmented']:.3f}   ({per})")
     print(f"per 1024x1024 candidate on {result['cores']} core(s): {result['ms_per_1024_candidate']} ms wall, "
           f"{result['cpu_ms_per_1024_candidate']} ms CPU   target <= 150")
     return 0

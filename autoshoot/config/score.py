@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 def _default_weights() -> dict[str, float]:
     # anatomy dominates: it is the only component that sees malformed fingers
-    return {"confidence": 1.0, "anatomy": 3.0, "stability": 1.0, "grip": 2.0, "scene": 1.0}
+    return {"confidence": 1.0, "anatomy": 4.0, "stability": 0.5, "grip": 2.0, "scene": 2.0}
 
 
 @dataclass(frozen=True)
