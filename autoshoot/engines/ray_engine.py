@@ -1,0 +1,429 @@
+"""The Ray engine: one long-lived worker per GPU, SKUs dispatched to them as tasks.
+
+    driver (autoshoot shoot --engine ray)               Ray cluster
+      holds the RUN lock, plans every SKU          ──►  SkuActor × N: one per GPU (num_gpus=1),
+      queues chunks of analyze.batch_size SKUs          or CPU workers when the cluster has none;
+      re-queues the SKUs of a worker that died          each builds one SkuWorker (stages and
+      writes results.csv and the report                 model sessions) and keeps it for its life
+
+Every worker writes into the same RUN folder through the same ``SkuWorker``/``SkuStore`` as
+the local engine (atomic stage commits, one manifest per SKU), so resume, per-SKU isolation
+and the results.csv schema do not change. The RUN folder and the catalog's image files must
+be the same paths on every node (a shared filesystem); images the catalog gave as URLs were
+downloaded by the driver, so the driver copies them into ``RUN/.inputs/`` first.
+
+Fault tolerance: the actors restart when their process dies (OOM kill, preemption,
+``ray.kill``). Only the SKUs in flight on that worker are lost; each is queued again, alone,
+on the first free worker (another one when there is a choice), up to ``run.retries`` times,
+after which it is marked failed. A retried SKU is re-planned from its manifest right before it
+runs: the stages the dead worker already committed in this run are kept, and a SKU it finished
+without reporting is not recomputed, so no SKU is processed twice to completion. "In this run"
+is judged against the modification time of ``RUN/.ray-run-started``, which the driver writes
+when the run starts (both times come from the shared filesystem's clock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoshoot.errors import AutoshootError, ConfigError
+from autoshoot.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from autoshoot.catalog import Row
+    from autoshoot.config import Config
+    from autoshoot.runner import Plan, SkuWorker
+    from autoshoot.stages.base import Stage
+    from autoshoot.types import ShotResult
+
+logger = logging.getLogger(__name__)
+
+RAY_MISSING = "the ray engine needs Ray, which is not installed here: pip install 'autoshoot[ray]'"
+STARTED_MARKER = ".ray-run-started"
+INPUTS_DIR = ".inputs"
+WAIT_S = 0.5  # how often the driver looks at should_stop while workers are busy
+STALL_WARNING_S = 60.0  # warn when no worker has started for this long
+
+
+def import_ray() -> Any:
+    """``ray``, or a ConfigError that says how to install it."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError(RAY_MISSING) from err
+    return ray
+
+
+# ---------------------------------------------------------------------------------------
+# the worker side: one SkuWorker per actor process
+
+
+class SkuActor:
+    """Runs inside a Ray worker process. Wrapped with ``ray.remote`` by the driver.
+
+    ``stages`` are the stage objects to use (pickled by Ray; the tests pass fakes), or None to
+    build the real stages here. Models load lazily, once, on the first SKU that needs them.
+    """
+
+    def __init__(self, config: Config, run_dir: str, stages: list[Stage] | None, started_at: float):
+        from autoshoot.runner import SkuWorker
+
+        self.worker = SkuWorker(config, Path(run_dir), stages)
+        self.started_at = started_at
+
+    def ping(self) -> tuple[int, str]:
+        import socket
+
+        return os.getpid(), socket.gethostname()
+
+    def process(self, items: list[tuple[Plan, bool]]) -> tuple[list[ShotResult], dict[str, float]]:
+        """Run ``(plan, is_retry)`` items; returns their results and the seconds per stage spent."""
+        from autoshoot.types import ShotResult
+
+        before = dict(self.worker.stage_seconds)
+        finished: list[ShotResult] = []
+        plans: list[Plan] = []
+        for plan, is_retry in items:
+            if is_retry:
+                plan = replan_after_death(self.worker, plan, self.started_at)
+            if plan.todo:
+                plans.append(plan)
+            else:  # finished by a worker that died before it could report it
+                assert plan.result is not None
+                finished.append(ShotResult.from_json(plan.result))
+        results = list(self.worker.process(plans)) if plans else []
+        spent = {k: v - before.get(k, 0.0) for k, v in self.worker.stage_seconds.items()}
+        return finished + results, spent
+
+
+def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan:
+    """The plan of a SKU whose worker died: keep what was committed in this run, redo the rest.
+
+    A stage is kept when it was planned and its folder holds the planned key and a
+    ``stage.json`` written after ``started_at`` (or when it was not planned at all). The SKU is
+    complete when every stage is kept and its manifest records the final result.
+    """
+    from autoshoot.runner import MANIFEST, Plan, SkuStore
+
+    store = SkuStore(worker.run_dir, plan.row.sku)
+    stage_names = [s.name for s in worker.stages]
+
+    def committed_now(name: str) -> bool:
+        if not store.is_done(name, plan.keys[name]):
+            return False
+        if name not in plan.todo:
+            return True
+        return mtime(store.stage_dir(name) / "stage.json") >= started_at
+
+    todo = stage_names
+    for i, name in enumerate(stage_names):
+        if not committed_now(name):
+            todo = stage_names[i:]
+            break
+    else:
+        result = store.finished_result(plan.keys[stage_names[-1]])
+        if result is not None and mtime(store.dir / MANIFEST) >= started_at:
+            return Plan(plan.row, plan.keys, [], result)
+        todo = stage_names[-1:]  # everything is committed but the result: redo the last stage
+    logger.info("%s: retried after a worker died; to do: %s", plan.row.sku, ", ".join(todo))
+    return Plan(plan.row, plan.keys, list(todo))
+
+
+def mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -math.inf
+
+
+# ---------------------------------------------------------------------------------------
+# the driver side
+
+
+@dataclass
+class Chunk:
+    plans: list[Plan]
+    retry: bool = False
+    avoid: int = -1  # the worker it died on, when it is a retry
+
+
+@dataclass
+class Pool:
+    """The actors by index, in the states the dispatch loop moves them through."""
+
+    actors: list[Any]
+    starting: dict[Any, int] = field(default_factory=dict)  # ping ref → actor index
+    idle: list[int] = field(default_factory=list)
+    busy: dict[Any, tuple[int, Chunk]] = field(default_factory=dict)  # task ref → (actor, chunk)
+    dead: set[int] = field(default_factory=set)
+
+    @property
+    def alive(self) -> int:
+        return len(self.actors) - len(self.dead)
+
+
+class RayEngine:
+    """Runs the planned SKUs on a pool of Ray actors; see the module docstring."""
+
+    def __init__(self, config: Config, worker: SkuWorker):
+        self.ray = import_ray()
+        self.config = config
+        self.worker = worker
+        self.run_dir = worker.run_dir.resolve()
+        self.retries = max(0, int(config.run.retries))
+        self.batch_size = max(1, int(getattr(config.analyze, "batch_size", 1)))
+        self.started_ray = False
+        self.pool: Pool | None = None
+        self._stage_seconds: dict[str, float] = {}
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        return dict(self._stage_seconds)
+
+    def run(self, plans: list[Plan], should_stop: Callable[[], bool]) -> Iterator[ShotResult]:
+        if not plans:
+            return
+        # 1. connect to Ray (or start a local one) and mark the start of this run
+        self.connect()
+        started_at = write_start_marker(self.run_dir)
+        plans = [dataclasses.replace(p, row=self.shared_row(p.row)) for p in plans]
+        # 2. one worker per GPU (or CPU workers); chunks balanced over them, VLM-batched within
+        n_workers, options = self.pool_size(len(plans))
+        chunk_size = min(self.batch_size, math.ceil(len(plans) / n_workers))
+        queue = deque(Chunk(plans[i : i + chunk_size]) for i in range(0, len(plans), chunk_size))
+        self.pool = self.start_pool(n_workers, options, started_at)
+        deaths = {p.row.sku: 0 for p in plans}
+        # 3. dispatch to free workers; collect results; re-queue the SKUs of a dead worker
+        last_progress = time.monotonic()
+        while queue or self.pool.busy:
+            stopping = should_stop()
+            if not stopping:
+                self.dispatch(queue)
+            if stopping and not self.pool.busy:
+                return
+            if not self.pool.busy and not self.pool.starting:
+                yield from self.fail_all(queue, "no Ray worker is left to run it (see the Ray logs)")
+                return
+            waiting = list(self.pool.busy) + ([] if stopping else list(self.pool.starting))
+            ready, _ = self.ray.wait(waiting, num_returns=1, timeout=WAIT_S)
+            if not ready and not self.pool.busy and time.monotonic() - last_progress > STALL_WARNING_S:
+                logger.warning("no Ray worker has started yet: the cluster may lack a free GPU/CPU")
+                last_progress = time.monotonic()
+            for ref in ready:
+                last_progress = time.monotonic()
+                if ref in self.pool.starting:
+                    self.collect_ping(ref)
+                else:
+                    yield from self.collect_task(ref, queue, deaths)
+
+    # -- setup ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        address = self.config.run.ray_address
+        if address:
+            logger.info("joining the Ray cluster at %s", address)
+            ray.init(address=address, log_to_driver=False)
+        else:
+            num_cpus = max(os.cpu_count() or 1, self.config.run.gpus)
+            logger.info("starting a local Ray with %d CPUs", num_cpus)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            self.started_ray = True
+
+    def pool_size(self, n_skus: int) -> tuple[int, dict[str, Any]]:
+        """How many workers, and the Ray resources of each: one GPU, or one CPU without GPUs."""
+        resources = self.ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        wanted = int(self.config.run.gpus)
+        if gpus:
+            n, have, what = wanted or gpus, gpus, "GPUs"
+            options: dict[str, Any] = {"num_gpus": 1, "num_cpus": cpus_per_gpu(self.ray)}
+        else:
+            n, have, what = wanted or 1, int(resources.get("CPU", 1)), "CPUs"
+            options = {"num_cpus": 1}
+            if not wanted:
+                logger.warning("the Ray cluster has no GPU: running 1 CPU worker (--gpus N for N workers)")
+        if n > have:
+            if self.started_ray:
+                raise ConfigError(
+                    f"--gpus {n} asks for {n} workers but this machine has {have} {what}; "
+                    f"pass --gpus {have} or fewer, or join a larger cluster with --address"
+                )
+            logger.warning(
+                "%d workers asked for, the cluster has %d %s now: the rest wait for nodes", n, have, what
+            )
+        return max(1, min(n, n_skus)), options
+
+    def start_pool(self, n: int, options: dict[str, Any], started_at: float) -> Pool:
+        stages = stages_for_actors(self.worker.stages)
+        config = config_for_actors(self.config, gpu="num_gpus" in options)
+        remote = self.ray.remote(SkuActor).options(max_restarts=-1, max_task_retries=0, **options)
+        actors = [remote.remote(config, str(self.run_dir), stages, started_at) for _ in range(n)]
+        pool = Pool(actors)
+        for i, actor in enumerate(actors):
+            pool.starting[actor.ping.remote()] = i
+        logger.info("started %d Ray workers (%s)", n, ", ".join(f"{k}={v}" for k, v in options.items()))
+        return pool
+
+    def shared_row(self, row: Row) -> Row:
+        """The row with an absolute image path that every node can read (URLs: copied into RUN)."""
+        assert row.image_path is not None
+        path = Path(row.image_path).resolve()
+        if row.image.startswith(("http://", "https://")):
+            target = self.run_dir / INPUTS_DIR / f"{row.image_sha256}{path.suffix}"
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, target)
+            path = target
+        return dataclasses.replace(row, image_path=path)
+
+    # -- the dispatch loop -------------------------------------------------------------
+
+    def dispatch(self, queue: deque[Chunk]) -> None:
+        pool = self.pool
+        assert pool is not None
+        while queue and pool.idle:
+            chunk = queue.popleft()
+            others = [i for i in pool.idle if i != chunk.avoid]
+            index = others[0] if others else pool.idle[0]
+            pool.idle.remove(index)
+            items = [(plan, chunk.retry) for plan in chunk.plans]
+            pool.busy[pool.actors[index].process.remote(items)] = (index, chunk)
+
+    def collect_ping(self, ref: Any) -> None:
+        pool = self.pool
+        assert pool is not None
+        index = pool.starting.pop(ref)
+        try:
+            pid, host = self.ray.get(ref)
+        except self.ray.exceptions.RayError as err:
+            pool.dead.add(index)
+            logger.error("Ray worker %d could not start: %s", index, first_line(err))
+            if not pool.alive:
+                raise AutoshootError(
+                    f"no Ray worker could start: {first_line(err)}\n"
+                    "Every node needs autoshoot installed (the same version) and the RUN folder "
+                    "on a shared filesystem at the same path; see docs/scale-out.md"
+                ) from err
+            return
+        logger.info("Ray worker %d is ready (pid %d on %s)", index, pid, host)
+        pool.idle.append(index)
+
+    def collect_task(self, ref: Any, queue: deque[Chunk], deaths: dict[str, int]) -> Iterator[ShotResult]:
+        ray = self.ray
+        pool = self.pool
+        assert pool is not None
+        index, chunk = pool.busy.pop(ref)
+        try:
+            results, spent = ray.get(ref)
+        except ray.exceptions.RayActorError as err:
+            # the worker process died: its SKUs go back to the queue, one by one, up front
+            logger.warning(
+                "Ray worker %d died with %d SKU(s) in flight: %s", index, len(chunk.plans), first_line(err)
+            )
+            pool.starting[pool.actors[index].ping.remote()] = index  # back in the pool once restarted
+            for plan in reversed(chunk.plans):
+                sku = plan.row.sku
+                deaths[sku] += 1
+                if deaths[sku] > self.retries:
+                    yield self.failed(
+                        plan,
+                        f"the worker died {deaths[sku]} times while running it "
+                        f"({type(err).__name__}); see the Ray logs",
+                    )
+                else:
+                    queue.appendleft(Chunk([plan], retry=True, avoid=index))
+            return
+        except ray.exceptions.RayTaskError as err:
+            # a bug outside the stages (which are isolated per SKU): fail this chunk, keep going
+            pool.idle.append(index)
+            logger.error("Ray worker %d failed a chunk: %s", index, err)
+            for plan in chunk.plans:
+                yield self.failed(plan, f"worker error: {first_line(err.cause if err.cause else err)}", err)
+            return
+        pool.idle.append(index)
+        for name, seconds in spent.items():
+            self._stage_seconds[name] = self._stage_seconds.get(name, 0.0) + seconds
+        yield from results
+
+    def failed(self, plan: Plan, reason: str, err: BaseException | None = None) -> ShotResult:
+        from autoshoot.runner import SkuStore
+        from autoshoot.types import ShotResult
+
+        detail = "".join(traceback.format_exception(err)) if err is not None else ""
+        SkuStore(self.run_dir, plan.row.sku).log(f"failed: {reason}\n{detail}")
+        return ShotResult(row=plan.row.row_number, sku=plan.row.sku, status="failed", reason=reason)
+
+    def fail_all(self, queue: deque[Chunk], reason: str) -> Iterator[ShotResult]:
+        while queue:
+            for plan in queue.popleft().plans:
+                yield self.failed(plan, reason)
+
+    def close(self) -> None:
+        try:
+            if self.pool is not None:
+                for actor in self.pool.actors:
+                    try:
+                        self.ray.kill(actor, no_restart=True)
+                    except Exception as err:  # noqa: BLE001 - already gone
+                        logger.debug("kill: %s", err)
+                self.pool = None
+            if self.started_ray:
+                self.ray.shutdown()
+                self.started_ray = False
+        finally:
+            self.worker.close()
+
+
+def write_start_marker(run_dir: Path) -> float:
+    """Write ``RUN/.ray-run-started`` and return its mtime: the filesystem's "now"."""
+    path = atomic_write_text(run_dir / STARTED_MARKER, f"{time.time()}\n")
+    return path.stat().st_mtime
+
+
+def stages_for_actors(stages: list[Stage]) -> list[Stage] | None:
+    """None when ``stages`` are the real stages (each actor builds its own); else the objects."""
+    from autoshoot.runner import build_stages
+
+    real = [type(s) for s in build_stages()]
+    return None if [type(s) for s in stages] == real else list(stages)
+
+
+def config_for_actors(config: Config, gpu: bool) -> Config:
+    """On a GPU worker Ray shows the actor only its own GPU: ``cuda:N`` becomes ``cuda``.
+
+    ``run`` is in no stage's cache key, so the keys do not change.
+    """
+    if gpu and config.run.device.startswith("cuda:"):
+        return dataclasses.replace(config, run=dataclasses.replace(config.run, device="cuda"))
+    return config
+
+
+def cpus_per_gpu(ray: Any) -> int:
+    """CPUs for each GPU worker: the smallest CPUs-per-GPU ratio over the GPU nodes (>= 1)."""
+    ratios = []
+    for node in ray.nodes():
+        res = node.get("Resources", {})
+        if node.get("Alive") and res.get("GPU"):
+            ratios.append(int(res.get("CPU", 1) // res["GPU"]))
+    return max(1, min(ratios)) if ratios else 1
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,223 @@
+"""The Ray engine: same results as the local engine, and a worker that dies loses nothing.
+
+One local Ray (2 CPUs) serves the whole module: ``ray.init`` is slow. Workers are CPU actors
+(``run.gpus`` = number of CPU workers when the cluster has no GPU). Stage calls are counted
+through files, since each actor runs in its own process.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import fakes
+import pytest
+from fakes import FakeStage, fake_stages, write_catalog, write_photo
+
+from autoshoot.config import Config, load_config
+from autoshoot.errors import ConfigError
+from autoshoot.runner import SkuWorker, run_catalog, sku_folder_name
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_IMAGES = sorted((REPO / "catalogs" / "example").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'autoshoot[ray]'")
+    # the fake stages live in test modules that Ray workers cannot import: ship them by value
+    ray.cloudpickle.register_pickle_by_value(fakes)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+class FileCalls(list):
+    """A ``calls`` list for the fake stages that every process appends to: one line per call."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = str(path)
+
+    def append(self, item: tuple[str, str]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(f"{item[0]}\t{item[1]}\t{os.getpid()}\n")
+
+    def read(self) -> list[tuple[str, str, int]]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, encoding="utf-8") as fh:
+            return [(s, k, int(p)) for s, k, p in (line.rstrip("\n").split("\t") for line in fh)]
+
+
+class DyingStage(FakeStage):
+    """Kills its whole worker process on ``die_sku``: once (a marker file), or every time."""
+
+    def __init__(self, name: str, calls: list, die_sku: str, marker: Path | None):
+        super().__init__(name, calls)
+        self.die_sku = die_sku
+        self.marker = str(marker) if marker else ""
+
+    def run(self, job, out):  # type: ignore[no-untyped-def]
+        if job.sku == self.die_sku:
+            if not self.marker:
+                self.calls.append((self.name, f"{job.sku} dying"))
+                os._exit(1)
+            if not os.path.exists(self.marker):
+                Path(self.marker).write_text(str(os.getpid()))
+                os._exit(1)
+        return super().run(job, out)
+
+
+def make_catalog(folder: Path, n: int) -> Path:
+    rows = []
+    for i in range(n):
+        write_photo(folder / "img" / f"p{i}.png", seed=i)
+        rows.append({"sku": f"SKU-{i:02d}", "image": f"img/p{i}.png"})
+    return write_catalog(folder, rows)
+
+
+def fake_config(engine: str, workers: int = 2, retries: int = 2, batch_size: int = 4) -> Config:
+    base = Config()
+    return dataclasses.replace(
+        base,
+        run=dataclasses.replace(base.run, engine=engine, gpus=workers, retries=retries),
+        analyze=dataclasses.replace(base.analyze, batch_size=batch_size),
+    )
+
+
+def read_results(run: Path) -> list[dict[str, str]]:
+    with open(run / "results.csv", newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+def per_sku_stage_calls(calls: FileCalls) -> Counter:
+    return Counter((stage, sku) for stage, sku, _ in calls.read() if not sku.startswith("batch of"))
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoshoot.engines.ray_engine import RayEngine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    worker = SkuWorker(fake_config("ray"), tmp_path, fake_stages([]))
+    with pytest.raises(ConfigError, match=r"pip install 'autoshoot\[ray\]'"):
+        RayEngine(fake_config("ray"), worker)
+
+
+def test_worker_killed_mid_run_every_sku_completes_once(ray_local, tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, 12)
+    calls = FileCalls(tmp_path / "calls.tsv")
+    stages = fake_stages(calls)
+    marker = tmp_path / "died.txt"
+    # SKU-05 is second in its chunk of 4: SKU-04 finished on the worker before it died
+    stages[2] = DyingStage("render", calls, die_sku="SKU-05", marker=marker)
+
+    summary = run_catalog(catalog, tmp_path / "run", fake_config("ray"), quiet=True, stages=stages)
+
+    assert marker.is_file(), "the worker never died"
+    assert summary.counts == {"accepted": 12, "review": 0, "failed": 0}
+    counts = per_sku_stage_calls(calls)
+    skus = [f"SKU-{i:02d}" for i in range(12)]
+    expected = Counter({(stage.name, sku): 1 for stage in stages for sku in skus})
+    assert counts == expected  # nothing redone: not the committed stages, not a finished SKU
+    assert len({pid for *_, pid in calls.read()}) >= 2  # more than one worker process ran SKUs
+
+    # the same results as the local engine with the same stages
+    local_calls = FileCalls(tmp_path / "local-calls.tsv")
+    run_catalog(
+        catalog, tmp_path / "local", fake_config("local"), quiet=True, stages=fake_stages(local_calls)
+    )
+    assert read_results(tmp_path / "run") == read_results(tmp_path / "local")
+
+
+def test_sku_that_always_kills_its_worker_fails_after_retries(ray_local, tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, 5)
+    calls = FileCalls(tmp_path / "calls.tsv")
+    stages = fake_stages(calls)
+    stages[1] = DyingStage("prepare", calls, die_sku="SKU-02", marker=None)
+
+    summary = run_catalog(catalog, tmp_path / "run", fake_config("ray", retries=1), quiet=True, stages=stages)
+
+    results = {r["sku"]: r for r in read_results(tmp_path / "run")}
+    assert results["SKU-02"]["status"] == "failed"
+    assert results["SKU-02"]["reason"].startswith("the worker died 2 times while running it")
+    assert summary.counts == {"accepted": 4, "review": 0, "failed": 1}
+    assert sum(1 for s, k, _ in calls.read() if k == "SKU-02 dying") == 2  # 1 try + 1 retry
+    counts = per_sku_stage_calls(calls)
+    assert all(counts[("rank", sku)] == 1 for sku in results if sku != "SKU-02")
+    assert "the worker died" in (tmp_path / "run" / "SKU-02" / "log.txt").read_text()
+
+
+def test_resume_after_a_ray_run_does_no_work(ray_local, tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, 3)
+    calls = FileCalls(tmp_path / "calls.tsv")
+    run_catalog(catalog, tmp_path / "run", fake_config("ray"), quiet=True, stages=fake_stages(calls))
+    first = read_results(tmp_path / "run")
+    os.remove(calls.path)
+    again = run_catalog(catalog, tmp_path / "run", fake_config("ray"), quiet=True, stages=fake_stages(calls))
+    assert again.processed == 0 and calls.read() == []
+    assert read_results(tmp_path / "run") == first
+
+
+def test_tiny_profile_results_equal_the_local_engine(ray_local, tmp_path: Path) -> None:
+    assert len(EXAMPLE_IMAGES) >= 4, "catalogs/example/*.png are missing"
+    rows = [
+        {"sku": f"TINY-{i:02d}", "image": str(EXAMPLE_IMAGES[i % len(EXAMPLE_IMAGES)]), "seed": str(i)}
+        for i in range(20)
+    ]
+    catalog = write_catalog(tmp_path, rows)
+    # some stages' float results depend on the thread count: each Ray CPU worker has one CPU
+    # (Ray sets OMP_NUM_THREADS=1 in it), so the local engine runs with one thread too
+    local = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoshoot",
+            "shoot",
+            str(catalog),
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path / "local"),
+            "--quiet",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+    on_ray = run_catalog(
+        catalog,
+        tmp_path / "ray",
+        load_config("tiny", overrides={"run.engine": "ray", "run.gpus": 2}),
+        quiet=True,
+    )
+
+    assert on_ray.processed == 20
+    assert read_results(tmp_path / "ray") == read_results(tmp_path / "local")
+    for row in read_results(tmp_path / "local"):
+        assert row["best_image"], row
+        folder = sku_folder_name(row["sku"])
+        assert row["best_image"].startswith(folder + "/")
+        assert (tmp_path / "ray" / row["best_image"]).read_bytes() == (
+            tmp_path / "local" / row["best_image"]
+        ).read_bytes()
+    assert set(on_ray.stage_seconds) == {
+        "analyze",
+        "prepare",
+        "render",
+        "refine",
+        "composite",
+        "score",
+        "rank",
+    }
