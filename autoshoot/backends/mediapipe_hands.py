@@ -4,8 +4,14 @@ MediaPipe is a detector, not a judge of quality: its handedness confidence is as
 AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, then an
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
-their anatomy (``autoshoot.hand_anatomy``), the agreement of the skin region with a
-five-finger skeleton, their stability under a flip, the grip and the scene.
+their anatomy (``autoshoot.hand_anatomy``), their stability under a flip, the grip and the
+scene (faces and pose).
+
+On the sample photos the landmark model fits five plausible fingers even to generated hands
+with fused or extra fingers, and a GrabCut silhouette seeded by the skeleton follows the same
+five fingers, so what separates them is the skeleton's proportions: generated hands splay
+their knuckles (palm breadth ~1.3-1.5x its length against ~1.0-1.27x on real photos, also
+under flips, rotations, rescaling and JPEG) and grow long thumbs.
 
 Uses the legacy ``mp.solutions`` graphs, whose models ship inside the mediapipe 0.10.21
 wheel, so everything here runs offline on the CPU.
