@@ -10,8 +10,8 @@ scene (faces and pose).
 On the sample photos the landmark model fits five plausible fingers even to generated hands
 with fused or extra fingers, and a GrabCut silhouette seeded by the skeleton follows the same
 five fingers, so what separates them is the skeleton's proportions: generated hands splay
-their knuckles (palm breadth ~1.3-1.5x its length against ~1.0-1.27x on real photos, also
-under flips, rotations, rescaling and JPEG) and grow long thumbs.
+their knuckles (palm breadth 1.3-1.5x that of a canonical palm of the same length, against
+0.9-1.27x on real photos, also under flips, rotations, rescaling and JPEG) and grow long thumbs.
 
 Uses the legacy ``mp.solutions`` graphs, whose models ship inside the mediapipe 0.10.21
 wheel, so everything here runs offline on the CPU.
