@@ -72,7 +72,7 @@ class PrepareConfig:
     palm_cm: float = 8.5  # the gap is as wide as a gripping hand
     erase_pad_frac: float = 0.35  # extra cut across the handle, as a fraction of its thickness
     erase_pad_min_px: float = 3.0
-    erase_max_span_frac: float = 0.8  # the gap never takes more than this of the loop's width
+    erase_max_span_frac: float = 0.65  # the gap never takes more than this of the loop's width
     category_size_cm: dict[str, tuple[float, float]] = field(default_factory=_default_category_size_cm)
     # --- placement ------------------------------------------------------------------
     shot_canvas: dict[str, tuple[int, int]] = field(default_factory=_default_shot_canvas)
