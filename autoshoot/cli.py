@@ -49,6 +49,8 @@ def main(verbose: int) -> None:
     """autoshoot: one product photo in, ranked photos of a model holding it out."""
     if verbose < 2:
         quiet_libraries()
+    else:
+        os.environ["AUTOSHOOT_NATIVE_LOGS"] = "1"
     if verbose:
         logging.basicConfig(
             level=logging.DEBUG if verbose > 1 else logging.INFO,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,27 @@ def save_image(path: Path, image: Any) -> Path:
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+@contextmanager
+def native_stderr_silenced():  # type: ignore[no-untyped-def]
+    """Silence what native libraries (MediaPipe's absl/TFLite) write straight to fd 2.
+
+    Python-level messages are unaffected once the block ends. ``autoshoot -vv`` sets
+    AUTOSHOOT_NATIVE_LOGS=1, which keeps them.
+    """
+    if os.environ.get("AUTOSHOOT_NATIVE_LOGS") == "1":
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

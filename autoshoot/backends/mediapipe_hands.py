@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from autoshoot.io import native_stderr_silenced
 from autoshoot.types import HandScore
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,8 @@ class HandDetector:
         """
         h, w = image.shape[:2]
         with self._lock:
-            result = self._hands.process(np.ascontiguousarray(image))
+            with native_stderr_silenced():
+                result = self._hands.process(np.ascontiguousarray(image))
         found = []
         for lms, handed in zip(result.multi_hand_landmarks or [], result.multi_handedness or [], strict=False):
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], dtype=np.float32)
@@ -289,10 +291,20 @@ class Scene:
     faces: list[tuple[Box, float]] = field(default_factory=list)
     body: bool = False
     body_box: Box | None = None  # XYXY around the visible pose landmarks
+    person_fraction: float = 0.0  # share of pixels the person segmenter calls "person"
+
+    @property
+    def has_person(self) -> bool:
+        """Any evidence of a person: a face, a body pose, or 2% of the pixels segmented as one."""
+        return bool(self.faces) or self.body or self.person_fraction >= 0.02
 
 
 class SceneDetector:
-    """MediaPipe face detection (full range) and Pose (complexity 1), built once."""
+    """MediaPipe face detection (full range), Pose (complexity 1) and person segmentation, built once.
+
+    The segmenter finds people that the face and pose detectors miss (a torso cut off at the
+    neck, a figure seen from behind), so "no person at all" can be told apart from "no face".
+    """
 
     def __init__(self, min_face_confidence: float = 0.5, min_pose_confidence: float = 0.3):
         import mediapipe as mp
@@ -302,20 +314,24 @@ class SceneDetector:
         self._pose = mp.solutions.pose.Pose(
             static_image_mode=True, model_complexity=1, min_detection_confidence=min_pose_confidence
         )
+        self._segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._faces.close()
         self._pose.close()
+        self._segmenter.close()
 
     def detect(self, image: np.ndarray) -> Scene:
         """Args: image HxWx3 uint8 RGB."""
         h, w = image.shape[:2]
         image = np.ascontiguousarray(image)
         with self._lock:
-            faces = self._faces.process(image)
-            pose = self._pose.process(image)
-        scene = Scene()
+            with native_stderr_silenced():
+                faces = self._faces.process(image)
+                pose = self._pose.process(image)
+                person = self._segmenter.process(image).segmentation_mask
+        scene = Scene(person_fraction=float((person > 0.5).mean()) if person is not None else 0.0)
         for det in faces.detections or []:
             rb = det.location_data.relative_bounding_box
             box = (rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h)
@@ -432,7 +448,11 @@ class MediaPipeHandScorer:
         # 5. combine
         hand_score = combine_components(components, c.weights)
         if not reports and grip is None:
+            # nothing to judge: neutral, but only when there is a person in the picture at all
             hand_score = c.no_hand_score * components.get("scene", 1.0)
+            if scene is not None and not scene.has_person:
+                hand_score *= 0.3
+                reasons.append("no person found")
         return HandScore(
             file=file,
             hand_score=round(hand_score, 4),
