@@ -12,7 +12,7 @@ gap between double straps are False). Points are (x, y) pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -27,6 +27,9 @@ class SyntheticBag:
     grip: tuple[float, float] | None
     hole: tuple[int, int] | None  # a pixel of background inside the handle opening
     gap: tuple[int, int] | None = None  # a pixel of the thin gap between double straps
+    # other points a hand may rightly grip: for twin loops, the top of each arch and the point
+    # where the two cross (both handles in one hand)
+    grip_choices: list[tuple[float, float]] = field(default_factory=list)
     shadow: np.ndarray | None = None  # HxW bool: where the shadow darkens the background
 
 
@@ -92,6 +95,9 @@ def draw_bag(
         hole = (int(round(ax)), int(by0 - bb // 2 + strap_px))
         if double_strap:
             gap = (int(round(ax)), int(y_centre))
+    grip_choices = [(float(ax), float(by0 + strap_px // 2 - bb)) for ax, aa, bb in arches]
+    if len(arches) == 2:
+        grip_choices.append(arch_crossing(arches, by0 + strap_px // 2))
     # 3. body on top of the handle ends
     radius = int(0.04 * w)
     body = np.zeros((h, w), np.uint8)
@@ -126,7 +132,20 @@ def draw_bag(
         hole=hole,
         gap=gap,
         shadow=shadow_mask,
+        grip_choices=grip_choices,
     )
+
+
+def arch_crossing(arches: list[tuple[float, int, int]], base_y: int) -> tuple[float, float]:
+    """Where the centre lines of two upper half-ellipses cross (the upper crossing)."""
+    t = np.linspace(np.pi, 2 * np.pi, 2000)
+    (x1, a1, b1), (x2, a2, b2) = arches
+    p1 = np.stack([x1 + a1 * np.cos(t), base_y + b1 * np.sin(t)], axis=1)
+    p2 = np.stack([x2 + a2 * np.cos(t), base_y + b2 * np.sin(t)], axis=1)
+    d = np.linalg.norm(p1[:, None, :] - p2[None, :, :], axis=2)
+    d[p1[:, 1] > base_y - 0.3 * min(b1, b2)] = np.inf  # only the crossing high on the arches
+    i, _ = np.unravel_index(np.argmin(d), d.shape)
+    return float(p1[i, 0]), float(p1[i, 1])
 
 
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

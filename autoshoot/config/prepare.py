@@ -67,6 +67,8 @@ class PrepareConfig:
     handle_max_wall_frac: float = 0.12  # handle thickness / product bbox diagonal
     handle_min_thin_frac: float = 0.4  # part of the opening's top edge that must have a thin wall
     strap_loop_height_frac: float = 0.45  # opening height / product height above which it is a strap
+    apex_falloff_frac: float = 0.03  # an opening's weight falls e-fold per 3% of the height below the top one
+    grip_top_run_frac: float = 0.1  # the loop's top run reaches this far (of its width) below the apex
     twin_apex_frac: float = 0.12  # openings whose tops are this close (of the height) are twins
     # --- erase ----------------------------------------------------------------------
     palm_cm: float = 8.5  # the gap is as wide as a gripping hand

@@ -108,8 +108,11 @@ def find_handle(
             notes.append("no opening meets the brief's handle box; ignored the box")
     if not candidates:
         return HandleResult(kind="none", grip=None, openings=openings, notes=notes + ["no thin loop found"])
-    # 4. the highest opening wins (the carry handle sits on top); ties go to the larger one
-    best = min(candidates, key=lambda o: (o.apex_y, -o.area))
+    # 4. the carry handle sits on top and has the largest opening: area, discounted by how far
+    # below the highest apex an opening's top is (a tilted photo may lift a side strap a little)
+    top_y = min(o.apex_y for o in candidates)
+    fall = max(1.0, config.apex_falloff_frac * bh)
+    best = max(candidates, key=lambda o: (o.area * np.exp(-(o.apex_y - top_y) / fall), -o.apex_y))
     direction, thickness = handle_direction(best)
     # 5. kind
     topology = classify_topology(best, candidates, bh, config)
@@ -181,7 +184,12 @@ def measure_opening(
     apex = float(out_y.min())
     typical = float(np.percentile(tl, 30))  # a low percentile: stacked handles make some rays long
     tol = max(2.0, 0.5 * typical)
-    top = out_y <= apex + tol
+    # the top run: rays that face mostly up and leave the product near the apex. Using the
+    # run's middle (not only the highest point) keeps the grip centred on a tilted handle.
+    width = float(out_x.max() - out_x.min())
+    top = (tny <= -0.7) & (out_y <= apex + max(tol, config.grip_top_run_frac * width))
+    if top.sum() < 3:
+        top = out_y <= apex + tol
     mid_x = (out_x[top].min() + out_x[top].max()) / 2.0
     candidates = np.flatnonzero(top)
     j = candidates[np.argmin(np.abs(out_x[candidates] - mid_x))]
