@@ -240,6 +240,7 @@ def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str) -> dict
         "stage2_per_candidate_s": s2 / n,
         "sku_s": sku,
         "peak_gib": torch.cuda.max_memory_allocated() / GiB,
+        "stage1_breakdown_s": {k: round(v, 3) for k, v in info["seconds"].items()},
         "scales_seen": info["scales_seen"],
         "nan_images": nan,
     }
@@ -265,14 +266,23 @@ def run_main(args) -> dict:
         gc.collect()
         torch.cuda.empty_cache()
     variants = [
-        ("exact", {}),
-        ("cn-cond-only", {"controlnet_cond_only": True}),
-        ("cn-cond-only+every2", {"controlnet_cond_only": True, "controlnet_every": 2}),
+        ("exact", {}, False),
+        ("cn-cond-only+every2", {"controlnet_cond_only": True, "controlnet_every": 2}, False),
+        ("fp8", {}, True),
+        ("fp8+cn-cond-only+every2", {"controlnet_cond_only": True, "controlnet_every": 2}, True),
     ]
     if args.variants:
         variants = [v for v in variants if v[0] in args.variants.split(",")]
     renderer = None
-    for label, extra in variants:
+    fp8_on = False
+    for label, extra, fp8 in variants:
+        if fp8 and not fp8_on:
+            from autoshoot.backends.sdxl import use_fp8_linears
+
+            results["fp8_linear_rel_err"] = fp8_error()
+            n_layers = use_fp8_linears(comps.unet) + use_fp8_linears(comps.controlnet)
+            results["fp8_layers"] = n_layers
+            fp8_on = True
         config = make_config(batch_size=4, compile=args.compile, **extra)
         if renderer is None:
             renderer = SDXLRenderer(config, components=comps)
@@ -283,6 +293,23 @@ def run_main(args) -> dict:
         results["runs"].append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "scales_seen"}), flush=True)
     return results
+
+
+def fp8_error() -> float:
+    """Relative error of one fp8 Linear (1280 → 10240, the GEGLU projection) on N(0, 1) input."""
+    import torch
+
+    from autoshoot.backends.sdxl import use_fp8_linears
+
+    holder = torch.nn.Module()
+    holder.add_module("attentions", torch.nn.Module())
+    holder.attentions.add_module("ff", torch.nn.Linear(1280, 10240, device="cuda", dtype=torch.float16))
+    x = torch.randn(8192, 1280, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        ref = holder.attentions.ff(x).float()
+        use_fp8_linears(holder)
+        got = holder.attentions.ff(x).float()
+    return float((got - ref).norm() / ref.norm())
 
 
 def run_low_vram(method: str) -> dict:

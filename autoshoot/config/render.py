@@ -130,6 +130,7 @@ class RenderConfig:
 
     # -- speed / memory -----------------------------------------------------------------------
     compile: bool = False  # torch.compile the UNet and ControlNet (slow first call; cached)
+    fp8_matmul: bool = False  # fp8 tensor-core matmuls in the attention blocks (Ada/Hopper)
     channels_last: bool = True
     vram: int = 0  # GiB budget; 0 = no limit; <= 8 turns on the low-VRAM mode
     low_vram_method: Literal["layerwise_fp8", "group_offload"] = "layerwise_fp8"
