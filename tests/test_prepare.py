@@ -271,3 +271,23 @@ def test_auto_picks_plain_for_uniform_border_and_the_model_otherwise(tmp_path):
     Image.fromarray(photo).save(tmp_path / "photo.png")
     with pytest.raises(ModelMissingError, match="--segmenter plain"):
         run_prepare(tmp_path / "photo.png", tmp_path / "out", config)
+
+
+def test_cut_out_openings_are_blank_on_the_canvas(tmp_path):
+    """An alpha that covers the strap gap (as models do): the gap is cut from mask.png and the
+    canvas shows the neutral colour there, not a faint copy of the white background."""
+    import cv2
+
+    bag = draw_bag(double_strap=True)
+    filled = cv2.morphologyEx(bag.mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((25, 25), np.uint8))
+    rgba = np.dstack([bag.image, np.where(filled > 0, 255, 0).astype(np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "filled.png")
+    config = load_config("default")
+    prepared = run_prepare(tmp_path / "filled.png", tmp_path / "out", config, ProductHints(shot="close"))
+    gx, gy = bag.gap
+    assert prepared.mask[gy, gx] == 0
+    s, (ox, oy) = prepared.info["placement"]["scale"], prepared.info["placement"]["offset"]
+    hx, hy = bag.hole
+    cx, cy = int(round(hx * s + ox)), int(round(hy * s + oy))
+    assert (prepared.canvas[cy, cx] == config.prepare.canvas_color).all()
+    assert prepared.inpaint[cy, cx] == 255

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from autoshoot.config import Config
@@ -221,8 +222,7 @@ def prepare_product(
     shot = hints.shot or pc.default_shot
     plan = place_product(bbox, handle.grip, ppc, shot, pose, pc)
     # 8. stage 1's inputs
-    product_alpha = np.where(erased, np.maximum(alpha, 0.5), np.minimum(alpha, 0.49)).astype(np.float32)
-    product_alpha[~erased & polygon_mask(polygon, mask.shape)] = 0.0
+    product_alpha = erased_alpha(alpha, mask, erased)
     canvas, canvas_alpha = make_canvas(
         image, product_alpha, plan.scale, plan.offset, plan.canvas_size, pc.canvas_color
     )
@@ -280,6 +280,20 @@ def prepare_product(
         debug=debug,
         flags=flags,
     )
+
+
+def erased_alpha(alpha: np.ndarray, mask: np.ndarray, erased: np.ndarray) -> np.ndarray:
+    """The canvas matte: ``alpha`` (HxW float32) where the erased product is, its soft edge in a
+    2-px band outside the mask, and 0 elsewhere (openings the clean-up cut out, the grip gap)."""
+    band = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~mask
+    out = np.zeros(alpha.shape, np.float32)
+    out[erased] = np.maximum(alpha[erased], 0.5)
+    out[band] = np.minimum(alpha[band], 0.49)
+    gap = mask & ~erased
+    if gap.any():
+        near_gap = cv2.dilate(gap.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        out[near_gap & ~erased] = 0.0
+    return out
 
 
 def write_prepared(prepared: Prepared, out: Path) -> dict[str, Any]:

@@ -142,10 +142,13 @@ def peel_shadows(
     if shadow.sum() > 0.5 * (fg & ~shadow).sum():
         logger.debug("shadow peel skipped: it would remove %d of %d product pixels", shadow.sum(), fg.sum())
         return fg
-    # a shadow ends in a soft ramp; keep the product's own rim by re-adding thin slivers
+    # the shadow's steep inner ramp can leave one-pixel crumbs beside it: open only there, so
+    # thin straps elsewhere stay whole
     peeled = fg & ~shadow
-    opened = cv2.morphologyEx(peeled.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
-    return opened
+    kernel = np.ones((3, 3), np.uint8)
+    opened = cv2.morphologyEx(peeled.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+    near_shadow = cv2.dilate(shadow.astype(np.uint8), kernel, iterations=2).astype(bool)
+    return np.where(near_shadow, opened, peeled)
 
 
 def refine_grabcut(image: np.ndarray, fg: np.ndarray, config: PrepareConfig) -> np.ndarray:
