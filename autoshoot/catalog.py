@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import os
 import urllib.error
@@ -84,6 +85,7 @@ class Catalog:
     columns: list[str]
     rows: list[Row]
     warnings: list[str]  # catalog-wide (unknown columns)
+    check_cache: ImageCheckCache | None = None  # set by the runner: saved once the run holds its lock
 
     @property
     def valid_rows(self) -> list[Row]:
@@ -116,6 +118,7 @@ def load_catalog(
     download_timeout_s: float = 30.0,
     cache_dir: Path | None = None,
     check_images: bool = True,
+    check_cache: ImageCheckCache | None = None,
 ) -> Catalog:
     """Read and validate a catalog CSV.
 
@@ -156,7 +159,7 @@ def load_catalog(
         check_overrides(row)
         check_numbers(row)
         if check_images:
-            check_image(row, path.parent, min_side, max_pixels, download_timeout_s, cache_dir)
+            check_image(row, path.parent, min_side, max_pixels, download_timeout_s, cache_dir, check_cache)
         rows.append(row)
     return Catalog(path=path, columns=columns, rows=rows, warnings=catalog_warnings)
 
@@ -248,6 +251,7 @@ def check_image(
     max_pixels: int,
     timeout_s: float,
     cache_dir: Path | None,
+    check_cache: ImageCheckCache | None = None,
 ) -> None:
     """Resolve, read once, hash and decode the row's image; record any problem on the row."""
     value = row.image
@@ -268,7 +272,11 @@ def check_image(
         local = Path(value).expanduser()
         if not local.is_absolute():
             local = base / local
-    # 2. read the bytes once
+    # 2. an unchanged file that passed before (same size and mtime) is not read again
+    limits = (min_side, max_pixels)
+    if check_cache is not None and check_cache.restore(row, local, limits):
+        return
+    # 3. read the bytes once
     try:
         data = local.read_bytes()
     except FileNotFoundError:
@@ -282,10 +290,62 @@ def check_image(
         return
     row.image_path = local
     row.image_sha256 = hashlib.sha256(data).hexdigest()
-    # 3. decode and check size and mode
+    # 4. decode and check size and mode
     problem, fix = inspect_image_bytes(data, row, min_side, max_pixels)
     if problem:
         row.error("image", value, problem, fix)
+    elif check_cache is not None:
+        check_cache.remember(row, local, limits)
+
+
+class ImageCheckCache:
+    """Passed image checks keyed by path, size and mtime, kept in a JSON file of the run.
+
+    A rerun over an unchanged catalog then stats each image instead of reading, hashing and
+    decoding it. Any change to a file's size or mtime, or to the limits, checks it afresh.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") == 1:
+                self.entries = data["entries"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+
+    def restore(self, row: Row, local: Path, limits: tuple[int, int]) -> bool:
+        entry = self.entries.get(str(local.absolute()))
+        if entry is None:
+            return False
+        try:
+            st = local.stat()
+        except OSError:
+            return False
+        size, mtime_ns, old_limits, sha, width, height, mode, transparent = entry
+        if (size, mtime_ns, tuple(old_limits)) != (st.st_size, st.st_mtime_ns, limits):
+            return False
+        row.image_path, row.image_sha256 = local, sha
+        row.image_size, row.image_mode = (width, height), mode
+        note_mode(row, mode, transparent)
+        return True
+
+    def remember(self, row: Row, local: Path, limits: tuple[int, int]) -> None:
+        st = local.stat()
+        transparent = any("transparency" in w for w in row.warnings)
+        self.entries[str(local.absolute())] = [
+            st.st_size, st.st_mtime_ns, list(limits), row.image_sha256, *row.image_size, row.image_mode, transparent,
+        ]
+        self.changed = True
+
+    def save(self) -> None:
+        if self.changed:
+            from autoshoot.io import atomic_write_text
+
+            atomic_write_text(self.path, json.dumps({"version": 1, "entries": self.entries}))
+            self.changed = False
 
 
 def inspect_image_bytes(data: bytes, row: Row, min_side: int, max_pixels: int) -> tuple[str, str]:
@@ -313,7 +373,7 @@ def inspect_image_bytes(data: bytes, row: Row, min_side: int, max_pixels: int) -
                 if im.format == "JPEG":
                     im.draft(im.mode, (1, 1))  # decode at 1/8 scale: fast, still reads every byte
                 im.load()
-                note_mode(row, im)
+                note_mode(row, im.mode, im.mode == "P" and "transparency" in im.info)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         return (
             f"the image is too large to open safely ({err})",
@@ -329,12 +389,11 @@ def inspect_image_bytes(data: bytes, row: Row, min_side: int, max_pixels: int) -
     return "", ""
 
 
-def note_mode(row: Row, im) -> None:  # type: ignore[no-untyped-def]
+def note_mode(row: Row, mode: str, palette_transparency: bool = False) -> None:
     """Non-RGB modes are accepted and converted when loaded (``load_product_image``); say so."""
-    mode = im.mode
     if mode in ("RGB", "L"):
         return
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+    if mode in ("RGBA", "LA", "PA") or palette_transparency:
         row.warnings.append(
             _message(row.row_number, "image", row.image, f"{mode} image with transparency: its alpha is used as the product mask", "nothing to do")
         )

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoshoot.catalog import Catalog, Row, load_catalog
+from autoshoot.catalog import Catalog, ImageCheckCache, Row, load_catalog
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError, RunLockedError
 from autoshoot.io import TMP_MARK, atomic_write_json, read_json
@@ -47,6 +47,7 @@ from autoshoot.types import ShotResult
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+CHECK_CACHE = ".image-checks.json"
 TRASH_MARK = ".trash-"
 RESULT_COLUMNS = (
     "row", "sku", "status", "reason", "best_image", "hand_score", "n_candidates", "seconds", "flags",
@@ -533,12 +534,17 @@ class _Interrupt:
 
 
 def validate_for_run(catalog_path: Path, config: Config, run_dir: Path | None = None) -> Catalog:
-    return load_catalog(
+    """Validate the catalog; with a RUN folder, reuse its record of images already checked."""
+    cache = ImageCheckCache(run_dir / CHECK_CACHE) if run_dir is not None else None
+    catalog = load_catalog(
         catalog_path,
         min_side=config.run.min_image_side,
         max_pixels=config.run.max_image_pixels,
         download_timeout_s=config.run.download_timeout_s,
+        check_cache=cache,
     )
+    catalog.check_cache = cache
+    return catalog
 
 
 def plan_run(
@@ -590,6 +596,8 @@ def run_catalog(
     with run_lock(run_dir), _Interrupt() as interrupt:
         # 2. save the effective config and plan: which SKUs and stages are still to do
         save_config(config, run_dir / "config.yaml")
+        if catalog.check_cache is not None:
+            catalog.check_cache.save()
         worker, plans = plan_run(catalog, config, run_dir, force, stages)
         todo = [p for p in plans if p.todo]
         # 3. stop before the first SKU when a model that some work needs is missing

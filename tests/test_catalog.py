@@ -200,3 +200,30 @@ def test_http_images_are_downloaded_once_with_a_timeout(tmp_path: Path) -> None:
         assert a2.ok and a2.image_sha256 == a.image_sha256
     finally:
         server.server_close()
+
+
+def test_image_checks_are_reused_until_a_file_changes(tmp_path: Path) -> None:
+    from autoshoot.catalog import ImageCheckCache
+
+    write_photo(tmp_path / "a.png", (300, 300), seed=1)
+    alpha = Image.new("RGBA", (300, 300), (10, 20, 30, 0))
+    alpha.save(tmp_path / "b.png")
+    csv = write_catalog(tmp_path, [{"sku": "A", "image": "a.png"}, {"sku": "B", "image": "b.png"}])
+    cache = ImageCheckCache(tmp_path / "checks.json")
+    first = load_catalog(csv, check_cache=cache).rows
+    cache.save()
+    cache = ImageCheckCache(tmp_path / "checks.json")
+    assert len(cache.entries) == 2
+    again = load_catalog(csv, check_cache=cache).rows
+    assert [(r.image_sha256, r.image_size, r.image_mode, r.warnings) for r in again] == [
+        (r.image_sha256, r.image_size, r.image_mode, r.warnings) for r in first
+    ]
+    assert not cache.changed  # nothing was checked afresh
+    # a changed file is read again: a now-truncated image is caught, not trusted
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "a.png").write_bytes(data[: len(data) // 2])
+    changed = load_catalog(csv, check_cache=cache).rows
+    assert changed[0].errors and "truncated" in changed[0].errors[0]
+    # different limits check afresh too
+    small = load_catalog(csv, check_cache=cache, min_side=400).rows
+    assert "smaller than 400 px" in small[1].errors[0]
