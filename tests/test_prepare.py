@@ -122,6 +122,7 @@ def test_hints_from_brief_are_tolerant():
         == ProductHints()
     )
     assert hints_from_brief(None) == ProductHints()
+    assert hints_from_brief({"product": {"size_cm": "38 x 30"}}).size_cm == (38.0, 30.0)
 
 
 def make_job(tmp_path: Path, image: Path, brief: dict | None, config=None) -> Job:

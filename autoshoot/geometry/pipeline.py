@@ -76,6 +76,8 @@ def hints_from_brief(brief: dict[str, Any] | None) -> ProductHints:
     size = product.get("size_cm")
     if size is None and product.get("width") and product.get("height"):
         size = (product.get("width"), product.get("height"))
+    if isinstance(size, str):  # "38x30", as a catalog column writes it
+        size = size.lower().replace(" ", "").split("x")
     size_cm = None
     try:
         if size is not None and len(size) == 2 and float(size[0]) > 0 and float(size[1]) > 0:
