@@ -107,24 +107,21 @@ def hints_from_brief(brief: dict[str, Any] | None) -> ProductHints:
 def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a photo: (HxWx3 uint8 RGB, HxW float32 alpha [0, 1] or None when opaque).
 
-    EXIF rotation is applied, so pixel coordinates match what people see.
+    The same reader as the composite's (``catalog.load_product_image``): EXIF rotation is
+    applied, so pixel coordinates match what people see, and CMYK/palette/16-bit images are
+    converted the same way.
     """
-    from PIL import Image, ImageOps
-
-    from autoshoot.geometry.segment import alpha_from_rgba
+    from autoshoot.catalog import load_product_image
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-            rgba = np.asarray(im.convert("RGBA")) if has_alpha else None
-            rgb = np.asarray(im.convert("RGB")).copy()
+        rgb, alpha8 = load_product_image(path)
     except (OSError, ValueError) as err:
         raise StageError(f"cannot read image {str(path)!r}: {err}") from err
-    alpha = alpha_from_rgba(rgba) if rgba is not None else None
-    if alpha is not None:
-        # transparent pixels often hold junk colours: show them as white
-        rgb[alpha < 0.02] = 255
+    if alpha8 is None or alpha8.min() > 0.98 * 255:
+        return rgb, None
+    alpha = alpha8.astype(np.float32) / 255.0
+    # transparent pixels often hold junk colours: show them as white
+    rgb[alpha < 0.02] = 255
     return rgb, alpha
 
 

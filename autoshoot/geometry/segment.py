@@ -202,16 +202,6 @@ def matte_edge(fg: np.ndarray, dist: np.ndarray, threshold: float, matte_px: flo
     return alpha
 
 
-def alpha_from_rgba(rgba: np.ndarray) -> np.ndarray | None:
-    """The alpha channel of an HxWx4 uint8 image as HxW float32 [0, 1], or None when it is opaque."""
-    if rgba.ndim != 3 or rgba.shape[2] != 4:
-        return None
-    alpha = rgba[:, :, 3].astype(np.float32) / 255.0
-    if alpha.min() > 0.98:
-        return None
-    return alpha
-
-
 def clean_mask(
     alpha: np.ndarray,
     image: np.ndarray,
