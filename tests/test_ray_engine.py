@@ -113,6 +113,34 @@ def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch: pytest.Mon
         RayEngine(fake_config("ray"), worker)
 
 
+def test_replan_after_death_keeps_only_what_this_run_committed(tmp_path: Path) -> None:
+    from autoshoot.catalog import load_catalog
+    from autoshoot.engines.ray_engine import replan_after_death, write_start_marker
+    from autoshoot.stages import STAGE_ORDER
+
+    rows = load_catalog(make_catalog(tmp_path, 2)).valid_rows
+    run = tmp_path / "run"
+    worker = SkuWorker(fake_config("ray"), run, fake_stages([]))
+    worker.stages[2] = FakeStage("render", [], crash_sku="SKU-01")
+    plans = [worker.plan(row) for row in rows]
+    started_at = write_start_marker(run)
+    results = []
+    with pytest.raises(fakes.Crash):  # SKU-00 finishes; the process "dies" in SKU-01's render
+        for result in worker.process(plans):
+            results.append(result)
+    assert [r.sku for r in results] == ["SKU-00"]
+
+    # finished in this run but never reported: complete, nothing to redo
+    done = replan_after_death(worker, plans[0], started_at)
+    assert done.todo == [] and done.result and done.result["status"] == "accepted"
+    # died in render: the stages before it were committed in this run and are kept
+    assert replan_after_death(worker, plans[1], started_at).todo == list(STAGE_ORDER[2:])
+    # a forced run that had not reached SKU-00 when its worker died: the old result is not reused
+    later = write_start_marker(run)
+    forced = worker.plan(rows[0], force=True)
+    assert replan_after_death(worker, forced, later).todo == list(STAGE_ORDER)
+
+
 def test_worker_killed_mid_run_every_sku_completes_once(ray_local, tmp_path: Path) -> None:
     catalog = make_catalog(tmp_path, 12)
     calls = FileCalls(tmp_path / "calls.tsv")

@@ -87,12 +87,15 @@ class SkuActor:
 
         return os.getpid(), socket.gethostname()
 
-    def process(self, items: list[tuple[Plan, bool]]) -> tuple[list[ShotResult], dict[str, float]]:
-        """Run ``(plan, is_retry)`` items; returns their results and the seconds per stage spent."""
+    def process(self, items: list[tuple[Plan, bool]]) -> Iterator[tuple[ShotResult, dict[str, float]]]:
+        """Run ``(plan, is_retry)`` items, yielding each SKU's result as it finishes.
+
+        Called as a Ray streaming generator: the driver gets every result the moment it is
+        made, so a worker that dies later in the chunk loses only the SKUs not yet reported.
+        Each result comes with the seconds per stage spent since the previous one.
+        """
         from autoshoot.types import ShotResult
 
-        before = dict(self.worker.stage_seconds)
-        finished: list[ShotResult] = []
         plans: list[Plan] = []
         for plan, is_retry in items:
             if is_retry:
@@ -101,10 +104,12 @@ class SkuActor:
                 plans.append(plan)
             else:  # finished by a worker that died before it could report it
                 assert plan.result is not None
-                finished.append(ShotResult.from_json(plan.result))
-        results = list(self.worker.process(plans)) if plans else []
-        spent = {k: v - before.get(k, 0.0) for k, v in self.worker.stage_seconds.items()}
-        return finished + results, spent
+                yield ShotResult.from_json(plan.result), {}
+        last = dict(self.worker.stage_seconds)
+        for result in self.worker.process(plans) if plans else ():
+            now = self.worker.stage_seconds
+            yield result, {k: v - last.get(k, 0.0) for k, v in now.items() if v != last.get(k, 0.0)}
+            last = dict(now)
 
 
 def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan:
@@ -159,13 +164,23 @@ class Chunk:
 
 
 @dataclass
+class Running:
+    index: int  # the actor
+    chunk: Chunk
+    reported: set[str] = field(default_factory=set)  # SKUs whose result came back
+
+    def in_flight(self) -> list[Plan]:
+        return [p for p in self.chunk.plans if p.row.sku not in self.reported]
+
+
+@dataclass
 class Pool:
     """The actors by index, in the states the dispatch loop moves them through."""
 
     actors: list[Any]
     starting: dict[Any, int] = field(default_factory=dict)  # ping ref → actor index
     idle: list[int] = field(default_factory=list)
-    busy: dict[Any, tuple[int, Chunk]] = field(default_factory=dict)  # task ref → (actor, chunk)
+    busy: dict[Any, Running] = field(default_factory=dict)  # result stream → what it runs
     dead: set[int] = field(default_factory=set)
 
     @property
@@ -303,7 +318,8 @@ class RayEngine:
             index = others[0] if others else pool.idle[0]
             pool.idle.remove(index)
             items = [(plan, chunk.retry) for plan in chunk.plans]
-            pool.busy[pool.actors[index].process.remote(items)] = (index, chunk)
+            stream = pool.actors[index].process.options(num_returns="streaming").remote(items)
+            pool.busy[stream] = Running(index, chunk)
 
     def collect_ping(self, ref: Any) -> None:
         pool = self.pool
@@ -313,10 +329,10 @@ class RayEngine:
             pid, host = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:
             pool.dead.add(index)
-            logger.error("Ray worker %d could not start: %s", index, first_line(err))
+            logger.error("Ray worker %d could not start: %s", index, err)
             if not pool.alive:
                 raise AutoshootError(
-                    f"no Ray worker could start: {first_line(err)}\n"
+                    f"no Ray worker could start: {last_line(err)}\n"
                     "Every node needs autoshoot installed (the same version) and the RUN folder "
                     "on a shared filesystem at the same path; see docs/scale-out.md"
                 ) from err
@@ -324,42 +340,51 @@ class RayEngine:
         logger.info("Ray worker %d is ready (pid %d on %s)", index, pid, host)
         pool.idle.append(index)
 
-    def collect_task(self, ref: Any, queue: deque[Chunk], deaths: dict[str, int]) -> Iterator[ShotResult]:
+    def collect_task(self, stream: Any, queue: deque[Chunk], deaths: dict[str, int]) -> Iterator[ShotResult]:
+        """The next result of a worker's stream; its end frees the worker; its death re-queues."""
         ray = self.ray
         pool = self.pool
         assert pool is not None
-        index, chunk = pool.busy.pop(ref)
+        running = pool.busy[stream]
+        index = running.index
         try:
-            results, spent = ray.get(ref)
+            result, spent = ray.get(next(stream))
+        except StopIteration:
+            del pool.busy[stream]
+            pool.idle.append(index)
+            return
         except ray.exceptions.RayActorError as err:
-            # the worker process died: its SKUs go back to the queue, one by one, up front
+            # the worker process died: its unreported SKUs go back to the queue, one by one, first
+            del pool.busy[stream]
+            lost = running.in_flight()
             logger.warning(
-                "Ray worker %d died with %d SKU(s) in flight: %s", index, len(chunk.plans), first_line(err)
+                "Ray worker %d died with %d SKU(s) in flight: %s", index, len(lost), first_line(err)
             )
             pool.starting[pool.actors[index].ping.remote()] = index  # back in the pool once restarted
-            for plan in reversed(chunk.plans):
+            for plan in reversed(lost):
                 sku = plan.row.sku
                 deaths[sku] += 1
                 if deaths[sku] > self.retries:
                     yield self.failed(
                         plan,
-                        f"the worker died {deaths[sku]} times while running it "
-                        f"({type(err).__name__}); see the Ray logs",
+                        f"the worker died {deaths[sku]} times while running it ({type(err).__name__}); see the Ray logs",
                     )
                 else:
                     queue.appendleft(Chunk([plan], retry=True, avoid=index))
             return
         except ray.exceptions.RayTaskError as err:
-            # a bug outside the stages (which are isolated per SKU): fail this chunk, keep going
+            # a bug outside the stages (which are isolated per SKU): fail the rest of this chunk
+            del pool.busy[stream]
             pool.idle.append(index)
             logger.error("Ray worker %d failed a chunk: %s", index, err)
-            for plan in chunk.plans:
-                yield self.failed(plan, f"worker error: {first_line(err.cause if err.cause else err)}", err)
+            cause = getattr(err, "cause", None) or err
+            for plan in running.in_flight():
+                yield self.failed(plan, f"worker error: {first_line(cause)}", err)
             return
-        pool.idle.append(index)
+        running.reported.add(result.sku)
         for name, seconds in spent.items():
             self._stage_seconds[name] = self._stage_seconds.get(name, 0.0) + seconds
-        yield from results
+        yield result
 
     def failed(self, plan: Plan, reason: str, err: BaseException | None = None) -> ShotResult:
         from autoshoot.runner import SkuStore
@@ -422,6 +447,12 @@ def cpus_per_gpu(ray: Any) -> int:
         if node.get("Alive") and res.get("GPU"):
             ratios.append(int(res.get("CPU", 1) // res["GPU"]))
     return max(1, min(ratios)) if ratios else 1
+
+
+def last_line(err: BaseException) -> str:
+    """The last line of a remote traceback: the exception that ended it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def first_line(err: BaseException) -> str:
