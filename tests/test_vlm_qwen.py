@@ -157,3 +157,12 @@ def test_a_missing_model_folder_is_reported_before_loading(tmp_path):
     offline_hub = load_config("default", overrides={"run.offline": True, "analyze.model": "example/not-cached-vl"})
     (what, where, fix) = AnalyzeStage().check_models(offline_hub)[0]
     assert "not in the Hugging Face cache" in where and "hf download example/not-cached-vl" in fix
+
+
+def test_pixel_bounds_are_checked_before_loading():
+    from autoshoot.backends.qwen_vl import QwenVLM
+    from autoshoot.errors import ConfigError
+
+    config = load_config("tiny", overrides={"analyze.min_pixels": 500_000, "analyze.max_pixels": 200_000})
+    with pytest.raises(ConfigError, match=r"analyze.min_pixels \(500000\) must be positive and at most"):
+        QwenVLM(config, model=object(), processor=object())

@@ -71,6 +71,13 @@ class QwenVLM:
     def __init__(self, config: Any, model: Any = None, processor: Any = None):
         self.config = config
         self.settings = config.analyze
+        if not 0 < self.settings.min_pixels <= self.settings.max_pixels:
+            from autoshoot.errors import ConfigError
+
+            raise ConfigError(
+                f"analyze.min_pixels ({self.settings.min_pixels}) must be positive and at most analyze.max_pixels "
+                f"({self.settings.max_pixels}); e.g. min 200704 (256 visual tokens), max 1003520 (1280 tokens)"
+            )
         self.device = resolve_device(config.run.device)
         if model is None or processor is None:
             model, processor = self.load(config)
