@@ -113,6 +113,27 @@ def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch: pytest.Mon
         RayEngine(fake_config("ray"), worker)
 
 
+def test_joining_no_cluster_says_how_to_start_one(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'autoshoot[ray]'")
+    if (
+        ray.is_initialized()
+        or os.environ.get("RAY_ADDRESS")
+        or os.path.exists("/tmp/ray/ray_current_cluster")
+    ):
+        pytest.skip("a Ray cluster is running here")
+    from autoshoot.errors import AutoshootError
+
+    catalog = make_catalog(tmp_path, 1)
+    config = dataclasses.replace(
+        fake_config("ray"), run=dataclasses.replace(fake_config("ray").run, ray_address="auto")
+    )
+    try:
+        with pytest.raises(AutoshootError, match=r"(?s)cannot join the Ray cluster at 'auto'.*ray start --head"):
+            run_catalog(catalog, tmp_path / "run", config, quiet=True, stages=fake_stages([]))
+    finally:
+        ray.shutdown()
+
+
 def test_replan_after_death_keeps_only_what_this_run_committed(tmp_path: Path) -> None:
     from autoshoot.catalog import load_catalog
     from autoshoot.engines.ray_engine import replan_after_death, write_start_marker
@@ -249,3 +270,28 @@ def test_tiny_profile_results_equal_the_local_engine(ray_local, tmp_path: Path) 
         "score",
         "rank",
     }
+
+
+class ModelsOnlyOnTheDriver(FakeStage):
+    """Its model is present in the driver's process and missing in every Ray worker's."""
+
+    def __init__(self, name: str, calls: list):
+        super().__init__(name, calls)
+        self.driver_pid = os.getpid()
+
+    def check_models(self, config):  # type: ignore[no-untyped-def]
+        if os.getpid() == self.driver_pid:
+            return []
+        return [("render weights", "/models/sdxl.safetensors", "autoshoot models download")]
+
+
+def test_a_node_without_the_models_stops_the_run_before_any_sku(ray_local, tmp_path: Path) -> None:
+    from autoshoot.errors import AutoshootError
+
+    catalog = make_catalog(tmp_path, 2)
+    calls = FileCalls(tmp_path / "calls.tsv")
+    stages = fake_stages(calls)
+    stages[2] = ModelsOnlyOnTheDriver("render", calls)
+    with pytest.raises(AutoshootError, match=r"(?s)on the Ray node .*render weights.*autoshoot models download"):
+        run_catalog(catalog, tmp_path / "run", fake_config("ray"), quiet=True, stages=stages)
+    assert calls.read() == []

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoshoot.errors import AutoshootError, ConfigError
+from autoshoot.errors import AutoshootError, ConfigError, ModelMissingError
 from autoshoot.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -82,10 +82,18 @@ class SkuActor:
         self.worker = SkuWorker(config, Path(run_dir), stages)
         self.started_at = started_at
 
-    def ping(self) -> tuple[int, str]:
+    def ping(self, stage_names: list[str]) -> tuple[int, str, list[tuple[str, str, str]]]:
+        """Ready: the process id, the node's name, and the models of ``stage_names`` missing here."""
         import socket
 
-        return os.getpid(), socket.gethostname()
+        from autoshoot.errors import ModelMissingError
+
+        try:
+            self.worker.check_models(set(stage_names))
+            missing: list[tuple[str, str, str]] = []
+        except ModelMissingError as err:
+            missing = err.missing
+        return os.getpid(), socket.gethostname(), missing
 
     def process(self, items: list[tuple[Plan, bool]]) -> Iterator[tuple[ShotResult, dict[str, float]]]:
         """Run ``(plan, is_retry)`` items, yielding each SKU's result as it finishes.
@@ -178,6 +186,7 @@ class Pool:
     """The actors by index, in the states the dispatch loop moves them through."""
 
     actors: list[Any]
+    stage_names: list[str]  # the stages some SKU still needs: their models are checked per node
     starting: dict[Any, int] = field(default_factory=dict)  # ping ref → actor index
     idle: list[int] = field(default_factory=list)
     busy: dict[Any, Running] = field(default_factory=dict)  # result stream → what it runs
@@ -217,7 +226,8 @@ class RayEngine:
         n_workers, options = self.pool_size(len(plans))
         chunk_size = min(self.batch_size, math.ceil(len(plans) / n_workers))
         queue = deque(Chunk(plans[i : i + chunk_size]) for i in range(0, len(plans), chunk_size))
-        self.pool = self.start_pool(n_workers, options, started_at)
+        stage_names = sorted({name for p in plans for name in p.todo})
+        self.pool = self.start_pool(n_workers, options, started_at, stage_names)
         deaths = {p.row.sku: 0 for p in plans}
         # 3. dispatch to free workers; collect results; re-queue the SKUs of a dead worker
         last_progress = time.monotonic()
@@ -251,7 +261,14 @@ class RayEngine:
         address = self.config.run.ray_address
         if address:
             logger.info("joining the Ray cluster at %s", address)
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except ConnectionError as err:
+                raise AutoshootError(
+                    f"cannot join the Ray cluster at {address!r}: {first_line(err)}\n"
+                    "Start one with `ray start --head` (on this machine, or pass --address HEAD_IP:6379), "
+                    "or leave --address out to start a local Ray"
+                ) from err
         else:
             num_cpus = max(os.cpu_count() or 1, self.config.run.gpus)
             logger.info("starting a local Ray with %d CPUs", num_cpus)
@@ -282,14 +299,14 @@ class RayEngine:
             )
         return max(1, min(n, n_skus)), options
 
-    def start_pool(self, n: int, options: dict[str, Any], started_at: float) -> Pool:
+    def start_pool(self, n: int, options: dict[str, Any], started_at: float, stage_names: list[str]) -> Pool:
         stages = stages_for_actors(self.worker.stages)
         config = config_for_actors(self.config, gpu="num_gpus" in options)
         remote = self.ray.remote(SkuActor).options(max_restarts=-1, max_task_retries=0, **options)
         actors = [remote.remote(config, str(self.run_dir), stages, started_at) for _ in range(n)]
-        pool = Pool(actors)
+        pool = Pool(actors, stage_names)
         for i, actor in enumerate(actors):
-            pool.starting[actor.ping.remote()] = i
+            pool.starting[actor.ping.remote(stage_names)] = i
         logger.info("started %d Ray workers (%s)", n, ", ".join(f"{k}={v}" for k, v in options.items()))
         return pool
 
@@ -326,7 +343,7 @@ class RayEngine:
         assert pool is not None
         index = pool.starting.pop(ref)
         try:
-            pid, host = self.ray.get(ref)
+            pid, host, missing = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:
             pool.dead.add(index)
             logger.error("Ray worker %d could not start: %s", index, err)
@@ -336,6 +353,14 @@ class RayEngine:
                     "Every node needs autoshoot installed (the same version) and the RUN folder "
                     "on a shared filesystem at the same path; see docs/scale-out.md"
                 ) from err
+            return
+        if missing:  # this node lacks models: its worker would fail every SKU
+            pool.dead.add(index)
+            self.ray.kill(pool.actors[index], no_restart=True)
+            problem = ModelMissingError(missing)
+            logger.error("Ray worker %d on %s stops: %s", index, host, problem)
+            if not pool.alive:
+                raise AutoshootError(f"on the Ray node {host}: {problem}")
             return
         logger.info("Ray worker %d is ready (pid %d on %s)", index, pid, host)
         pool.idle.append(index)
@@ -360,7 +385,9 @@ class RayEngine:
             logger.warning(
                 "Ray worker %d died with %d SKU(s) in flight: %s", index, len(lost), first_line(err)
             )
-            pool.starting[pool.actors[index].ping.remote()] = index  # back in the pool once restarted
+            pool.starting[pool.actors[index].ping.remote(pool.stage_names)] = (
+                index  # back in the pool once restarted
+            )
             for plan in reversed(lost):
                 sku = plan.row.sku
                 deaths[sku] += 1
