@@ -29,54 +29,66 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_qwen(folder: Path, seed: int = 0) -> Path:
-    """Save a ~0.1M-parameter Qwen2.5-VL with processor and chat template into ``folder``."""
-    import torch
+def build_tiny_tokenizer():
+    """A character-level tokenizer with Qwen's special tokens and a minimal chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import PreTrainedTokenizerFast
 
-    # 1. a character-level tokenizer with Qwen's special tokens
     chars = [chr(c) for c in range(32, 127)] + ["\n"]
     vocab = {token: i for i, token in enumerate(list(SPECIAL_TOKENS) + chars)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     backend.add_special_tokens(list(SPECIAL_TOKENS))
     backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
     )
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
 
-    # 2. a tiny model of the real architecture
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
-        ),
+
+def build_tiny_qwen(folder: Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Save a ~0.1M-parameter Qwen2.5-VL (or Qwen3-VL) with processor and chat template into ``folder``."""
+    import torch
+    import transformers as tf
+
+    # 1. tokenizer and the ids the model config must agree with
+    tokenizer = build_tiny_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    token_ids = dict(
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-
-    # 3. the processor, then save everything
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
     )
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, spatial_merge_size=2,
+                  temporal_patch_size=2)
+
+    # 2. a tiny model of the real architecture, and its processor
+    if family == "qwen2_5_vl":
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
+        vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[1])
+        config = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **token_ids)
+        model_cls, processor_cls, video = tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor, tf.Qwen2VLVideoProcessor()
+        image_processor = tf.Qwen2VLImageProcessor()
+    else:
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+        text.update(head_dim=8, rope_parameters={
+            "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1], "mrope_interleaved": True,
+        })
+        vision.update(patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[1])
+        config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **token_ids)
+        model_cls, processor_cls, video = tf.Qwen3VLForConditionalGeneration, tf.Qwen3VLProcessor, Qwen3VLVideoProcessor()
+        image_processor = tf.Qwen2VLImageProcessor(patch_size=16)
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    processor = processor_cls(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video, chat_template=CHAT_TEMPLATE
+    )
+
+    # 3. save everything, as a hub snapshot would be laid out
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -166,3 +178,21 @@ def test_pixel_bounds_are_checked_before_loading():
     config = load_config("tiny", overrides={"analyze.min_pixels": 500_000, "analyze.max_pixels": 200_000})
     with pytest.raises(ConfigError, match=r"analyze.min_pixels \(500000\) must be positive and at most"):
         QwenVLM(config, model=object(), processor=object())
+
+
+def test_qwen3_vl_uses_its_patch_size_and_relative_coordinates(tmp_path):
+    folder = build_tiny_qwen(tmp_path / "tiny-qwen3", family="qwen3_vl")
+    config = load_config(
+        "tiny",
+        overrides={
+            "analyze.vlm": "qwen", "analyze.model": str(folder), "analyze.min_pixels": 128 * 128,
+            "analyze.max_pixels": 32 * 32 * 64, "analyze.max_new_tokens": 8, "run.offline": True,
+        },
+    )
+    vlm = VLMS.create("qwen", config)
+    assert type(vlm.model).__name__ == "Qwen3VLForConditionalGeneration"
+    assert (vlm.convention, vlm.patch_size) == ("rel1000", 16)
+    item = vlm.prepare_request(BriefRequest(image=Image.new("RGB", (400, 300)), sku="Q3", title="Red tote"))
+    assert item.seen_size[0] % 32 == 0 and "relative coordinates from 0 to 1000" in item.instruction
+    (result,) = vlm.describe([BriefRequest(image=Image.new("RGB", (400, 300)), sku="Q3", title="Red tote")])
+    assert result.brief.product.category == "tote" and "brief_fallback" in result.flags
