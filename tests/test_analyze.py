@@ -141,3 +141,21 @@ def test_analyze_command_errors(samples_dir):
     assert "shot 'wide' is not allowed; allowed values are: close, half_body, full_body" in bad.output
     unknown = runner.invoke(main, ["analyze", str(samples_dir / TOTE), "--vlm", "gpt"], standalone_mode=False)
     assert "unknown VLM backend 'gpt'; valid names are: openai, qwen, rules" in str(unknown.exception)
+
+
+def test_an_unreadable_image_fails_only_its_sku_when_the_vlm_fails(tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (300, 300), (200, 30, 30)).save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    config = load_config("tiny")
+    jobs = [make_job(tmp_path, broken, "BAD", config), make_job(tmp_path, good, "OK", config, title="Red tote")]
+    sessions = Sessions()
+    for job in jobs:
+        job.sessions = sessions
+    bad, ok = AnalyzeStage().run_batch(jobs, [tmp_path / "a", tmp_path / "b"])
+    assert isinstance(bad, Exception) and "cannot identify image file" in str(bad)
+    assert ok["brief"]["product"]["category"] == "tote" and ok["brief"]["product"]["colours"][0] == "red"
+    assert ok["flags"] == [] and ok["backend"] == "rules"  # the rules batch was redone SKU by SKU

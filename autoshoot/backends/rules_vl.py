@@ -407,9 +407,7 @@ def rules_brief(request: BriefRequest, facts: ImageFacts | None = None) -> Brief
     material = guess_material(request, category)
     colours = facts.colours or ["black"]
     noun = CATEGORY_NOUNS[category]
-    title = request.title.strip()
-    description = f"{colours[0]} {material} {noun}" + (f" ({title})" if title else "")
-    description = description[:200]
+    description = f"{colours[0]} {material} {noun}"
 
     # 2. persona, setting and pose, rotated by the seed
     rng = random.Random(request.seed)

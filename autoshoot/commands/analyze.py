@@ -65,6 +65,8 @@ def analyze(
     backend = VLMS.create(config.analyze.vlm, config)
     try:
         result = describe_or_fallback(backend, [request])[0]
+        if isinstance(result, Exception):
+            raise click.ClickException(f"{image}: {result}")
     finally:
         close = getattr(backend, "close", None)
         if callable(close):

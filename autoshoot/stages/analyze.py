@@ -111,6 +111,9 @@ class AnalyzeStage(Stage):
         # 4. overrides, prompts and files per SKU
         outcomes: list[dict[str, Any] | BaseException] = []
         for job, out, result in zip(jobs, outs, results, strict=True):
+            if isinstance(result, Exception):
+                outcomes.append(result)
+                continue
             try:
                 overrides = {**brand_profile(config, job.row.brand), **job.row.overrides}
                 outcome = finish_brief(result, overrides, out)
@@ -150,23 +153,33 @@ def request_from_job(job: Job) -> BriefRequest:
     )
 
 
-def describe_or_fallback(vlm: Any, requests: list[BriefRequest]) -> list[BriefResult]:
-    """``vlm.describe(requests)``; if the backend fails as a whole, every brief comes from rules."""
+def describe_or_fallback(vlm: Any, requests: list[BriefRequest]) -> list[BriefResult | Exception]:
+    """``vlm.describe(requests)``; if the backend fails as a whole, each brief comes from rules
+    (an SKU whose rules brief fails too, e.g. an unreadable image, gets its exception)."""
     from autoshoot.backends.rules_vl import RulesVLM
 
     try:
         results = vlm.describe(requests)
         if len(results) != len(requests):
             raise RuntimeError(f"the VLM returned {len(results)} briefs for {len(requests)} requests")
-        return results
+        return list(results)
     except Exception as err:  # one VLM crash must not fail a whole batch of SKUs
         logger.warning("the %s VLM failed (%s); using rules briefs for %d SKU(s)", getattr(vlm, "name", "?"), err, len(requests))
-        results = RulesVLM().describe(requests)
-        for result in results:
+        vlm_error = f"{type(err).__name__}: {err}"
+    out: list[BriefResult | Exception] = []
+    rules = RulesVLM()
+    for request in requests:
+        try:
+            result = rules.describe([request])[0]
+        except Exception as rules_err:  # this SKU alone fails
+            out.append(rules_err)
+            continue
+        if getattr(vlm, "name", "") != "rules":  # rules retried per SKU is no fallback
             result.fallback_fields = ["*"]
             result.flags = ["brief_fallback", "vlm_error"]
-            result.raw = f"{type(err).__name__}: {err}"
-        return results
+            result.raw = vlm_error
+        out.append(result)
+    return out
 
 
 def finish_brief(result: BriefResult, overrides: dict[str, str], out: Path | None) -> dict[str, Any]:
