@@ -23,7 +23,7 @@ from autoshoot.vocab import CATEGORIES, HANDLES, HOLD_POSES, SHOTS
 
 # Bump when a template's meaning changes; the content hash is added automatically.
 PROMPT_VERSION = "1"
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 TEMPLATES = ("vlm_instruction.j2", "vlm_repair.j2", "render_prompt.j2", "negative_prompt.j2")
 
 POSE_HELP = (
@@ -69,7 +69,7 @@ def _environment() -> Any:
 
     if not PROMPTS_DIR.is_dir():
         raise FileNotFoundError(
-            f"the prompt templates are missing: {PROMPTS_DIR} does not exist; reinstall autoshoot from its source tree"
+            f"the prompt templates are missing: {PROMPTS_DIR} does not exist; reinstall autoshoot"
         )
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(PROMPTS_DIR)),

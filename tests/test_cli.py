@@ -115,3 +115,9 @@ def test_help_is_fast() -> None:
 def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.output == "autoshoot, version 0.1.0\n"
+
+
+def test_loading_a_config_leaves_the_profiles_untouched() -> None:
+    load_config("tiny", overrides={"prepare.canvas_scale": 0.5, "render.steps": 3})
+    fresh = load_config("tiny")
+    assert fresh.prepare.canvas_scale != 0.5 and fresh.render.steps != 3

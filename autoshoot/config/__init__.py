@@ -14,6 +14,7 @@ name a built-in base with ``base = "default"``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -86,7 +87,7 @@ def builtin_profile(name: str) -> dict[str, Any]:
     overlay: dict[str, Any] = {"run": {"profile": name}}
     for section, profiles in _SECTION_PROFILES.items():
         if profiles.get(name):
-            overlay[section] = profiles[name]
+            overlay[section] = copy.deepcopy(profiles[name])  # merging must not edit the table
     if name == "tiny":
         overlay["run"].update({"device": "cpu", "candidates": 2})
     return overlay
