@@ -128,10 +128,28 @@ def test_joining_no_cluster_says_how_to_start_one(tmp_path: Path) -> None:
         fake_config("ray"), run=dataclasses.replace(fake_config("ray").run, ray_address="auto")
     )
     try:
-        with pytest.raises(AutoshootError, match=r"(?s)cannot join the Ray cluster at 'auto'.*ray start --head"):
+        with pytest.raises(
+            AutoshootError, match=r"(?s)cannot join the Ray cluster at 'auto'.*ray start --head"
+        ):
             run_catalog(catalog, tmp_path / "run", config, quiet=True, stages=fake_stages([]))
     finally:
         ray.shutdown()
+
+
+def test_url_images_are_copied_into_the_shared_run_folder_on_a_cluster(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'autoshoot[ray]'")
+    from autoshoot.catalog import load_catalog
+    from autoshoot.engines.ray_engine import INPUTS_DIR, RayEngine
+
+    row = load_catalog(make_catalog(tmp_path, 1)).valid_rows[0]
+    cached = dataclasses.replace(row, image="https://example.com/p0.png")  # as if downloaded
+    engine = RayEngine(fake_config("ray"), SkuWorker(fake_config("ray"), tmp_path / "run", fake_stages([])))
+    assert engine.shared_row(cached).image_path == row.image_path.resolve()  # one node: as it is
+    engine.single_node = False
+    shared = engine.shared_row(cached).image_path
+    assert shared == (tmp_path / "run" / INPUTS_DIR / f"{row.image_sha256}.png").resolve()
+    assert shared.read_bytes() == row.image_path.read_bytes()
+    assert engine.shared_row(row).image_path == row.image_path.resolve()  # a path: shared already
 
 
 def test_replan_after_death_keeps_only_what_this_run_committed(tmp_path: Path) -> None:
@@ -292,6 +310,8 @@ def test_a_node_without_the_models_stops_the_run_before_any_sku(ray_local, tmp_p
     calls = FileCalls(tmp_path / "calls.tsv")
     stages = fake_stages(calls)
     stages[2] = ModelsOnlyOnTheDriver("render", calls)
-    with pytest.raises(AutoshootError, match=r"(?s)on the Ray node .*render weights.*autoshoot models download"):
+    with pytest.raises(
+        AutoshootError, match=r"(?s)on the Ray node .*render weights.*autoshoot models download"
+    ):
         run_catalog(catalog, tmp_path / "run", fake_config("ray"), quiet=True, stages=stages)
     assert calls.read() == []

@@ -191,6 +191,7 @@ class Pool:
     idle: list[int] = field(default_factory=list)
     busy: dict[Any, Running] = field(default_factory=dict)  # result stream → what it runs
     dead: set[int] = field(default_factory=set)
+    ever_ready: bool = False  # some worker has started: later failures fail SKUs, not the run
 
     @property
     def alive(self) -> int:
@@ -208,6 +209,7 @@ class RayEngine:
         self.retries = max(0, int(config.run.retries))
         self.batch_size = max(1, int(getattr(config.analyze, "batch_size", 1)))
         self.started_ray = False
+        self.single_node = True
         self.pool: Pool | None = None
         self._stage_seconds: dict[str, float] = {}
 
@@ -221,7 +223,7 @@ class RayEngine:
         # 1. connect to Ray (or start a local one) and mark the start of this run
         self.connect()
         started_at = write_start_marker(self.run_dir)
-        plans = [dataclasses.replace(p, row=self.shared_row(p.row)) for p in plans]
+        self.single_node = sum(1 for node in self.ray.nodes() if node.get("Alive")) <= 1
         # 2. one worker per GPU (or CPU workers); chunks balanced over them, VLM-batched within
         n_workers, options = self.pool_size(len(plans))
         chunk_size = min(self.batch_size, math.ceil(len(plans) / n_workers))
@@ -311,10 +313,14 @@ class RayEngine:
         return pool
 
     def shared_row(self, row: Row) -> Row:
-        """The row with an absolute image path that every node can read (URLs: copied into RUN)."""
+        """The row with an absolute image path that every node can read.
+
+        An image the catalog gave as a URL was downloaded into this machine's cache: on a
+        cluster of several nodes it is copied into ``RUN/.inputs/`` (shared) first.
+        """
         assert row.image_path is not None
         path = Path(row.image_path).resolve()
-        if row.image.startswith(("http://", "https://")):
+        if not self.single_node and row.image.startswith(("http://", "https://")):
             target = self.run_dir / INPUTS_DIR / f"{row.image_sha256}{path.suffix}"
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -334,7 +340,7 @@ class RayEngine:
             others = [i for i in pool.idle if i != chunk.avoid]
             index = others[0] if others else pool.idle[0]
             pool.idle.remove(index)
-            items = [(plan, chunk.retry) for plan in chunk.plans]
+            items = [(dataclasses.replace(p, row=self.shared_row(p.row)), chunk.retry) for p in chunk.plans]
             stream = pool.actors[index].process.options(num_returns="streaming").remote(items)
             pool.busy[stream] = Running(index, chunk)
 
@@ -344,10 +350,13 @@ class RayEngine:
         index = pool.starting.pop(ref)
         try:
             pid, host, missing = self.ray.get(ref)
+        except self.ray.exceptions.ActorUnavailableError:  # still restarting: ask again
+            pool.starting[pool.actors[index].ping.remote(pool.stage_names)] = index
+            return
         except self.ray.exceptions.RayError as err:
             pool.dead.add(index)
             logger.error("Ray worker %d could not start: %s", index, err)
-            if not pool.alive:
+            if not pool.alive and not pool.ever_ready:  # else the loop fails what is left
                 raise AutoshootError(
                     f"no Ray worker could start: {last_line(err)}\n"
                     "Every node needs autoshoot installed (the same version) and the RUN folder "
@@ -359,10 +368,11 @@ class RayEngine:
             self.ray.kill(pool.actors[index], no_restart=True)
             problem = ModelMissingError(missing)
             logger.error("Ray worker %d on %s stops: %s", index, host, problem)
-            if not pool.alive:
+            if not pool.alive and not pool.ever_ready:
                 raise AutoshootError(f"on the Ray node {host}: {problem}")
             return
         logger.info("Ray worker %d is ready (pid %d on %s)", index, pid, host)
+        pool.ever_ready = True
         pool.idle.append(index)
 
     def collect_task(self, stream: Any, queue: deque[Chunk], deaths: dict[str, int]) -> Iterator[ShotResult]:
