@@ -10,10 +10,12 @@ Every worker writes into the same RUN folder through the same ``SkuWorker``/``Sk
 the local engine (atomic stage commits, one manifest per SKU), so resume, per-SKU isolation
 and the results.csv schema do not change. The RUN folder and the catalog's image files must
 be the same paths on every node (a shared filesystem); images the catalog gave as URLs were
-downloaded by the driver, so the driver copies them into ``RUN/.inputs/`` first.
+downloaded by the driver, so on a cluster of several nodes it copies them into
+``RUN/.inputs/`` as their SKUs are dispatched.
 
 Fault tolerance: the actors restart when their process dies (OOM kill, preemption,
-``ray.kill``). Only the SKUs in flight on that worker are lost; each is queued again, alone,
+``ray.kill``). Each worker streams back every SKU's result as it finishes, so only the SKUs
+in flight on that worker and not yet reported are lost; each is queued again, alone,
 on the first free worker (another one when there is a choice), up to ``run.retries`` times,
 after which it is marked failed. A retried SKU is re-planned from its manifest right before it
 runs: the stages the dead worker already committed in this run are kept, and a SKU it finished
