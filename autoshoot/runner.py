@@ -241,12 +241,15 @@ class SkuWorker:
         return Plan(row, keys, todo)
 
     def check_models(self, stage_names: set[str]) -> None:
-        missing: list[tuple[str, str, str]] = []
-        for stage in self.stages:
-            if stage.name in stage_names:
-                missing += stage.check_models(self.config)
-        if missing:
-            raise ModelMissingError(missing)
+        """Stop before the first SKU when a model that the work needs is absent: first those
+        that may not be fetched (offline, local paths), then those that fail to download."""
+        for method in ("check_models", "fetch_models"):
+            missing: list[tuple[str, str, str]] = []
+            for stage in self.stages:
+                if stage.name in stage_names:
+                    missing += getattr(stage, method)(self.config)
+            if missing:
+                raise ModelMissingError(missing)
 
     def process(self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False) -> Iterator[ShotResult]:
         """Run the planned stages for several SKUs, yielding each SKU's result as it finishes.

@@ -216,3 +216,30 @@ def test_sigint_finishes_the_current_sku_then_stops(tmp_path: Path) -> None:
     assert 1 <= done < 6 and statuses[:done] == ["accepted"] * done
     assert all(r["reason"].startswith("not run: the run was interrupted") for r in read_results(run)[done:])
     assert leftovers(run) == []
+
+
+def test_models_that_cannot_be_fetched_stop_the_run_before_the_first_sku(tmp_path: Path, monkeypatch) -> None:
+    from autoshoot.config import load_config
+    from autoshoot.errors import ModelMissingError
+
+    catalog = make_catalog(tmp_path, n=2, with_invalid=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a closed local port: no hub here
+    run = tmp_path / "run"
+    with pytest.raises(ModelMissingError) as err:
+        run_catalog(catalog, run, load_config("default"), quiet=True)
+    text = str(err.value)
+    assert text.startswith("These models are missing, so nothing was run:\n  - vlm (brief): Qwen/Qwen2.5-VL-7B-Instruct: could not be fetched")
+    assert "--set analyze.vlm=rules" in text
+    assert not (run / "SKU-0").exists()
+
+
+def test_offline_runs_name_every_missing_model(tmp_path: Path) -> None:
+    from autoshoot.config import load_config
+    from autoshoot.errors import ModelMissingError
+
+    catalog = make_catalog(tmp_path, n=1, with_invalid=False)
+    with pytest.raises(ModelMissingError) as err:
+        run_catalog(catalog, tmp_path / "run", load_config("default", overrides={"run.offline": True}), quiet=True)
+    roles = [line.split(":")[0].strip(" -") for line in str(err.value).splitlines()[1:] if line.startswith("  - ")]
+    assert roles[0] == "vlm (brief)" and any("ControlNet" in r for r in roles) and any("VAE" in r for r in roles)

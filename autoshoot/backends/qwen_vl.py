@@ -241,6 +241,31 @@ class QwenVLM:
             pass
 
 
+# What from_pretrained reads of a Qwen-VL repo: configs, tokenizer, chat template, weights.
+MODEL_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken")
+
+
+def fetch_model(source: str, offline: bool) -> str:
+    """Download a hub model that is not in the cache yet; '' when it is there, else why not.
+
+    A local folder, a cached model or offline mode fetch nothing (``model_is_available``
+    judges those). Progress bars and resume come from huggingface_hub.
+    """
+    path = Path(source).expanduser()
+    if offline or path.exists() or source.startswith((".", "/", "~")):
+        return ""
+    try:
+        from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(source, "config.json"), str):
+            return ""
+        snapshot_download(source, allow_patterns=list(MODEL_FILES))
+    except Exception as err:  # no network, a wrong id, a gated repo
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        return f"could not be fetched from the hub ({type(err).__name__}: {reason})"
+    return ""
+
+
 def model_is_available(source: str, offline: bool) -> tuple[bool, str]:
     """Whether ``from_pretrained(source)`` can work here, without importing transformers.
 

@@ -69,6 +69,24 @@ class AnalyzeStage(Stage):
             )
         ]
 
+    def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
+        settings = config.analyze
+        if settings.vlm != "qwen":
+            return []
+        from autoshoot.backends.qwen_vl import fetch_model, is_offline
+
+        why = fetch_model(settings.model, is_offline(config))
+        if not why:
+            return []
+        return [
+            (
+                "vlm (brief)",
+                f"{settings.model}: {why}",
+                f"check the network, or {download_hint(settings.model)}; or set "
+                "analyze.model to a local folder; or use the model-free brief with --set analyze.vlm=rules",
+            )
+        ]
+
     def extra_key(self, job: Job) -> str:
         """The row's override columns, brand (and its profile), catalog text and prompt version."""
         from autoshoot.brief import brand_overrides

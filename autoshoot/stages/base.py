@@ -104,6 +104,15 @@ class Stage:
         """Models that are absent and cannot be fetched: (what, where, how to provide it)."""
         return []
 
+    def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
+        """Fetch the hub models this stage needs that are not cached yet (never when offline).
+
+        Called once before the first SKU, so downloads show their progress up front and a
+        machine that cannot reach the hub stops before any work. Returns the models that
+        could not be fetched: (what, where and why, how to provide it).
+        """
+        return []
+
     def extra_key(self, job: Job) -> str:
         """Anything besides the image, config and upstream that changes the output (row overrides)."""
         return ""
