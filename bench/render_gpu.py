@@ -254,7 +254,7 @@ def run_main(args) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = True
     results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": []}
     t0 = time.perf_counter()
-    comps, stock_cn = build_full_components(stock_controlnet=not args.compile and not args.skip_stock)
+    comps, stock_cn = build_full_components(stock_controlnet=not args.skip_stock)
     results["build_s"] = time.perf_counter() - t0
     canvas, inpaint, canny = make_inputs()
     if stock_cn is not None:
@@ -271,8 +271,9 @@ def run_main(args) -> dict:
         ("fp8", {}, True),
         ("fp8+cn-cond-only+every2", {"controlnet_cond_only": True, "controlnet_every": 2}, True),
     ]
-    if args.variants:
-        variants = [v for v in variants if v[0] in args.variants.split(",")]
+    if args.variants:  # in the order given
+        by_name = {v[0]: v for v in variants}
+        variants = [by_name[name] for name in args.variants.split(",")]
     renderer = None
     fp8_on = False
     for label, extra, fp8 in variants:
