@@ -315,3 +315,27 @@ def test_a_node_without_the_models_stops_the_run_before_any_sku(ray_local, tmp_p
     ):
         run_catalog(catalog, tmp_path / "run", fake_config("ray"), quiet=True, stages=stages)
     assert calls.read() == []
+
+
+def test_stop_lets_each_worker_finish_the_sku_in_hand_only(ray_local, tmp_path: Path) -> None:
+    from autoshoot.catalog import load_catalog
+    from autoshoot.engines.ray_engine import STOP_MARKER, RayEngine
+    from autoshoot.runner import plan_run
+
+    catalog = load_catalog(make_catalog(tmp_path, 8))
+    calls = FileCalls(tmp_path / "calls.tsv")
+    config = fake_config("ray", workers=1, batch_size=8)  # one chunk of 8 SKUs on one worker
+    worker, plans = plan_run(
+        catalog, config, tmp_path / "run", stages=fake_stages(calls, sleep={"render": 0.2})
+    )
+    engine = RayEngine(config, worker)
+    results = []
+    try:
+        for result in engine.run(plans, lambda: len(results) >= 1):
+            results.append(result)
+    finally:
+        engine.close()
+    # the worker saw the stop after its first or second SKU, not after the whole chunk
+    assert 1 <= len(results) <= 2
+    assert len({sku for stage, sku, _ in calls.read() if stage == "rank"}) == len(results)
+    assert not (tmp_path / "run" / STOP_MARKER).exists()

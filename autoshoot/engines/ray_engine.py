@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 RAY_MISSING = "the ray engine needs Ray, which is not installed here: pip install 'autoshoot[ray]'"
 STARTED_MARKER = ".ray-run-started"
+STOP_MARKER = ".ray-stop"  # written by the driver on Ctrl-C: workers stop after the SKU in hand
 INPUTS_DIR = ".inputs"
 WAIT_S = 0.5  # how often the driver looks at should_stop while workers are busy
 STALL_WARNING_S = 60.0  # warn when no worker has started for this long
@@ -83,6 +84,7 @@ class SkuActor:
 
         self.worker = SkuWorker(config, Path(run_dir), stages)
         self.started_at = started_at
+        self.stop_path = Path(run_dir) / STOP_MARKER
 
     def ping(self, stage_names: list[str]) -> tuple[int, str, list[tuple[str, str, str]]]:
         """Ready: the process id, the node's name, and the models of ``stage_names`` missing here."""
@@ -116,7 +118,7 @@ class SkuActor:
                 assert plan.result is not None
                 yield ShotResult.from_json(plan.result), {}
         last = dict(self.worker.stage_seconds)
-        for result in self.worker.process(plans) if plans else ():
+        for result in self.worker.process(plans, self.stop_path.exists) if plans else ():
             now = self.worker.stage_seconds
             yield result, {k: v - last.get(k, 0.0) for k, v in now.items() if v != last.get(k, 0.0)}
             last = dict(now)
@@ -224,6 +226,7 @@ class RayEngine:
             return
         # 1. connect to Ray (or start a local one) and mark the start of this run
         self.connect()
+        (self.run_dir / STOP_MARKER).unlink(missing_ok=True)
         started_at = write_start_marker(self.run_dir)
         self.single_node = sum(1 for node in self.ray.nodes() if node.get("Alive")) <= 1
         # 2. one worker per GPU (or CPU workers); chunks balanced over them, VLM-batched within
@@ -237,6 +240,8 @@ class RayEngine:
         last_progress = time.monotonic()
         while queue or self.pool.busy:
             stopping = should_stop()
+            if stopping and not (self.run_dir / STOP_MARKER).exists():
+                atomic_write_text(self.run_dir / STOP_MARKER, "stop\n")  # workers finish the SKU in hand
             if not stopping:
                 self.dispatch(queue)
             if stopping and not self.pool.busy:
@@ -450,6 +455,7 @@ class RayEngine:
             if self.started_ray:
                 self.ray.shutdown()
                 self.started_ray = False
+            (self.run_dir / STOP_MARKER).unlink(missing_ok=True)
         finally:
             self.worker.close()
 
