@@ -339,3 +339,50 @@ def test_stop_lets_each_worker_finish_the_sku_in_hand_only(ray_local, tmp_path: 
     assert 1 <= len(results) <= 2
     assert len({sku for stage, sku, _ in calls.read() if stage == "rank"}) == len(results)
     assert not (tmp_path / "run" / STOP_MARKER).exists()
+
+
+class NoteGpuStage(FakeStage):
+    """Records the GPU Ray gave this worker and the device the config says, per SKU."""
+
+    def run(self, job, out):  # type: ignore[no-untyped-def]
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        self.calls.append(("gpu", f"{job.sku}|{gpu}|{job.config.run.device}"))
+        return super().run(job, out)
+
+
+def test_a_cluster_of_gpu_nodes_gets_one_worker_per_gpu(tmp_path: Path) -> None:
+    """Three Ray nodes on this machine (GPUs declared, not real): the head without GPUs."""
+    ray = pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'autoshoot[ray]'")
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # this test needs its own cluster (the module's local Ray comes back on demand)
+    ray.cloudpickle.register_pickle_by_value(fakes)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    try:
+        cluster.add_node(num_cpus=2, num_gpus=2)
+        cluster.add_node(num_cpus=1, num_gpus=1)
+        cluster.wait_for_nodes()
+        catalog = make_catalog(tmp_path, 9)
+        calls = FileCalls(tmp_path / "calls.tsv")
+        stages = fake_stages(calls)
+        stages[1] = NoteGpuStage("prepare", calls)
+        stages[2] = DyingStage("render", calls, die_sku="SKU-04", marker=tmp_path / "died.txt")
+        config = fake_config("ray", workers=0)  # every GPU of the cluster
+        run = dataclasses.replace(config.run, ray_address=cluster.address, device="cuda:1")
+        summary = run_catalog(
+            catalog, tmp_path / "run", dataclasses.replace(config, run=run), quiet=True, stages=stages
+        )
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    assert (tmp_path / "died.txt").is_file()
+    assert summary.counts == {"accepted": 9, "review": 0, "failed": 0}
+    notes = [sku.split("|") for stage, sku, _ in calls.read() if stage == "gpu"]
+    assert sorted(n[0] for n in notes) == [f"SKU-{i:02d}" for i in range(9)]  # prepare ran once each
+    assert all(n[1] in ("0", "1") for n in notes)  # one GPU per worker
+    assert {n[2] for n in notes} == {"cuda"}  # the worker's own GPU, whatever cuda:N the config says
+    assert len({pid for *_, pid in calls.read()}) >= 3
+    counts = per_sku_stage_calls(calls)
+    assert all(counts[("rank", f"SKU-{i:02d}")] == 1 for i in range(9))
