@@ -1,8 +1,9 @@
 """The Ray engine: same results as the local engine, and a worker that dies loses nothing.
 
-One local Ray (2 CPUs) serves the whole module: ``ray.init`` is slow. Workers are CPU actors
-(``run.gpus`` = number of CPU workers when the cluster has no GPU). Stage calls are counted
-through files, since each actor runs in its own process.
+One local Ray (2 CPUs) serves the module: ``ray.init`` is slow. Its workers are CPU actors
+(``run.gpus`` = number of CPU workers when the cluster has no GPU). The last test starts its
+own three-node cluster with declared GPUs. Stage calls are counted through files, since each
+actor runs in its own process; a worker "dies" by ``os._exit`` inside a stage.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -118,7 +120,7 @@ def test_joining_no_cluster_says_how_to_start_one(tmp_path: Path) -> None:
     if (
         ray.is_initialized()
         or os.environ.get("RAY_ADDRESS")
-        or os.path.exists("/tmp/ray/ray_current_cluster")
+        or os.path.exists(os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster"))
     ):
         pytest.skip("a Ray cluster is running here")
     from autoshoot.errors import AutoshootError
