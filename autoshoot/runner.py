@@ -612,9 +612,10 @@ def run_catalog(
             counts[r.status] += 1
         bar = progress_bar(len(plans) + len(catalog.invalid_rows), quiet, initial=len(results) + counts["failed"])
         bar.set_postfix(counts)
-        engine = make_engine(config, worker)
+        engine = None
         processed = 0
         try:
+            engine = make_engine(config, worker)
             for result in engine.run(todo, lambda: interrupt.requested):
                 results[result.sku] = result
                 counts[result.status] += 1
@@ -623,7 +624,7 @@ def run_catalog(
                 bar.set_postfix(counts)
         finally:
             bar.close()
-            engine.close()
+            (engine or worker).close()
             # 5. results and report, also after an interruption
             ordered = collect_results(catalog, results)
             write_results(run_dir, ordered)
@@ -634,7 +635,7 @@ def run_catalog(
         counts=counts,
         seconds=time.perf_counter() - started,
         processed=processed,
-        stage_seconds=engine.stage_seconds,
+        stage_seconds=engine.stage_seconds,  # set: a failed start raised above
         interrupted=interrupt.requested,
     )
 
