@@ -47,6 +47,11 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="Log progress (-v) or everything (-vv) to stderr.")
 def main(verbose: int) -> None:
     """autoshoot: one product photo in, ranked photos of a model holding it out."""
+    configure_logging(verbose)
+
+
+def configure_logging(verbose: int) -> None:
+    """-v: autoshoot's INFO logs on stderr; -vv: DEBUG, and the model libraries' own output."""
     if verbose < 2:
         quiet_libraries()
     else:
@@ -57,6 +62,7 @@ def main(verbose: int) -> None:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        logging.getLogger().setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 def quiet_libraries() -> None:

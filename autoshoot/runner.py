@@ -335,6 +335,7 @@ class SkuWorker:
             if isinstance(outcome, BaseException):
                 shutil.rmtree(out, ignore_errors=True)
                 failed[sku] = one_line_reason(stage.name, outcome)
+                logger.info("%s: %s failed: %s", sku, stage.name, failed[sku])
                 store.log(f"{stage.name} failed: {failed[sku]}\n" + "".join(traceback.format_exception(outcome)))
                 continue
             atomic_write_json(out / "stage.json", outcome)
@@ -342,6 +343,7 @@ class SkuWorker:
             entry = {"key": plan.keys[stage.name], "seconds": round(seconds, 3), "flags": new_flags}
             job.inputs[stage.name] = store.commit_stage(stage.name, out, entry)
             store.log(f"{stage.name} done in {seconds:.2f} s")
+            logger.info("%s: %s done in %.2f s", sku, stage.name, seconds)
 
     def _finish(self, plan: Plan, job: Job, store: SkuStore, failure: str | None, seconds: float) -> ShotResult:
         row = plan.row

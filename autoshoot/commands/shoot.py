@@ -26,6 +26,7 @@ from autoshoot.commands.common import config_options, make_config
 @click.option("--force", is_flag=True, help="Redo every stage of every SKU, even when done.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; load no model.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option("-v", "--verbose", count=True, help="Log progress (-v) or everything (-vv), as autoshoot -v does.")
 def shoot(
     catalog: str,
     run_dir: str | None,
@@ -41,6 +42,7 @@ def shoot(
     force: bool,
     dry_run: bool,
     quiet: bool,
+    verbose: int,
 ) -> None:
     """Run a catalog: brief, geometry, render, hand refine, composite, score, report.
 
@@ -48,7 +50,9 @@ def shoot(
     0 when every SKU is accepted or in review, 1 when any failed, 130 when interrupted.
     """
     from autoshoot import runner
+    from autoshoot.cli import configure_logging
 
+    configure_logging(verbose)
     config = make_config(
         profile, config_file, set_,
         **{
