@@ -13,6 +13,17 @@ landmarks at the canvas centre).
 Baseline, timed in the same run: diffusers' StableDiffusionXLControlNetInpaintPipeline, fp16,
 batch 1, no compile, 30 steps, CFG 6, one full-size ControlNetModel, FreeU on (as ours).
 Low-VRAM modes run in child processes so that their peak memory is their own.
+
+Measured on one H100 80GB (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate:
+
+    variant                              stage 1  vs stock  stage 2   SKU (4)  peak GiB
+    stock diffusers, batch 1             4.9-5.6     1x        -         -      13.9
+    exact, eager                          1.98     2.8x      0.97     11.7      17.5
+    ControlNet cond-half + every 2, eager 1.58     3.5x      0.83      9.5      17.5
+    ControlNet cond-half + every 2, compile 1.28   3.8x      0.74      8.2      17.5  (warm-up 354 s)
+    fp8 linears, eager                    3.32     1.7x      1.47     19.7      14.3  (slower: eager quantisation)
+    low-VRAM fp8 layerwise, batch 1       7.71      -        3.32      9.3/cand  6.3 (reserved 7.8)
+    low-VRAM group offload, batch 1      20.0       -        8.32     29.2/cand  5.0 (reserved 10.1)
 """
 
 from __future__ import annotations

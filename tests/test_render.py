@@ -59,6 +59,9 @@ def test_control_scale_switches_from_04_to_09_at_20_percent(tmp_path):
 
     # the forward pre-hook recorded the scale the ControlNet saw at each of the 10 steps
     assert info["scales_seen"] == [0.4, 0.4] + [0.9] * 8
+    # FreeU v2 is on with the reference's factors
+    up = tiny_renderer.c.unet.up_blocks[0]
+    assert (up.b1, up.b2, up.s1, up.s2) == (1.3, 1.4, 0.9, 0.2)
 
 
 def test_candidate_re_renders_alone_from_its_seed(tmp_path):
