@@ -4,6 +4,7 @@ landmarks (random-weight renders draw no hands for MediaPipe to find)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 from test_render_helpers import (
     CANVAS,
@@ -100,3 +101,48 @@ def test_paste_window_feathers_inside_the_box_only():
     assert out[52, 52, 0] == 200  # centre fully replaced
     assert out[:20].max() == 0 and out[84:].max() == 0  # outside the box untouched
     assert 0 < out[52, 36, 0] < 200  # feathered edge
+
+
+@pytest.mark.samples
+def test_real_detector_finds_the_hand_and_refines_its_window(tmp_path, samples_dir):
+    """The real MediaPipe detector on a real photo of a gripping hand, as a stage-1 candidate."""
+    import json
+
+    from autoshoot.backends.mediapipe_hands import HandDetector
+
+    im = Image.open(samples_dir / "C_hand_real_grip_01.png").convert("RGB")
+    im.thumbnail((384, 384))
+    photo = np.asarray(im)
+    grip = [170.0, 187.0]  # input px; placement is the identity here
+    (tmp_path / "prepare").mkdir()
+    prep = {
+        "grip": grip,
+        "placement": {"scale": 1.0, "offset": [0.0, 0.0]},
+        "canvas_size": [im.width, im.height],
+    }
+    (tmp_path / "prepare" / "prepare.json").write_text(json.dumps(prep))
+    (tmp_path / "render").mkdir()
+    Image.fromarray(photo).save(tmp_path / "render" / "c0.png")
+    cands = [{"index": 0, "seed": 3, "image": "c0.png"}]
+    (tmp_path / "render" / "stage.json").write_text(json.dumps({"candidates": cands}))
+    dirs = {
+        "prepare": tmp_path / "prepare",
+        "render": tmp_path / "render",
+        "analyze": make_pipeline_dirs(tmp_path / "upstream")["analyze"],
+    }
+    sessions = Sessions()
+    sessions.get("renderer:sdxl", shared_tiny_renderer)
+    detector = sessions.get("hand_detector", HandDetector)
+    job = make_job(tmp_path, tiny_config(), sessions, dirs, candidates=1)
+    (tmp_path / "refine").mkdir()
+
+    result = RefineStage().run(job, tmp_path / "refine")
+
+    c = result["candidates"][0]
+    assert c["notes"] == ["hand refined"], c["notes"]
+    x0, y0, x1, y1 = c["hand_window"]
+    assert x0 < grip[0] < x1 and y0 < grip[1] < y1
+    out = np.asarray(Image.open(tmp_path / "refine" / "r0.png"))
+    assert out.shape == photo.shape
+    assert np.array_equal(out[:y0], photo[:y0]) and np.array_equal(out[y1:], photo[y1:])
+    detector.close()
