@@ -46,8 +46,10 @@ class RefineStage(Stage):
     config_sections = ("render",)
 
     def models(self, config: Config) -> list[ModelSpec]:
-        return model_specs(config) + [
-            ModelSpec("hand landmarks", "MediaPipe Hands (inside the mediapipe wheel)")
+        sdxl = ", ".join(spec.role for spec in model_specs(config))
+        return [
+            ModelSpec("SDXL (the render stage's models)", sdxl),
+            ModelSpec("hand landmarks", "MediaPipe Hands (inside the mediapipe wheel)"),
         ]
 
     def check_models(self, config: Config) -> list[tuple[str, str, str]]:
