@@ -247,7 +247,7 @@ class SkuWorker:
             missing: list[tuple[str, str, str]] = []
             for stage in self.stages:
                 if stage.name in stage_names:
-                    missing += getattr(stage, method)(self.config)
+                    missing += [m for m in getattr(stage, method)(self.config) if m not in missing]
             if missing:
                 raise ModelMissingError(missing)
 

@@ -72,7 +72,7 @@ def test_models_check_loads_local_configs_without_weights(tmp_path):
     ms = tiny_model_set_on_disk()
     profile = tmp_path / "local.yaml"
     profile.write_text(
-        "base: default\nrender:\n  model_sets:\n    default:\n"
+        "base: default\nanalyze:\n  vlm: rules\nrender:\n  model_sets:\n    default:\n"
         f"      base: {ms.base}\n      variant: ''\n      controlnet: {ms.controlnet}\n"
         "      controlnet_weights: ''\n      controlnet_config: ''\n      vae: ''\n"
     )
@@ -88,5 +88,6 @@ def test_models_list_and_download_offline(cmd):
     res = CliRunner().invoke(main, ["models", cmd])
     if cmd == "list":
         assert "not downloaded" in res.output and "fix:" in res.output
+        assert res.output.startswith("VLM (brief)") and "Qwen/Qwen2.5-VL-7B-Instruct" in res.output
     else:  # offline: nothing fetched, the error lists what is missing
         assert isinstance(res.exception, ModelMissingError)

@@ -14,6 +14,7 @@ import sys
 import click
 
 from autoshoot.commands.common import config_options, make_config
+from autoshoot.stages.render import download_command
 
 
 @click.group()
@@ -28,6 +29,12 @@ def list_models(profile: str | None, config_file: str | None, set_: tuple[str, .
     from autoshoot.stages.render import entry_missing_files, how_to_get, model_entries
 
     config = make_config(profile, config_file, set_)
+    vlm = vlm_state(config)
+    if vlm is not None:
+        state, fix = vlm
+        click.echo(f"{'VLM (brief)':<52} {config.analyze.model:<52} {state}")
+        if fix:
+            click.echo(f"    fix: {fix}")
     for entry in model_entries(config):
         missing = entry_missing_files(entry)
         state = "ok" if not missing else ("missing" if entry.local else "not downloaded")
@@ -44,10 +51,18 @@ def download_models(
 ) -> None:
     """Fetch every hub model of the profile into the Hugging Face cache (resumes partial files)."""
     from autoshoot.errors import ModelMissingError
-    from autoshoot.stages.render import entry_missing_files, how_to_get, model_entries
+    from autoshoot.stages.render import entry_missing_files, fetch_entry, how_to_get, model_entries
 
     config = make_config(profile, config_file, set_, **{"run.offline": offline})
     missing = []
+    if config.analyze.vlm == "qwen":
+        from autoshoot.backends.qwen_vl import fetch_model, is_offline, model_is_available
+
+        click.echo(f"VLM (brief): fetching {config.analyze.model}", err=True)
+        why = fetch_model(config.analyze.model, is_offline(config))
+        ok, absent = model_is_available(config.analyze.model, True)
+        if why or not ok:
+            missing.append(("VLM (brief)", config.analyze.model, why or absent))
     for entry in model_entries(config):
         if entry.kind == "tiny":
             click.echo(f"{entry.role}: nothing to download")
@@ -79,6 +94,14 @@ def check_models(profile: str | None, config_file: str | None, set_: tuple[str, 
 
     config = make_config(profile, config_file, set_)
     bad = 0
+    vlm = vlm_state(config)
+    if vlm is not None:
+        state, fix = vlm
+        if fix:
+            bad += 1
+            click.echo(f"MISSING VLM (brief): {config.analyze.model}: {state}\n    fix: {fix}")
+        else:
+            click.echo(f"ok      VLM (brief): {config.analyze.model}")
     for entry in model_entries(config):
         gone = entry_missing_files(entry)
         problem = f"missing {', '.join(gone)}" if gone else load_config_only(entry)
@@ -92,11 +115,18 @@ def check_models(profile: str | None, config_file: str | None, set_: tuple[str, 
     sys.exit(1 if bad else 0)
 
 
-def fetch_entry(entry) -> str:  # type: ignore[no-untyped-def]
-    """snapshot_download with the entry's file patterns: tqdm progress, resumes partial files."""
-    from huggingface_hub import snapshot_download
+def vlm_state(config) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
+    """(state, fix) of the brief's VLM, or None when the brief needs no model."""
+    if config.analyze.vlm != "qwen":
+        return None
+    from autoshoot.backends.qwen_vl import model_is_available
 
-    return snapshot_download(entry.source, allow_patterns=list(entry.patterns) or None)
+    ok, why = model_is_available(config.analyze.model, True)  # is it here now?
+    if ok:
+        return "ok", ""
+    return "not downloaded", (
+        f"`{download_command(config)}` fetches it, or set analyze.model to a local folder"
+    )
 
 
 def load_config_only(entry) -> str:  # type: ignore[no-untyped-def]

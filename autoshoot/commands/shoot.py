@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ from autoshoot.commands.common import config_options, make_config
               help="local (this process) or ray (one worker per GPU; pip install 'autoshoot[ray]').")
 @click.option("--address", default=None, help="Ray cluster to join, e.g. auto. Default: start a local Ray.")
 @click.option("--gpus", type=click.IntRange(0), default=None, help="Ray workers to start (default: every GPU).")
+@click.option("--compile", "compile_", is_flag=True, default=None,
+              help="torch.compile the UNet and ControlNet (slow first SKU, faster after; cached).")
+@click.option("--vram", type=click.IntRange(0), default=None,
+              help="GPU memory budget in GiB; 8 or less turns on the low-VRAM mode (0 = no limit).")
 @click.option("--force", is_flag=True, help="Redo every stage of every SKU, even when done.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; load no model.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
@@ -39,6 +44,8 @@ def shoot(
     engine: str | None,
     address: str | None,
     gpus: int | None,
+    compile_: bool | None,
+    vram: int | None,
     force: bool,
     dry_run: bool,
     quiet: bool,
@@ -58,6 +65,7 @@ def shoot(
         **{
             "run.candidates": candidates, "run.seed": seed, "run.offline": offline,
             "run.engine": engine, "run.ray_address": address, "run.gpus": gpus,
+            "render.compile": compile_, "render.vram": vram,
         },
     )
     out = Path(run_dir or f"runs/{time.strftime('%Y-%m-%d')}")
@@ -68,7 +76,22 @@ def shoot(
     if dry_run:
         click.echo(runner.dry_run_text(parsed, config, out))
         return
+    if 0 < config.render.vram <= 8:
+        # fewer, growable blocks: the allocator then reserves close to what is in use
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    if quiet:
+        silence_loading_bars()
     summary = runner.run_catalog(catalog, out, config, force=force, quiet=quiet, catalog=parsed)
     if not quiet:
         click.echo(summary.text(), err=True)
     sys.exit(summary.exit_code)
+
+
+def silence_loading_bars() -> None:
+    """-q: no model-loading or download bars either (the SKU bar is already off)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # huggingface_hub and transformers
+    try:
+        from diffusers.utils import logging as diffusers_logging
+    except ImportError:
+        return
+    diffusers_logging.disable_progress_bar()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoshoot.stages.base import ModelSpec, Stage
-from autoshoot.stages.render import get_renderer, missing_models, model_specs, resize
+from autoshoot.stages.render import fetch_missing_models, get_renderer, missing_models, model_specs, resize
 
 if TYPE_CHECKING:
     from autoshoot.config import Config
@@ -54,6 +54,9 @@ class RefineStage(Stage):
 
     def check_models(self, config: Config) -> list[tuple[str, str, str]]:
         return missing_models(config)
+
+    def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
+        return fetch_missing_models(config)
 
     def run(self, job: Job, out: Path) -> dict[str, Any]:
         from PIL import Image

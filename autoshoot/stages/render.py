@@ -42,6 +42,9 @@ class RenderStage(Stage):
     def check_models(self, config: Config) -> list[tuple[str, str, str]]:
         return missing_models(config)
 
+    def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
+        return fetch_missing_models(config)
+
     def run(self, job: Job, out: Path) -> dict[str, Any]:
         from PIL import Image
 
@@ -283,13 +286,48 @@ def entry_missing_files(entry: ModelEntry) -> list[str]:
     return missing
 
 
+def is_offline(config: Config) -> bool:
+    return config.run.offline or os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false")
+
+
+def fetch_entry(entry: ModelEntry) -> str:
+    """snapshot_download with the entry's file patterns: tqdm progress, resumes partial files."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(entry.source, allow_patterns=list(entry.patterns) or None)
+
+
+def fetch_missing_models(config: Config) -> list[tuple[str, str, str]]:
+    """Fetch the hub models that are not in the cache yet (never offline); return those that
+    could not be fetched, as (what, where and why, how to fix)."""
+    if is_offline(config):
+        return []
+    failed = []
+    for entry in model_entries(config):
+        if entry.kind == "tiny" or entry.local or not entry_missing_files(entry):
+            continue
+        try:
+            fetch_entry(entry)
+        except Exception as err:  # no network, a wrong id, a gated repo
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            failed.append(
+                (
+                    entry.role,
+                    f"{entry.source}: could not be fetched from the hub ({type(err).__name__}: {reason})",
+                    f"check the network, or run `{download_command(config)}` on a machine that reaches the "
+                    "hub and copy its Hugging Face cache, or point the profile at local files",
+                )
+            )
+    return failed
+
+
 def missing_models(config: Config) -> list[tuple[str, str, str]]:
     """(what, where, how to fix) for each model that is absent and cannot be fetched now.
 
     A local path must exist. A hub model must be in the cache when fetching is forbidden
     (``--offline`` / HF_HUB_OFFLINE=1); otherwise it is fetched on first use.
     """
-    offline = config.run.offline or os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false")
+    offline = is_offline(config)
     out = []
     for entry in model_entries(config):
         if not entry.local and not offline:
