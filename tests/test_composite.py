@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 from PIL import Image
-from test_render_helpers import CANVAS, make_job, make_pipeline_dirs, make_product_photo, tiny_config
+from render_fixtures import CANVAS, make_job, make_pipeline_dirs, make_product_photo, tiny_config
 
 from autoshoot.stages.base import Sessions
 from autoshoot.stages.composite import (

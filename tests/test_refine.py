@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_render_helpers import (
+from render_fixtures import (
     CANVAS,
     FakeHandDetector,
     grip_canvas,

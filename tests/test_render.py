@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from test_render_helpers import (
+from render_fixtures import (
     CANVAS,
     LONG_PROMPT,
     make_job,

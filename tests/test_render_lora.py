@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_render_helpers import tiny_config
+from render_fixtures import tiny_config
 
 from autoshoot.backends.sdxl import SDXLRenderer, load_components, tiny_model_set_on_disk
 from autoshoot.config.render import LoraSpec

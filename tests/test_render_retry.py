@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from test_render_helpers import tiny_config
+from render_fixtures import tiny_config
 
 from autoshoot.backends.sdxl import DenoiseRequest, SDXLRenderer, build_tiny_components
 
