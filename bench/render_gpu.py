@@ -214,7 +214,7 @@ def hand_windows(n: int):
     return [HandWindow(box, lms) for _ in range(n)]
 
 
-def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str) -> dict:
+def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str, repeat: int = 1) -> dict:
     """Stage 1 for n candidates, stage 2 for the same n, and a whole SKU (both + paste)."""
     import torch
 
@@ -227,6 +227,8 @@ def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str) -> dict
     wins = hand_windows(n)
 
     def stage1():
+        # a new SKU brings a new prompt: stage 1 pays the text encoders (stage 2 reuses them)
+        renderer.prompt_cache.clear()
         return render_candidates(renderer, rc, canvas, inpaint, canny, PROMPT, NEGATIVE, seeds)
 
     def stage2(images):
@@ -236,14 +238,16 @@ def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str) -> dict
     images, info = stage1()  # warm-up (and compile, when on)
     stage2(images)
     warm = time.perf_counter() - t0
+    graphs = compiled_graphs()
     torch.cuda.reset_peak_memory_stats()
-    s1, (images, info) = timed(stage1)
-    s2, _ = timed(lambda: stage2(images))
-    sku, _ = timed(lambda: stage2(stage1()[0]))
+    s1, (images, info) = timed(stage1, repeat)
+    s2, _ = timed(lambda: stage2(images), repeat)
+    sku, _ = timed(lambda: stage2(stage1()[0]), repeat)
     nan = sum(int(not np.isfinite(im.astype(np.float32)).all()) for im in images)
     return {
         "label": label,
         "n": n,
+        "repeat": repeat,
         "warmup_s": warm,
         "stage1_s": s1,
         "stage1_per_candidate_s": s1 / n,
@@ -254,7 +258,49 @@ def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str) -> dict
         "stage1_breakdown_s": {k: round(v, 3) for k, v in info["seconds"].items()},
         "scales_seen": info["scales_seen"],
         "nan_images": nan,
+        "compiled_graphs": graphs,
+        "graphs_after_timing": compiled_graphs(),  # more than after warm-up = a recompile while timed
     }
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has made so far in this process (each one a compile or recompile)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def time_sdpa_backends(batch: int = 8) -> dict[str, float]:
+    """Milliseconds of one SDXL UNet call's attention (batch = 2 × 4 candidates, 1024²) per
+    SDPA backend tried first: 10 layers at 64² tokens (10 heads), 60 at 32² (20 heads), each a
+    self-attention and a cross-attention over 2 prompt chunks (154 tokens). A backend that cannot
+    take a shape is left out."""
+    import torch
+
+    from autoshoot.backends.sdxl import sdpa_context
+
+    shapes = [(10, 4096, 4096, 10), (10, 4096, 154, 10), (20, 1024, 1024, 60), (20, 1024, 154, 60)]
+    tensors = []
+    for heads, nq, nk, count in shapes:
+        q = torch.randn(batch, heads, nq, 64, device="cuda", dtype=torch.float16)
+        k = torch.randn(batch, heads, nk, 64, device="cuda", dtype=torch.float16)
+        tensors.append((q, k, k.clone(), count))
+    out: dict[str, float] = {}
+    for name in ("flash", "cudnn", "efficient"):
+        try:
+            with torch.inference_mode(), sdpa_context(name):
+                for q, k, v, _ in tensors:  # warm-up (and cuDNN's plan for each shape)
+                    torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                total = 0.0
+                for q, k, v, count in tensors:
+                    sec, _ = timed(
+                        lambda q=q, k=k, v=v: torch.nn.functional.scaled_dot_product_attention(q, k, v), 5
+                    )
+                    total += sec * count
+            out[name] = total * 1e3
+        except RuntimeError as err:
+            print(f"sdpa {name}: not usable ({str(err).splitlines()[0][:120]})", flush=True)
+    return out
 
 
 def run_main(args) -> dict:
@@ -263,11 +309,22 @@ def run_main(args) -> dict:
     from autoshoot.backends.sdxl import SDXLRenderer
 
     torch.backends.cuda.matmul.allow_tf32 = True
-    results: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "runs": []}
+    import diffusers
+
+    results: dict = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "runs": [],
+    }
     t0 = time.perf_counter()
     comps, stock_cn = build_full_components(stock_controlnet=not args.skip_stock)
     results["build_s"] = time.perf_counter() - t0
     canvas, inpaint, canny = make_inputs()
+    sets = parse_sets(args.set)
+    if args.sdpa:
+        sets["sdpa_backend"] = args.sdpa
+    results["render_overrides"] = sets
     if stock_cn is not None:
         results.update(bench_stock(comps, stock_cn, canvas, inpaint, canny))
         print(
@@ -295,16 +352,48 @@ def run_main(args) -> dict:
             n_layers = use_fp8_linears(comps.unet) + use_fp8_linears(comps.controlnet)
             results["fp8_layers"] = n_layers
             fp8_on = True
-        config = make_config(batch_size=4, compile=args.compile, **extra)
+        config = make_config(batch_size=4, compile=args.compile, **extra, **sets)
         if renderer is None:
             renderer = SDXLRenderer(config, components=comps)
         else:  # same models; only the sampling options change
             renderer.config = config
         label = label + ("+compile" if args.compile else "")
-        res = bench_ours(renderer, config.render, canvas, inpaint, canny, 4, label)
+        try:
+            res = bench_ours(renderer, config.render, canvas, inpaint, canny, 4, label, args.repeat)
+        except Exception as err:  # keep the numbers measured so far (one GPU run is precious)
+            import traceback
+
+            traceback.print_exc()
+            print(f"{label} failed: {err!r}", flush=True)
+            continue
         results["runs"].append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "scales_seen"}), flush=True)
+    if args.sdpa_probe:  # last: a backend that breaks cannot cost the numbers above
+        try:
+            results["sdpa_ms_per_unet_call"] = time_sdpa_backends()
+            print(
+                f"sdpa ms per UNet call, by backend tried first: {results['sdpa_ms_per_unet_call']}",
+                flush=True,
+            )
+        except Exception as err:
+            print(f"sdpa probe failed: {err!r}", flush=True)
     return results
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``--set fuse_qkv=false --set compile_mode=max-autotune-no-cudagraphs`` → render overrides."""
+    out: dict = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        low = value.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                out[key] = value
+    return out
 
 
 def fp8_error() -> float:
@@ -357,13 +446,14 @@ def print_table(results: dict) -> None:
         print(
             f"stock diffusers ControlNet inpaint, fp16, batch 1: {stock:.2f} s/candidate, peak {results['stock_peak_gib']:.1f} GiB"
         )
-    hdr = f"{'variant':<34}{'n':>3}{'st1 s/cand':>11}{'vs stock':>9}{'st2 s/cand':>11}{'SKU s':>8}{'peak GiB':>9}{'warm s':>8}"
+    hdr = f"{'variant':<34}{'n':>3}{'st1 s/cand':>11}{'vs stock':>9}{'st2 s/cand':>11}{'SKU s':>8}{'peak GiB':>9}{'warm s':>8}{'graphs':>7}"
     print(hdr)
     for r in results["runs"]:
         ratio = f"{stock / r['stage1_per_candidate_s']:.2f}x" if stock else "-"
         print(
             f"{r['label']:<34}{r['n']:>3}{r['stage1_per_candidate_s']:>11.2f}{ratio:>9}"
             f"{r['stage2_per_candidate_s']:>11.2f}{r['sku_s']:>8.2f}{r['peak_gib']:>9.2f}{r['warmup_s']:>8.1f}"
+            f"{r.get('graphs_after_timing', 0):>7}"
         )
 
 
@@ -372,7 +462,15 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet and ControlNet")
     ap.add_argument("--skip-stock", action="store_true")
     ap.add_argument("--skip-low-vram", action="store_true")
-    ap.add_argument("--variants", default="", help="comma list: exact,cn-cond-only,cn-cond-only+every2")
+    ap.add_argument(
+        "--variants", default="", help="comma list: exact,cn-cond-only+every2,fp8,fp8+cn-cond-only+every2"
+    )
+    ap.add_argument("--sdpa", default="", help="SDPA backend tried first: default|cudnn|flash|efficient")
+    ap.add_argument(
+        "--sdpa-probe", action="store_true", help="at the end, time one UNet call's attention per backend"
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs of each stage (mean)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render config override")
     ap.add_argument("--low-vram", choices=["layerwise_fp8", "group_offload"], help=argparse.SUPPRESS)
     ap.add_argument("--json", default="", help="write the numbers here")
     args = ap.parse_args()

@@ -101,21 +101,36 @@ class Components:
 
 class ControlScaleHook:
     """Forward pre-hook on the ControlNet: sets ``conditioning_scale`` from a per-step schedule
-    and records what each call got. The sampler sets ``step`` before each step."""
+    and records what each call got. The sampler sets ``step`` before each step.
 
-    def __init__(self) -> None:
+    The scales reach the ControlNet as 0-d float32 tensors on ``device`` (one cached tensor per
+    value), not Python floats: torch.compile specialises on a float's value, so 0.4 → 0.9
+    recompiled the whole ControlNet; a tensor's value is a graph input."""
+
+    def __init__(self, device: Any = None) -> None:
         self.schedule: list[list[float]] = []
         self.step = 0
         self.index: int | None = None  # separate ControlNets: which control this call serves
         self.seen: list[list[float]] = []
+        self.device = device
+        self.tensors: dict[float, Any] = {}
 
     def __call__(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         scales = [float(s) for s in self.schedule[self.step]]
         if self.index is not None:
             scales = [scales[self.index]]
-        kwargs["conditioning_scale"] = scales[0] if len(scales) == 1 else scales
+        values = [self.scale_tensor(s) for s in scales]
+        # union: a list (one per control); ControlNetModel: one value
+        kwargs["conditioning_scale"] = values[0] if self.index is not None else values
         self.seen.append(scales)
         return args, kwargs
+
+    def scale_tensor(self, value: float) -> Any:
+        import torch
+
+        if value not in self.tensors:  # made once: a host → device copy per step would sync
+            self.tensors[value] = torch.tensor(value, dtype=torch.float32, device=self.device)
+        return self.tensors[value]
 
 
 def control_schedule(steps: int, early: float, late: float, switch_at: float) -> list[float]:
@@ -148,8 +163,10 @@ class SDXLRenderer:
         self.load_seconds = time.perf_counter() - t0
         # 3. place, speed up, hook
         self.low_vram = self.device.type == "cuda" and 0 < rc.vram <= 8
+        self.prompt_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self.eager_vae_decoder: Any = None  # the VAE decoder's own forward, when compiled
         self.prepare_models()
-        self.hook = ControlScaleHook()
+        self.hook = ControlScaleHook(self.device)
         for net in self.control_nets():
             net.register_forward_pre_hook(self.hook, with_kwargs=True)
 
@@ -179,6 +196,10 @@ class SDXLRenderer:
         if rc.channels_last and self.device.type == "cuda" and not self.low_vram:
             for m in nets:
                 m.to(memory_format=torch.channels_last)
+        if rc.fuse_qkv and not self.low_vram:
+            for m in nets:
+                n_fused = fuse_attention_projections(m)
+                logger.info("fused q/k/v projections in %d attention layers of %s", n_fused, type(m).__name__)
         if rc.fp8_matmul and self.device.type == "cuda" and not self.low_vram:
             if torch.cuda.get_device_capability(self.device) < (8, 9):
                 raise ConfigError(
@@ -188,9 +209,18 @@ class SDXLRenderer:
                 n_fp8 = use_fp8_linears(m)
                 logger.info("fp8 matmuls in %d linear layers of %s", n_fp8, type(m).__name__)
         if rc.compile:
+            import torch._inductor.config as inductor_config
+
+            # the 1×1 shortcut convs as matmuls, fused with their neighbours
+            inductor_config.conv_1x1_as_mm = True
+            mode = None if rc.compile_mode in ("", "default") else rc.compile_mode
             # compile forward only: the ControlNet's scale pre-hook stays in eager Python
             for m in nets:
-                m.forward = torch.compile(m.forward, dynamic=False)
+                m.forward = torch.compile(m.forward, dynamic=False, mode=mode)
+            if rc.compile_vae and not self.low_vram:
+                # decode only (fixed batch and size); the encoder runs once per batch
+                self.eager_vae_decoder = c.vae.decoder.forward
+                c.vae.decoder.forward = torch.compile(c.vae.decoder.forward, dynamic=False, mode=mode)
 
     def apply_low_vram(self, nets: list[Any]) -> None:
         """≤ 8 GiB: fp8 weight storage (or group offload with streams), text encoders visit the
@@ -235,6 +265,22 @@ class SDXLRenderer:
         """
         import torch
 
+        key = (prompt, negative)
+        if key not in self.prompt_cache:
+            if len(self.prompt_cache) >= 8:
+                self.prompt_cache.pop(next(iter(self.prompt_cache)))
+            self.prompt_cache[key] = self.encode_prompt_pair(prompt, negative)
+        embeds_t, pooled = self.prompt_cache[key]
+        # CFG order: negative first, then prompt; each repeated n times
+        embeds_t = torch.cat([embeds_t[1:2].repeat(n, 1, 1), embeds_t[0:1].repeat(n, 1, 1)])
+        pooled = torch.cat([pooled[1:2].repeat(n, 1), pooled[0:1].repeat(n, 1)])
+        return embeds_t, pooled
+
+    def encode_prompt_pair(self, prompt: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both text encoders on [prompt, negative]: embeds (2, 77·k, 2048), pooled (2, 1280),
+        model dtype, on the device. Stage 1 and stage 2 of a SKU share one encoding."""
+        import torch
+
         c = self.c
         tokens = [
             tokenize_chunks(tok, text) for tok in (c.tokenizer, c.tokenizer_2) for text in (prompt, negative)
@@ -268,9 +314,6 @@ class SDXLRenderer:
                 pooled[1] = 0
             embeds_t = embeds_t.to(self.dtype)
             pooled = pooled.to(self.dtype)
-            # CFG order: negative first, then prompt; each repeated n times
-            embeds_t = torch.cat([embeds_t[1:2].repeat(n, 1, 1), embeds_t[0:1].repeat(n, 1, 1)])
-            pooled = torch.cat([pooled[1:2].repeat(n, 1), pooled[0:1].repeat(n, 1)])
         return embeds_t, pooled
 
     # -- the denoise loop ------------------------------------------------------------------
@@ -316,7 +359,10 @@ class SDXLRenderer:
         do_cfg = req.cfg > 1.0
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with (
+            torch.inference_mode(),
+            sdpa_context(rc.sdpa_backend if self.device.type == "cuda" else "default"),
+        ):
             # 1. encode the prompt (chunked) and the SDXL size conditioning
             embeds, pooled = self.encode_prompt(req.prompt, req.negative_prompt, n)
             if not do_cfg:
@@ -413,7 +459,11 @@ class SDXLRenderer:
         images = []
         for j in range(len(modes)):
             arr = np.stack([to_rgb(cands[j][1]) for cands in controls])  # (n, H, W, 3)
-            images.append(torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255.0)
+            images.append(
+                (
+                    torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255.0
+                ).contiguous()
+            )
         out: dict[str, Any] = {"modes": modes, "images": images}
         if self.c.controlnet is not None:
             n_types = self.c.controlnet.config.num_control_type
@@ -480,7 +530,9 @@ class SDXLRenderer:
         lat = vae.encode(x.to(vae.dtype)).latent_dist.mode().float()
         if getattr(vae.config, "shift_factor", None):
             lat = lat - vae.config.shift_factor
-        return lat * vae.config.scaling_factor
+        # contiguous: an NHWC-strided batch (from the permuted pixels) would make torch.compile
+        # recompile the UNet, the ControlNet and the decoder for stage 2 (strides are guarded)
+        return (lat * vae.config.scaling_factor).contiguous()
 
     def decode_latents(self, latents: torch.Tensor) -> tuple[list[np.ndarray], list[str]]:
         """Batch decode; an image that comes out NaN or black is decoded again in fp32."""
@@ -497,11 +549,15 @@ class SDXLRenderer:
             logger.warning("VAE gave NaN/black for %d image(s); decoding again in fp32", len(bad))
             notes.append(f"fp32 VAE retry for {len(bad)} image(s)")
             old = vae.dtype
+            compiled = vae.decoder.forward
             vae.to(torch.float32)
+            if self.eager_vae_decoder is not None:  # no fp32 recompile for a rare retry
+                vae.decoder.forward = self.eager_vae_decoder
             try:
                 img[bad] = vae.decode(z[bad].float(), return_dict=False)[0].float()
             finally:
                 vae.to(old)
+                vae.decoder.forward = compiled
         img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return [img[i] for i in range(img.shape[0])], notes
 
@@ -521,6 +577,34 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device is {name!r} but no CUDA GPU is visible; use --device cpu or auto")
     return torch.device(name)
+
+
+def sdpa_context(backend: str) -> Any:
+    """A context that makes ``backend`` PyTorch's first choice for scaled-dot-product attention
+    (the others stay as fallbacks for shapes it cannot take); "default" changes nothing. Under
+    torch.compile the choice is made when the graph is traced, so the first call must run in it."""
+    import contextlib
+
+    if backend in ("", "default"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    first = {
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    }.get(backend)
+    if first is None:
+        raise ConfigError(
+            f"render.sdpa_backend {backend!r} is unknown; use default, cudnn, flash or efficient"
+        )
+    rest = [
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.MATH,
+    ]
+    return sdpa_kernel([first] + [b for b in rest if b != first], set_priority=True)
 
 
 def move_model(model: Any, device: Any, dtype: Any) -> None:
@@ -606,6 +690,29 @@ def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """Model-resolution (w, h): the long side scaled to ``long_side``, both rounded to multiples of 64."""
     s = long_side / max(width, height)
     return max(64, int(round(width * s / 64)) * 64), max(64, int(round(height * s / 64)) * 64)
+
+
+def fuse_attention_projections(model: Any) -> int:
+    """Fuse each diffusers ``Attention``'s projections: q, k, v into one Linear for
+    self-attention, k, v for cross-attention (the UNet's ``fuse_qkv_projections``, for any model,
+    the union ControlNet too). The same sums in one bigger matmul. Returns the layers fused."""
+    import torch
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+
+    n = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, Attention) or getattr(module, "fused_projections", False):
+                continue
+            if not isinstance(module.processor, AttnProcessor2_0):
+                continue  # a custom or added-KV processor: leave it alone
+            module.fuse_projections(fuse=True)
+            for name in ("to_qkv", "to_kv"):
+                if hasattr(module, name):
+                    getattr(module, name).requires_grad_(False)
+            module.set_processor(FusedAttnProcessor2_0())
+            n += 1
+    return n
 
 
 def use_fp8_linears(model: Any) -> int:

@@ -130,6 +130,13 @@ class RenderConfig:
 
     # -- speed / memory -----------------------------------------------------------------------
     compile: bool = False  # torch.compile the UNet and ControlNet (slow first call; cached)
+    compile_mode: str = "default"  # torch.compile mode, e.g. "max-autotune-no-cudagraphs" (longer warm-up)
+    compile_vae: bool = True  # with ``compile``: also compile the VAE decoder (batched decode)
+    # Exact speed-up (same maths, fp rounding aside), on by default on the GPU:
+    fuse_qkv: bool = True  # one matmul for q, k, v (self-attention) and for k, v (cross-attention)
+    # scaled-dot-product attention kernel tried first on CUDA: "default" (PyTorch's order),
+    # "cudnn", "flash" or "efficient"; same maths (bench/render_gpu.py --sdpa auto times them)
+    sdpa_backend: Literal["default", "cudnn", "flash", "efficient"] = "default"
     fp8_matmul: bool = False  # fp8 tensor-core matmuls in the attention blocks (Ada/Hopper)
     channels_last: bool = True
     vram: int = 0  # GiB budget; 0 = no limit; <= 8 turns on the low-VRAM mode
