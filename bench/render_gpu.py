@@ -20,10 +20,20 @@ Measured on one H100 80GB (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, 
     stock diffusers, batch 1             4.9-5.6     1x        -         -      13.9
     exact, eager                          1.98     2.8x      0.97     11.7      17.5
     ControlNet cond-half + every 2, eager 1.58     3.5x      0.83      9.5      17.5
-    ControlNet cond-half + every 2, compile 1.28   3.8x      0.74      8.2      17.5  (warm-up 354 s)
+    ControlNet cond-half + every 2, compile 1.28   3.8x      0.74      8.2      17.5  (warm-up 354 s, 5 graphs)
+    same + fused q/k/v, compiled VAE      1.19     4.50x     0.63      7.3      16.9  (warm-up 267 s, 4 graphs)
+      decode, no recompiles
     fp8 linears, eager                    3.32     1.7x      1.47     19.7      14.3  (slower: eager quantisation)
     low-VRAM fp8 layerwise, batch 1       7.71      -        3.32      9.3/cand  6.3 (reserved 7.8)
     low-VRAM group offload, batch 1      20.0       -        8.32     29.2/cand  5.0 (reserved 10.1)
+
+The "fused q/k/v, compiled VAE decode" row and its 4.50x come from one run with its own stock
+baseline (5.35 s; `--compile --variants cn-cond-only+every2 --skip-low-vram --repeat 2
+--sdpa-probe`); stage 1 split 0.17 prepare + 4.45 denoise + 0.16 decode s per batch of 4
+(before: 0.17 + 4.59 + 0.35). Stock varies 4.9-5.6 s between runs, so the ratio is 4.1-4.7x.
+The same run's `--sdpa-probe`: one UNet call's attention at batch 8 takes 26.6 ms with flash,
+18.2 with cuDNN, 54.1 with memory-efficient (render.sdpa_backend = "cudnn" is not yet timed
+under compile).
 """
 
 from __future__ import annotations
