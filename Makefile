@@ -38,8 +38,8 @@ demo: $(STAMP)
 	@echo "open runs/demo/report.html"
 
 lint: $(STAMP)
-	$(BIN)/ruff check autoshoot tests bench
-	$(BIN)/ruff format --check autoshoot tests bench
+	$(BIN)/ruff check autoshoot tests bench catalogs
+	$(BIN)/ruff format --check autoshoot tests bench catalogs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

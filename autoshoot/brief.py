@@ -73,7 +73,9 @@ class _Strict(BaseModel):
 
 class Product(_Strict):
     category: Category
-    description: str = Field(min_length=3, max_length=200, description="short, e.g. 'black leather tote with gold zip'")
+    description: str = Field(
+        min_length=3, max_length=200, description="short, e.g. 'black leather tote with gold zip'"
+    )
     colours: list[str] = Field(min_length=1, max_length=5, description="main colours, most dominant first")
     material: str = Field(min_length=2, max_length=60)
     handle: Handle
@@ -87,16 +89,22 @@ class Product(_Strict):
     def _check_size(cls, value: tuple[float, float]) -> tuple[float, float]:
         for v in value:
             if not SIZE_MIN_CM <= v <= SIZE_MAX_CM:
-                raise ValueError(f"each size must be between {SIZE_MIN_CM:g} and {SIZE_MAX_CM:g} cm, got {v:g}")
+                raise ValueError(
+                    f"each size must be between {SIZE_MIN_CM:g} and {SIZE_MAX_CM:g} cm, got {v:g}"
+                )
         return value
 
     @field_validator("handle_box")
     @classmethod
-    def _check_box(cls, value: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+    def _check_box(
+        cls, value: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
         if value is not None:
             x0, y0, x1, y1 = value
             if x1 <= x0 or y1 <= y0 or min(value) < 0:
-                raise ValueError(f"handle_box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {list(value)}")
+                raise ValueError(
+                    f"handle_box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {list(value)}"
+                )
         return value
 
     @field_validator("colours")
@@ -116,7 +124,9 @@ class Persona(_Strict):
     hair: str = Field(min_length=3, max_length=80)
     garments: list[str] = Field(min_length=1, max_length=6, description="each garment with its colour")
     custom: str | None = Field(
-        default=None, max_length=300, description="free-text persona from an override; replaces the generated one"
+        default=None,
+        max_length=300,
+        description="free-text persona from an override; replaces the generated one",
     )
 
     @field_validator("skin_tone", "features", "build", "hair", "custom")
@@ -239,7 +249,9 @@ def parse_size_cm(text: str) -> tuple[float, float]:
     w, h = float(match.group(1)), float(match.group(2))
     for v in (w, h):
         if not SIZE_MIN_CM <= v <= SIZE_MAX_CM:
-            raise OverrideError(f"size_cm {text!r}: each size must be between {SIZE_MIN_CM:g} and {SIZE_MAX_CM:g} cm")
+            raise OverrideError(
+                f"size_cm {text!r}: each size must be between {SIZE_MIN_CM:g} and {SIZE_MAX_CM:g} cm"
+            )
     return (w, h)
 
 
@@ -279,7 +291,9 @@ def apply_overrides(brief: Brief, overrides: dict[str, str]) -> Brief:
     for column, value in overrides.items():
         allowed = OVERRIDE_COLUMNS[column]
         if allowed is not None and value not in allowed:
-            raise OverrideError(f"{column} {value!r} is not allowed; allowed values are: {', '.join(allowed)}")
+            raise OverrideError(
+                f"{column} {value!r} is not allowed; allowed values are: {', '.join(allowed)}"
+            )
     if not overrides:
         return brief
 

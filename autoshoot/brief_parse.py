@@ -35,33 +35,83 @@ COORD_CONVENTIONS = ("pixels", "rel1000")
 # Common ways models spell enum values → the schema's value.
 SYNONYMS: dict[str, dict[str, str]] = {
     "category": {
-        "bag": "handbag", "purse": "handbag", "hand_bag": "handbag", "shoulder_bag": "handbag", "tote_bag": "tote",
-        "shopper": "tote", "laptop": "laptop_bag", "laptopbag": "laptop_bag", "computer_bag": "laptop_bag",
-        "rucksack": "backpack", "back_pack": "backpack", "duffel": "duffle", "duffel_bag": "duffle",
-        "duffle_bag": "duffle", "holdall": "duffle", "messenger_bag": "messenger", "satchel": "messenger",
-        "crossbody": "messenger", "luggage": "suitcase", "trolley": "suitcase", "brief_case": "briefcase",
+        "bag": "handbag",
+        "purse": "handbag",
+        "hand_bag": "handbag",
+        "shoulder_bag": "handbag",
+        "tote_bag": "tote",
+        "shopper": "tote",
+        "laptop": "laptop_bag",
+        "laptopbag": "laptop_bag",
+        "computer_bag": "laptop_bag",
+        "rucksack": "backpack",
+        "back_pack": "backpack",
+        "duffel": "duffle",
+        "duffel_bag": "duffle",
+        "duffle_bag": "duffle",
+        "holdall": "duffle",
+        "messenger_bag": "messenger",
+        "satchel": "messenger",
+        "crossbody": "messenger",
+        "luggage": "suitcase",
+        "trolley": "suitcase",
+        "brief_case": "briefcase",
     },
     "handle": {
-        "top_handle": "top_loop", "single_handle": "top_loop", "handle": "top_loop", "loop": "top_loop",
-        "two_handles": "twin_loops", "twin_handles": "twin_loops", "double_handles": "twin_loops",
-        "dual_handles": "twin_loops", "strap": "strap_loop", "shoulder_strap": "strap_loop", "no_handle": "none",
+        "top_handle": "top_loop",
+        "single_handle": "top_loop",
+        "handle": "top_loop",
+        "loop": "top_loop",
+        "two_handles": "twin_loops",
+        "twin_handles": "twin_loops",
+        "double_handles": "twin_loops",
+        "dual_handles": "twin_loops",
+        "strap": "strap_loop",
+        "shoulder_strap": "strap_loop",
+        "no_handle": "none",
         "null": "none",
     },
     "hold_pose": {
-        "hip": "beside_hip", "at_hip": "beside_hip", "by_the_hip": "beside_hip", "beside_hips": "beside_hip",
-        "front": "in_front", "in_front_of_body": "in_front", "crook": "forearm_crook", "elbow_crook": "forearm_crook",
-        "forearm": "forearm_crook", "display": "raised_display", "raised": "raised_display",
-        "over_shoulder": "shoulder_strap", "on_shoulder": "shoulder_strap", "cradle": "cradled",
-        "underarm": "under_arm", "under_the_arm": "under_arm",
+        "hip": "beside_hip",
+        "at_hip": "beside_hip",
+        "by_the_hip": "beside_hip",
+        "beside_hips": "beside_hip",
+        "front": "in_front",
+        "in_front_of_body": "in_front",
+        "crook": "forearm_crook",
+        "elbow_crook": "forearm_crook",
+        "forearm": "forearm_crook",
+        "display": "raised_display",
+        "raised": "raised_display",
+        "over_shoulder": "shoulder_strap",
+        "on_shoulder": "shoulder_strap",
+        "cradle": "cradled",
+        "underarm": "under_arm",
+        "under_the_arm": "under_arm",
     },
     "shot": {
-        "closeup": "close", "close_up": "close", "half": "half_body", "halfbody": "half_body",
-        "half_body_shot": "half_body", "medium": "half_body", "medium_shot": "half_body", "full": "full_body",
-        "fullbody": "full_body", "full_body_shot": "full_body", "full_length": "full_body",
+        "closeup": "close",
+        "close_up": "close",
+        "half": "half_body",
+        "halfbody": "half_body",
+        "half_body_shot": "half_body",
+        "medium": "half_body",
+        "medium_shot": "half_body",
+        "full": "full_body",
+        "fullbody": "full_body",
+        "full_body_shot": "full_body",
+        "full_length": "full_body",
     },
     "gender_presentation": {
-        "female": "feminine", "woman": "feminine", "f": "feminine", "male": "masculine", "man": "masculine",
-        "m": "masculine", "non_binary": "androgynous", "nonbinary": "androgynous", "neutral": "androgynous",
+        "female": "feminine",
+        "woman": "feminine",
+        "f": "feminine",
+        "male": "masculine",
+        "man": "masculine",
+        "m": "masculine",
+        "non_binary": "androgynous",
+        "nonbinary": "androgynous",
+        "neutral": "androgynous",
     },
 }
 ENUMS = {"category": CATEGORIES, "handle": HANDLES, "hold_pose": HOLD_POSES, "shot": SHOTS}
@@ -213,7 +263,9 @@ def normalize_data(data: dict[str, Any]) -> dict[str, Any]:
     persona = data.get("persona")
     if isinstance(persona, dict):
         if "gender_presentation" in persona:
-            persona["gender_presentation"] = normalize_enum("gender_presentation", persona["gender_presentation"])
+            persona["gender_presentation"] = normalize_enum(
+                "gender_presentation", persona["gender_presentation"]
+            )
         if isinstance(persona.get("age_range"), str):
             persona["age_range"] = _normalize_age(persona["age_range"])
         if isinstance(persona.get("garments"), str):
@@ -462,13 +514,21 @@ def describe_with_repair(
             item.answer = answer
             item.outcome = parse_answer(answer, convention, item.seen_size, item.input_size)
             if item.outcome.brief is None:
-                logger.info("%s: answer %d invalid: %s", item.request.sku, attempt + 1, "; ".join(item.outcome.errors[:3]))
+                logger.info(
+                    "%s: answer %d invalid: %s",
+                    item.request.sku,
+                    attempt + 1,
+                    "; ".join(item.outcome.errors[:3]),
+                )
                 retry.append(i)
         # 3. the invalid ones get their errors back
         if attempt < repair_retries:
             for i in retry:
                 item = pending[i]
-                item.history = item.history + [("assistant", item.answer), ("user", render_repair(item.outcome.errors))]
+                item.history = item.history + [
+                    ("assistant", item.answer),
+                    ("user", render_repair(item.outcome.errors)),
+                ]
                 flags[i].append("vlm_retry")
         todo = retry
 

@@ -139,8 +139,7 @@ def load_catalog(
             f"{', '.join(columns) or 'nothing'}); fix: add a header row with at least: sku,image"
         )
     catalog_warnings = [
-        f"column {c!r} is not a known column and is ignored; known columns are: "
-        f"{', '.join(KNOWN_COLUMNS)}"
+        f"column {c!r} is not a known column and is ignored; known columns are: {', '.join(KNOWN_COLUMNS)}"
         for c in columns
         if c not in KNOWN_COLUMNS
     ]
@@ -170,7 +169,9 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise CatalogError(f"catalog {str(path)!r} is not UTF-8 text ({err}); fix: save it as UTF-8 CSV") from err
+        raise CatalogError(
+            f"catalog {str(path)!r} is not UTF-8 text ({err}); fix: save it as UTF-8 CSV"
+        ) from err
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -228,7 +229,12 @@ def check_numbers(row: Row) -> None:
         if raw.isdigit() and 1 <= int(raw) <= MAX_CANDIDATES:
             row.candidates = int(raw)
         else:
-            row.error("candidates", raw, "not a whole number of candidates", f"use 1 to {MAX_CANDIDATES}, or leave it empty")
+            row.error(
+                "candidates",
+                raw,
+                "not a whole number of candidates",
+                f"use 1 to {MAX_CANDIDATES}, or leave it empty",
+            )
     raw = row.fields.get("seed", "")
     if raw:
         try:
@@ -237,7 +243,9 @@ def check_numbers(row: Row) -> None:
                 raise ValueError
         except ValueError:
             row.seed = None
-            row.error("seed", raw, "not a whole number", "use a whole number from 0 to 2^63-1, or leave it empty")
+            row.error(
+                "seed", raw, "not a whole number", "use a whole number from 0 to 2^63-1, or leave it empty"
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +271,12 @@ def check_image(
         try:
             local = download_image(value, cache_dir or default_cache_dir(), timeout_s)
         except OSError as err:
-            row.error("image", value, f"download failed ({err})", "check the URL, or download the file and give its path")
+            row.error(
+                "image",
+                value,
+                f"download failed ({err})",
+                "check the URL, or download the file and give its path",
+            )
             return
     elif "://" in value:
         row.error("image", value, "unsupported URL scheme", "use a local path or an http(s) URL")
@@ -280,13 +293,20 @@ def check_image(
     try:
         data = local.read_bytes()
     except FileNotFoundError:
-        row.error("image", value, f"file not found (looked for {local})", "correct the path; relative paths start at the CSV's folder")
+        row.error(
+            "image",
+            value,
+            f"file not found (looked for {local})",
+            "correct the path; relative paths start at the CSV's folder",
+        )
         return
     except IsADirectoryError:
         row.error("image", value, f"{local} is a folder, not an image", "give the path of an image file")
         return
     except OSError as err:
-        row.error("image", value, f"file cannot be read ({err.strerror or err})", "check the file's permissions")
+        row.error(
+            "image", value, f"file cannot be read ({err.strerror or err})", "check the file's permissions"
+        )
         return
     row.image_path = local
     row.image_sha256 = hashlib.sha256(data).hexdigest()
@@ -336,7 +356,13 @@ class ImageCheckCache:
         st = local.stat()
         transparent = any("transparency" in w for w in row.warnings)
         self.entries[str(local.absolute())] = [
-            st.st_size, st.st_mtime_ns, list(limits), row.image_sha256, *row.image_size, row.image_mode, transparent,
+            st.st_size,
+            st.st_mtime_ns,
+            list(limits),
+            row.image_sha256,
+            *row.image_size,
+            row.image_mode,
+            transparent,
         ]
         self.changed = True
 
@@ -384,7 +410,10 @@ def inspect_image_bytes(data: bytes, row: Row, min_side: int, max_pixels: int) -
     except (OSError, SyntaxError, ValueError) as err:
         text = str(err)
         if "truncated" in text.lower():
-            return "the image file is truncated (incomplete download or copy)", "copy or download the file again"
+            return (
+                "the image file is truncated (incomplete download or copy)",
+                "copy or download the file again",
+            )
         return f"the image is corrupt ({text})", "re-export it as JPEG or PNG"
     return "", ""
 
@@ -395,15 +424,33 @@ def note_mode(row: Row, mode: str, palette_transparency: bool = False) -> None:
         return
     if mode in ("RGBA", "LA", "PA") or palette_transparency:
         row.warnings.append(
-            _message(row.row_number, "image", row.image, f"{mode} image with transparency: its alpha is used as the product mask", "nothing to do")
+            _message(
+                row.row_number,
+                "image",
+                row.image,
+                f"{mode} image with transparency: its alpha is used as the product mask",
+                "nothing to do",
+            )
         )
     elif mode == "CMYK":
         row.warnings.append(
-            _message(row.row_number, "image", row.image, "CMYK image: converted to RGB (colours may shift)", "export it as sRGB for exact colours")
+            _message(
+                row.row_number,
+                "image",
+                row.image,
+                "CMYK image: converted to RGB (colours may shift)",
+                "export it as sRGB for exact colours",
+            )
         )
     elif mode.startswith("I") or mode == "F":
         row.warnings.append(
-            _message(row.row_number, "image", row.image, f"{mode} (16/32-bit) image: scaled down to 8-bit RGB", "export it as 8-bit sRGB for exact colours")
+            _message(
+                row.row_number,
+                "image",
+                row.image,
+                f"{mode} (16/32-bit) image: scaled down to 8-bit RGB",
+                "export it as 8-bit sRGB for exact colours",
+            )
         )
 
 
@@ -444,7 +491,9 @@ def download_image(url: str, cache_dir: Path, timeout_s: float) -> Path:
 
     name = hashlib.sha256(url.encode()).hexdigest()[:32]
     suffix = Path(url.split("?", 1)[0]).suffix.lower()
-    target = cache_dir / (name + (suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff") else ".img"))
+    target = cache_dir / (
+        name + (suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff") else ".img")
+    )
     if target.is_file():
         return target
     request = urllib.request.Request(url, headers={"User-Agent": "autoshoot"})

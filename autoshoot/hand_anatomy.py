@@ -81,7 +81,9 @@ def measure_palm_length(landmarks: np.ndarray) -> float:
     """Palm length (wrist to middle MCP) in the landmarks' units: the median of the four
     wrist-to-knuckle distances, each divided by its canonical proportion. The breadth is
     left out so that a palm that is too wide does not shrink every other ratio."""
-    estimates = [np.linalg.norm(landmarks[b] - landmarks[a]) / ratio for (a, b), ratio in PALM_LENGTHS.items()]
+    estimates = [
+        np.linalg.norm(landmarks[b] - landmarks[a]) / ratio for (a, b), ratio in PALM_LENGTHS.items()
+    ]
     return float(np.median(estimates))
 
 
@@ -164,11 +166,20 @@ def check_joint_angles(landmarks: np.ndarray, limits: AnatomyLimits) -> tuple[fl
             if f == 0:
                 side = 0.0  # the thumb's plane is not the palm's lateral axis
             else:
-                side = abs(float(np.degrees(np.arcsin(np.clip(v2 @ lateral_axis, -1, 1)) - np.arcsin(np.clip(v1 @ lateral_axis, -1, 1)))))
+                side = abs(
+                    float(
+                        np.degrees(
+                            np.arcsin(np.clip(v2 @ lateral_axis, -1, 1))
+                            - np.arcsin(np.clip(v1 @ lateral_axis, -1, 1))
+                        )
+                    )
+                )
             s = _soft(side - limits.lateral_joint_deg, 20.0) * _soft(bend - limits.flex_max_deg, 25.0)
             if s < 0.7:
                 what = "sideways" if side > limits.lateral_joint_deg else "too far"
-                reasons.append(f"{FINGERS[f]} bent {what} ({max(side, bend) if what == 'too far' else side:.0f} deg)")
+                reasons.append(
+                    f"{FINGERS[f]} bent {what} ({max(side, bend) if what == 'too far' else side:.0f} deg)"
+                )
             score *= s
     return score, reasons
 
@@ -205,7 +216,9 @@ def check_chains(landmarks: np.ndarray, limits: AnatomyLimits, palm: float) -> t
         for g in range(f + 1, 5):
             cf, cg = CHAINS[f], CHAINS[g]
             gap = min(
-                segment_distance(landmarks[cf[i]], landmarks[cf[i + 1]], landmarks[cg[k]], landmarks[cg[k + 1]])
+                segment_distance(
+                    landmarks[cf[i]], landmarks[cf[i + 1]], landmarks[cg[k]], landmarks[cg[k + 1]]
+                )
                 for i in (2, 3)
                 for k in (2, 3)
             ) / max(palm, 1e-6)
@@ -235,7 +248,9 @@ def check_palm_scale(palm: float, face_width: float | None, limits: AnatomyLimit
     ratio = palm / (limits.palm_face_ratio * face_width)
     off = abs(float(np.log(ratio))) - float(np.log(limits.palm_face_tolerance))
     s = _soft(off, 0.35)
-    reasons = [f"hand {'too big' if ratio > 1 else 'too small'} for the face ({ratio:.1f}x)"] if s < 0.7 else []
+    reasons = (
+        [f"hand {'too big' if ratio > 1 else 'too small'} for the face ({ratio:.1f}x)"] if s < 0.7 else []
+    )
     return s, reasons
 
 
@@ -313,7 +328,11 @@ def canonical_hand(palm_length: float = 100.0, curl_deg: float = 10.0, spread_de
     for s, bone in enumerate(CANONICAL_BONES["thumb"]):
         turn = np.radians(12 * s)
         d = np.array(
-            [thumb_dir[0] * np.cos(turn) - thumb_dir[1] * np.sin(turn), thumb_dir[0] * np.sin(turn) + thumb_dir[1] * np.cos(turn), thumb_dir[2]]
+            [
+                thumb_dir[0] * np.cos(turn) - thumb_dir[1] * np.sin(turn),
+                thumb_dir[0] * np.sin(turn) + thumb_dir[1] * np.cos(turn),
+                thumb_dir[2],
+            ]
         )
         p = p + _unit(d) * bone * L
         pts[2 + s] = p

@@ -27,9 +27,7 @@ class Registry:
 
     def check(self, name: str) -> None:
         if name not in self._factories:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())}"
-            )
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid names are: {', '.join(self.names())}")
 
     def factory(self, name: str) -> Callable[..., Any]:
         self.check(name)

@@ -22,7 +22,17 @@ from autoshoot.types import ShotResult
 logger = logging.getLogger(__name__)
 
 BLOCK_FILE = "report_block.html"
-RESULT_COLUMNS = ("row", "sku", "status", "reason", "best_image", "hand_score", "n_candidates", "seconds", "flags")
+RESULT_COLUMNS = (
+    "row",
+    "sku",
+    "status",
+    "reason",
+    "best_image",
+    "hand_score",
+    "n_candidates",
+    "seconds",
+    "flags",
+)
 
 
 def result_record(result: ShotResult) -> dict[str, Any]:
@@ -47,9 +57,15 @@ def write_results(run_dir: Path, results: list[ShotResult]) -> None:
 
     schema = pa.schema(
         [
-            ("row", pa.int64()), ("sku", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-            ("best_image", pa.string()), ("hand_score", pa.float64()), ("n_candidates", pa.int64()),
-            ("seconds", pa.float64()), ("flags", pa.string()),
+            ("row", pa.int64()),
+            ("sku", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("best_image", pa.string()),
+            ("hand_score", pa.float64()),
+            ("n_candidates", pa.int64()),
+            ("seconds", pa.float64()),
+            ("flags", pa.string()),
         ]
     )
     table = pa.Table.from_pylist(records, schema=schema)
@@ -161,7 +177,9 @@ def sku_block(run_dir: Path, result: ShotResult) -> str:
     figures: list[str] = []
     if sku_dir is not None and sku_dir.is_dir():
         figures += _figure(run_dir, sku_dir / "input.jpg", "input")
-        figures += _figure(run_dir, sku_dir / "prepare" / "debug.png", "prepared canvas: mask, handle, grip, erased gap")
+        figures += _figure(
+            run_dir, sku_dir / "prepare" / "debug.png", "prepared canvas: mask, handle, grip, erased gap"
+        )
         figures += candidate_figures(run_dir, sku_dir, result)
         brief = _read(sku_dir / "analyze" / "stage.json")
     else:
@@ -169,8 +187,10 @@ def sku_block(run_dir: Path, result: ShotResult) -> str:
     if figures:
         out.append("<div class='row'>" + "".join(figures) + "</div>")
     if brief and brief.get("prompt"):
-        out.append(f"<details><summary>brief and prompt</summary><p>{_e(brief['prompt'])}</p>"
-                   f"<pre>{_e(json.dumps(brief.get('brief', {}), indent=1))}</pre></details>")
+        out.append(
+            f"<details><summary>brief and prompt</summary><p>{_e(brief['prompt'])}</p>"
+            f"<pre>{_e(json.dumps(brief.get('brief', {}), indent=1))}</pre></details>"
+        )
     out.append("</div>")
     return "\n".join(out)
 
@@ -187,7 +207,11 @@ def candidate_figures(run_dir: Path, sku_dir: Path, result: ShotResult) -> list[
             best = rank.get("best_index") == index
             reasons = "; ".join(cand.get("reasons", [])) or "no problems found"
             overlay = sku_dir / "score" / cand["overlay"] if cand.get("overlay") else None
-            link = f" &middot; <a href='{_rel(run_dir, overlay)}'>landmarks</a>" if overlay and overlay.is_file() else ""
+            link = (
+                f" &middot; <a href='{_rel(run_dir, overlay)}'>landmarks</a>"
+                if overlay and overlay.is_file()
+                else ""
+            )
             caption = (
                 f"candidate {index}{' (best)' if best else ''}: score {float(cand['hand_score']):.2f}{link}"
                 f"<br><span class='reasons'>{_e(reasons)}</span>"

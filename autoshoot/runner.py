@@ -50,7 +50,15 @@ MANIFEST = "manifest.json"
 CHECK_CACHE = ".image-checks.json"
 TRASH_MARK = ".trash-"
 RESULT_COLUMNS = (
-    "row", "sku", "status", "reason", "best_image", "hand_score", "n_candidates", "seconds", "flags",
+    "row",
+    "sku",
+    "status",
+    "reason",
+    "best_image",
+    "hand_score",
+    "n_candidates",
+    "seconds",
+    "flags",
 )
 
 
@@ -81,7 +89,9 @@ def sku_seed(config: Config, row: Row) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def stage_keys(stages: list[Stage], config: Config, job: Job, section_hashes: dict[str, str] | None = None) -> dict[str, str]:
+def stage_keys(
+    stages: list[Stage], config: Config, job: Job, section_hashes: dict[str, str] | None = None
+) -> dict[str, str]:
     """The cache key of every stage for ``job``: chained, so a change flows downstream.
 
     ``section_hashes`` (stage name → hash of its config sections) can be computed once per
@@ -92,7 +102,14 @@ def stage_keys(stages: list[Stage], config: Config, job: Job, section_hashes: di
     previous = job.image_sha256
     for stage in stages:
         params = {name: getattr(job, name) for name in stage.job_params}
-        material = [previous, stage.name, stage.version, section_hashes[stage.name], stage.extra_key(job), params]
+        material = [
+            previous,
+            stage.name,
+            stage.version,
+            section_hashes[stage.name],
+            stage.extra_key(job),
+            params,
+        ]
         previous = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
         keys[stage.name] = previous
     return keys
@@ -251,7 +268,9 @@ class SkuWorker:
             if missing:
                 raise ModelMissingError(missing)
 
-    def process(self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False) -> Iterator[ShotResult]:
+    def process(
+        self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[ShotResult]:
         """Run the planned stages for several SKUs, yielding each SKU's result as it finishes.
 
         Batchable stages (the VLM brief) run first across all of them. ``should_stop`` is asked
@@ -302,7 +321,9 @@ class SkuWorker:
             yield result
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
 
-    def _attach_inputs(self, plans: list[Plan], jobs: dict[str, Job], stores: dict[str, SkuStore], upto: str) -> None:
+    def _attach_inputs(
+        self, plans: list[Plan], jobs: dict[str, Job], stores: dict[str, SkuStore], upto: str
+    ) -> None:
         for plan in plans:
             for stage in self.stages:
                 if stage.name == upto:
@@ -336,7 +357,9 @@ class SkuWorker:
                 shutil.rmtree(out, ignore_errors=True)
                 failed[sku] = one_line_reason(stage.name, outcome)
                 logger.info("%s: %s failed: %s", sku, stage.name, failed[sku])
-                store.log(f"{stage.name} failed: {failed[sku]}\n" + "".join(traceback.format_exception(outcome)))
+                store.log(
+                    f"{stage.name} failed: {failed[sku]}\n" + "".join(traceback.format_exception(outcome))
+                )
                 continue
             atomic_write_json(out / "stage.json", outcome)
             new_flags = [f for f in job.flags if f not in before]
@@ -345,14 +368,21 @@ class SkuWorker:
             store.log(f"{stage.name} done in {seconds:.2f} s")
             logger.info("%s: %s done in %.2f s", sku, stage.name, seconds)
 
-    def _finish(self, plan: Plan, job: Job, store: SkuStore, failure: str | None, seconds: float) -> ShotResult:
+    def _finish(
+        self, plan: Plan, job: Job, store: SkuStore, failure: str | None, seconds: float
+    ) -> ShotResult:
         row = plan.row
         flags = sorted({f for entry in store.manifest["stages"].values() for f in entry.get("flags", [])})
         stage_seconds = {k: v.get("seconds", 0.0) for k, v in store.manifest["stages"].items()}
         if failure:
             return ShotResult(
-                row=row.row_number, sku=row.sku, status="failed", reason=failure,
-                seconds=round(seconds, 3), flags=";".join(flags), stage_seconds=stage_seconds,
+                row=row.row_number,
+                sku=row.sku,
+                status="failed",
+                reason=failure,
+                seconds=round(seconds, 3),
+                flags=";".join(flags),
+                stage_seconds=stage_seconds,
             )
         rank = job.input_json("rank")
         composite = job.input_json("composite")
@@ -531,7 +561,10 @@ class _Interrupt:
         if self.requested:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
         self.requested = True
-        print("\nInterrupted: finishing the current SKU, then stopping (Ctrl-C again to stop now)", file=sys.stderr)
+        print(
+            "\nInterrupted: finishing the current SKU, then stopping (Ctrl-C again to stop now)",
+            file=sys.stderr,
+        )
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
@@ -575,7 +608,9 @@ def dry_run_text(catalog: Catalog, config: Config, run_dir: Path) -> str:
             lines.append(f"  {row.sku or '(no sku)'}: invalid, will be marked failed ({row.errors[0]})")
     for plan in plans:
         if not plan.todo:
-            lines.append(f"  {plan.row.sku}: done ({plan.result.get('status') if plan.result else ''}), skipped")
+            lines.append(
+                f"  {plan.row.sku}: done ({plan.result.get('status') if plan.result else ''}), skipped"
+            )
         else:
             lines.append(f"  {plan.row.sku}: to do: {', '.join(plan.todo)}")
     todo = sum(1 for p in plans if p.todo)
@@ -608,11 +643,15 @@ def run_catalog(
         # 3. stop before the first SKU when a model that some work needs is missing
         worker.check_models({name for p in todo for name in p.todo})
         # 4. run on the configured engine (local: chunks of SKUs, batchable stages across a chunk)
-        results: dict[str, ShotResult] = {p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result}
+        results: dict[str, ShotResult] = {
+            p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result
+        }
         counts = {"accepted": 0, "review": 0, "failed": len(catalog.invalid_rows)}
         for r in results.values():
             counts[r.status] += 1
-        bar = progress_bar(len(plans) + len(catalog.invalid_rows), quiet, initial=len(results) + counts["failed"])
+        bar = progress_bar(
+            len(plans) + len(catalog.invalid_rows), quiet, initial=len(results) + counts["failed"]
+        )
         bar.set_postfix(counts)
         engine = None
         processed = 0
@@ -652,7 +691,9 @@ def collect_results(catalog: Catalog, results: dict[str, ShotResult]) -> list[Sh
         else:
             ordered.append(
                 ShotResult(
-                    row=row.row_number, sku=row.sku, status="failed",
+                    row=row.row_number,
+                    sku=row.sku,
+                    status="failed",
                     reason="not run: the run was interrupted; run the same command again to resume",
                 )
             )
@@ -663,6 +704,12 @@ def progress_bar(total: int, quiet: bool, initial: int = 0):  # type: ignore[no-
     from tqdm import tqdm
 
     return tqdm(
-        total=total, initial=initial, desc="SKUs", unit="sku", file=sys.stderr, disable=quiet,
-        dynamic_ncols=True, smoothing=0.1,
+        total=total,
+        initial=initial,
+        desc="SKUs",
+        unit="sku",
+        file=sys.stderr,
+        disable=quiet,
+        dynamic_ncols=True,
+        smoothing=0.1,
     )

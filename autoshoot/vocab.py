@@ -7,7 +7,15 @@ these tuples, so a new hold pose or shot is added here once.
 from __future__ import annotations
 
 CATEGORIES = (
-    "handbag", "tote", "briefcase", "laptop_bag", "backpack", "duffle", "messenger", "suitcase", "other",
+    "handbag",
+    "tote",
+    "briefcase",
+    "laptop_bag",
+    "backpack",
+    "duffle",
+    "messenger",
+    "suitcase",
+    "other",
 )
 HANDLES = ("top_loop", "twin_loops", "strap_loop", "none")
 SHOTS = ("close", "half_body", "full_body")

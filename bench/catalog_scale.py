@@ -83,7 +83,9 @@ def help_seconds() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--keep", type=Path, default=None, help="work here instead of a temp folder")
     args = parser.parse_args()
@@ -120,10 +122,14 @@ def main() -> None:
     ]
     print(f"\n{'phase':<40} {'rows':>7} {'seconds':>8} {'rows/s':>8} {'peak MiB':>9}  target")
     for name, n, seconds, peak, target in rows:
-        verdict = "" if target is None else (f"<= {target:.0f} s " + ("ok" if seconds <= target else "MISSED"))
+        verdict = (
+            "" if target is None else (f"<= {target:.0f} s " + ("ok" if seconds <= target else "MISSED"))
+        )
         print(f"{name:<40} {n:>7} {seconds:>8.2f} {n / seconds:>8.0f} {peak:>9.0f}  {verdict}")
-    print(f"{'autoshoot --help (median of 5)':<40} {'':>7} {help_s:>8.3f} {'':>8} {'':>9}  <= 0.5 s "
-          + ("ok" if help_s <= 0.5 else "MISSED"))
+    print(
+        f"{'autoshoot --help (median of 5)':<40} {'':>7} {help_s:>8.3f} {'':>8} {'':>9}  <= 0.5 s "
+        + ("ok" if help_s <= 0.5 else "MISSED")
+    )
     print(f"\nwork folder: {root}")
 
 

@@ -116,8 +116,12 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
             image = prepare_image(im)
         result = scorer.score(image, file=path.name)
         hand_only = {k: v for k, v in result.components.items() if k != "scene"}
-        no_scene = combine_components(hand_only, config.score.weights) if hand_only else config.score.no_hand_score
-        rows.append({**dataclasses.asdict(result), "label": label_of(path.name), "hand_only": round(no_scene, 4)})
+        no_scene = (
+            combine_components(hand_only, config.score.weights) if hand_only else config.score.no_hand_score
+        )
+        rows.append(
+            {**dataclasses.asdict(result), "label": label_of(path.name), "hand_only": round(no_scene, 4)}
+        )
     labels = [r["label"] for r in rows]
     # 2. timing: each sample resized to a 1024x1024 candidate, with a grip at its first hand
     candidates = []
@@ -157,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one CPU core")
     parser.add_argument("--time-runs", type=int, default=3)
-    parser.add_argument("--augment", action="store_true", help="also the AUC under flips, rotations, rescale, JPEG")
+    parser.add_argument(
+        "--augment", action="store_true", help="also the AUC under flips, rotations, rescale, JPEG"
+    )
     args = parser.parse_args(argv)
     if not args.all_cores:
         pin_one_core()
@@ -170,15 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     kind = {1: "real", 0: "malformed"}
     print(f"{'file':36s} {'kind':9s} {'score':>6s} {'hand':>6s}  reasons")
     for r in result["rows"]:
-        print(f"{r['file']:36s} {kind[r['label']]:9s} {r['hand_score']:6.3f} {r['hand_only']:6.3f}  {'; '.join(r['reasons'])}")
+        print(
+            f"{r['file']:36s} {kind[r['label']]:9s} {r['hand_score']:6.3f} {r['hand_only']:6.3f}  {'; '.join(r['reasons'])}"
+        )
     print(f"\nAUC (hand_score)         {result['auc']:.3f}   target >= 0.9")
     print(f"AUC (without scene)      {result['auc_hand_only']:.3f}")
     print(f"B_* photos >= {result['threshold']:.2f}       {result['bag_photos_good']}")
     if "auc_all_augmented" in result:
         per = ", ".join(f"{k} {v:.3f}" for k, v in result["auc_per_augmentation"].items())
         print(f"AUC augmented            {result['auc_all_augmented']:.3f}   ({per})")
-    print(f"per 1024x1024 candidate on {result['cores']} core(s): {result['ms_per_1024_candidate']} ms wall, "
-          f"{result['cpu_ms_per_1024_candidate']} ms CPU   target <= 150")
+    print(
+        f"per 1024x1024 candidate on {result['cores']} core(s): {result['ms_per_1024_candidate']} ms wall, "
+        f"{result['cpu_ms_per_1024_candidate']} ms CPU   target <= 150"
+    )
     return 0
 
 

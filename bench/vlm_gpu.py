@@ -37,7 +37,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
     "<|video_pad|>",
 )
 CHAT_TEMPLATE = (
@@ -50,25 +55,52 @@ CHAT_TEMPLATE = (
 # Qwen2.5-VL-7B-Instruct's config.json
 QWEN25_VL_7B = {
     "text": dict(
-        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-        num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
     ),
     "vision": dict(
-        depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584, patch_size=14,
-        spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        out_hidden_size=3584,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
         tokens_per_second=2,
     ),
 }
 TINY = {
     "text": dict(
-        vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32768,
+        vocab_size=4096,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]},
     ),
     "vision": dict(
-        depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64, patch_size=14,
-        spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1],
+        depth=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_heads=2,
+        out_hidden_size=64,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[1],
     ),
 }
 
@@ -83,12 +115,18 @@ def build_tokenizer(vocab_size: int, text: str):
     tokens += [f"w{i}" for i in range(vocab_size - len(tokens))]
     backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<|endoftext|>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(re.compile(r"(<\|[a-z_]+\|>)").pattern, "isolated"), pre_tokenizers.Whitespace()]
+        [
+            pre_tokenizers.Split(re.compile(r"(<\|[a-z_]+\|>)").pattern, "isolated"),
+            pre_tokenizers.Whitespace(),
+        ]
     )
     backend.add_special_tokens(list(SPECIAL_TOKENS))
     backend.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
     )
 
 
@@ -105,21 +143,29 @@ def build_model_and_processor(shape: dict, tokenizer, device: str, dtype):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            shape["text"], bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+            shape["text"],
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(shape["vision"]),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     # build the weights directly on the device, in the target dtype (no slow CPU init)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            config, dtype=dtype, attn_implementation="sdpa"
+        )
     model.eval()
     processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
+        image_processor=Qwen2VLImageProcessor(),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
         chat_template=CHAT_TEMPLATE,
     )
     return model, processor
@@ -148,7 +194,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=150)
     parser.add_argument("--image", type=int, default=1024, help="side of the square photo, pixels")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--max-pixels", type=int, nargs="+", default=None, help="analyze.max_pixels values to try")
+    parser.add_argument(
+        "--max-pixels", type=int, nargs="+", default=None, help="analyze.max_pixels values to try"
+    )
     args = parser.parse_args()
 
     import torch
@@ -163,8 +211,10 @@ def main() -> None:
     config = load_config("default", overrides=overrides)
     shape = TINY if args.tiny else QWEN25_VL_7B
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    sample_text = render_vlm_instruction({"title": "Leather tote"}, (980, 980), seed=1) + " " + render_vlm_instruction(
-        {}, (980, 980), "rel1000", seed=2
+    sample_text = (
+        render_vlm_instruction({"title": "Leather tote"}, (980, 980), seed=1)
+        + " "
+        + render_vlm_instruction({}, (980, 980), "rel1000", seed=2)
     )
     tokenizer = build_tokenizer(shape["text"]["vocab_size"], sample_text)
     start = time.perf_counter()
@@ -216,10 +266,15 @@ def main() -> None:
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
-            peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
+            peak = (
+                torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
+            )
             best = min(times)
             rows.append((visual, batch, best, best / batch, batch * args.new_tokens / best, peak))
-            print(f"batch {batch}: warm-up {first_s:.2f} s, then {', '.join(f'{t:.2f}' for t in times)} s", flush=True)
+            print(
+                f"batch {batch}: warm-up {first_s:.2f} s, then {', '.join(f'{t:.2f}' for t in times)} s",
+                flush=True,
+            )
 
     # 4. the table
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"

@@ -16,7 +16,13 @@ HERE = Path(__file__).resolve().parent / "example"
 
 BAGS = {
     # name: (body colour, body box, handles as ellipse boxes, handle width, canvas)
-    "tote_navy": ((32, 48, 96), (250, 430, 830, 1060), [(330, 180, 620, 700), (460, 180, 750, 700)], 26, (1080, 1200)),
+    "tote_navy": (
+        (32, 48, 96),
+        (250, 430, 830, 1060),
+        [(330, 180, 620, 700), (460, 180, 750, 700)],
+        26,
+        (1080, 1200),
+    ),
     "handbag_tan": ((176, 122, 72), (230, 520, 850, 980), [(390, 260, 690, 740)], 34, (1080, 1200)),
     "briefcase_black": ((28, 28, 30), (180, 520, 900, 1000), [(440, 380, 640, 640)], 30, (1080, 1200)),
     "clutch_red": ((170, 30, 40), (220, 480, 860, 820), [], 0, (1080, 1200)),
@@ -36,12 +42,22 @@ def draw_bag(colour, body, handles, handle_width, size) -> Image.Image:  # type:
         draw.arc(box, start=180, end=360, fill=tuple(max(0, c - 15) for c in colour), width=handle_width)
         x0, y0, x1, y1 = box
         cy = (y0 + y1) // 2
-        draw.line((x0 + handle_width // 2, cy, x0 + handle_width // 2, body[1] + 10), fill=colour, width=handle_width)
-        draw.line((x1 - handle_width // 2, cy, x1 - handle_width // 2, body[1] + 10), fill=colour, width=handle_width)
+        draw.line(
+            (x0 + handle_width // 2, cy, x0 + handle_width // 2, body[1] + 10),
+            fill=colour,
+            width=handle_width,
+        )
+        draw.line(
+            (x1 - handle_width // 2, cy, x1 - handle_width // 2, body[1] + 10),
+            fill=colour,
+            width=handle_width,
+        )
     draw.rounded_rectangle(body, radius=40, fill=colour)
     # a seam and a flap line, so the canny edges have something inside the outline
     seam = tuple(min(255, c + 40) for c in colour)
-    draw.rounded_rectangle((body[0] + 30, body[1] + 30, body[2] - 30, body[3] - 30), radius=28, outline=seam, width=4)
+    draw.rounded_rectangle(
+        (body[0] + 30, body[1] + 30, body[2] - 30, body[3] - 30), radius=28, outline=seam, width=4
+    )
     draw.line((body[0] + 30, body[1] + 160, body[2] - 30, body[1] + 160), fill=seam, width=4)
     return image
 

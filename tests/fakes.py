@@ -58,8 +58,14 @@ class FakeStage(Stage):
             comp = job.input_json("composite")["candidates"]
             return {
                 "candidates": [
-                    {"index": c["index"], "image": c["image"], "hand_score": 0.3 + 0.2 * c["index"],
-                     "reasons": [f"fake reason {c['index']}"], "components": {}, "hands": []}
+                    {
+                        "index": c["index"],
+                        "image": c["image"],
+                        "hand_score": 0.3 + 0.2 * c["index"],
+                        "reasons": [f"fake reason {c['index']}"],
+                        "components": {},
+                        "hands": [],
+                    }
                     for c in comp
                 ]
             }
@@ -67,8 +73,13 @@ class FakeStage(Stage):
             scored = job.input_json("score")["candidates"]
             best = max(scored, key=lambda c: c["hand_score"])
             status = "accepted" if best["hand_score"] >= 0.5 else "review"
-            return {"status": status, "reason": "" if status == "accepted" else "low hand score",
-                    "best_index": best["index"], "hand_score": best["hand_score"], "n_candidates": len(scored)}
+            return {
+                "status": status,
+                "reason": "" if status == "accepted" else "low hand score",
+                "best_index": best["index"],
+                "hand_score": best["hand_score"],
+                "n_candidates": len(scored),
+            }
         (out / "prepare.json").write_text("{}")
         job.flags.append(f"{self.name}_flag")
         return {"ok": True}

@@ -19,20 +19,37 @@ BACKPACK = "A_packshot_backpack_white_01.jpg"
 
 
 def make_job(tmp_path: Path, image: Path, sku: str, config, **fields) -> Job:
-    row = Row(row_number=2, sku=sku, image=str(image), fields={"sku": sku, "image": str(image), **fields}, image_path=image)
+    row = Row(
+        row_number=2,
+        sku=sku,
+        image=str(image),
+        fields={"sku": sku, "image": str(image), **fields},
+        image_path=image,
+    )
     return Job(
-        row=row, image_path=image, image_sha256="0" * 64, seed=0, candidates=2, work_dir=tmp_path / sku,
-        config=config, sessions=Sessions(),
+        row=row,
+        image_path=image,
+        image_sha256="0" * 64,
+        seed=0,
+        candidates=2,
+        work_dir=tmp_path / sku,
+        config=config,
+        sessions=Sessions(),
     )
 
 
 @pytest.mark.samples
 def test_run_batch_writes_briefs_prompts_and_the_contract(tmp_path, samples_dir):
-    config = load_config("tiny", overrides={"analyze.brands": {"Acme": {"setting": "a white cyclorama", "lighting": "hard flash"}}})
+    config = load_config(
+        "tiny",
+        overrides={"analyze.brands": {"Acme": {"setting": "a white cyclorama", "lighting": "hard flash"}}},
+    )
     sessions = Sessions()
     jobs = [
         make_job(tmp_path, samples_dir / TOTE, "T-1", config, title="Zip tote", brand="acme", shot="close"),
-        make_job(tmp_path, samples_dir / BACKPACK, "B-1", config, title="Trail backpack", setting="a forest path"),
+        make_job(
+            tmp_path, samples_dir / BACKPACK, "B-1", config, title="Trail backpack", setting="a forest path"
+        ),
     ]
     for job in jobs:
         job.sessions = sessions
@@ -42,12 +59,26 @@ def test_run_batch_writes_briefs_prompts_and_the_contract(tmp_path, samples_dir)
     # the keys later stages read
     for result in results:
         brief = result["brief"]
-        assert set(result) >= {"brief", "prompt", "negative_prompt", "prompt_version", "backend", "fallback_fields", "flags"}
-        assert len(brief["product"]["size_cm"]) == 2 and brief["product"]["handle"] in ("top_loop", "twin_loops")
+        assert set(result) >= {
+            "brief",
+            "prompt",
+            "negative_prompt",
+            "prompt_version",
+            "backend",
+            "fallback_fields",
+            "flags",
+        }
+        assert len(brief["product"]["size_cm"]) == 2 and brief["product"]["handle"] in (
+            "top_loop",
+            "twin_loops",
+        )
         assert brief["hold_pose"] and brief["shot"] and "handle_box" in brief["product"]
         assert result["prompt"].endswith("high definition.") and "child" in result["negative_prompt"]
         json.dumps(result)  # JSON-able
-    assert tote["brief"]["product"]["category"] == "tote" and backpack["brief"]["product"]["category"] == "backpack"
+    assert (
+        tote["brief"]["product"]["category"] == "tote"
+        and backpack["brief"]["product"]["category"] == "backpack"
+    )
     # brand profile, then the row's own override
     assert tote["brief"]["setting"] == "a white cyclorama" and tote["brief"]["lighting"] == "hard flash"
     assert tote["brief"]["shot"] == "close" and "Close-up shot" in tote["prompt"]
@@ -121,14 +152,29 @@ def test_analyze_command_json(samples_dir, tmp_path):
     out = tmp_path / "brief"
     result = CliRunner().invoke(
         main,
-        ["analyze", str(samples_dir / TOTE), "--profile", "tiny", "--title", "Zip tote", "--json",
-         "--override", "shot=half_body", "--out", str(out)],
+        [
+            "analyze",
+            str(samples_dir / TOTE),
+            "--profile",
+            "tiny",
+            "--title",
+            "Zip tote",
+            "--json",
+            "--override",
+            "shot=half_body",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["sku"] == Path(TOTE).stem and data["backend"] == "rules"
     assert data["brief"]["product"]["category"] == "tote" and data["brief"]["shot"] == "half_body"
-    assert data["prompt"].startswith("An adult") and (out / "brief.json").is_file() and (out / "prompt.txt").is_file()
+    assert (
+        data["prompt"].startswith("An adult")
+        and (out / "brief.json").is_file()
+        and (out / "prompt.txt").is_file()
+    )
 
 
 @pytest.mark.samples
@@ -136,7 +182,9 @@ def test_analyze_command_errors(samples_dir):
     from autoshoot.cli import main
 
     runner = CliRunner()
-    bad = runner.invoke(main, ["analyze", str(samples_dir / TOTE), "--profile", "tiny", "--override", "shot=wide"])
+    bad = runner.invoke(
+        main, ["analyze", str(samples_dir / TOTE), "--profile", "tiny", "--override", "shot=wide"]
+    )
     assert bad.exit_code == 2
     assert "shot 'wide' is not allowed; allowed values are: close, half_body, full_body" in bad.output
     unknown = runner.invoke(main, ["analyze", str(samples_dir / TOTE), "--vlm", "gpt"], standalone_mode=False)
@@ -151,7 +199,10 @@ def test_an_unreadable_image_fails_only_its_sku_when_the_vlm_fails(tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     config = load_config("tiny")
-    jobs = [make_job(tmp_path, broken, "BAD", config), make_job(tmp_path, good, "OK", config, title="Red tote")]
+    jobs = [
+        make_job(tmp_path, broken, "BAD", config),
+        make_job(tmp_path, good, "OK", config, title="Red tote"),
+    ]
     sessions = Sessions()
     for job in jobs:
         job.sessions = sessions

@@ -18,7 +18,9 @@ from autoshoot.errors import CatalogError
 
 def test_valid_rows_are_hashed_and_sized(tmp_path: Path) -> None:
     write_photo(tmp_path / "a.jpg", (400, 300))
-    csv = write_catalog(tmp_path, [{"sku": "A1", "image": "a.jpg", "title": "Tote", "seed": "7", "candidates": "3"}])
+    csv = write_catalog(
+        tmp_path, [{"sku": "A1", "image": "a.jpg", "title": "Tote", "seed": "7", "candidates": "3"}]
+    )
     catalog = load_catalog(csv)
     (row,) = catalog.rows
     assert row.ok, row.errors
@@ -57,7 +59,14 @@ def test_row_problems(tmp_path: Path) -> None:
             {"sku": "D", "image": "corrupt.jpg"},
             {"sku": "E", "image": "cut.jpg"},
             {"sku": "F", "image": "empty.png"},
-            {"sku": "G", "image": "ok.jpg", "shot": "selfie", "size_cm": "big", "candidates": "0", "seed": "x"},
+            {
+                "sku": "G",
+                "image": "ok.jpg",
+                "shot": "selfie",
+                "size_cm": "big",
+                "candidates": "0",
+                "seed": "x",
+            },
             {"sku": "H", "image": "ftp://host/x.jpg"},
         ],
     )
@@ -76,7 +85,9 @@ def test_row_problems(tmp_path: Path) -> None:
         "row 3, column sku, value 'A': duplicate SKU, already used on row 2; "
         "fix: give every row a unique SKU, or delete the duplicate row"
     ]
-    assert errors["(empty)"] == ["row 4, column sku, value '': the SKU is empty; fix: give every row a unique SKU"]
+    assert errors["(empty)"] == [
+        "row 4, column sku, value '': the SKU is empty; fix: give every row a unique SKU"
+    ]
     assert errors["B"] == [
         f"row 5, column image, value 'nope.jpg': file not found (looked for {tmp_path / 'nope.jpg'}); "
         "fix: correct the path; relative paths start at the CSV's folder"
@@ -93,7 +104,9 @@ def test_row_problems(tmp_path: Path) -> None:
         "row 8, column image, value 'cut.jpg': the image file is truncated (incomplete download or copy); "
         "fix: copy or download the file again"
     ]
-    assert errors["F"] == ["row 9, column image, value 'empty.png': the file is empty; fix: replace it with the real photo"]
+    assert errors["F"] == [
+        "row 9, column image, value 'empty.png': the file is empty; fix: replace it with the real photo"
+    ]
     assert errors["G"] == [
         "row 10, column shot, value 'selfie': not an allowed value; fix: use one of: close, half_body, "
         "full_body, or leave it empty",
@@ -144,7 +157,11 @@ def test_non_rgb_modes_are_accepted_and_converted(tmp_path: Path, mode: str, war
     csv = write_catalog(tmp_path, [{"sku": "A", "image": name}])
     (row,) = load_catalog(csv).rows
     assert row.ok, row.errors
-    assert row.warnings == ([f"row 2, column image, value '{name}': {warning}; fix: " + row.warnings[0].split("fix: ")[1]] if warning else [])
+    assert row.warnings == (
+        [f"row 2, column image, value '{name}': {warning}; fix: " + row.warnings[0].split("fix: ")[1]]
+        if warning
+        else []
+    )
     rgb, alpha = load_product_image(row.image_path)
     assert rgb.shape == (300, 300, 3) and rgb.dtype == np.uint8
     assert rgb[150, 150].max() > 100 and rgb[10, 10].max() < 30
@@ -196,7 +213,9 @@ def test_http_images_are_downloaded_once_with_a_timeout(tmp_path: Path) -> None:
         assert c.errors and "download failed" in c.errors[0] and "timed out" in c.errors[0]
         # a second validation reads the cache, not the server
         server.shutdown()
-        (a2,) = load_catalog(write_catalog(tmp_path, [{"sku": "A", "image": f"{base}/bag.jpg"}], "2.csv"), cache_dir=cache).rows
+        (a2,) = load_catalog(
+            write_catalog(tmp_path, [{"sku": "A", "image": f"{base}/bag.jpg"}], "2.csv"), cache_dir=cache
+        ).rows
         assert a2.ok and a2.image_sha256 == a.image_sha256
     finally:
         server.server_close()

@@ -50,10 +50,15 @@ def test_validate_exits_0_on_a_clean_catalog(tmp_path: Path) -> None:
 
 def test_validate_a_missing_catalog_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "autoshoot", "validate", str(tmp_path / "nope.csv")], capture_output=True, text=True
+        [sys.executable, "-m", "autoshoot", "validate", str(tmp_path / "nope.csv")],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr == f"Error: catalog '{tmp_path / 'nope.csv'}' does not exist; fix: pass the path of a CSV file\n"
+    assert (
+        proc.stderr
+        == f"Error: catalog '{tmp_path / 'nope.csv'}' does not exist; fix: pass the path of a CSV file\n"
+    )
 
 
 def test_config_layers_and_errors(tmp_path: Path) -> None:
@@ -75,7 +80,9 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
 
 
 def test_shoot_dry_run_prints_the_plan(catalog: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["shoot", str(catalog), "--out", str(tmp_path / "run"), "--profile", "tiny", "--dry-run"])
+    result = CliRunner().invoke(
+        main, ["shoot", str(catalog), "--out", str(tmp_path / "run"), "--profile", "tiny", "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert "stages: analyze → prepare → render → refine → composite → score → rank" in result.output
     assert "  A: to do: analyze, prepare, render, refine, composite, score, rank" in result.output
@@ -96,11 +103,19 @@ print("HEAVY=" + ",".join(heavy))
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", "{catalog}"], ["shoot", "{catalog}", "--dry-run", "--profile", "tiny", "--out", "{out}"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["validate", "{catalog}"],
+        ["shoot", "{catalog}", "--dry-run", "--profile", "tiny", "--out", "{out}"],
+    ],
+)
 def test_light_paths_do_not_import_torch(catalog: Path, tmp_path: Path, args: list[str]) -> None:
     argv = [a.format(catalog=catalog, out=tmp_path / "run") for a in args]
-    proc = subprocess.run([sys.executable, "-c", LIGHT, *argv], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ})
+    proc = subprocess.run(
+        [sys.executable, "-c", LIGHT, *argv], capture_output=True, text=True, cwd=REPO, env={**os.environ}
+    )
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY=", proc.stdout + proc.stderr
 
 

@@ -107,8 +107,12 @@ def test_grip_component(scorer, samples_dir):
     hand = scorer.score(image).hands[0]
     x0, y0, x1, y1 = hand["bbox"]
     at_hand = ((x0 + x1) / 2, (y0 + y1) / 2)
-    square = [(at_hand[0] - 10, at_hand[1] - 10), (at_hand[0] + 10, at_hand[1] - 10),
-              (at_hand[0] + 10, at_hand[1] + 10), (at_hand[0] - 10, at_hand[1] + 10)]
+    square = [
+        (at_hand[0] - 10, at_hand[1] - 10),
+        (at_hand[0] + 10, at_hand[1] - 10),
+        (at_hand[0] + 10, at_hand[1] + 10),
+        (at_hand[0] - 10, at_hand[1] + 10),
+    ]
     near = scorer.score(image, grip=at_hand, erase_polygon=square)
     far = scorer.score(image, grip=(60.0, 60.0), erase_polygon=[(40, 40), (80, 40), (80, 80), (40, 80)])
     assert near.components["grip"] > 0.6
@@ -144,7 +148,9 @@ def test_people_holding_bags_are_good(scorer, samples_dir):
 def test_overlay_draws_the_skeleton(scorer, samples_dir):
     image = load(samples_dir, "C_hand_real_grip_04.jpg")
     result = scorer.score(image)
-    overlay = mp_hands.draw_overlay(image, result.hands, grip=(10, 10), erase_polygon=[(0, 0), (20, 0), (20, 20)])
+    overlay = mp_hands.draw_overlay(
+        image, result.hands, grip=(10, 10), erase_polygon=[(0, 0), (20, 0), (20, 20)]
+    )
     assert overlay.shape == image.shape and overlay.dtype == np.uint8
     changed = np.any(overlay != image, axis=2)
     x0, y0, x1, y1 = (int(v) for v in result.hands[0]["bbox"])
@@ -169,6 +175,8 @@ def test_cover_wrap_and_combine_on_synthetic_hands():
     assert mp_hands.measure_wrap(canonical_hand(curl_deg=60.0)) > 0.9
     assert mp_hands.polygon_distance(np.array([30.0, 0.0]), np.array(square(0.0, 0.0))) == pytest.approx(20.0)
     weights = {"anatomy": 3.0, "grip": 1.0, "unused": 0.0}
-    assert mp_hands.combine_components({"anatomy": 1.0, "grip": 1.0, "unused": 0.0}, weights) == pytest.approx(1.0)
-    assert mp_hands.combine_components({"anatomy": 0.5, "grip": 1.0}, weights) == pytest.approx(0.5 ** 0.75)
-    assert mp_hands.combine_components({"anatomy": 1.0, "grip": 0.0}, weights) == pytest.approx(0.01 ** 0.25)
+    assert mp_hands.combine_components(
+        {"anatomy": 1.0, "grip": 1.0, "unused": 0.0}, weights
+    ) == pytest.approx(1.0)
+    assert mp_hands.combine_components({"anatomy": 0.5, "grip": 1.0}, weights) == pytest.approx(0.5**0.75)
+    assert mp_hands.combine_components({"anatomy": 1.0, "grip": 0.0}, weights) == pytest.approx(0.01**0.25)

@@ -19,8 +19,22 @@ CATALOG = REPO / "catalogs" / "example.csv"
 
 def shoot(run: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "autoshoot", "shoot", str(CATALOG), "--out", str(run), "--profile", "tiny", "-q"],
-        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "autoshoot",
+            "shoot",
+            str(CATALOG),
+            "--out",
+            str(run),
+            "--profile",
+            "tiny",
+            "-q",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -43,7 +57,9 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@pytest.mark.parametrize("trigger", ["DEMO-HAND-02/.render.tmp-", "DEMO-HAND-02/prepare", "DEMO-BRIEF-03/.score.tmp-"])
+@pytest.mark.parametrize(
+    "trigger", ["DEMO-HAND-02/.render.tmp-", "DEMO-HAND-02/prepare", "DEMO-BRIEF-03/.score.tmp-"]
+)
 def test_sigkill_mid_sku_then_resume(clean_run: Path, tmp_path: Path, trigger: str) -> None:
     run = tmp_path / "run"
     proc = shoot(run)

@@ -76,7 +76,10 @@ def test_instruction_carries_schema_catalog_and_coordinates():
     assert '"rationale": "A mid-size tote' in text  # the example
     rel = render_vlm_instruction({}, (812, 1008), "rel1000", seed=7)
     assert "relative coordinates from 0 to 1000" in rel
-    hints = {render_vlm_instruction({}, (8, 8), seed=s).split("the model for this product is ")[1][:40] for s in range(12)}
+    hints = {
+        render_vlm_instruction({}, (8, 8), seed=s).split("the model for this product is ")[1][:40]
+        for s in range(12)
+    }
     assert len(hints) >= 6  # the persona hint rotates with the seed
     assert "- shot: must be one of" in render_repair(["shot: must be one of ['close']"])
 

@@ -20,8 +20,13 @@ from autoshoot.stages.rank import RankStage, rank_candidates
 
 
 def cand(index: int, score: float, **components: float) -> dict:
-    return {"index": index, "image": f"c{index}.png", "hand_score": score, "components": components,
-            "reasons": [f"r{index}"] if score < 0.5 else []}
+    return {
+        "index": index,
+        "image": f"c{index}.png",
+        "hand_score": score,
+        "components": components,
+        "reasons": [f"r{index}"] if score < 0.5 else [],
+    }
 
 
 def test_best_first_and_accepted():
@@ -94,8 +99,17 @@ def make_job(tmp_path: Path, config: Config) -> Job:
     analyze.mkdir()
     atomic_write_json(analyze / "stage.json", {"prompt": "a woman holding a tote"})
     row = Row(row_number=2, sku="S", image="x.png", fields={})
-    return Job(row=row, image_path=tmp_path / "x.png", image_sha256="0", seed=0, candidates=2, work_dir=tmp_path,
-               config=config, sessions=Sessions(), inputs={"score": score, "analyze": analyze})
+    return Job(
+        row=row,
+        image_path=tmp_path / "x.png",
+        image_sha256="0",
+        seed=0,
+        candidates=2,
+        work_dir=tmp_path,
+        config=config,
+        sessions=Sessions(),
+        inputs={"score": score, "analyze": analyze},
+    )
 
 
 def test_rank_stage_without_aesthetic(tmp_path):
@@ -127,15 +141,36 @@ def test_clip_alignment_scorer_on_a_tiny_random_clip():
     from autoshoot.backends.aesthetic import AestheticScorer, ClipAlignmentScorer
 
     torch.manual_seed(0)
-    text = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=77, projection_dim=16, bos_token_id=0, eos_token_id=2, pad_token_id=1)
-    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                  num_attention_heads=4, projection_dim=16)
-    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    text = dict(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=16,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
+    vision = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=16,
+    )
+    model = transformers.CLIPModel(
+        transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    )
 
     class TinyProcessor:
         def __call__(self, text, images, return_tensors, padding, truncation):
-            pixels = torch.tensor(np.stack([np.asarray(Image.fromarray(im).resize((32, 32))) for im in images]))
+            pixels = torch.tensor(
+                np.stack([np.asarray(Image.fromarray(im).resize((32, 32))) for im in images])
+            )
             pixels = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
             ids = torch.tensor([[1 + (ord(c) % 90) for c in t[:10]] for t in text])
             return {"pixel_values": pixels, "input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -60,12 +60,17 @@ def test_run_writes_results_then_resumes_without_work(tmp_path: Path) -> None:
     assert results[0]["n_candidates"] == "4" and results[0]["hand_score"] == "0.9"
     assert results[0]["flags"] == "prepare_flag"
     assert (run / "SKU-0" / "best.png").read_bytes() == (run / "SKU-0" / "composite" / "c3.png").read_bytes()
-    assert results[3]["status"] == "failed" and results[3]["reason"].startswith("row 5, column image, value 'img/none.png': file not found")
+    assert results[3]["status"] == "failed" and results[3]["reason"].startswith(
+        "row 5, column image, value 'img/none.png': file not found"
+    )
     import pyarrow.parquet as pq
 
     table = pq.read_table(run / "results.parquet").to_pylist()
     assert [(r["sku"], r["status"], r["hand_score"]) for r in table] == [
-        ("SKU-0", "accepted", 0.9), ("SKU-1", "accepted", 0.9), ("SKU-2", "accepted", 0.9), ("MISSING", "failed", None)
+        ("SKU-0", "accepted", 0.9),
+        ("SKU-1", "accepted", 0.9),
+        ("SKU-2", "accepted", 0.9),
+        ("MISSING", "failed", None),
     ]
     assert "candidates: 4" in (run / "config.yaml").read_text()
     # the analyze stage ran once, batched across the three SKUs
@@ -87,7 +92,9 @@ def test_run_writes_results_then_resumes_without_work(tmp_path: Path) -> None:
         ({"prepare": {"segmenter": "plain"}}, ["prepare", "render", "refine", "composite", "score", "rank"]),
     ],
 )
-def test_config_change_redoes_that_stage_and_later_ones(tmp_path: Path, change: dict, redone: list[str]) -> None:
+def test_config_change_redoes_that_stage_and_later_ones(
+    tmp_path: Path, change: dict, redone: list[str]
+) -> None:
     catalog = make_catalog(tmp_path, n=2, with_invalid=False)
     run = tmp_path / "run"
     run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
@@ -120,7 +127,9 @@ def test_force_redoes_everything(tmp_path: Path) -> None:
 def test_an_exception_fails_only_its_sku(tmp_path: Path) -> None:
     catalog = make_catalog(tmp_path, n=3, with_invalid=False)
     run = tmp_path / "run"
-    summary = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([], fail_sku={"render": "SKU-1"}))
+    summary = run_catalog(
+        catalog, run, config(), quiet=True, stages=fake_stages([], fail_sku={"render": "SKU-1"})
+    )
     results = {r["sku"]: r for r in read_results(run)}
     assert results["SKU-1"]["status"] == "failed"
     assert results["SKU-1"]["reason"] == "render: ValueError: cannot handle SKU-1"
@@ -204,7 +213,9 @@ def test_sigint_finishes_the_current_sku_then_stops(tmp_path: Path) -> None:
     catalog = make_catalog(tmp_path, n=6, with_invalid=False)
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    proc = subprocess.Popen([sys.executable, "-c", FAKE_RUN, str(catalog), str(run)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE_RUN, str(catalog), str(run)], env=env, stdout=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 30
     while not (run / "SKU-0" / "render").is_dir() and time.time() < deadline:
         time.sleep(0.05)
@@ -229,7 +240,9 @@ def test_models_that_cannot_be_fetched_stop_the_run_before_the_first_sku(tmp_pat
     with pytest.raises(ModelMissingError) as err:
         run_catalog(catalog, run, load_config("default"), quiet=True)
     text = str(err.value)
-    assert text.startswith("These models are missing, so nothing was run:\n  - vlm (brief): Qwen/Qwen2.5-VL-7B-Instruct: could not be fetched")
+    assert text.startswith(
+        "These models are missing, so nothing was run:\n  - vlm (brief): Qwen/Qwen2.5-VL-7B-Instruct: could not be fetched"
+    )
     assert "--set analyze.vlm=rules" in text
     assert not (run / "SKU-0").exists()
 
@@ -240,6 +253,12 @@ def test_offline_runs_name_every_missing_model(tmp_path: Path) -> None:
 
     catalog = make_catalog(tmp_path, n=1, with_invalid=False)
     with pytest.raises(ModelMissingError) as err:
-        run_catalog(catalog, tmp_path / "run", load_config("default", overrides={"run.offline": True}), quiet=True)
-    roles = [line.split(":")[0].strip(" -") for line in str(err.value).splitlines()[1:] if line.startswith("  - ")]
-    assert roles[0] == "vlm (brief)" and any("ControlNet" in r for r in roles) and any("VAE" in r for r in roles)
+        run_catalog(
+            catalog, tmp_path / "run", load_config("default", overrides={"run.offline": True}), quiet=True
+        )
+    roles = [
+        line.split(":")[0].strip(" -") for line in str(err.value).splitlines()[1:] if line.startswith("  - ")
+    ]
+    assert (
+        roles[0] == "vlm (brief)" and any("ControlNet" in r for r in roles) and any("VAE" in r for r in roles)
+    )

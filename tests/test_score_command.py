@@ -28,7 +28,10 @@ def test_json_contract(samples_dir, tmp_path):
         assert 0.0 <= item["hand_score"] <= 1.0
         assert isinstance(item["hands"], list) and isinstance(item["reasons"], list)
     assert data[0]["hand_score"] > data[1]["hand_score"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["C_hand_ai_malformed_04_hands.png", "C_hand_real_grip_01_hands.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "C_hand_ai_malformed_04_hands.png",
+        "C_hand_real_grip_01_hands.png",
+    ]
 
 
 def test_table_and_unreadable_file_exit_1(samples_dir, tmp_path):
@@ -48,10 +51,14 @@ def test_grip_and_prepared(samples_dir, tmp_path):
     far = CliRunner().invoke(main, ["score", image, "--grip", "60,60", "--json"])
     assert far.exit_code == 0
     assert json.loads(far.stdout)[0]["components"]["grip"] < 0.05
-    atomic_write_json(tmp_path / "prepare.json", {
-        "grip": [151, 352], "erase_polygon": [[146, 347], [156, 347], [156, 357], [146, 357]],
-        "placement": {"scale": 2.0, "offset": [0, 0]},
-    })
+    atomic_write_json(
+        tmp_path / "prepare.json",
+        {
+            "grip": [151, 352],
+            "erase_polygon": [[146, 347], [156, 347], [156, 357], [146, 357]],
+            "placement": {"scale": 2.0, "offset": [0, 0]},
+        },
+    )
     near = CliRunner().invoke(main, ["score", image, "--prepared", str(tmp_path), "--json"])
     assert near.exit_code == 0, near.output
     assert json.loads(near.stdout)[0]["components"]["grip"] > 0.6
@@ -64,7 +71,9 @@ def test_bad_grip_says_how_to_write_it(samples_dir):
 
 
 def test_prepared_folder_without_prepare_json(samples_dir, tmp_path):
-    result = CliRunner().invoke(main, ["score", str(samples_dir / "C_hand_real_grip_04.jpg"), "--prepared", str(tmp_path)])
+    result = CliRunner().invoke(
+        main, ["score", str(samples_dir / "C_hand_real_grip_04.jpg"), "--prepared", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "holds no prepare.json: run `autoshoot prepare IMAGE --out" in result.output
 
@@ -75,6 +84,11 @@ def test_score_module_imports_no_heavy_library():
         "heavy = [m for m in ('mediapipe', 'cv2', 'torch', 'transformers') if m in sys.modules];"
         "print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == ""

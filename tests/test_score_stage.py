@@ -27,7 +27,9 @@ def test_grip_from_prepared_maps_input_to_canvas():
     assert polygon[0] == (190.0, 100.0) and polygon[2] == (230.0, 140.0)
     # an explicit canvas grip wins; no handle means no grip
     assert grip_from_prepared({**prepared, "grip_canvas": [5, 6]})[0] == (5.0, 6.0)
-    assert grip_from_prepared({"grip": None, "erase_polygon": [], "placement": {"scale": 1, "offset": [0, 0]}}) == (None, None)
+    assert grip_from_prepared(
+        {"grip": None, "erase_polygon": [], "placement": {"scale": 1, "offset": [0, 0]}}
+    ) == (None, None)
 
 
 def make_job(tmp_path: Path, samples_dir: Path, with_prepare: bool = True) -> Job:
@@ -44,15 +46,27 @@ def make_job(tmp_path: Path, samples_dir: Path, with_prepare: bool = True) -> Jo
         prepare = tmp_path / "prepare"
         prepare.mkdir()
         # the backpack hand sits near (300, 705) of the candidate; placement halves input px
-        atomic_write_json(prepare / "stage.json", {
-            "grip": [600, 1410],
-            "erase_polygon": [[580, 1390], [620, 1390], [620, 1430], [580, 1430]],
-            "placement": {"scale": 0.5, "offset": [0, 0]},
-        })
+        atomic_write_json(
+            prepare / "stage.json",
+            {
+                "grip": [600, 1410],
+                "erase_polygon": [[580, 1390], [620, 1390], [620, 1430], [580, 1430]],
+                "placement": {"scale": 0.5, "offset": [0, 0]},
+            },
+        )
         inputs["prepare"] = prepare
     row = Row(row_number=2, sku="SKU-1", image="x.png", fields={})
-    return Job(row=row, image_path=tmp_path / "x.png", image_sha256="0", seed=7, candidates=2,
-               work_dir=tmp_path, config=Config(), sessions=Sessions(), inputs=inputs)
+    return Job(
+        row=row,
+        image_path=tmp_path / "x.png",
+        image_sha256="0",
+        seed=7,
+        candidates=2,
+        work_dir=tmp_path,
+        config=Config(),
+        sessions=Sessions(),
+        inputs=inputs,
+    )
 
 
 @pytest.mark.samples

@@ -117,7 +117,12 @@ def make_vlm(server, **settings):
         "analyze.openai.backoff_s": 0.01,
         "analyze.openai.api_key_env": "AUTOSHOOT_TEST_KEY",
     }
-    overrides.update({f"analyze.openai.{k}" if k != "repair_retries" else "analyze.repair_retries": v for k, v in settings.items()})
+    overrides.update(
+        {
+            f"analyze.openai.{k}" if k != "repair_retries" else "analyze.repair_retries": v
+            for k, v in settings.items()
+        }
+    )
     return VLMS.create("openai", load_config("tiny", overrides=overrides))
 
 

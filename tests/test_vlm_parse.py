@@ -54,14 +54,22 @@ def test_no_json_at_all():
 
 def test_enum_spellings_are_normalized():
     data = answer_with(
-        product__category="Laptop Bag", product__handle="two handles", hold_pose="Forearm-Crook", shot="Full Body",
-        persona__gender_presentation="Female", persona__age_range="early 30s", product__size_cm="40 x 30 cm",
+        product__category="Laptop Bag",
+        product__handle="two handles",
+        hold_pose="Forearm-Crook",
+        shot="Full Body",
+        persona__gender_presentation="Female",
+        persona__age_range="early 30s",
+        product__size_cm="40 x 30 cm",
     )
     outcome = parse_answer(json.dumps(data), "pixels", SEEN, INPUT)
     brief = outcome.brief
     assert outcome.errors == []
     assert (brief.product.category, brief.product.handle, brief.hold_pose, brief.shot) == (
-        "laptop_bag", "twin_loops", "forearm_crook", "full_body",
+        "laptop_bag",
+        "twin_loops",
+        "forearm_crook",
+        "full_body",
     )
     assert brief.persona.gender_presentation == "feminine" and brief.persona.age_range == "30s"
     assert brief.product.size_cm == (40.0, 30.0)
@@ -74,7 +82,9 @@ def test_wrong_enum_values_give_errors_for_the_retry_and_rules_fills_them():
     joined = "\n".join(outcome.errors)
     assert "product.category: must be one of" in joined and "shot: must be one of" in joined
     assert "persona.age_range" in joined
-    rules = Brief.from_data(answer_with(product__category="handbag", shot="half_body", persona__age_range="40s"))
+    rules = Brief.from_data(
+        answer_with(product__category="handbag", shot="half_body", persona__age_range="40s")
+    )
     brief, filled = fill_from_rules(outcome.data, rules)
     assert filled == ["persona.age_range", "product.category", "shot"]
     assert (brief.product.category, brief.shot, brief.persona.age_range) == ("handbag", "half_body", "40s")
@@ -107,8 +117,18 @@ def test_qwen3_relative_1000_is_scaled_to_input_pixels():
 
 
 def test_box_edge_cases():
-    assert convert_box([10, 10, 5, 5], "pixels", (100, 100), (200, 200)) == [10.0, 10.0, 20.0, 20.0]  # swapped
-    assert convert_box([0, 0, 5000, 10], "rel1000", (100, 100), (200, 200)) == [0.0, 0.0, 200.0, 2.0]  # clipped
+    assert convert_box([10, 10, 5, 5], "pixels", (100, 100), (200, 200)) == [
+        10.0,
+        10.0,
+        20.0,
+        20.0,
+    ]  # swapped
+    assert convert_box([0, 0, 5000, 10], "rel1000", (100, 100), (200, 200)) == [
+        0.0,
+        0.0,
+        200.0,
+        2.0,
+    ]  # clipped
     assert convert_box([1, 2, 3], "pixels", (100, 100), (200, 200)) is None
     assert convert_box([5, 5, 5, 9], "pixels", (100, 100), (200, 200)) is None  # empty
     with pytest.raises(ValueError, match="use one of"):

@@ -17,7 +17,12 @@ from autoshoot.brief import Brief, BriefRequest
 from autoshoot.config import load_config
 
 SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
     "<|video_pad|>",
 )
 CHAT_TEMPLATE = (
@@ -41,7 +46,10 @@ def build_tiny_tokenizer():
     backend.add_special_tokens(list(SPECIAL_TOKENS))
     backend.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
     )
 
 
@@ -54,38 +62,71 @@ def build_tiny_qwen(folder: Path, family: str = "qwen2_5_vl", seed: int = 0) -> 
     tokenizer = build_tiny_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     token_ids = dict(
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
     )
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, spatial_merge_size=2,
-                  temporal_patch_size=2)
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=32,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
 
     # 2. a tiny model of the real architecture, and its processor
     if family == "qwen2_5_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}
         vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[1])
         config = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **token_ids)
-        model_cls, processor_cls, video = tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor, tf.Qwen2VLVideoProcessor()
+        model_cls, processor_cls, video = (
+            tf.Qwen2_5_VLForConditionalGeneration,
+            tf.Qwen2_5_VLProcessor,
+            tf.Qwen2VLVideoProcessor(),
+        )
         image_processor = tf.Qwen2VLImageProcessor()
     else:
         from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-        text.update(head_dim=8, rope_parameters={
-            "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1], "mrope_interleaved": True,
-        })
+        text.update(
+            head_dim=8,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [2, 1, 1],
+                "mrope_interleaved": True,
+            },
+        )
         vision.update(patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[1])
         config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **token_ids)
-        model_cls, processor_cls, video = tf.Qwen3VLForConditionalGeneration, tf.Qwen3VLProcessor, Qwen3VLVideoProcessor()
+        model_cls, processor_cls, video = (
+            tf.Qwen3VLForConditionalGeneration,
+            tf.Qwen3VLProcessor,
+            Qwen3VLVideoProcessor(),
+        )
         image_processor = tf.Qwen2VLImageProcessor(patch_size=16)
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     processor = processor_cls(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video, chat_template=CHAT_TEMPLATE
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video,
+        chat_template=CHAT_TEMPLATE,
     )
 
     # 3. save everything, as a hub snapshot would be laid out
@@ -136,7 +177,9 @@ def test_loads_from_a_local_folder_with_the_real_classes(qwen):
 def test_garbage_answers_are_retried_then_filled_from_rules(qwen):
     requests = [
         BriefRequest(image=img, sku=f"SKU-{i}", title=t)
-        for i, (img, t) in enumerate(zip(photos(), ["Black tote", "Canvas backpack", "Blue briefcase"], strict=True))
+        for i, (img, t) in enumerate(
+            zip(photos(), ["Black tote", "Canvas backpack", "Blue briefcase"], strict=True)
+        )
     ]
     results = qwen.describe(requests)  # batch_size 2: two generate batches
     assert [r.brief.product.category for r in results] == ["tote", "backpack", "briefcase"]
@@ -166,7 +209,9 @@ def test_a_missing_model_folder_is_reported_before_loading(tmp_path):
     config = load_config("tiny", overrides={"analyze.vlm": "qwen", "analyze.model": str(tmp_path / "nope")})
     missing = AnalyzeStage().check_models(config)
     assert len(missing) == 1 and "has no config.json" in missing[0][1]
-    offline_hub = load_config("default", overrides={"run.offline": True, "analyze.model": "example/not-cached-vl"})
+    offline_hub = load_config(
+        "default", overrides={"run.offline": True, "analyze.model": "example/not-cached-vl"}
+    )
     (what, where, fix) = AnalyzeStage().check_models(offline_hub)[0]
     assert "not in the Hugging Face cache" in where and "hf download example/not-cached-vl" in fix
 
@@ -185,8 +230,12 @@ def test_qwen3_vl_uses_its_patch_size_and_relative_coordinates(tmp_path):
     config = load_config(
         "tiny",
         overrides={
-            "analyze.vlm": "qwen", "analyze.model": str(folder), "analyze.min_pixels": 128 * 128,
-            "analyze.max_pixels": 32 * 32 * 64, "analyze.max_new_tokens": 8, "run.offline": True,
+            "analyze.vlm": "qwen",
+            "analyze.model": str(folder),
+            "analyze.min_pixels": 128 * 128,
+            "analyze.max_pixels": 32 * 32 * 64,
+            "analyze.max_new_tokens": 8,
+            "run.offline": True,
         },
     )
     vlm = VLMS.create("qwen", config)

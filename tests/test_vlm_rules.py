@@ -32,7 +32,8 @@ def truth_rows(samples_dir):
 def test_category_from_catalog_text_and_colours_from_pixels(samples_dir):
     rows = truth_rows(samples_dir)
     requests = [
-        BriefRequest(image=samples_dir / r["file"], sku=r["file"], title=f"Everyday {r['bag_type']}") for r in rows
+        BriefRequest(image=samples_dir / r["file"], sku=r["file"], title=f"Everyday {r['bag_type']}")
+        for r in rows
     ]
     results = RulesVLM().describe(requests)
     for row, result in zip(rows, results, strict=True):
@@ -54,7 +55,11 @@ def test_product_box_on_plain_backgrounds_is_close_to_the_truth(samples_dir):
         facts = read_image_facts(samples_dir / row["file"])
         truth = [int(row[k]) for k in ("x0", "y0", "x1", "y1")]
         tolerance = 0.06 * max(facts.width, facts.height)
-        assert all(abs(a - b) <= tolerance for a, b in zip(facts.bbox, truth, strict=True)), (row["file"], facts.bbox, truth)
+        assert all(abs(a - b) <= tolerance for a, b in zip(facts.bbox, truth, strict=True)), (
+            row["file"],
+            facts.bbox,
+            truth,
+        )
 
 
 def test_personas_vary_across_a_catalog_and_repeat_per_sku(samples_dir):

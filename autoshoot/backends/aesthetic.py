@@ -53,10 +53,14 @@ class ClipAlignmentScorer:
     def score(self, images: list[np.ndarray], prompt: str) -> list[float]:
         import torch
 
-        inputs = self.processor(text=[prompt], images=list(images), return_tensors="pt", padding=True, truncation=True)
+        inputs = self.processor(
+            text=[prompt], images=list(images), return_tensors="pt", padding=True, truncation=True
+        )
         with torch.no_grad():
             img = self.model.get_image_features(pixel_values=inputs["pixel_values"])
-            txt = self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
+            txt = self.model.get_text_features(
+                input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+            )
         img = torch.nn.functional.normalize(getattr(img, "pooler_output", img), dim=-1)
         txt = torch.nn.functional.normalize(getattr(txt, "pooler_output", txt), dim=-1)
         return [float(v) for v in (img @ txt.T)[:, 0]]

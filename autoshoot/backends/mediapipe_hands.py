@@ -89,7 +89,9 @@ def box_iou(a: Box, b: Box) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def expand_box(box: Box, factor: float, min_side: float, width: int, height: int) -> tuple[int, int, int, int]:
+def expand_box(
+    box: Box, factor: float, min_side: float, width: int, height: int
+) -> tuple[int, int, int, int]:
     """A square XYXY int box, ``factor`` times the box's longer side (at least ``min_side``),
     centred on ``box`` and shifted (not cut) to stay inside a ``width`` x ``height`` image."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -169,7 +171,9 @@ class HandDetector:
             with native_stderr_silenced():
                 result = self._hands.process(np.ascontiguousarray(image))
         found = []
-        for lms, handed in zip(result.multi_hand_landmarks or [], result.multi_handedness or [], strict=False):
+        for lms, handed in zip(
+            result.multi_hand_landmarks or [], result.multi_handedness or [], strict=False
+        ):
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], dtype=np.float32)
             cls = handed.classification[0]
             found.append((pts, str(cls.label), float(cls.score)))
@@ -189,7 +193,9 @@ class HandDetector:
             return []
         scale = self.crop_size / max(ch, cw)
         interp = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
-        resized = cv2.resize(crop, (max(1, round(cw * scale)), max(1, round(ch * scale))), interpolation=interp)
+        resized = cv2.resize(
+            crop, (max(1, round(cw * scale)), max(1, round(ch * scale))), interpolation=interp
+        )
         found = []
         for pts, label, score in self.detect_raw(resized):
             pts = pts / scale  # z was scaled by the resized width: same factor
@@ -200,9 +206,7 @@ class HandDetector:
 
     # -- the full detection -------------------------------------------------------------
 
-    def detect(
-        self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None
-    ) -> list[DetectedHand]:
+    def detect(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> list[DetectedHand]:
         """Find hands: the full frame, then an upscaled crop around ``roi``; duplicates merged.
 
         Args:
@@ -213,7 +217,9 @@ class HandDetector:
             of the pass that saw it largest (the crop) are kept.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"HandDetector.detect needs an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
+            raise ValueError(
+                f"HandDetector.detect needs an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}"
+            )
         h, w = image.shape[:2]
         # 1. full frame
         passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]] = []
@@ -222,7 +228,9 @@ class HandDetector:
         # 2. upscaled crop around the expected grip
         crop_boxes: list[tuple[str, tuple[int, int, int, int]]] = []
         if roi is not None:
-            crop_boxes.append(("crop", expand_box(tuple(map(float, roi)), self.crop_factor, self.min_crop_side, w, h)))
+            crop_boxes.append(
+                ("crop", expand_box(tuple(map(float, roi)), self.crop_factor, self.min_crop_side, w, h))
+            )
         # 3. optionally, finer crops around small hands found at full frame
         if self.refine_crops:
             for pts, _, _ in passes[0][2]:
@@ -260,7 +268,9 @@ def merge_hands(
                     match = group
                     break
             if match is None:
-                groups.append({"box": box, "pts": pts, "label": label, "score": score, "zoom": zoom, "views": [name]})
+                groups.append(
+                    {"box": box, "pts": pts, "label": label, "score": score, "zoom": zoom, "views": [name]}
+                )
                 continue
             match["views"].append(name)
             if zoom > match["zoom"]:  # the pass that saw it larger has finer landmarks
@@ -270,7 +280,8 @@ def merge_hands(
             landmarks=g["pts"].astype(np.float32),
             handedness=g["label"],
             handedness_score=g["score"],
-            detection_score=len(g["views"]) / max(count_covering(g["box"], regions, len(passes)), len(g["views"])),
+            detection_score=len(g["views"])
+            / max(count_covering(g["box"], regions, len(passes)), len(g["views"])),
             bbox=g["box"],
             views=g["views"],
         )
@@ -309,7 +320,9 @@ class SceneDetector:
     def __init__(self, min_face_confidence: float = 0.5, min_pose_confidence: float = 0.3):
         import mediapipe as mp
 
-        self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_face_confidence)
+        self._faces = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=min_face_confidence
+        )
         # 0.3: at 0.5 the pose detector misses torsos whose head is out of frame
         self._pose = mp.solutions.pose.Pose(
             static_image_mode=True, model_complexity=1, min_detection_confidence=min_pose_confidence
@@ -436,7 +449,11 @@ class MediaPipeHandScorer:
             reasons += worst["reasons"]
             if c.stability:
                 components["stability"] = float(min(r["stability"] for r in reports))
-                reasons += [f"hand {i + 1} unstable under a flip" for i, r in enumerate(reports) if r["stability"] < 0.5]
+                reasons += [
+                    f"hand {i + 1} unstable under a flip"
+                    for i, r in enumerate(reports)
+                    if r["stability"] < 0.5
+                ]
         elif grip is None:
             reasons.append("no hand visible")
         if grip is not None:
@@ -524,11 +541,18 @@ class MediaPipeHandScorer:
             else:
                 dist = float(np.hypot(fingers[0] - gx, fingers[1] - gy))
             palm = max(report["palm_px"], 1.0)
-            near = float(np.exp(-((max(dist / palm - self.config.grip_near, 0.0) / self.config.grip_near) ** 2)))
+            near = float(
+                np.exp(-((max(dist / palm - self.config.grip_near, 0.0) / self.config.grip_near) ** 2))
+            )
             wrap = max(measure_wrap(hand.landmarks), measure_cover(hand.landmarks, grip, erase_polygon))
             s = near * (0.6 + 0.4 * wrap)
             if s > best[0] or not best[1]:
-                best = (s, f"hand {dist:.0f} px from handle gap" if near < 0.7 else ("fingers do not wrap the handle" if wrap < 0.4 else ""))
+                best = (
+                    s,
+                    f"hand {dist:.0f} px from handle gap"
+                    if near < 0.7
+                    else ("fingers do not wrap the handle" if wrap < 0.4 else ""),
+                )
         return best[0], [best[1]] if best[1] else []
 
 
@@ -576,7 +600,9 @@ def nearest_face_width(scene: Scene, hand: DetectedHand) -> float | None:
     if not scene.faces:
         return None
     hx, hy = (hand.bbox[0] + hand.bbox[2]) / 2, (hand.bbox[1] + hand.bbox[3]) / 2
-    box, _ = min(scene.faces, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 - hx, (f[0][1] + f[0][3]) / 2 - hy))
+    box, _ = min(
+        scene.faces, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 - hx, (f[0][1] + f[0][3]) / 2 - hy)
+    )
     return float(box[2] - box[0])
 
 
@@ -659,7 +685,9 @@ def draw_overlay(
     out = np.ascontiguousarray(prepare_image(image).copy())
     thick = max(1, round(max(out.shape[:2]) / 400))
     if erase_polygon is not None and len(erase_polygon) >= 3:
-        cv2.polylines(out, [np.asarray(erase_polygon, dtype=np.int32).reshape(-1, 1, 2)], True, (0, 160, 255), thick)
+        cv2.polylines(
+            out, [np.asarray(erase_polygon, dtype=np.int32).reshape(-1, 1, 2)], True, (0, 160, 255), thick
+        )
     if grip is not None:
         cv2.drawMarker(out, (int(grip[0]), int(grip[1])), (0, 160, 255), cv2.MARKER_CROSS, 8 * thick, thick)
     for hand in hands:
@@ -668,9 +696,25 @@ def draw_overlay(
         colour = (int(255 * (1 - ok)), int(220 * ok), 40)
         for chain in CHAINS:
             for a, b in zip(chain[:-1], chain[1:], strict=True):
-                cv2.line(out, (int(pts[a, 0]), int(pts[a, 1])), (int(pts[b, 0]), int(pts[b, 1])), colour, thick, cv2.LINE_AA)
+                cv2.line(
+                    out,
+                    (int(pts[a, 0]), int(pts[a, 1])),
+                    (int(pts[b, 0]), int(pts[b, 1])),
+                    colour,
+                    thick,
+                    cv2.LINE_AA,
+                )
         for p in pts:
             cv2.circle(out, (int(p[0]), int(p[1])), thick + 1, (255, 255, 255), -1)
     if label:
-        cv2.putText(out, label, (8, 12 + 12 * thick), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * thick, (255, 255, 0), thick, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            label,
+            (8, 12 + 12 * thick),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5 * thick,
+            (255, 255, 0),
+            thick,
+            cv2.LINE_AA,
+        )
     return out

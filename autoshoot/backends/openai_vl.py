@@ -37,7 +37,9 @@ class EndpointError(RuntimeError):
     """The endpoint did not give a usable answer after all retries; the message says why."""
 
 
-def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 3136, max_pixels: int = 1003520) -> tuple[int, int]:
+def smart_resize(
+    height: int, width: int, factor: int = 28, min_pixels: int = 3136, max_pixels: int = 1003520
+) -> tuple[int, int]:
     """Qwen's resize rule: both sides multiples of ``factor``, area within [min, max] pixels.
     (Same arithmetic as qwen_vl_utils.smart_resize, without importing torch.)"""
     import math
@@ -91,8 +93,15 @@ class OpenAIVLM:
         width, height = image.size
         new_h, new_w = smart_resize(height, width, 28, self.settings.min_pixels, self.settings.max_pixels)
         seen = image.resize((new_w, new_h)) if (new_w, new_h) != (width, height) else image
-        fields = {"title": request.title, "category": request.category, "brand": request.brand, "notes": request.notes}
-        instruction = render_vlm_instruction(fields, (new_w, new_h), coords=self.endpoint.coords, seed=int(request.seed or 0))
+        fields = {
+            "title": request.title,
+            "category": request.category,
+            "brand": request.brand,
+            "notes": request.notes,
+        }
+        instruction = render_vlm_instruction(
+            fields, (new_w, new_h), coords=self.endpoint.coords, seed=int(request.seed or 0)
+        )
         return Pending(request=request, image=seen, input_size=(width, height), instruction=instruction)
 
     def build_messages(self, item: Pending) -> list[dict[str, Any]]:
@@ -138,7 +147,9 @@ class OpenAIVLM:
             data = self.post(body)
         except EndpointError as err:
             if self.use_schema and "HTTP 400" in str(err):
-                logger.warning("%s refused response_format json_schema; asking without it from now on", self.url)
+                logger.warning(
+                    "%s refused response_format json_schema; asking without it from now on", self.url
+                )
                 self.use_schema = False
                 body.pop("response_format", None)
                 data = self.post(body)
@@ -147,7 +158,9 @@ class OpenAIVLM:
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise EndpointError(f"{self.url} answered without choices[0].message.content: {str(data)[:200]}") from None
+            raise EndpointError(
+                f"{self.url} answered without choices[0].message.content: {str(data)[:200]}"
+            ) from None
         if isinstance(content, list):  # content parts
             content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
         return str(content or "")

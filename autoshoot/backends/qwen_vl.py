@@ -60,7 +60,10 @@ def resolve_attention(name: str, device: str) -> str:
 
 
 def is_offline(config: Any) -> bool:
-    return bool(getattr(config.run, "offline", False)) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    return bool(getattr(config.run, "offline", False)) or os.environ.get("HF_HUB_OFFLINE", "") not in (
+        "",
+        "0",
+    )
 
 
 class QwenVLM:
@@ -164,8 +167,15 @@ class QwenVLM:
             max_pixels=self.settings.max_pixels,
         )
         seen = image.resize((new_w, new_h)) if (new_w, new_h) != (width, height) else image
-        fields = {"title": request.title, "category": request.category, "brand": request.brand, "notes": request.notes}
-        instruction = render_vlm_instruction(fields, (new_w, new_h), coords=self.convention, seed=int(request.seed or 0))
+        fields = {
+            "title": request.title,
+            "category": request.category,
+            "brand": request.brand,
+            "notes": request.notes,
+        }
+        instruction = render_vlm_instruction(
+            fields, (new_w, new_h), coords=self.convention, seed=int(request.seed or 0)
+        )
         return Pending(request=request, image=seen, input_size=(width, height), instruction=instruction)
 
     def build_messages(self, item: Pending) -> list[dict[str, Any]]:
@@ -196,7 +206,9 @@ class QwenVLM:
             logger.exception("Qwen-VL generate failed for %d item(s)", len(items))
             return [err for _ in items]
 
-    def generate(self, conversations: list[list[dict[str, Any]]], min_new_tokens: int | None = None) -> list[str]:
+    def generate(
+        self, conversations: list[list[dict[str, Any]]], min_new_tokens: int | None = None
+    ) -> list[str]:
         """Chat template + ``process_vision_info`` + processor (left padding) + greedy ``generate``."""
         import torch
         from qwen_vl_utils import process_vision_info
@@ -216,7 +228,9 @@ class QwenVLM:
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.settings.max_new_tokens,
             "do_sample": False,
-            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else tokenizer.eos_token_id,
         }
         if min_new_tokens:
             kwargs["min_new_tokens"] = min_new_tokens

@@ -45,33 +45,83 @@ CATEGORY_WORDS: tuple[tuple[str, str], ...] = (
     (r"handbag|hand bag|purse|top[- ]handle|bucket bag|hobo|shoulder bag|clutch|\bbag\b", "handbag"),
 )
 CATEGORY_NOUNS = {
-    "handbag": "handbag", "tote": "tote bag", "briefcase": "briefcase", "laptop_bag": "laptop bag",
-    "backpack": "backpack", "duffle": "duffle bag", "messenger": "messenger bag", "suitcase": "suitcase",
+    "handbag": "handbag",
+    "tote": "tote bag",
+    "briefcase": "briefcase",
+    "laptop_bag": "laptop bag",
+    "backpack": "backpack",
+    "duffle": "duffle bag",
+    "messenger": "messenger bag",
+    "suitcase": "suitcase",
     "other": "bag",
 }
 CATEGORY_HANDLE = {
-    "handbag": "top_loop", "tote": "twin_loops", "briefcase": "top_loop", "laptop_bag": "top_loop",
-    "backpack": "top_loop", "duffle": "twin_loops", "messenger": "top_loop", "suitcase": "top_loop",
+    "handbag": "top_loop",
+    "tote": "twin_loops",
+    "briefcase": "top_loop",
+    "laptop_bag": "top_loop",
+    "backpack": "top_loop",
+    "duffle": "twin_loops",
+    "messenger": "top_loop",
+    "suitcase": "top_loop",
     "other": "top_loop",
 }
 # typical body size (width, height) in cm
 CATEGORY_SIZE = {
-    "handbag": (30.0, 22.0), "tote": (38.0, 34.0), "briefcase": (40.0, 30.0), "laptop_bag": (40.0, 30.0),
-    "backpack": (30.0, 44.0), "duffle": (55.0, 28.0), "messenger": (38.0, 29.0), "suitcase": (40.0, 55.0),
+    "handbag": (30.0, 22.0),
+    "tote": (38.0, 34.0),
+    "briefcase": (40.0, 30.0),
+    "laptop_bag": (40.0, 30.0),
+    "backpack": (30.0, 44.0),
+    "duffle": (55.0, 28.0),
+    "messenger": (38.0, 29.0),
+    "suitcase": (40.0, 55.0),
     "other": (30.0, 30.0),
 }
 CATEGORY_MATERIAL = {
-    "handbag": "leather", "tote": "canvas", "briefcase": "leather", "laptop_bag": "nylon", "backpack": "nylon",
-    "duffle": "canvas", "messenger": "canvas", "suitcase": "polycarbonate", "other": "fabric",
+    "handbag": "leather",
+    "tote": "canvas",
+    "briefcase": "leather",
+    "laptop_bag": "nylon",
+    "backpack": "nylon",
+    "duffle": "canvas",
+    "messenger": "canvas",
+    "suitcase": "polycarbonate",
+    "other": "fabric",
 }
 MATERIAL_WORDS = (
-    "leather", "suede", "canvas", "nylon", "cotton", "denim", "polyester", "wool", "felt", "straw", "jute",
-    "vinyl", "polycarbonate", "aluminium", "aluminum", "neoprene", "velvet", "linen", "raffia", "rattan",
+    "leather",
+    "suede",
+    "canvas",
+    "nylon",
+    "cotton",
+    "denim",
+    "polyester",
+    "wool",
+    "felt",
+    "straw",
+    "jute",
+    "vinyl",
+    "polycarbonate",
+    "aluminium",
+    "aluminum",
+    "neoprene",
+    "velvet",
+    "linen",
+    "raffia",
+    "rattan",
 )
 # style of the outfit and setting, by category
 CATEGORY_STYLE = {
-    "handbag": "smart", "tote": "casual", "briefcase": "business", "laptop_bag": "business",
-    "backpack": "casual", "duffle": "travel", "messenger": "casual", "suitcase": "travel", "other": "smart",
+    "handbag": "smart",
+    "tote": "casual",
+    "briefcase": "business",
+    "laptop_bag": "business",
+    "backpack": "casual",
+    "duffle": "travel",
+    "messenger": "casual",
+    "suitcase": "travel",
+    "other": "smart",
 }
 # hold poses that suit each handle, in order of preference
 HANDLE_POSES = {
@@ -81,37 +131,64 @@ HANDLE_POSES = {
     "none": ("cradled", "under_arm"),
 }
 CATEGORY_SHOTS = {
-    "handbag": ("half_body", "full_body", "close"), "tote": ("full_body", "half_body"),
-    "briefcase": ("full_body", "half_body"), "laptop_bag": ("full_body", "half_body"),
-    "backpack": ("full_body", "half_body"), "duffle": ("full_body",), "messenger": ("full_body", "half_body"),
-    "suitcase": ("full_body",), "other": ("half_body", "full_body"),
+    "handbag": ("half_body", "full_body", "close"),
+    "tote": ("full_body", "half_body"),
+    "briefcase": ("full_body", "half_body"),
+    "laptop_bag": ("full_body", "half_body"),
+    "backpack": ("full_body", "half_body"),
+    "duffle": ("full_body",),
+    "messenger": ("full_body", "half_body"),
+    "suitcase": ("full_body",),
+    "other": ("half_body", "full_body"),
 }
 
 SKIN_TONES = (
-    "fair skin with light freckles", "light olive skin", "warm beige skin", "medium tan skin",
-    "golden-brown skin", "light brown skin", "deep brown skin", "dark ebony skin",
+    "fair skin with light freckles",
+    "light olive skin",
+    "warm beige skin",
+    "medium tan skin",
+    "golden-brown skin",
+    "light brown skin",
+    "deep brown skin",
+    "dark ebony skin",
 )
 FEATURES = {
     "feminine": (
-        "soft oval face and natural makeup", "high cheekbones and subtle makeup", "defined brows and bare skin look",
-        "heart-shaped face and light makeup", "strong jawline and minimal makeup",
+        "soft oval face and natural makeup",
+        "high cheekbones and subtle makeup",
+        "defined brows and bare skin look",
+        "heart-shaped face and light makeup",
+        "strong jawline and minimal makeup",
     ),
     "masculine": (
-        "short trimmed beard and strong jawline", "clean-shaven angular face", "light stubble and warm eyes",
-        "neat moustache and defined cheekbones", "clean-shaven round face and friendly eyes",
+        "short trimmed beard and strong jawline",
+        "clean-shaven angular face",
+        "light stubble and warm eyes",
+        "neat moustache and defined cheekbones",
+        "clean-shaven round face and friendly eyes",
     ),
     "androgynous": (
-        "sharp cheekbones and bare skin look", "soft angular face and no makeup", "defined brows and calm eyes",
+        "sharp cheekbones and bare skin look",
+        "soft angular face and no makeup",
+        "defined brows and calm eyes",
     ),
 }
 HAIR = {
     "feminine": (
-        "long straight black hair", "shoulder-length wavy brown hair", "short natural curls",
-        "dark blonde hair in a sleek low bun", "auburn chin-length bob", "long braids tied back",
+        "long straight black hair",
+        "shoulder-length wavy brown hair",
+        "short natural curls",
+        "dark blonde hair in a sleek low bun",
+        "auburn chin-length bob",
+        "long braids tied back",
     ),
     "masculine": (
-        "short dark hair", "cropped curly hair", "short side-parted brown hair", "buzz cut",
-        "swept-back medium-length hair", "short textured blond hair",
+        "short dark hair",
+        "cropped curly hair",
+        "short side-parted brown hair",
+        "buzz cut",
+        "swept-back medium-length hair",
+        "short textured blond hair",
     ),
     "androgynous": ("short platinum crop", "chin-length straight black hair", "tousled short brown hair"),
 }
@@ -172,18 +249,32 @@ SETTINGS = {
     ),
 }
 LIGHTINGS = (
-    "soft diffused daylight", "bright even studio lighting with a large softbox", "warm golden-hour sunlight",
-    "overcast natural light", "soft window light from the side",
+    "soft diffused daylight",
+    "bright even studio lighting with a large softbox",
+    "warm golden-hour sunlight",
+    "overcast natural light",
+    "soft window light from the side",
 )
 GAZES = (
-    "looking at the camera", "looking slightly off-camera", "glancing down at the bag",
+    "looking at the camera",
+    "looking slightly off-camera",
+    "glancing down at the bag",
     "looking over the shoulder towards the camera",
 )
-EXPRESSIONS = ("relaxed natural smile", "calm confident expression", "soft closed-mouth smile", "poised neutral expression")
+EXPRESSIONS = (
+    "relaxed natural smile",
+    "calm confident expression",
+    "soft closed-mouth smile",
+    "poised neutral expression",
+)
 POSE_WORDS = {
-    "beside_hip": "held beside the hip", "in_front": "held in front of the body", "forearm_crook": "carried in the hand with the elbow bent",
-    "raised_display": "lifted to chest height", "shoulder_strap": "carried by its strap on the shoulder",
-    "cradled": "cradled against the body", "under_arm": "held under the arm",
+    "beside_hip": "held beside the hip",
+    "in_front": "held in front of the body",
+    "forearm_crook": "carried in the hand with the elbow bent",
+    "raised_display": "lifted to chest height",
+    "shoulder_strap": "carried by its strap on the shoulder",
+    "cradled": "cradled against the body",
+    "under_arm": "held under the arm",
 }
 
 
@@ -229,7 +320,12 @@ def read_image_facts(image: Any, k: int = 4, seed: int = 0) -> ImageFacts:
     ys, xs = np.nonzero(mask)
     x0, x1 = np.percentile(xs, [0.5, 99.5])
     y0, y1 = np.percentile(ys, [0.5, 99.5])
-    bbox = (int(x0 / scale), int(y0 / scale), int(min(width, (x1 + 1) / scale)), int(min(height, (y1 + 1) / scale)))
+    bbox = (
+        int(x0 / scale),
+        int(y0 / scale),
+        int(min(width, (x1 + 1) / scale)),
+        int(min(height, (y1 + 1) / scale)),
+    )
 
     # 3. k-means on product pixels
     pixels = arr[mask]
@@ -255,7 +351,9 @@ def read_image_facts(image: Any, k: int = 4, seed: int = 0) -> ImageFacts:
     return ImageFacts(width, height, bbox, names[:3], [round(s, 3) for s in shares[:3]], lightness)
 
 
-def kmeans(pixels: np.ndarray, k: int, rng: np.random.Generator, iters: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(
+    pixels: np.ndarray, k: int, rng: np.random.Generator, iters: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
     """Plain k-means. ``pixels``: Nx3 float32 RGB. Returns (kx3 centres, k counts)."""
     centres = pixels[rng.choice(len(pixels), k, replace=False)].copy()
     labels = np.zeros(len(pixels), dtype=np.int64)
@@ -347,7 +445,10 @@ def guess_handle(request: BriefRequest, category: str) -> str:
 
 def guess_size(request: BriefRequest, category: str, facts: ImageFacts) -> tuple[float, float]:
     """Sizes written in the title/notes ("38 x 30 cm"), else the category's typical area at the photo's aspect."""
-    match = re.search(r"(\d+(?:[.,]\d+)?)\s*[x×]\s*(\d+(?:[.,]\d+)?)(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\s*cm", f"{request.title} {request.notes}")
+    match = re.search(
+        r"(\d+(?:[.,]\d+)?)\s*[x×]\s*(\d+(?:[.,]\d+)?)(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\s*cm",
+        f"{request.title} {request.notes}",
+    )
     if match:
         w, h = (float(match.group(i).replace(",", ".")) for i in (1, 2))
         if 5 <= w <= 150 and 5 <= h <= 150:
@@ -380,10 +481,15 @@ def pick_persona(rng: random.Random, style: str, product_is_dark: bool) -> dict[
     a, b = rng.sample(palette, 2)
     outfit = rng.choice(OUTFITS[style])
     if gender == "masculine":  # keep the outfit tables' skirts and blouses for feminine presentations
-        outfit = tuple(g.replace("silk blouse", "shirt").replace("midi skirt", "tailored trousers")
-                       .replace("slip dress", "knit polo").replace("nude heeled sandals", "suede loafers")
-                       .replace("low block heels", "leather loafers").replace("strappy flat sandals", "leather sandals")
-                       for g in outfit)
+        outfit = tuple(
+            g.replace("silk blouse", "shirt")
+            .replace("midi skirt", "tailored trousers")
+            .replace("slip dress", "knit polo")
+            .replace("nude heeled sandals", "suede loafers")
+            .replace("low block heels", "leather loafers")
+            .replace("strappy flat sandals", "leather sandals")
+            for g in outfit
+        )
     garments = [g.format(a=a, b=b) for g in outfit]
     return {
         "gender_presentation": gender,

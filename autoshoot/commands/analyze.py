@@ -21,28 +21,62 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r}: write COLUMN=VALUE, e.g. --override shot=close", param_hint="--override")
+            raise click.BadParameter(
+                f"{item!r}: write COLUMN=VALUE, e.g. --override shot=close", param_hint="--override"
+            )
         out[key.strip()] = value.strip()
     return out
 
 
 @click.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("--vlm", default=None, metavar="NAME", help="Brief backend: rules, qwen or openai (default: the profile's).")
-@click.option("--model", default=None, metavar="ID|DIR", help="VLM model (hub id or local folder) for --vlm qwen.")
+@click.option(
+    "--vlm",
+    default=None,
+    metavar="NAME",
+    help="Brief backend: rules, qwen or openai (default: the profile's).",
+)
+@click.option(
+    "--model", default=None, metavar="ID|DIR", help="VLM model (hub id or local folder) for --vlm qwen."
+)
 @click.option("--title", default="", help="Catalog title of the product.")
 @click.option("--category", default="", help="Catalog category (handbag, tote, briefcase, ...).")
 @click.option("--brand", default="", help="Brand (selects a brand profile from analyze.brands).")
 @click.option("--notes", default="", help="Catalog notes.")
-@click.option("--sku", default=None, help="SKU (rotates the persona); default: the file name without extension.")
-@click.option("--override", "override_items", multiple=True, metavar="COLUMN=VALUE", help="An override column (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Also write brief.json and prompt.txt here.")
+@click.option(
+    "--sku", default=None, help="SKU (rotates the persona); default: the file name without extension."
+)
+@click.option(
+    "--override",
+    "override_items",
+    multiple=True,
+    metavar="COLUMN=VALUE",
+    help="An override column (repeatable).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write brief.json and prompt.txt here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @config_options
 def analyze(
-    image: str, vlm: str | None, model: str | None, title: str, category: str, brand: str, notes: str,
-    sku: str | None, override_items: tuple[str, ...], out_dir: str | None, as_json: bool,
-    profile: str | None, config_file: str | None, set_: tuple[str, ...],
+    image: str,
+    vlm: str | None,
+    model: str | None,
+    title: str,
+    category: str,
+    brand: str,
+    notes: str,
+    sku: str | None,
+    override_items: tuple[str, ...],
+    out_dir: str | None,
+    as_json: bool,
+    profile: str | None,
+    config_file: str | None,
+    set_: tuple[str, ...],
 ) -> None:
     """Write the brief (persona, setting, pose, shot) and the render prompts for IMAGE."""
     from autoshoot.backends import VLMS
@@ -60,7 +94,12 @@ def analyze(
 
     # 2. the brief
     request = BriefRequest(
-        image=Path(image), sku=sku or Path(image).stem, title=title, category=category, brand=brand, notes=notes
+        image=Path(image),
+        sku=sku or Path(image).stem,
+        title=title,
+        category=category,
+        brand=brand,
+        notes=notes,
     )
     backend = VLMS.create(config.analyze.vlm, config)
     try:
@@ -83,7 +122,9 @@ def analyze(
         return
     brief = outcome["brief"]
     product = brief["product"]
-    click.echo(f"{image}  [{outcome['backend']}{', fallback: ' + ', '.join(outcome['fallback_fields']) if outcome['fallback_fields'] else ''}]")
+    click.echo(
+        f"{image}  [{outcome['backend']}{', fallback: ' + ', '.join(outcome['fallback_fields']) if outcome['fallback_fields'] else ''}]"
+    )
     click.echo(
         f"  product  {product['category']}, {product['description']}; handle {product['handle']}; "
         f"{product['size_cm'][0]:g} x {product['size_cm'][1]:g} cm"

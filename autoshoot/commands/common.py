@@ -13,12 +13,19 @@ from autoshoot.config import Config, load_config, parse_set_option
 
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
-        "--set", "set_", multiple=True, metavar="KEY=VALUE",
+        "--set",
+        "set_",
+        multiple=True,
+        metavar="KEY=VALUE",
         help="Override one config value, e.g. --set render.steps=20 (repeatable).",
     )(func)
-    func = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="A TOML or YAML config file.")(func)
     func = click.option(
-        "--profile", default=None, metavar="NAME|FILE",
+        "--config", "config_file", type=click.Path(dir_okay=False), help="A TOML or YAML config file."
+    )(func)
+    func = click.option(
+        "--profile",
+        default=None,
+        metavar="NAME|FILE",
         help="Built-in profile (default, tiny) or a profile file. Default: default.",
     )(func)
     return func

@@ -38,20 +38,34 @@ def read_prepared(directory: str | None) -> tuple[tuple[float, float] | None, li
     for name in ("prepare.json", "stage.json"):
         if (folder / name).is_file():
             return grip_from_prepared(read_json(folder / name))
-    raise click.BadParameter(f"{directory!r} holds no prepare.json: run `autoshoot prepare IMAGE --out {directory}` first")
+    raise click.BadParameter(
+        f"{directory!r} holds no prepare.json: run `autoshoot prepare IMAGE --out {directory}` first"
+    )
 
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--grip", default=None, metavar="X,Y", help="Where a hand should grip, in image pixels.")
-@click.option("--prepared", type=click.Path(file_okay=False), default=None,
-              help="A prepare output folder: its grip and erase polygon (mapped to the canvas).")
+@click.option(
+    "--prepared",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A prepare output folder: its grip and erase polygon (mapped to the canvas).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (the stable contract).")
-@click.option("--overlay-dir", type=click.Path(file_okay=False), default=None, help="Write landmark overlays here.")
+@click.option(
+    "--overlay-dir", type=click.Path(file_okay=False), default=None, help="Write landmark overlays here."
+)
 @config_options
 def score(
-    images: tuple[str, ...], grip: str | None, prepared: str | None, as_json: bool,
-    overlay_dir: str | None, profile: str | None, config_file: str | None, set_: tuple[str, ...],
+    images: tuple[str, ...],
+    grip: str | None,
+    prepared: str | None,
+    as_json: bool,
+    overlay_dir: str | None,
+    profile: str | None,
+    config_file: str | None,
+    set_: tuple[str, ...],
 ) -> None:
     """Score the hands in IMAGE... (1 = plausible hands gripping where expected)."""
     from PIL import Image, UnidentifiedImageError
@@ -79,8 +93,10 @@ def score(
         if overlay_dir:
             from autoshoot.io import save_image
 
-            save_image(Path(overlay_dir) / f"{Path(path).stem}_hands.png",
-                       draw_overlay(image, result.hands, grip_xy, polygon, label=f"{result.hand_score:.2f}"))
+            save_image(
+                Path(overlay_dir) / f"{Path(path).stem}_hands.png",
+                draw_overlay(image, result.hands, grip_xy, polygon, label=f"{result.hand_score:.2f}"),
+            )
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -92,4 +108,6 @@ def echo_table(results: list[dict[str, Any]]) -> None:
     width = max([len(r["file"]) for r in results] + [4])
     click.echo(f"{'file':<{width}}  score  hands  reasons")
     for r in results:
-        click.echo(f"{r['file']:<{width}}  {r['hand_score']:.3f}  {len(r['hands']):>5}  {'; '.join(r['reasons'])}")
+        click.echo(
+            f"{r['file']:<{width}}  {r['hand_score']:.3f}  {len(r['hands']):>5}  {'; '.join(r['reasons'])}"
+        )

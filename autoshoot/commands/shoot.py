@@ -14,24 +14,46 @@ from autoshoot.commands.common import config_options, make_config
 
 @click.command()
 @click.argument("catalog", type=click.Path(dir_okay=False))
-@click.option("--out", "run_dir", type=click.Path(file_okay=False), default=None,
-              help="The RUN folder. Default: runs/<date>.")
+@click.option(
+    "--out",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The RUN folder. Default: runs/<date>.",
+)
 @config_options
 @click.option("--candidates", type=click.IntRange(1, 64), default=None, help="Images rendered per SKU.")
 @click.option("--seed", type=int, default=None, help="Base seed (a catalog 'seed' column wins).")
 @click.option("--offline", is_flag=True, default=None, help="Never fetch models (also HF_HUB_OFFLINE=1).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
-              help="local (this process) or ray (one worker per GPU; pip install 'autoshoot[ray]').")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="local (this process) or ray (one worker per GPU; pip install 'autoshoot[ray]').",
+)
 @click.option("--address", default=None, help="Ray cluster to join, e.g. auto. Default: start a local Ray.")
-@click.option("--gpus", type=click.IntRange(0), default=None, help="Ray workers to start (default: every GPU).")
-@click.option("--compile", "compile_", is_flag=True, default=None,
-              help="torch.compile the UNet and ControlNet (slow first SKU, faster after; cached).")
-@click.option("--vram", type=click.IntRange(0), default=None,
-              help="GPU memory budget in GiB; 8 or less turns on the low-VRAM mode (0 = no limit).")
+@click.option(
+    "--gpus", type=click.IntRange(0), default=None, help="Ray workers to start (default: every GPU)."
+)
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    default=None,
+    help="torch.compile the UNet and ControlNet (slow first SKU, faster after; cached).",
+)
+@click.option(
+    "--vram",
+    type=click.IntRange(0),
+    default=None,
+    help="GPU memory budget in GiB; 8 or less turns on the low-VRAM mode (0 = no limit).",
+)
 @click.option("--force", is_flag=True, help="Redo every stage of every SKU, even when done.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; load no model.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-@click.option("-v", "--verbose", count=True, help="Log progress (-v) or everything (-vv), as autoshoot -v does.")
+@click.option(
+    "-v", "--verbose", count=True, help="Log progress (-v) or everything (-vv), as autoshoot -v does."
+)
 def shoot(
     catalog: str,
     run_dir: str | None,
@@ -61,11 +83,18 @@ def shoot(
 
     configure_logging(verbose)
     config = make_config(
-        profile, config_file, set_,
+        profile,
+        config_file,
+        set_,
         **{
-            "run.candidates": candidates, "run.seed": seed, "run.offline": offline,
-            "run.engine": engine, "run.ray_address": address, "run.gpus": gpus,
-            "render.compile": compile_, "render.vram": vram,
+            "run.candidates": candidates,
+            "run.seed": seed,
+            "run.offline": offline,
+            "run.engine": engine,
+            "run.ray_address": address,
+            "run.gpus": gpus,
+            "render.compile": compile_,
+            "render.vram": vram,
         },
     )
     out = Path(run_dir or f"runs/{time.strftime('%Y-%m-%d')}")

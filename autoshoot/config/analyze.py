@@ -50,7 +50,9 @@ class _CopyingProfiles(dict):
         return copy.deepcopy(super().get(key, default))
 
 
-PROFILES: dict[str, dict] = _CopyingProfiles({
-    "default": {"vlm": "qwen", "model": "Qwen/Qwen2.5-VL-7B-Instruct"},
-    "tiny": {"vlm": "rules"},
-})
+PROFILES: dict[str, dict] = _CopyingProfiles(
+    {
+        "default": {"vlm": "qwen", "model": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "tiny": {"vlm": "rules"},
+    }
+)

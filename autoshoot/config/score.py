@@ -1,9 +1,9 @@
 """Config of the ``score`` and ``rank`` stages. Owned by the hand-scorer code.
 
-    detection   MediaPipe Hands settings and the upscaled crop around the expected grip
-    components  which components run (stability and scene cost extra MediaPipe calls)
-    weights     how the components combine into ``hand_score`` (a weighted geometric mean)
-    ranking     the acceptance threshold and the optional aesthetic scorer that breaks ties
+detection   MediaPipe Hands settings and the upscaled crop around the expected grip
+components  which components run (stability and scene cost extra MediaPipe calls)
+weights     how the components combine into ``hand_score`` (a weighted geometric mean)
+ranking     the acceptance threshold and the optional aesthetic scorer that breaks ties
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The recipe's stages, in order. Each one is a module with one ``Stage`` subclass.
 
-    analyze → prepare → render → refine → composite → score → rank
+analyze → prepare → render → refine → composite → score → rank
 """
 
 from __future__ import annotations

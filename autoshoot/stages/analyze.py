@@ -182,7 +182,12 @@ def describe_or_fallback(vlm: Any, requests: list[BriefRequest]) -> list[BriefRe
             raise RuntimeError(f"the VLM returned {len(results)} briefs for {len(requests)} requests")
         return list(results)
     except Exception as err:  # one VLM crash must not fail a whole batch of SKUs
-        logger.warning("the %s VLM failed (%s); using rules briefs for %d SKU(s)", getattr(vlm, "name", "?"), err, len(requests))
+        logger.warning(
+            "the %s VLM failed (%s); using rules briefs for %d SKU(s)",
+            getattr(vlm, "name", "?"),
+            err,
+            len(requests),
+        )
         vlm_error = f"{type(err).__name__}: {err}"
     out: list[BriefResult | Exception] = []
     rules = RulesVLM()
@@ -221,7 +226,9 @@ def finish_brief(result: BriefResult, overrides: dict[str, str], out: Path | Non
     if out is not None:
         out = Path(out)
         atomic_write_json(out / "brief.json", outcome["brief"])
-        atomic_write_text(out / "prompt.txt", outcome["prompt"] + "\n\nNEGATIVE: " + outcome["negative_prompt"] + "\n")
+        atomic_write_text(
+            out / "prompt.txt", outcome["prompt"] + "\n\nNEGATIVE: " + outcome["negative_prompt"] + "\n"
+        )
         if result.raw:
             atomic_write_text(out / "vlm_answer.txt", result.raw)
     return outcome

@@ -35,7 +35,13 @@ class RankStage(Stage):
         if not config.score.aesthetic:
             return []
         source = config.score.aesthetic_model or f"the {config.score.aesthetic} default weights"
-        return [ModelSpec(f"aesthetic scorer: {config.score.aesthetic}", source, "set score.aesthetic_model to local weights")]
+        return [
+            ModelSpec(
+                f"aesthetic scorer: {config.score.aesthetic}",
+                source,
+                "set score.aesthetic_model to local weights",
+            )
+        ]
 
     def check_models(self, config: Config) -> list[tuple[str, str, str]]:
         if config.score.aesthetic:
@@ -93,7 +99,9 @@ def rank_key(cand: dict[str, Any], config: ScoreConfig, secondary: dict[int, flo
     )
 
 
-def rank_candidates(scored: list[dict[str, Any]], config: ScoreConfig, secondary: dict[int, float] | None = None) -> dict[str, Any]:
+def rank_candidates(
+    scored: list[dict[str, Any]], config: ScoreConfig, secondary: dict[int, float] | None = None
+) -> dict[str, Any]:
     """Order candidates best first and decide accepted / review (see the module doc)."""
     secondary = secondary or {}
     ordered = sorted(scored, key=lambda c: rank_key(c, config, secondary), reverse=True)

@@ -33,8 +33,14 @@ class ScoreStage(Stage):
 
     def models(self, config: Config) -> list[ModelSpec]:
         return [
-            ModelSpec("hand landmarks", "mediapipe hands (bundled in the mediapipe wheel)", "pip install mediapipe==0.10.21"),
-            ModelSpec("face + pose", "mediapipe face_detection, pose (bundled)", "pip install mediapipe==0.10.21"),
+            ModelSpec(
+                "hand landmarks",
+                "mediapipe hands (bundled in the mediapipe wheel)",
+                "pip install mediapipe==0.10.21",
+            ),
+            ModelSpec(
+                "face + pose", "mediapipe face_detection, pose (bundled)", "pip install mediapipe==0.10.21"
+            ),
         ]
 
     def check_models(self, config: Config) -> list[tuple[str, str, str]]:
@@ -44,7 +50,13 @@ class ScoreStage(Stage):
         import importlib.util
 
         if importlib.util.find_spec("mediapipe") is None:
-            return [("hand scorer", "the mediapipe package", "pip install mediapipe==0.10.21 (numpy<2, protobuf<5)")]
+            return [
+                (
+                    "hand scorer",
+                    "the mediapipe package",
+                    "pip install mediapipe==0.10.21 (numpy<2, protobuf<5)",
+                )
+            ]
         return []
 
     def run(self, job: Job, out: Path) -> dict[str, Any]:
@@ -60,7 +72,9 @@ class ScoreStage(Stage):
             raise RuntimeError("the composite stage produced no candidates to score")
         grip, polygon = read_grip(job)
         # 2. the scorer, built once per run
-        scorer = job.sessions.get(f"hand_scorer:{config.score.scorer}", lambda: HAND_SCORERS.create(config.score.scorer, config))
+        scorer = job.sessions.get(
+            f"hand_scorer:{config.score.scorer}", lambda: HAND_SCORERS.create(config.score.scorer, config)
+        )
         # 3. score each candidate and draw its overlay
         from PIL import Image
 
@@ -86,7 +100,13 @@ class ScoreStage(Stage):
                     "overlay": overlay,
                 }
             )
-            logger.info("%s candidate %s: hand score %.3f %s", job.sku, cand["index"], result.hand_score, result.reasons)
+            logger.info(
+                "%s candidate %s: hand score %.3f %s",
+                job.sku,
+                cand["index"],
+                result.hand_score,
+                result.reasons,
+            )
         return {
             "grip": None if grip is None else [round(grip[0], 1), round(grip[1], 1)],
             "erase_polygon": None if polygon is None else [[round(x, 1), round(y, 1)] for x, y in polygon],
@@ -101,7 +121,9 @@ def read_grip(job: Job) -> tuple[tuple[float, float] | None, list[tuple[float, f
     return grip_from_prepared(job.input_json("prepare"))
 
 
-def grip_from_prepared(prepared: dict[str, Any]) -> tuple[tuple[float, float] | None, list[tuple[float, float]] | None]:
+def grip_from_prepared(
+    prepared: dict[str, Any],
+) -> tuple[tuple[float, float] | None, list[tuple[float, float]] | None]:
     """(grip, erase_polygon) in canvas pixels from a prepare.json dict.
 
     ``grip_canvas`` is used when present; otherwise ``grip`` and ``erase_polygon`` (input
