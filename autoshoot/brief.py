@@ -204,6 +204,10 @@ class BriefRequest:
         if self.seed is None:
             self.seed = sku_seed(self.sku)
 
+    def catalog_fields(self) -> dict[str, str]:
+        """The catalog text a VLM instruction shows beside the photo."""
+        return {"title": self.title, "category": self.category, "brand": self.brand, "notes": self.notes}
+
 
 @dataclass
 class BriefResult:

@@ -49,17 +49,6 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CHECK_CACHE = ".image-checks.json"
 TRASH_MARK = ".trash-"
-RESULT_COLUMNS = (
-    "row",
-    "sku",
-    "status",
-    "reason",
-    "best_image",
-    "hand_score",
-    "n_candidates",
-    "seconds",
-    "flags",
-)
 
 
 # ---------------------------------------------------------------------------------------

@@ -167,12 +167,7 @@ class QwenVLM:
             max_pixels=self.settings.max_pixels,
         )
         seen = image.resize((new_w, new_h)) if (new_w, new_h) != (width, height) else image
-        fields = {
-            "title": request.title,
-            "category": request.category,
-            "brand": request.brand,
-            "notes": request.notes,
-        }
+        fields = request.catalog_fields()
         instruction = render_vlm_instruction(
             fields, (new_w, new_h), coords=self.convention, seed=int(request.seed or 0)
         )
