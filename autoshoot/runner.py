@@ -244,6 +244,8 @@ class SkuWorker:
         for stage in self.stages:
             if force or todo or not store.is_done(stage.name, keys[stage.name]):
                 todo.append(stage.name)
+        if not todo:  # every stage committed, but the run died before it recorded the result
+            todo = [self.stages[-1].name]
         return Plan(row, keys, todo)
 
     def check_models(self, stage_names: set[str]) -> None:

@@ -262,3 +262,21 @@ def test_offline_runs_name_every_missing_model(tmp_path: Path) -> None:
     assert (
         roles[0] == "vlm (brief)" and any("ControlNet" in r for r in roles) and any("VAE" in r for r in roles)
     )
+
+
+def test_a_kill_between_the_last_stage_and_the_result_is_finished_on_resume(tmp_path: Path) -> None:
+    import json
+
+    catalog = make_catalog(tmp_path, n=2, with_invalid=False)
+    run = tmp_path / "run"
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    before = read_results(run)
+    manifest = run / "SKU-1" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["result"]  # as if killed after rank's commit, before the result was recorded
+    manifest.write_text(json.dumps(data))
+    (run / "SKU-1" / "best.png").unlink()
+    calls: list = []
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
+    assert [c for c in calls if c[1] == "SKU-1"] == [("rank", "SKU-1")]
+    assert read_results(run) == before and (run / "SKU-1" / "best.png").is_file()
