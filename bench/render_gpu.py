@@ -3,6 +3,8 @@
     python bench/render_gpu.py                 # stock baseline + ours eager + low-VRAM modes
     python bench/render_gpu.py --compile       # ours with torch.compile (first call compiles)
     python bench/render_gpu.py --json out.json # also write the numbers
+    python bench/render_gpu.py --skip-stock --variants exact --low-vram-methods layerwise_fp8 \
+        --low-vram-batches 2,1 --low-vram-cap   # low-VRAM batch sizes under an 8 GiB allocator cap
 
 Models are built from SDXL's configs in code, directly on the GPU in fp16 (no download):
 the UNet, a full-size union ControlNet (ControlNetUnionModel, promax layout), the SDXL VAE,
@@ -26,6 +28,20 @@ Measured on one H100 80GB (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, 
     fp8 linears, eager                    3.32     1.7x      1.47     19.7      14.3  (slower: eager quantisation)
     low-VRAM fp8 layerwise, batch 1       7.71      -        3.32      9.3/cand  6.3 (reserved 7.8)
     low-VRAM group offload, batch 1      20.0       -        8.32     29.2/cand  5.0 (reserved 10.1)
+
+Low-VRAM batch size, one run (H100 80GB, torch 2.11, `--skip-stock --variants exact
+--low-vram-methods layerwise_fp8 --low-vram-batches 2,1 --low-vram-cap`): each low-VRAM child
+renders a 4-candidate SKU with its allocator held to 8 GiB (expandable segments), after setup.
+
+    variant                              stage 1  stage 2   SKU (4)  vs exact  peak GiB (reserved)
+    exact, eager, batch 4                 1.98     0.99     11.75      1x      19.3 (28.6)
+    low-VRAM fp8 layerwise, batch 2       4.97     1.97     25.43    2.16x      6.38 (7.58)
+    low-VRAM fp8 layerwise, batch 1       7.97     2.88     43.81    3.73x      6.25 (7.26)
+
+No out-of-memory halving under the cap; 3.7 GiB resident after setup (fp8 UNet + ControlNet,
+fp16 VAE). Batch 2 costs 0.13 GiB more than batch 1, so render.low_vram_batch_size = 2 (batch 4
+is not yet measured). The
+VAE decodes sliced (one image at a time); its tiling does nothing at 1024² (one tile).
 
 The "fused q/k/v, compiled VAE decode" row and its 4.50x come from one run with its own stock
 baseline (5.35 s; `--compile --variants cn-cond-only+every2 --skip-low-vram --repeat 2
@@ -265,9 +281,11 @@ def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str, repeat:
         "stage2_per_candidate_s": s2 / n,
         "sku_s": sku,
         "peak_gib": torch.cuda.max_memory_allocated() / GiB,
+        "reserved_peak_gib": torch.cuda.max_memory_reserved() / GiB,
         "stage1_breakdown_s": {k: round(v, 3) for k, v in info["seconds"].items()},
         "scales_seen": info["scales_seen"],
         "nan_images": nan,
+        "notes": info.get("notes", []),
         "compiled_graphs": graphs,
         "graphs_after_timing": compiled_graphs(),  # more than after warm-up = a recompile while timed
     }
@@ -423,25 +441,34 @@ def fp8_error() -> float:
     return float((got - ref).norm() / ref.norm())
 
 
-def run_low_vram(method: str) -> dict:
-    """One candidate through both stages with the low-VRAM mode; peak after setup."""
+def run_low_vram(method: str, batch: int, n: int, cap: bool) -> dict:
+    """n candidates (a SKU) through both stages with the low-VRAM mode at ``batch`` candidates per
+    call (0: the config's default); peak after setup. With ``cap`` the allocator is held to the
+    8 GiB budget, so an over-budget batch runs out of memory and halves (recorded in ``notes``)."""
     import torch
 
     from autoshoot.backends.sdxl import SDXLRenderer
 
-    comps, _ = build_full_components()
+    comps, _ = build_full_components()  # built in fp16 on the GPU: above 8 GiB until cast
     if method == "group_offload":
         for m in (comps.unet, comps.controlnet, comps.text_encoder, comps.text_encoder_2):
             m.to("cpu")
     gc.collect()
     torch.cuda.empty_cache()
-    config = make_config(batch_size=1, vram=8, low_vram_method=method)
+    extra = {"low_vram_batch_size": batch} if batch > 0 else {}
+    config = make_config(vram=8, low_vram_method=method, **extra)
+    batch = config.render.low_vram_batch_size
     renderer = SDXLRenderer(config, components=comps)
     gc.collect()
     torch.cuda.empty_cache()
     setup_gib = torch.cuda.memory_allocated() / GiB
+    if cap:  # from here on, as on an 8 GiB card (the CUDA context aside)
+        torch.cuda.set_per_process_memory_fraction(8 * GiB / torch.cuda.get_device_properties(0).total_memory)
+    torch.cuda.reset_peak_memory_stats()
     canvas, inpaint, canny = make_inputs()
-    res = bench_ours(renderer, config.render, canvas, inpaint, canny, 1, f"low-vram {method}")
+    label = f"low-vram {method}, batch {batch}" + (", 8 GiB cap" if cap else "")
+    res = bench_ours(renderer, config.render, canvas, inpaint, canny, n, label)
+    res["batch"] = batch
     res["resident_gib"] = setup_gib
     res["reserved_peak_gib"] = torch.cuda.max_memory_reserved() / GiB
     return res
@@ -456,14 +483,17 @@ def print_table(results: dict) -> None:
         print(
             f"stock diffusers ControlNet inpaint, fp16, batch 1: {stock:.2f} s/candidate, peak {results['stock_peak_gib']:.1f} GiB"
         )
-    hdr = f"{'variant':<34}{'n':>3}{'st1 s/cand':>11}{'vs stock':>9}{'st2 s/cand':>11}{'SKU s':>8}{'peak GiB':>9}{'warm s':>8}{'graphs':>7}"
+    hdr = (
+        f"{'variant':<44}{'n':>3}{'st1 s/cand':>11}{'vs stock':>9}{'st2 s/cand':>11}{'SKU s':>8}"
+        f"{'peak GiB':>9}{'reserved':>9}{'warm s':>8}{'graphs':>7}"
+    )
     print(hdr)
     for r in results["runs"]:
         ratio = f"{stock / r['stage1_per_candidate_s']:.2f}x" if stock else "-"
         print(
-            f"{r['label']:<34}{r['n']:>3}{r['stage1_per_candidate_s']:>11.2f}{ratio:>9}"
-            f"{r['stage2_per_candidate_s']:>11.2f}{r['sku_s']:>8.2f}{r['peak_gib']:>9.2f}{r['warmup_s']:>8.1f}"
-            f"{r.get('graphs_after_timing', 0):>7}"
+            f"{r['label']:<44}{r['n']:>3}{r['stage1_per_candidate_s']:>11.2f}{ratio:>9}"
+            f"{r['stage2_per_candidate_s']:>11.2f}{r['sku_s']:>8.2f}{r['peak_gib']:>9.2f}"
+            f"{r.get('reserved_peak_gib', 0):>9.2f}{r['warmup_s']:>8.1f}{r.get('graphs_after_timing', 0):>7}"
         )
 
 
@@ -482,10 +512,22 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="timed runs of each stage (mean)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render config override")
     ap.add_argument("--low-vram", choices=["layerwise_fp8", "group_offload"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--low-vram-methods", default="layerwise_fp8,group_offload", help="comma list of low-VRAM methods"
+    )
+    ap.add_argument(
+        "--low-vram-batches", default="0", help="comma list of low-VRAM batch sizes (0: the config default)"
+    )
+    ap.add_argument("--low-vram-candidates", type=int, default=4, help="candidates per low-VRAM SKU")
+    ap.add_argument(
+        "--low-vram-cap", action="store_true", help="hold each low-VRAM child's allocator to 8 GiB"
+    )
+    ap.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)  # child: low-VRAM batch
     ap.add_argument("--json", default="", help="write the numbers here")
     args = ap.parse_args()
     if args.low_vram:  # child process
-        print("RESULT " + json.dumps(run_low_vram(args.low_vram)), flush=True)
+        res = run_low_vram(args.low_vram, args.batch, args.low_vram_candidates, args.low_vram_cap)
+        print("RESULT " + json.dumps(res), flush=True)
         return
     results = run_main(args)
     if not args.skip_low_vram:
@@ -493,20 +535,25 @@ def main() -> None:
 
         gc.collect()
         torch.cuda.empty_cache()
-        for method in ("layerwise_fp8", "group_offload"):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--low-vram", method],
-                capture_output=True,
-                text=True,
-                env=os.environ.copy(),
-            )
+        # the allocator grows segments instead of keeping fragments: reserved stays near allocated
+        env = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", **os.environ}
+        children = [
+            (method, int(batch))
+            for method in args.low_vram_methods.split(",")
+            for batch in args.low_vram_batches.split(",")
+        ]
+        for method, batch in children:
+            cmd = [sys.executable, __file__, "--low-vram", method, "--batch", str(batch)]
+            cmd += ["--low-vram-candidates", str(args.low_vram_candidates)]
+            cmd += ["--low-vram-cap"] if args.low_vram_cap else []
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if line:
                 res = json.loads(line[-1][7:])
                 results["runs"].append(res)
                 print(json.dumps({k: v for k, v in res.items() if k != "scales_seen"}), flush=True)
             else:
-                print(f"low-vram {method} failed:\n{proc.stderr[-3000:]}", flush=True)
+                print(f"low-vram {method} batch {batch} failed:\n{proc.stderr[-3000:]}", flush=True)
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

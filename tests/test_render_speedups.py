@@ -3,12 +3,19 @@ tensors (no torch.compile recompile per value), contiguous latents, the prompt-e
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from render_fixtures import shared_tiny_renderer
 
-from autoshoot.backends.sdxl import ControlScaleHook, build_tiny_components, fuse_attention_projections
+from autoshoot.backends.sdxl import (
+    ControlScaleHook,
+    DenoiseRequest,
+    build_tiny_components,
+    fuse_attention_projections,
+)
 
 
 def unet_inputs():
@@ -87,3 +94,36 @@ def test_prompt_encoding_is_cached_per_prompt_pair():
     assert e1.shape[0] == 4 and e2.shape[0] == 6 and p2.shape[0] == 6
     torch.testing.assert_close(e2[:2], e1[:2])  # negative half first
     torch.testing.assert_close(e2[3:5], e1[2:4])
+
+
+def test_low_vram_mode_batches_by_its_own_size():
+    r = shared_tiny_renderer()
+    old_config, old_low = r.config, r.low_vram
+    sizes = []
+    real = r.denoise_batch
+    rc = dataclasses.replace(old_config.render, batch_size=4, low_vram_batch_size=2)
+    r.config = dataclasses.replace(old_config, render=rc)
+    r.denoise_batch = lambda req: (sizes.append(len(req.seeds)), real(req))[1]
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    req = DenoiseRequest(
+        images=[image] * 3,
+        masks=[np.full((64, 64), 255, np.uint8)] * 3,
+        controls=[[("canny", image)]] * 3,
+        prompt="a bag",
+        negative_prompt="",
+        seeds=[1, 2, 3],
+        steps=2,
+        scales=[[0.5], [0.5]],
+        cfg=2.0,
+    )
+    try:
+        r.low_vram = True  # as with render.vram <= 8 on a GPU
+        res = r.denoise(req)
+        r.low_vram = False
+        r.denoise(req)
+    finally:
+        r.config, r.low_vram = old_config, old_low
+        del r.denoise_batch
+    assert sizes == [2, 1, 3]  # low-VRAM: batches of low_vram_batch_size; else batch_size
+    assert len(res.images) == 3 and res.images[0].shape == (64, 64, 3)

@@ -141,6 +141,10 @@ class RenderConfig:
     channels_last: bool = True
     vram: int = 0  # GiB budget; 0 = no limit; <= 8 turns on the low-VRAM mode
     low_vram_method: Literal["layerwise_fp8", "group_offload"] = "layerwise_fp8"
+    # candidates per UNet call in the low-VRAM mode (CFG doubles it); halved on out-of-memory.
+    # fp8 storage keeps the weights near 3 GiB, so a batch of 2 still fits 8 GiB (the VAE
+    # decodes one image at a time) and runs fewer, fuller calls (bench/render_gpu.py)
+    low_vram_batch_size: int = 2
     fp32_vae_retry: bool = True  # decode again in fp32 when fp16 gives NaN or black
 
 
