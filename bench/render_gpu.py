@@ -40,8 +40,8 @@ renders a 4-candidate SKU with its allocator held to 8 GiB (expandable segments)
 
 No out-of-memory halving under the cap; 3.7 GiB resident after setup (fp8 UNet + ControlNet,
 fp16 VAE). Batch 2 costs 0.13 GiB more than batch 1, so render.low_vram_batch_size = 2 (batch 4
-is not yet measured). The
-VAE decodes sliced (one image at a time); its tiling does nothing at 1024² (one tile).
+is not yet measured). The VAE decodes sliced (one image at a time); its tiling does nothing
+at 1024² (one tile).
 
 The "fused q/k/v, compiled VAE decode" row and its 4.50x come from one run with its own stock
 baseline (5.35 s; `--compile --variants cn-cond-only+every2 --skip-low-vram --repeat 2
