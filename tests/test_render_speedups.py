@@ -127,3 +127,100 @@ def test_low_vram_mode_batches_by_its_own_size():
         del r.denoise_batch
     assert sizes == [2, 1, 3]  # low-VRAM: batches of low_vram_batch_size; else batch_size
     assert len(res.images) == 3 and res.images[0].shape == (64, 64, 3)
+
+
+def test_controlnet_takes_its_conditioning_features_computed_once():
+    """The union ControlNet fed precomputed conditioning features (what the renderer does: the
+    embedding once per batch, the nets an identity in its place) gives the stock call's output."""
+    c = build_tiny_components()
+    g = torch.Generator().manual_seed(1)
+    args = unet_inputs()
+    image = torch.rand(2, 3, 256, 256, generator=g)
+    ctype = torch.zeros(2, 8)
+    ctype[:, 3] = 1
+    common = dict(
+        control_type=ctype,
+        control_type_idx=[3],
+        conditioning_scale=[0.9],
+        return_dict=False,
+        encoder_hidden_states=args["encoder_hidden_states"],
+        added_cond_kwargs=args["added_cond_kwargs"],
+    )
+    with torch.no_grad():
+        down_ref, mid_ref = c.controlnet(args["sample"], args["timestep"], controlnet_cond=[image], **common)
+        embedder = c.controlnet.controlnet_cond_embedding
+        features = embedder(image)
+        c.controlnet.controlnet_cond_embedding = torch.nn.Identity()
+        down, mid = c.controlnet(args["sample"], args["timestep"], controlnet_cond=[features], **common)
+    torch.testing.assert_close(mid, mid_ref)
+    for a, b in zip(down, down_ref, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_renderer_runs_each_conditioning_embedding_once_per_batch():
+    r = shared_tiny_renderer()
+    embedder = r.cond_embedders["union"]
+    assert isinstance(r.c.controlnet.controlnet_cond_embedding, torch.nn.Identity)
+    calls = []
+    handle = embedder.register_forward_hook(lambda m, a, out: calls.append(tuple(a[0].shape)))
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    req = DenoiseRequest(
+        images=[image] * 2,
+        masks=[np.full((64, 64), 255, np.uint8)] * 2,
+        controls=[[("canny", image), ("depth", image)]] * 2,
+        prompt="a bag",
+        negative_prompt="",
+        seeds=[1, 2],
+        steps=3,
+        scales=[[0.5, 0.5]] * 3,
+        cfg=2.0,
+    )
+    try:
+        res = r.denoise(req)
+    finally:
+        handle.remove()
+    assert len(res.scales_seen) == 3  # the ControlNet ran at every step...
+    assert calls == [(2, 3, 64, 64)] * 2  # ...its embedding once per control, on the N candidates
+
+
+def test_fp8_linear_uses_row_wise_scales():
+    """fp8 Linears (run on the CPU here; tensor cores on Ada/Hopper): close to the fp16/32 layer,
+    any number of rows, and one scale per row keeps a row with an outlier from flattening the others."""
+    from autoshoot.backends.sdxl import use_fp8_linears
+
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.add_module("attentions", torch.nn.Module())
+    holder.attentions.add_module("ff", torch.nn.Linear(128, 256))
+    holder.add_module("time_embedding", torch.nn.Linear(128, 256))
+    x = torch.randn(3, 37, 128)  # 111 rows: not a multiple of 16
+    x[0, 0] *= 1e5  # one outlier token
+    with torch.no_grad():
+        ref = holder.attentions.ff(x)
+        assert use_fp8_linears(holder) == 1  # only the attention blocks' Linears
+        got = holder.attentions.ff(x)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert type(holder.time_embedding) is torch.nn.Linear
+    rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+    # e4m3 keeps 3 mantissa bits: a few % per matmul; per-tensor scaling would zero most rows here
+    assert rel(got[1:], ref[1:]) < 0.06
+    assert rel(got[0, 1:], ref[0, 1:]) < 0.06
+
+
+def test_compile_blocks_compiles_each_block_kind_once_per_module():
+    """Regional compilation wires torch.compile onto every transformer, resnet and resampler of
+    the UNet and the ControlNet, and leaves the networks' own forwards eager. (Compiling runs
+    lazily at the first call; bench/render_gpu.py times it on a GPU.)"""
+    from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    from autoshoot.backends.sdxl import compile_blocks
+
+    c = build_tiny_components()
+    kinds = (Transformer2DModel, ResnetBlock2D, Downsample2D, Upsample2D)
+    blocks = [m for net in (c.unet, c.controlnet) for m in net.modules() if isinstance(m, kinds)]
+    assert compile_blocks([c.unet, c.controlnet], None) == len(blocks) > 10
+    assert all(m._compiled_call_impl is not None for m in blocks)
+    assert c.unet._compiled_call_impl is None and c.controlnet._compiled_call_impl is None
+    assert torch._dynamo.config.cache_size_limit >= 64  # a graph per block shape fits

@@ -131,14 +131,24 @@ class RenderConfig:
     # -- speed / memory -----------------------------------------------------------------------
     compile: bool = False  # torch.compile the UNet and ControlNet (slow first call; cached)
     compile_mode: str = "default"  # torch.compile mode, e.g. "max-autotune-no-cudagraphs" (longer warm-up)
+    # "blocks": each transformer, resnet and resampler alone, blocks of one shape sharing a graph
+    # (warm-up about 1-2 min); "model": each network's whole forward (warm-up about 7 min on an
+    # H200, and no faster in bench/render_gpu.py: 1.35 against 1.32 s per candidate with fp8)
+    compile_scope: Literal["model", "blocks"] = "blocks"
     compile_vae: bool = True  # with ``compile``: also compile the VAE decoder (batched decode)
     # Exact speed-up (same maths, fp rounding aside), on by default on the GPU:
     fuse_qkv: bool = True  # one matmul for q, k, v (self-attention) and for k, v (cross-attention)
     # scaled-dot-product attention kernel tried first on CUDA: "default" (PyTorch's order),
     # "cudnn", "flash" or "efficient"; same maths (bench/render_gpu.py --sdpa auto times them)
-    sdpa_backend: Literal["default", "cudnn", "flash", "efficient"] = "default"
-    fp8_matmul: bool = False  # fp8 tensor-core matmuls in the attention blocks (Ada/Hopper)
-    channels_last: bool = True
+    # (cuDNN's kernels are Hopper's fastest for SDXL's 64-wide heads; others stay as fallbacks)
+    sdpa_backend: Literal["default", "cudnn", "flash", "efficient"] = "cudnn"
+    # fp8 tensor-core matmuls in the attention blocks (Ada/Hopper; `shoot --fp8`): a speed option
+    # with a small accuracy cost (row-wise scales; about 4% relative change of one UNet call)
+    fp8_matmul: bool = False
+    # channels_last convs: off by default. PyTorch's GroupNorm takes NCHW, so in eager mode every
+    # norm converted the layout back and forth (copies were 14% of a step); measured 5% slower
+    # eager and 4-15% slower with compile_scope "blocks" on an H200 (bench/render_gpu.py)
+    channels_last: bool = False
     vram: int = 0  # GiB budget; 0 = no limit; <= 8 turns on the low-VRAM mode
     low_vram_method: Literal["layerwise_fp8", "group_offload"] = "layerwise_fp8"
     # candidates per UNet call in the low-VRAM mode (CFG doubles it); halved on out-of-memory.
