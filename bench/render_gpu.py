@@ -1,7 +1,7 @@
 """GPU benchmark of the render stages with full-size random-weight SDXL at 1024².
 
     python bench/render_gpu.py                 # stock baseline + ours eager + low-VRAM modes
-    python bench/render_gpu.py --compile       # ours with torch.compile (first call compiles)
+    python bench/render_gpu.py --compile       # ours with --compile (the first call compiles)
     python bench/render_gpu.py --json out.json # also write the numbers
     python bench/render_gpu.py --skip-stock --variants exact --low-vram-methods layerwise_fp8 \
         --low-vram-batches 2,1 --low-vram-cap   # low-VRAM batch sizes under an 8 GiB allocator cap
@@ -16,40 +16,48 @@ Baseline, timed in the same run: diffusers' StableDiffusionXLControlNetInpaintPi
 batch 1, no compile, 30 steps, CFG 6, one full-size ControlNetModel, FreeU on (as ours).
 Low-VRAM modes run in child processes so that their peak memory is their own.
 
-Measured on one H100 80GB (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate:
+Variants are "+"-joined parts (`--variants exact,cl,fp8+blocks`): exact (the config's
+defaults), cudnn/flash/sdpa-default (SDPA backend), fp8 (fp8 matmuls), blocks (regional
+compile), model (whole-model compile), cl/nocl (channels_last on/off), cn-cond-only and every2
+(the ControlNet shortcuts); `--compile` adds the config's compile to every variant.
+`--profile` first prints an eager step's CUDA time by kernel kind.
 
-    variant                              stage 1  vs stock  stage 2   SKU (4)  peak GiB
-    stock diffusers, batch 1             4.9-5.6     1x        -         -      13.9
-    exact, eager                          1.98     2.8x      0.97     11.7      17.5
-    ControlNet cond-half + every 2, eager 1.58     3.5x      0.83      9.5      17.5
-    ControlNet cond-half + every 2, compile 1.28   3.8x      0.74      8.2      17.5  (warm-up 354 s, 5 graphs)
-    same + fused q/k/v, compiled VAE      1.19     4.50x     0.63      7.3      16.9  (warm-up 267 s, 4 graphs)
-      decode, no recompiles
-    fp8 linears, eager                    3.32     1.7x      1.47     19.7      14.3  (slower: eager quantisation)
-    low-VRAM fp8 layerwise, batch 1       7.71      -        3.32      9.3/cand  6.3 (reserved 7.8)
-    low-VRAM group offload, batch 1      20.0       -        8.32     29.2/cand  5.0 (reserved 10.1)
+Measured on H200s (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate. Each
+row's ratio is against the stock run of the same process; stock itself moved between 3.86 and
+5.42 s across four runs on three machines (batch 1 is bound by the host as much as the GPU),
+so compare rows of one run, not ratios across runs.
 
-Low-VRAM batch size, one run (H100 80GB, torch 2.11, `--skip-stock --variants exact
---low-vram-methods layerwise_fp8 --low-vram-batches 2,1 --low-vram-cap`): each low-VRAM child
-renders a 4-candidate SKU with its allocator held to 8 GiB (expandable segments), after setup.
+    run  variant                               stage 1  vs stock  stage 2  SKU (4)  peak GiB  warm-up
+    1    stock diffusers, batch 1               3.86       1x        -        -      13.9
+    1    exact, eager, channels_last            1.89     2.05x     0.90    11.15     19.4       20 s
+    1    cudnn, eager, channels_last            1.88     2.05x     0.88    11.09     19.4
+    1    fp8+cudnn+model compile, chan_last     1.35     2.85x     0.71     8.14     12.9      429 s
+    2    stock                                  5.42       1x
+    2    fp8+cudnn+blocks, channels_last        1.55     3.49x     0.72     8.56     12.9       88 s
+    2    low-VRAM fp8 layerwise, batch 2,       3.42     1.58x     1.33    17.77      6.4 (7.7 reserved)
+           8 GiB cap (2.08x the SKU time of the row above)
+    3    stock                                  5.23       1x
+    3    exact, eager, channels_last            1.88     2.78x     0.91    11.25     19.4
+    3    exact, eager, no channels_last         1.79     2.92x     0.84    10.56     19.4
+    3    cudnn+blocks, channels_last            1.55     3.37x     0.74     9.17     16.9
+    4    stock                                  4.95       1x
+    4    cudnn+blocks, no channels_last         1.49     3.32x     0.75     9.01     16.9      113 s
+    4    fp8+cudnn+blocks, no channels_last     1.32     3.74x     0.67     7.95     12.9       52 s*
 
-    variant                              stage 1  stage 2   SKU (4)  vs exact  peak GiB (reserved)
-    exact, eager, batch 4                 1.98     0.99     11.75      1x      19.3 (28.6)
-    low-VRAM fp8 layerwise, batch 2       4.97     1.97     25.43    2.16x      6.38 (7.58)
-    low-VRAM fp8 layerwise, batch 1       7.97     2.88     43.81    3.73x      6.25 (7.26)
+    * compiled after the row above in the same process: part of its graphs were cached.
 
-No out-of-memory halving under the cap; 3.7 GiB resident after setup (fp8 UNet + ControlNet,
-fp16 VAE). Batch 2 costs 0.13 GiB more than batch 1, so render.low_vram_batch_size = 2 (batch 4
-is not yet measured). The VAE decodes sliced (one image at a time); its tiling does nothing
-at 1024² (one tile).
+The defaults follow from these rows: channels_last off, cuDNN attention first, regional
+("blocks") compile for --compile; fp8 stays an option (`shoot --fp8`). `--profile` (run 2,
+eager, channels_last) showed where an eager step went: 46% elementwise and copies (layout
+copies around GroupNorm alone 14%), 24% matmuls, 14% convs, 9% attention, 6% norms.
+fp8 error, random weights: 3.7% relative for one 1280→10240 Linear, 4.0% for one whole UNet
+call. The ControlNet's conditioning embedding runs once per batch (not 2N × steps times).
 
-The "fused q/k/v, compiled VAE decode" row and its 4.50x come from one run with its own stock
-baseline (5.35 s; `--compile --variants cn-cond-only+every2 --skip-low-vram --repeat 2
---sdpa-probe`); stage 1 split 0.17 prepare + 4.45 denoise + 0.16 decode s per batch of 4
-(before: 0.17 + 4.59 + 0.35). Stock varies 4.9-5.6 s between runs, so the ratio is 4.1-4.7x.
-The same run's `--sdpa-probe`: one UNet call's attention at batch 8 takes 26.6 ms with flash,
-18.2 with cuDNN, 54.1 with memory-efficient (render.sdpa_backend = "cudnn" is not yet timed
-under compile).
+Earlier, on one H100 80GB (channels_last on, flash attention, conditioning embedding per step):
+stock 4.9-5.6 s; exact eager 1.98 s (SKU 11.7 s, 17.5 GiB); ControlNet cond-half + every 2nd
+step, compiled, fused q/k/v: 1.19 s (SKU 7.3 s, warm-up 267 s); low-VRAM fp8 layerwise batch 2
+under an 8 GiB cap: SKU 25.4 s (2.16x exact eager), 6.4 GiB (7.6 reserved); group offload with
+streams: 20.0 s per candidate, 5.0 GiB (10.1 reserved), so fp8 layerwise is the low-VRAM method.
 """
 
 from __future__ import annotations
@@ -361,31 +369,29 @@ def run_main(args) -> dict:
         del stock_cn
         gc.collect()
         torch.cuda.empty_cache()
-    variants = [
-        ("exact", {}, False),
-        ("cn-cond-only+every2", {"controlnet_cond_only": True, "controlnet_every": 2}, False),
-        ("fp8", {}, True),
-        ("fp8+cn-cond-only+every2", {"controlnet_cond_only": True, "controlnet_every": 2}, True),
-    ]
-    if args.variants:  # in the order given
-        by_name = {v[0]: v for v in variants}
-        variants = [by_name[name] for name in args.variants.split(",")]
-    renderer = None
-    fp8_on = False
-    for label, extra, fp8 in variants:
-        if fp8 and not fp8_on:
-            from autoshoot.backends.sdxl import use_fp8_linears
-
+    if args.profile:
+        results["profile_ms_per_step"] = profile_denoise(comps, canvas, inpaint, canny, sets)
+    variants = [parse_variant(name) for name in (args.variants or DEFAULT_VARIANTS).split(",")]
+    # fp8 swaps modules and compile wraps forwards, neither undone: eager and bf16/fp16 first
+    variants.sort(key=lambda v: (v[1].get("fp8_matmul", False), v[1].get("compile", False)))
+    renderer, built_for = None, None
+    for label, extra in variants:
+        if args.compile and not extra.get("compile"):
+            extra = {**extra, "compile": True}
+            label += "+compile"
+        config = make_config(batch_size=4, **{**sets, **extra})
+        rc = config.render
+        if rc.fp8_matmul and "fp8_linear_rel_err" not in results:
             results["fp8_linear_rel_err"] = fp8_error()
-            n_layers = use_fp8_linears(comps.unet) + use_fp8_linears(comps.controlnet)
-            results["fp8_layers"] = n_layers
-            fp8_on = True
-        config = make_config(batch_size=4, compile=args.compile, **extra, **sets)
-        if renderer is None:
-            renderer = SDXLRenderer(config, components=comps)
+            results["fp8_model_rel_err"] = fp8_model_error(comps, rc.fuse_qkv)
+        key = (rc.fp8_matmul, rc.compile, rc.compile_mode, rc.compile_scope, rc.channels_last)
+        if renderer is None or key != built_for:  # new speed-ups: set the models up again
+            if renderer is not None:
+                renderer.close()
+                uncompile(comps)
+            renderer, built_for = SDXLRenderer(config, components=comps), key
         else:  # same models; only the sampling options change
             renderer.config = config
-        label = label + ("+compile" if args.compile else "")
         try:
             res = bench_ours(renderer, config.render, canvas, inpaint, canny, 4, label, args.repeat)
         except Exception as err:  # keep the numbers measured so far (one GPU run is precious)
@@ -406,6 +412,139 @@ def run_main(args) -> dict:
         except Exception as err:
             print(f"sdpa probe failed: {err!r}", flush=True)
     return results
+
+
+DEFAULT_VARIANTS = "exact,cl,cn-cond-only+every2,fp8"
+# a variant is a "+"-joined list of these parts ("exact" alone: the config's defaults)
+VARIANT_PARTS = {
+    "exact": {},
+    "cudnn": {"sdpa_backend": "cudnn"},
+    "flash": {"sdpa_backend": "flash"},
+    "sdpa-default": {"sdpa_backend": "default"},
+    "fp8": {"fp8_matmul": True},
+    "blocks": {"compile": True, "compile_scope": "blocks"},
+    "model": {"compile": True, "compile_scope": "model"},
+    "cl": {"channels_last": True},
+    "nocl": {"channels_last": False},
+    "cn-cond-only": {"controlnet_cond_only": True},
+    "every2": {"controlnet_every": 2},
+}
+
+
+def parse_variant(name: str) -> tuple[str, dict]:
+    """A name like "fp8+cudnn+compile" → (name, render overrides)."""
+    extra: dict = {}
+    for part in name.split("+"):
+        if part not in VARIANT_PARTS:
+            raise SystemExit(f"unknown variant part {part!r} in {name!r}; parts: {', '.join(VARIANT_PARTS)}")
+        extra.update(VARIANT_PARTS[part])
+    return name, extra
+
+
+KERNEL_KINDS = [  # (kind, substrings of CUDA kernel names), first match wins
+    ("attention", ("flash", "fmha", "attention", "sdpa", "cudnn_generated_fort_native_sdpa")),
+    ("fp8 matmul", ("f8", "fp8", "e4m3")),
+    ("conv", ("conv", "fprop", "dgrad", "implicit", "winograd", "nchwtonhwc", "nhwctonchw")),
+    ("matmul", ("gemm", "sm90_xmma", "cutlass", "cublas", "nvjet")),
+    ("norm", ("norm", "welford")),
+]
+
+
+def profile_denoise(comps, canvas, inpaint, canny, sets: dict, steps: int = 4) -> dict[str, float]:
+    """Eager, exact settings, 4 candidates: CUDA time per denoise step by kernel kind (torch
+    profiler), and the 25 costliest kernels. Shows where a step's time goes before tuning."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from autoshoot.backends.sdxl import SDXLRenderer
+    from autoshoot.stages.render import candidate_seeds, render_candidates
+
+    config = make_config(batch_size=4, steps=steps, **sets)
+    renderer = SDXLRenderer(config, components=comps)
+    seeds = candidate_seeds(10, 4)
+    render_candidates(renderer, config.render, canvas, inpaint, canny, PROMPT, NEGATIVE, seeds)  # warm-up
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        render_candidates(renderer, config.render, canvas, inpaint, canny, PROMPT, NEGATIVE, seeds)
+        sync()
+    renderer.close()
+    by_kind: dict[str, float] = {}
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    for e in events:
+        name = e.key.lower()
+        kind = next((k for k, subs in KERNEL_KINDS if any(x in name for x in subs)), "elementwise/other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + e.device_time_total / 1e3 / steps
+    total = sum(by_kind.values())
+    print(f"\nprofile, eager, 4 candidates: {total:.1f} ms of CUDA time per step (with VAE, text encoders)")
+    for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<20}{ms:>9.1f} ms  {100 * ms / total:5.1f}%")
+    for e in sorted(events, key=lambda e: -e.device_time_total)[:25]:
+        print(f"  {e.device_time_total / 1e3 / steps:>8.2f} ms/step  x{e.count:<5} {e.key[:110]}")
+    return {k: round(v, 2) for k, v in by_kind.items()}
+
+
+def uncompile(comps) -> None:
+    """Drop the compiled forwards and the memory format a renderer put on the models."""
+    import torch
+
+    for m in (comps.unet, comps.controlnet, comps.vae.decoder):
+        if m is not None:
+            m.__dict__.pop("forward", None)
+            for block in m.modules():  # compile_scope "blocks"
+                block.__dict__.pop("_compiled_call_impl", None)
+    for m in (comps.unet, comps.controlnet):  # the next renderer sets channels_last again, if on
+        m.to(memory_format=torch.contiguous_format)
+    torch._dynamo.reset()  # graphs compiled for the old weight strides must not be reused
+
+
+def fp8_model_error(comps, fuse_qkv: bool) -> dict[str, float]:
+    """Relative error of one ControlNet + UNet call (batch 2, 1024², a mid-schedule timestep)
+    after the fp8 swap, against the same call before it, on the same random inputs. Random
+    weights: a proxy for how much fp8 rounding the blocks add up, not an image metric (and the
+    random ControlNet's zero-initialised output convs give the UNet zero residuals)."""
+    import torch
+
+    from autoshoot.backends.sdxl import fuse_attention_projections, use_fp8_linears
+
+    if fuse_qkv:  # as the renderer does, before the fp8 swap (fusing reads the Linear weights)
+        fuse_attention_projections(comps.unet)
+        fuse_attention_projections(comps.controlnet)
+    g = torch.Generator("cuda").manual_seed(0)
+    kw = dict(
+        encoder_hidden_states=torch.randn(2, 154, 2048, device="cuda", generator=g).half(),
+        added_cond_kwargs={
+            "text_embeds": torch.randn(2, 1280, device="cuda", generator=g).half(),
+            "time_ids": torch.tensor([[1024, 1024, 0, 0, 1024, 1024]] * 2, device="cuda").half(),
+        },
+    )
+    x = torch.randn(2, 4, 128, 128, device="cuda", generator=g).half()
+    t = torch.tensor(500, device="cuda")
+    cond = torch.rand(2, 3, 1024, 1024, device="cuda", generator=g).half()
+    net = comps.controlnet
+    embed = comps.cond_embedders.get("union", net.controlnet_cond_embedding)
+    with torch.inference_mode():
+        feats = embed(cond)
+        saved = net.controlnet_cond_embedding
+        net.controlnet_cond_embedding = torch.nn.Identity()
+        ctype = torch.zeros(2, 8, device="cuda").half()
+        ctype[:, 3] = 1
+
+        def run():
+            down, mid = net(
+                x, t, controlnet_cond=[feats], control_type=ctype, control_type_idx=[3],
+                conditioning_scale=[0.9], return_dict=False, **kw,
+            )  # fmt: skip
+            eps = comps.unet(
+                x, t, down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                return_dict=False, **kw,
+            )[0]  # fmt: skip
+            return eps.float()
+
+        ref_eps = run()
+        use_fp8_linears(comps.unet)
+        use_fp8_linears(comps.controlnet)
+        got_eps = run()
+        net.controlnet_cond_embedding = saved
+    return {"unet_eps": float((got_eps - ref_eps).norm() / ref_eps.norm())}
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -503,13 +642,17 @@ def main() -> None:
     ap.add_argument("--skip-stock", action="store_true")
     ap.add_argument("--skip-low-vram", action="store_true")
     ap.add_argument(
-        "--variants", default="", help="comma list: exact,cn-cond-only+every2,fp8,fp8+cn-cond-only+every2"
+        "--variants",
+        default="",
+        help=f"comma list of variants, each parts joined by + (parts: {', '.join(VARIANT_PARTS)}); "
+        f"default {DEFAULT_VARIANTS}",
     )
     ap.add_argument("--sdpa", default="", help="SDPA backend tried first: default|cudnn|flash|efficient")
     ap.add_argument(
         "--sdpa-probe", action="store_true", help="at the end, time one UNet call's attention per backend"
     )
     ap.add_argument("--repeat", type=int, default=1, help="timed runs of each stage (mean)")
+    ap.add_argument("--profile", action="store_true", help="first, CUDA time per step by kernel kind")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render config override")
     ap.add_argument("--low-vram", choices=["layerwise_fp8", "group_offload"], help=argparse.SUPPRESS)
     ap.add_argument(
