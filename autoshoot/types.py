@@ -65,6 +65,7 @@ class HandScore(JsonMixin):
     hands: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     components: dict[str, float] = field(default_factory=dict)
+    bags: list[dict[str, Any]] = field(default_factory=list)  # {box, score, label, is_product}
 
 
 @dataclass(frozen=True)

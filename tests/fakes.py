@@ -2,6 +2,8 @@
 
 They stand in for the model stages only in tests of the runner's own duties (resume,
 isolation, atomicity, reporting); the model stages have their own tests with real code.
+``RecordingBagDetector`` stands in for the bag detector in tests of the scene rule; the real
+detector has its own tests (tests/test_bag_detector.py).
 """
 
 from __future__ import annotations
@@ -132,3 +134,27 @@ def write_photo(path: Path, size: tuple[int, int] = (300, 300), mode: str = "RGB
     arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(arr).convert(mode).save(path)
     return path
+
+
+class RecordingBagDetector:
+    """A bag detector that reports the given boxes on every image and records each image's
+    shape and dtype. ``boxes``: [(x0, y0, x1, y1, score)] in pixels of the image."""
+
+    def __init__(
+        self, config: Any = None, boxes: list[tuple[float, float, float, float, float]] | None = None
+    ):
+        self.boxes = list(boxes if boxes is not None else RecordingBagDetector.default_boxes)
+        self.calls: list[tuple[tuple[int, ...], str]] = []
+        RecordingBagDetector.instances.append(self)
+
+    default_boxes: list[tuple[float, float, float, float, float]] = []
+    instances: list[RecordingBagDetector] = []
+
+    def detect(self, image: np.ndarray) -> list:
+        from autoshoot.backends.bag_detector import BagDetection
+
+        self.calls.append((tuple(image.shape), str(image.dtype)))
+        return [BagDetection((x0, y0, x1, y1), score, "a bag") for x0, y0, x1, y1, score in self.boxes]
+
+    def close(self) -> None:
+        pass

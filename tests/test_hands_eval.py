@@ -58,3 +58,17 @@ def test_auc_counts_ties_half(evaluation):
     module, _ = evaluation
     assert module.auc([0.9, 0.5, 0.5], [1, 1, 0]) == pytest.approx(0.75)
     assert module.auc([0.1, 0.9], [1, 0]) == 0.0
+
+
+def test_bag_detector_timing_runs_the_real_detector(evaluation, samples_dir):
+    pytest.importorskip("transformers")
+    from autoshoot.backends.bag_detector import build_tiny_detector
+
+    module, _ = evaluation
+    images = module.candidates_1024(samples_dir, 2)
+    assert [im.shape for im in images] == [(1024, 1024, 3)] * 2
+    model, processor = build_tiny_detector()
+    timing = module.time_bag_detector(images, model, processor)
+    assert timing["bag_detector"] == "Owlv2ForObjectDetection" and timing["bag_detector_threads"] == 1
+    assert 0 < timing["bag_detector_ms_per_1024_candidate"] < 5000
+    assert 0 < timing["bag_detector_params_m"] < 1

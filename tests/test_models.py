@@ -75,6 +75,7 @@ def test_models_check_loads_local_configs_without_weights(tmp_path):
         "base: default\nanalyze:\n  vlm: rules\nrender:\n  model_sets:\n    default:\n"
         f"      base: {ms.base}\n      variant: ''\n      controlnet: {ms.controlnet}\n"
         "      controlnet_weights: ''\n      controlnet_config: ''\n      vae: ''\n"
+        "score:\n  bag_detector: none\n"  # the bag detector's folder is checked in test_bag_detector.py
     )
     res = CliRunner().invoke(main, ["models", "check", "--profile", str(profile)])
     assert res.exit_code == 0, res.output

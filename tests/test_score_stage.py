@@ -10,10 +10,15 @@ import pytest
 from PIL import Image
 
 from autoshoot.catalog import Row
-from autoshoot.config import Config
+from autoshoot.config import Config, load_config
+from autoshoot.config.score import ScoreConfig
 from autoshoot.io import atomic_write_json
 from autoshoot.stages.base import Job, Sessions
-from autoshoot.stages.score import ScoreStage, grip_from_prepared
+from autoshoot.stages.score import ScoreStage, grip_from_prepared, product_box_from_prepared
+
+# the hand checks on photos; the second-bag rule is tested with its own detector below and in
+# test_bag_detector.py (the default detector's weights are not here)
+NO_BAG_RULE = Config(score=ScoreConfig(bag_detector="none"))
 
 
 def test_grip_from_prepared_maps_input_to_canvas():
@@ -32,13 +37,28 @@ def test_grip_from_prepared_maps_input_to_canvas():
     ) == (None, None)
 
 
-def make_job(tmp_path: Path, samples_dir: Path, with_prepare: bool = True) -> Job:
+def test_product_box_from_prepared_maps_input_to_canvas():
+    prepared = {"product_bbox": [40, 30, 240, 330], "placement": {"scale": 2.0, "offset": [10, 20]}}
+    assert product_box_from_prepared(prepared) == (90.0, 80.0, 490.0, 680.0)
+    canvas = {**prepared, "product_bbox_canvas": [1, 2, 3, 4]}
+    assert product_box_from_prepared(canvas) == (1.0, 2.0, 3.0, 4.0)
+    assert product_box_from_prepared({"product_bbox": [40, 30, 240, 330]}) == (40.0, 30.0, 240.0, 330.0)
+    assert product_box_from_prepared({"grip": [1, 2]}) is None
+
+
+def make_job(
+    tmp_path: Path, samples_dir: Path | None, with_prepare: bool = True, config: Config = NO_BAG_RULE
+) -> Job:
+    """Two candidates: sample photos, or (``samples_dir`` None) two 600x800 grey canvases."""
     composite = tmp_path / "composite"
     composite.mkdir()
     cands = []
     for i, name in enumerate(["B_holding_backpack_strap_01.jpg", "C_hand_ai_malformed_04.jpg"]):
         target = composite / f"c{i}.png"
-        Image.open(samples_dir / name).convert("RGB").save(target)
+        if samples_dir is None:
+            Image.new("RGB", (600, 800), (200 - 40 * i, 200, 200)).save(target)
+        else:
+            Image.open(samples_dir / name).convert("RGB").save(target)
         cands.append({"index": i, "seed": 7 + i, "image": f"c{i}.png"})
     atomic_write_json(composite / "stage.json", {"candidates": cands})
     inputs = {"composite": composite}
@@ -51,6 +71,7 @@ def make_job(tmp_path: Path, samples_dir: Path, with_prepare: bool = True) -> Jo
             {
                 "grip": [600, 1410],
                 "erase_polygon": [[580, 1390], [620, 1390], [620, 1430], [580, 1430]],
+                "product_bbox": [400, 1000, 800, 1500],
                 "placement": {"scale": 0.5, "offset": [0, 0]},
             },
         )
@@ -63,7 +84,7 @@ def make_job(tmp_path: Path, samples_dir: Path, with_prepare: bool = True) -> Jo
         seed=7,
         candidates=2,
         work_dir=tmp_path,
-        config=Config(),
+        config=config,
         sessions=Sessions(),
         inputs=inputs,
     )
@@ -79,12 +100,14 @@ def test_score_stage_scores_each_candidate(tmp_path, samples_dir):
     result = stage.run(job, out)
     json.dumps(result)  # JSON-able
     assert result["grip"] == [300.0, 705.0]
+    assert result["product_box"] == [200.0, 500.0, 400.0, 750.0]
     cands = result["candidates"]
     assert [c["index"] for c in cands] == [0, 1]
     for c in cands:
         assert (out / c["overlay"]).is_file()
         assert (out / c["image"]).resolve() == (tmp_path / "composite" / f"c{c['index']}.png").resolve()
-        assert set(c) >= {"hand_score", "components", "reasons", "hands"}
+        assert set(c) >= {"hand_score", "components", "reasons", "hands", "bags"}
+        assert c["bags"] == []  # the rule is off
     good, bad = cands
     assert "grip" in good["components"] and good["components"]["grip"] > 0.5
     assert good["hand_score"] > bad["hand_score"]
@@ -112,5 +135,55 @@ def test_score_stage_without_prepare_scores_without_grip(tmp_path, samples_dir):
 def test_score_stage_is_light_and_declares_models():
     stage = ScoreStage()
     assert stage.name == "score" and stage.config_sections == ("score",)
-    assert stage.models(Config())
-    assert stage.check_models(Config()) == []
+    roles = [spec.role for spec in stage.models(Config())]
+    assert roles == ["hand landmarks", "face + pose", "bag detector (scene: no second bag)"]
+    assert stage.models(Config())[-1].source == "google/owlv2-base-patch16-ensemble"
+    assert len(stage.models(NO_BAG_RULE)) == 2
+    assert stage.check_models(NO_BAG_RULE) == []
+    # offline (HF_HUB_OFFLINE=1 in the tests) and not in the cache: named before any SKU runs
+    assert [m[0] for m in stage.check_models(Config())] == ["bag detector (scene: no second bag)"]
+
+
+def test_score_stage_passes_the_placed_product_box_to_the_bag_rule(tmp_path):
+    pytest.importorskip("mediapipe")
+    from fakes import RecordingBagDetector
+
+    from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer
+
+    config = load_config("tiny")
+    job = make_job(tmp_path, None, config=config)
+    # the product sits at (200, 500, 400, 750) of the canvas; a second bag at the top left
+    detector = RecordingBagDetector(boxes=[(205, 505, 395, 745, 0.9), (20, 20, 150, 200, 0.8)])
+    job.sessions.get("hand_scorer:mediapipe", lambda: MediaPipeHandScorer(config, bag_detector=detector))
+    out = tmp_path / "score"
+    out.mkdir()
+    result = ScoreStage().run(job, out)
+    assert result["product_box"] == [200.0, 500.0, 400.0, 750.0]
+    assert detector.calls == [((800, 600, 3), "uint8")] * 2
+    for cand in result["candidates"]:
+        assert "2 bags" in cand["reasons"]
+        assert [b["is_product"] for b in cand["bags"]] == [True, False]
+    job.sessions.close()
+
+
+def test_tiny_profile_scores_with_the_tiny_random_detector(tmp_path):
+    pytest.importorskip("mediapipe")
+    pytest.importorskip("transformers")
+    job = make_job(tmp_path, None, config=load_config("tiny"))
+    out = tmp_path / "score"
+    out.mkdir()
+    result = ScoreStage().run(job, out)
+    scorer = job.sessions.get("hand_scorer:mediapipe", lambda: None)
+    assert type(scorer.bag_detector).__name__ == "ZeroShotBagDetector"
+    assert type(scorer.bag_detector.model).__name__ == "Owlv2ForObjectDetection"
+    assert result["product_box"] == [200.0, 500.0, 400.0, 750.0]
+    for cand in result["candidates"]:
+        assert "scene" in cand["components"]
+        for bag in cand["bags"]:  # random weights: any boxes, but in canvas pixels
+            x0, y0, x1, y1 = bag["box"]
+            assert 0 <= x0 < x1 <= 600 and 0 <= y0 < y1 <= 800
+            assert bag["score"] >= job.config.score.bag_threshold and isinstance(bag["is_product"], bool)
+        n_second = sum(1 for b in cand["bags"] if not b["is_product"])
+        said = [r for r in cand["reasons"] if r.endswith(" bags")]
+        assert said == ([f"{n_second + 1} bags"] if n_second else [])
+    job.sessions.close()

@@ -25,6 +25,11 @@ RENDERERS.register("sdxl", "autoshoot.backends.sdxl:SDXLRenderer")
 HAND_SCORERS = Registry("hand scorer")
 HAND_SCORERS.register("mediapipe", "autoshoot.backends.mediapipe_hands:MediaPipeHandScorer")
 
+# The scene rule "no second bag" (score.bag_detector); part of the hand scorer's session.
+BAG_DETECTORS = Registry("bag detector")
+BAG_DETECTORS.register("none", "autoshoot.backends.bag_detector:NoBagDetector")
+BAG_DETECTORS.register("zeroshot", "autoshoot.backends.bag_detector:ZeroShotBagDetector")
+
 HAND_MESHES = Registry("hand mesh")
 HAND_MESHES.register("capsule", "autoshoot.backends.hand_mesh:CapsuleHandMesh")
 

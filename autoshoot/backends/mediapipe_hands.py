@@ -5,7 +5,8 @@ AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, th
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
 their anatomy (``autoshoot.hand_anatomy``), their stability under a flip, the grip and the
-scene (faces and pose).
+scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
+that check runs a zero-shot detector from ``autoshoot.backends.bag_detector``).
 
 On the sample photos the landmark model fits five plausible fingers even to generated hands
 with fused or extra fingers, and a GrabCut silhouette seeded by the skeleton follows the same
@@ -378,13 +379,21 @@ class MediaPipeHandScorer:
       anatomy     ``autoshoot.hand_anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
       stability   landmarks of a horizontally flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
-      scene       one face or body, no hands without a body, at most ``max_hands`` hands
+      scene       one face or body, no hands without a body, at most ``max_hands`` hands, and
+                  no bag besides the product (``score.bag_detector``; "2 bags")
 
     ``hand_score`` is their weighted geometric mean (weights from the config), so one failed
     component (no hand at the grip, two people) sinks the score.
+
+    Args:
+        config: a Config (or a ScoreConfig; the bag detector then picks its device itself).
+        bag_detector: an already-built detector with ``detect(image) -> [BagDetection]``;
+            by default ``score.bag_detector`` from ``autoshoot.backends.BAG_DETECTORS``.
+            Not built when ``score.scene`` is off.
     """
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, bag_detector: Any = None):
+        from autoshoot.backends import BAG_DETECTORS
         from autoshoot.hand_anatomy import AnatomyLimits
 
         self.config = getattr(config, "score", config)  # a Config or a ScoreConfig
@@ -398,12 +407,19 @@ class MediaPipeHandScorer:
             refine_crops=c.refine_crops,
         )
         self.scene_detector = SceneDetector() if c.scene else None
+        self.bag_detector = None
+        if c.scene:
+            self.bag_detector = (
+                bag_detector if bag_detector is not None else BAG_DETECTORS.create(c.bag_detector, config)
+            )
         self.limits = AnatomyLimits()
 
     def close(self) -> None:
         self.detector.close()
         if self.scene_detector is not None:
             self.scene_detector.close()
+        if self.bag_detector is not None:
+            self.bag_detector.close()
 
     # -- the recipe ---------------------------------------------------------------------
 
@@ -413,6 +429,7 @@ class MediaPipeHandScorer:
         grip: tuple[float, float] | None = None,
         erase_polygon: np.ndarray | list | None = None,
         file: str = "",
+        product_box: Box | list | None = None,
     ) -> HandScore:
         """Score one image.
 
@@ -421,8 +438,11 @@ class MediaPipeHandScorer:
             grip: (x, y) pixels of the image where a hand should grip, or None.
             erase_polygon: (N, 2) pixels of the image: the handle gap the hand should fill.
             file: the name reported in the result.
+            product_box: XYXY pixels of the image where the product was placed, or None; a
+                detected bag that does not overlap it is a second bag.
         Returns:
-            ``autoshoot.types.HandScore``; ``hands`` hold each hand's landmarks and checks.
+            ``autoshoot.types.HandScore``; ``hands`` hold each hand's landmarks and checks,
+            ``bags`` the distinct bags found (empty when the bag rule is off).
         """
         image = prepare_image(image)
         h, w = image.shape[:2]
@@ -437,6 +457,7 @@ class MediaPipeHandScorer:
         hands = self.detector.detect(image, roi=roi)[: max(c.max_hands, 1) + 2]
         # 2. the scene: faces and a body (also the person's scale for the palm check)
         scene = self.scene_detector.detect(image) if self.scene_detector is not None else None
+        bags = self.count_bags(image, product_box)
         # 3. per-hand anatomy and stability
         reports = [self.check_hand(image, hand, scene) for hand in hands]
         # 4. components
@@ -460,7 +481,7 @@ class MediaPipeHandScorer:
             components["grip"], grip_reasons = self.score_grip(hands, reports, grip, erase_polygon)
             reasons += grip_reasons
         if scene is not None:
-            components["scene"], scene_reasons = score_scene(scene, hands, c.max_hands)
+            components["scene"], scene_reasons = score_scene(scene, hands, c.max_hands, bags, c.bag_penalty)
             reasons += scene_reasons
         # 5. combine
         hand_score = combine_components(components, c.weights)
@@ -476,9 +497,28 @@ class MediaPipeHandScorer:
             hands=[{**hand.to_json(), **report} for hand, report in zip(hands, reports, strict=True)],
             reasons=dedupe(reasons),
             components={k: round(v, 4) for k, v in components.items()},
+            bags=bags.to_json() if bags is not None else [],
         )
 
     # -- helpers ------------------------------------------------------------------------
+
+    def count_bags(self, image: np.ndarray, product_box: Box | list | None) -> Any:
+        """The bags in the image and which of them are not the product (a ``BagCount``), or
+        None when the bag rule is off."""
+        from autoshoot.backends.bag_detector import find_second_bags
+
+        if self.bag_detector is None:
+            return None
+        c = self.config
+        box = None if product_box is None else tuple(float(v) for v in product_box)
+        return find_second_bags(
+            self.bag_detector.detect(image),
+            box,  # type: ignore[arg-type]
+            threshold=c.bag_threshold,
+            nms_iou=c.bag_nms_iou,
+            match_iou=c.bag_match_iou,
+            match_contain=c.bag_match_contain,
+        )
 
     def check_hand(self, image: np.ndarray, hand: DetectedHand, scene: Scene | None) -> dict[str, Any]:
         """Anatomy, confidence and stability of one hand (JSON-able dict)."""
@@ -606,8 +646,16 @@ def nearest_face_width(scene: Scene, hand: DetectedHand) -> float | None:
     return float(box[2] - box[0])
 
 
-def score_scene(scene: Scene, hands: list[DetectedHand], max_hands: int) -> tuple[float, list[str]]:
-    """Exactly one person: one face (or a body seen from behind), no hands without a body."""
+def score_scene(
+    scene: Scene,
+    hands: list[DetectedHand],
+    max_hands: int,
+    bags: Any = None,
+    bag_penalty: float = 0.35,
+) -> tuple[float, list[str]]:
+    """Exactly one person: one face (or a body seen from behind), no hands without a body; and
+    no bag besides the product (``bags``: a ``BagCount`` from ``find_second_bags``, or None
+    when the rule is off): ``bag_penalty`` per second bag."""
     score = 1.0
     reasons = []
     n_faces = len(scene.faces)
@@ -620,6 +668,9 @@ def score_scene(scene: Scene, hands: list[DetectedHand], max_hands: int) -> tupl
     if len(hands) > max_hands:
         score *= 0.4
         reasons.append(f"{len(hands)} hands")
+    if bags is not None and bags.second:
+        score *= bag_penalty ** len(bags.second)
+        reasons.append(f"{bags.n_bags} bags")
     return max(score, 0.0), reasons
 
 
@@ -669,14 +720,17 @@ def draw_overlay(
     grip: tuple[float, float] | None = None,
     erase_polygon: np.ndarray | list | None = None,
     label: str = "",
+    bags: list[dict[str, Any]] | None = None,
 ) -> np.ndarray:
-    """The image with each hand's skeleton, the grip and the erase polygon drawn on it.
+    """The image with each hand's skeleton, the grip, the erase polygon and the bags drawn on it.
 
     Args:
         image: HxWx3 uint8 RGB.
         hands: ``HandScore.hands`` entries (each with "landmarks" (21, 3) pixels and "anatomy").
+        bags: ``HandScore.bags`` entries (each with "box" XYXY pixels and "is_product").
     Returns:
-        HxWx3 uint8 RGB. Bones are green for a plausible hand, red for an implausible one.
+        HxWx3 uint8 RGB. Bones are green for a plausible hand, red for an implausible one; a
+        bag's box is blue when it is the product, red when it is not, yellow when unknown.
     """
     import cv2
 
@@ -690,6 +744,10 @@ def draw_overlay(
         )
     if grip is not None:
         cv2.drawMarker(out, (int(grip[0]), int(grip[1])), (0, 160, 255), cv2.MARKER_CROSS, 8 * thick, thick)
+    for bag in bags or []:
+        x0, y0, x1, y1 = (int(round(v)) for v in bag["box"])
+        colour = {True: (60, 90, 255), False: (255, 40, 40)}.get(bag.get("is_product"), (255, 200, 0))
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick)
     for hand in hands:
         pts = np.asarray(hand["landmarks"], dtype=np.float32)
         ok = float(hand.get("anatomy", 1.0))

@@ -1,4 +1,4 @@
-"""``autoshoot models list|download|check``: the SDXL models a profile uses.
+"""``autoshoot models list|download|check``: the models a profile uses (VLM, SDXL, bag detector).
 
     autoshoot models list  [--profile P]   what the profile loads, and where each one is
     autoshoot models download [--profile P] fetch the hub models (progress bars, resumable)
@@ -9,7 +9,9 @@ Local paths never touch the network. ``--offline`` (or HF_HUB_OFFLINE=1) forbids
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import click
 
@@ -26,7 +28,7 @@ def models() -> None:
 @config_options
 def list_models(profile: str | None, config_file: str | None, set_: tuple[str, ...]) -> None:
     """Print each model of the profile: role, source, and whether it is here."""
-    from autoshoot.stages.render import entry_missing_files, how_to_get, model_entries
+    from autoshoot.stages.render import entry_missing_files
 
     config = make_config(profile, config_file, set_)
     vlm = vlm_state(config)
@@ -35,12 +37,12 @@ def list_models(profile: str | None, config_file: str | None, set_: tuple[str, .
         click.echo(f"{'VLM (brief)':<52} {config.analyze.model:<52} {state}")
         if fix:
             click.echo(f"    fix: {fix}")
-    for entry in model_entries(config):
+    for entry, fix in model_entries_with_fixes(config):
         missing = entry_missing_files(entry)
         state = "ok" if not missing else ("missing" if entry.local else "not downloaded")
         click.echo(f"{entry.role:<52} {entry.source:<52} {state}")
         if missing:
-            click.echo(f"    fix: {how_to_get(entry, config)}")
+            click.echo(f"    fix: {fix}")
 
 
 @models.command("download")
@@ -51,7 +53,7 @@ def download_models(
 ) -> None:
     """Fetch every hub model of the profile into the Hugging Face cache (resumes partial files)."""
     from autoshoot.errors import ModelMissingError
-    from autoshoot.stages.render import entry_missing_files, fetch_entry, how_to_get, model_entries
+    from autoshoot.stages.render import entry_missing_files, fetch_entry
 
     config = make_config(profile, config_file, set_, **{"run.offline": offline})
     missing = []
@@ -63,7 +65,7 @@ def download_models(
         ok, absent = model_is_available(config.analyze.model, True)
         if why or not ok:
             missing.append(("VLM (brief)", config.analyze.model, why or absent))
-    for entry in model_entries(config):
+    for entry, fix in model_entries_with_fixes(config):
         if entry.kind == "tiny":
             click.echo(f"{entry.role}: nothing to download")
             continue
@@ -71,7 +73,7 @@ def download_models(
             gone = entry_missing_files(entry)
             click.echo(f"{entry.role}: local {entry.source} " + ("ok" if not gone else "MISSING"))
             if gone:
-                missing.append((entry.role, entry.source, how_to_get(entry, config)))
+                missing.append((entry.role, entry.source, fix))
             continue
         if config.run.offline:
             if entry_missing_files(entry):
@@ -90,7 +92,7 @@ def download_models(
 @config_options
 def check_models(profile: str | None, config_file: str | None, set_: tuple[str, ...]) -> None:
     """Verify the files exist and the configs load (no weights). Exit 1 when anything is missing."""
-    from autoshoot.stages.render import entry_missing_files, how_to_get, model_entries
+    from autoshoot.stages.render import entry_missing_files
 
     config = make_config(profile, config_file, set_)
     bad = 0
@@ -102,17 +104,26 @@ def check_models(profile: str | None, config_file: str | None, set_: tuple[str, 
             click.echo(f"MISSING VLM (brief): {config.analyze.model}: {state}\n    fix: {fix}")
         else:
             click.echo(f"ok      VLM (brief): {config.analyze.model}")
-    for entry in model_entries(config):
+    for entry, fix in model_entries_with_fixes(config):
         gone = entry_missing_files(entry)
         problem = f"missing {', '.join(gone)}" if gone else load_config_only(entry)
         if problem:
             bad += 1
-            click.echo(
-                f"MISSING {entry.role}: {entry.source}: {problem}\n    fix: {how_to_get(entry, config)}"
-            )
+            click.echo(f"MISSING {entry.role}: {entry.source}: {problem}\n    fix: {fix}")
         else:
             click.echo(f"ok      {entry.role}: {entry.source}")
     sys.exit(1 if bad else 0)
+
+
+def model_entries_with_fixes(config) -> list[tuple[Any, str]]:  # type: ignore[no-untyped-def]
+    """Every file-backed model of the profile with how to provide it: SDXL's (render, refine,
+    composite), then the scene rule's bag detector (score)."""
+    from autoshoot.stages.render import how_to_get, model_entries
+    from autoshoot.stages.score import bag_model_entries, bag_model_fix
+
+    return [(e, how_to_get(e, config)) for e in model_entries(config)] + [
+        (e, bag_model_fix(e, config)) for e in bag_model_entries(config)
+    ]
 
 
 def vlm_state(config) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
@@ -134,7 +145,12 @@ def load_config_only(entry) -> str:  # type: ignore[no-untyped-def]
     if entry.kind in ("tiny", "lora", "single_file"):
         return ""
     try:
-        if entry.kind in ("pipeline", "config_only"):
+        if entry.kind == "transformers":
+            from transformers import AutoConfig
+
+            source = os.path.expanduser(entry.source) if entry.local else entry.source
+            AutoConfig.from_pretrained(source, local_files_only=True)
+        elif entry.kind in ("pipeline", "config_only"):
             from diffusers import UNet2DConditionModel
 
             UNet2DConditionModel.load_config(entry.source, subfolder="unet", local_files_only=True)

@@ -1,8 +1,10 @@
 """``autoshoot score IMAGE... [--grip X,Y] [--prepared DIR] [--json]``: hand quality of images.
 
 With ``--json`` it prints the DESIGN contract, a JSON list with one object per image:
-``{"file", "hand_score", "hands", "reasons", "components"}``. Without it, a table.
-The exit code is 0 when every image was scored and 1 when any could not be read.
+``{"file", "hand_score", "hands", "reasons", "components", "bags"}``. Without it, a table.
+``--prepared`` also gives the placed product's box, so that a detected bag elsewhere counts
+as a second bag. The exit code is 0 when every image was scored and 1 when any could not be
+read; a missing model (the bag detector offline) stops before the first image with exit 2.
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ def parse_grip(value: str | None) -> tuple[float, float] | None:
     return (x, y)
 
 
-def read_prepared(directory: str | None) -> tuple[tuple[float, float] | None, list | None]:
-    """(grip, erase_polygon) in canvas pixels from DIR/prepare.json (or DIR/stage.json)."""
+def read_prepared(
+    directory: str | None,
+) -> tuple[tuple[float, float] | None, list | None, tuple[float, float, float, float] | None]:
+    """(grip, erase_polygon, product_box) in canvas pixels from DIR/prepare.json (or DIR/stage.json)."""
     if directory is None:
-        return None, None
+        return None, None, None
     from autoshoot.io import read_json
-    from autoshoot.stages.score import grip_from_prepared
+    from autoshoot.stages.score import grip_from_prepared, product_box_from_prepared
 
     folder = Path(directory)
     for name in ("prepare.json", "stage.json"):
         if (folder / name).is_file():
-            return grip_from_prepared(read_json(folder / name))
+            prepared = read_json(folder / name)
+            return (*grip_from_prepared(prepared), product_box_from_prepared(prepared))
     raise click.BadParameter(
         f"{directory!r} holds no prepare.json: run `autoshoot prepare IMAGE --out {directory}` first"
     )
@@ -50,7 +55,7 @@ def read_prepared(directory: str | None) -> tuple[tuple[float, float] | None, li
     "--prepared",
     type=click.Path(file_okay=False),
     default=None,
-    help="A prepare output folder: its grip and erase polygon (mapped to the canvas).",
+    help="A prepare output folder: its grip, erase polygon and product box (mapped to the canvas).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (the stable contract).")
 @click.option(
@@ -72,11 +77,16 @@ def score(
 
     from autoshoot.backends import HAND_SCORERS
     from autoshoot.backends.mediapipe_hands import draw_overlay, prepare_image
+    from autoshoot.errors import ModelMissingError
+    from autoshoot.stages.score import ScoreStage
 
     config = make_config(profile, config_file, set_)
-    grip_xy, polygon = read_prepared(prepared)
+    grip_xy, polygon, product_box = read_prepared(prepared)
     if grip is not None:
         grip_xy = parse_grip(grip)
+    missing = ScoreStage().check_models(config)
+    if missing:
+        raise ModelMissingError(missing)
     scorer = HAND_SCORERS.create(config.score.scorer, config)
     results: list[dict[str, Any]] = []
     failed = 0
@@ -88,14 +98,16 @@ def score(
             click.echo(f"Error: cannot read {path!r}: {err}", err=True)
             failed += 1
             continue
-        result = scorer.score(image, grip=grip_xy, erase_polygon=polygon, file=path)
+        result = scorer.score(image, grip=grip_xy, erase_polygon=polygon, file=path, product_box=product_box)
         results.append(result.to_json())
         if overlay_dir:
             from autoshoot.io import save_image
 
             save_image(
                 Path(overlay_dir) / f"{Path(path).stem}_hands.png",
-                draw_overlay(image, result.hands, grip_xy, polygon, label=f"{result.hand_score:.2f}"),
+                draw_overlay(
+                    image, result.hands, grip_xy, polygon, label=f"{result.hand_score:.2f}", bags=result.bags
+                ),
             )
     if as_json:
         click.echo(json.dumps(results, indent=2))

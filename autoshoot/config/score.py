@@ -2,6 +2,8 @@
 
 detection   MediaPipe Hands settings and the upscaled crop around the expected grip
 components  which components run (stability and scene cost extra MediaPipe calls)
+bags        the scene rule "no second bag": a zero-shot bag detector and how its boxes are
+            matched to the placed product
 weights     how the components combine into ``hand_score`` (a weighted geometric mean)
 ranking     the acceptance threshold and the optional aesthetic scorer that breaks ties
 """
@@ -38,6 +40,16 @@ class ScoreConfig:
     max_hands: int = 2
     weights: dict[str, float] = field(default_factory=_default_weights)
 
+    # scene: no second bag (part of the scene component; off when scene is off)
+    bag_detector: str = "zeroshot"  # name in autoshoot.backends.BAG_DETECTORS; "none" = rule off
+    bag_model: str = "google/owlv2-base-patch16-ensemble"  # hub id or folder (OWLv2, OWL-ViT, Grounding DINO)
+    bag_queries: tuple[str, ...] = ("a bag", "a handbag", "a backpack", "a tote bag", "a briefcase")
+    bag_threshold: float = 0.3  # detections scoring below this are ignored
+    bag_nms_iou: float = 0.5  # two detections overlapping this much (IoU) are one bag
+    bag_match_iou: float = 0.3  # a bag overlapping the placed product this much (IoU) is the product...
+    bag_match_contain: float = 0.6  # ...or when this share of the smaller box is inside the other
+    bag_penalty: float = 0.35  # the scene component is multiplied by this per second bag
+
     # ranking: an optional aesthetic / prompt-alignment scorer (name in AESTHETIC_SCORERS)
     aesthetic: str = ""  # "" = none
     aesthetic_model: str = ""  # weights path or hub id for that scorer
@@ -48,5 +60,6 @@ class ScoreConfig:
 PROFILES: dict[str, dict] = {
     "default": {},
     # the tiny profile renders random noise: skip the extra calls, keep the same code path
-    "tiny": {"stability": False},
+    # (a random tiny OWLv2 built in code stands in for the bag detector)
+    "tiny": {"stability": False, "bag_model": "tiny"},
 }

@@ -1,12 +1,13 @@
 """The ``score`` stage: hand quality of every composited candidate, with landmark overlays.
 
 Reads ``composite/stage.json`` (the candidates) and ``prepare/stage.json`` (where the hand
-should grip and the erased handle gap, in INPUT pixels, mapped here to canvas pixels with
-the placement). Writes ``overlay_<i>.png`` per candidate and returns::
+should grip, the erased handle gap and the product's box, in INPUT pixels, mapped here to
+canvas pixels with the placement). Writes ``overlay_<i>.png`` per candidate and returns::
 
     {"grip": [x, y] | None, "erase_polygon": [[x, y], ...] | None,
+     "product_box": [x0, y0, x1, y1] | None,
      "candidates": [{"index", "seed", "image", "hand_score", "components", "reasons",
-                     "hands", "overlay"}]}
+                     "hands", "bags", "overlay"}]}
 
 ``image`` is relative to this stage's folder (it points into the composite folder).
 """
@@ -32,7 +33,7 @@ class ScoreStage(Stage):
     config_sections: ClassVar[tuple[str, ...]] = ("score",)
 
     def models(self, config: Config) -> list[ModelSpec]:
-        return [
+        specs = [
             ModelSpec(
                 "hand landmarks",
                 "mediapipe hands (bundled in the mediapipe wheel)",
@@ -42,22 +43,49 @@ class ScoreStage(Stage):
                 "face + pose", "mediapipe face_detection, pose (bundled)", "pip install mediapipe==0.10.21"
             ),
         ]
+        return specs + [
+            ModelSpec(e.role, e.source, bag_model_fix(e, config)) for e in bag_model_entries(config)
+        ]
 
     def check_models(self, config: Config) -> list[tuple[str, str, str]]:
-        from autoshoot.backends import HAND_SCORERS
+        from autoshoot.backends import BAG_DETECTORS, HAND_SCORERS
 
         HAND_SCORERS.check(config.score.scorer)
+        BAG_DETECTORS.check(config.score.bag_detector)
         import importlib.util
 
+        missing = []
         if importlib.util.find_spec("mediapipe") is None:
-            return [
+            missing.append(
                 (
                     "hand scorer",
                     "the mediapipe package",
                     "pip install mediapipe==0.10.21 (numpy<2, protobuf<5)",
                 )
-            ]
-        return []
+            )
+        return missing + missing_bag_models(config)
+
+    def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
+        from autoshoot.stages.render import entry_missing_files, fetch_entry, is_offline
+
+        if is_offline(config):
+            return []
+        failed = []
+        for entry in bag_model_entries(config):
+            if entry.kind == "tiny" or entry.local or not entry_missing_files(entry):
+                continue
+            try:
+                fetch_entry(entry)
+            except Exception as err:  # no network, a wrong id, a gated repo
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+                failed.append(
+                    (
+                        entry.role,
+                        f"{entry.source}: could not be fetched from the hub ({type(err).__name__}: {reason})",
+                        "check the network; " + bag_model_fix(entry, config),
+                    )
+                )
+        return failed
 
     def run(self, job: Job, out: Path) -> dict[str, Any]:
         from autoshoot.backends import HAND_SCORERS
@@ -71,6 +99,7 @@ class ScoreStage(Stage):
         if not candidates:
             raise RuntimeError("the composite stage produced no candidates to score")
         grip, polygon = read_grip(job)
+        product_box = read_product_box(job)
         # 2. the scorer, built once per run
         scorer = job.sessions.get(
             f"hand_scorer:{config.score.scorer}", lambda: HAND_SCORERS.create(config.score.scorer, config)
@@ -84,10 +113,15 @@ class ScoreStage(Stage):
             path = src_dir / cand["image"]
             with Image.open(path) as im:
                 image = prepare_image(im)
-            result = scorer.score(image, grip=grip, erase_polygon=polygon, file=cand["image"])
+            result = scorer.score(
+                image, grip=grip, erase_polygon=polygon, file=cand["image"], product_box=product_box
+            )
             overlay = f"overlay_{int(cand['index'])}.png"
             label = f"#{cand['index']} {result.hand_score:.2f}"
-            save_image(out / overlay, draw_overlay(image, result.hands, grip, polygon, label=label))
+            save_image(
+                out / overlay,
+                draw_overlay(image, result.hands, grip, polygon, label=label, bags=result.bags),
+            )
             scored.append(
                 {
                     "index": int(cand["index"]),
@@ -97,6 +131,7 @@ class ScoreStage(Stage):
                     "components": result.components,
                     "reasons": result.reasons,
                     "hands": result.hands,
+                    "bags": result.bags,
                     "overlay": overlay,
                 }
             )
@@ -110,6 +145,7 @@ class ScoreStage(Stage):
         return {
             "grip": None if grip is None else [round(grip[0], 1), round(grip[1], 1)],
             "erase_polygon": None if polygon is None else [[round(x, 1), round(y, 1)] for x, y in polygon],
+            "product_box": None if product_box is None else [round(v, 1) for v in product_box],
             "candidates": scored,
         }
 
@@ -150,3 +186,81 @@ def grip_from_prepared(
     if polygon is not None and len(polygon) < 3:
         polygon = None
     return grip, polygon  # type: ignore[return-value]
+
+
+def read_product_box(job: Job) -> tuple[float, float, float, float] | None:
+    """The placed product's box in canvas pixels, from ``prepare/stage.json``."""
+    if "prepare" not in job.inputs:
+        return None
+    return product_box_from_prepared(job.input_json("prepare"))
+
+
+def product_box_from_prepared(prepared: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    """The product's XYXY box in canvas pixels from a prepare.json dict, or None.
+
+    ``product_bbox`` (input pixels) is mapped with ``placement`` (canvas = input * scale +
+    offset), as ``grip_from_prepared`` maps the grip; ``product_bbox_canvas`` wins when present.
+    """
+    if prepared.get("product_bbox_canvas"):
+        x0, y0, x1, y1 = (float(v) for v in prepared["product_bbox_canvas"][:4])
+        return (x0, y0, x1, y1)
+    bbox = prepared.get("product_bbox")
+    if not bbox or len(bbox) < 4:
+        return None
+    placement = prepared.get("placement") or {}
+    scale = float(placement.get("scale", 1.0))
+    ox, oy = (float(v) for v in (placement.get("offset") or (0.0, 0.0))[:2])
+    x0, y0, x1, y1 = (float(v) for v in bbox[:4])
+    return (x0 * scale + ox, y0 * scale + oy, x1 * scale + ox, y1 * scale + oy)
+
+
+# ---------------------------------------------------------------------------------------
+# the bag detector's model (shown by `autoshoot models`, checked before the first SKU)
+
+
+def bag_model_entries(config: Config) -> list[Any]:
+    """The zero-shot bag detector's model (``score.bag_model``) as ``autoshoot.stages.render.ModelEntry``
+    items; none when the rule is off (``score.bag_detector = none`` or ``score.scene = false``)
+    or another detector is registered under ``score.bag_detector``."""
+    from autoshoot.stages.render import ModelEntry
+
+    sc = config.score
+    if not sc.scene or sc.bag_detector != "zeroshot":
+        return []
+    role = "bag detector (scene: no second bag)"
+    if sc.bag_model == "tiny":
+        return [ModelEntry(f"{role}: tiny random OWLv2 (built in code, no download)", "tiny", "tiny")]
+    return [
+        ModelEntry(
+            role,
+            sc.bag_model,
+            "transformers",
+            files=("config.json",),
+            patterns=("*.json", "*.txt", "*.safetensors"),
+        )
+    ]
+
+
+def bag_model_fix(entry: Any, config: Config) -> str:
+    """How to provide the detector, or to turn the rule off."""
+    from autoshoot.stages.render import how_to_get
+
+    fix = how_to_get(entry, config)
+    if entry.kind == "tiny":
+        return fix
+    return f"{fix}; or set score.bag_model to a local folder; or turn the rule off with --set score.bag_detector=none"
+
+
+def missing_bag_models(config: Config) -> list[tuple[str, str, str]]:
+    """The detector, when it is absent and cannot be fetched now (offline, or a local folder)."""
+    from autoshoot.stages.render import entry_missing_files, is_offline
+
+    out = []
+    for entry in bag_model_entries(config):
+        if entry.kind == "tiny" or (not entry.local and not is_offline(config)):
+            continue
+        gone = entry_missing_files(entry)
+        if gone:
+            where = entry.source if entry.local else f"{entry.source} (not in the cache: {', '.join(gone)})"
+            out.append((entry.role, where, bag_model_fix(entry, config)))
+    return out
