@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from autoshoot.errors import ModelMissingError
+from autoshoot.hub import is_offline
 
 logger = logging.getLogger(__name__)
 
@@ -259,15 +260,6 @@ class ZeroShotBagDetector:
 
 # ---------------------------------------------------------------------------------------
 # loading
-
-
-def is_offline(config: Any) -> bool:
-    run = getattr(config, "run", None)
-    return bool(getattr(run, "offline", False)) or os.environ.get("HF_HUB_OFFLINE", "").lower() not in (
-        "",
-        "0",
-        "false",
-    )
 
 
 def load_detector(source: str, offline: bool) -> tuple[Any, Any]:

@@ -11,12 +11,12 @@ Coordinates: Qwen2.5-VL answers in absolute pixels of the image it saw (after qw
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from autoshoot.brief import BriefRequest, BriefResult, open_rgb
 from autoshoot.brief_parse import Pending, describe_with_repair
+from autoshoot.hub import is_offline
 from autoshoot.prompting import render_vlm_instruction
 
 logger = logging.getLogger(__name__)
@@ -57,13 +57,6 @@ def resolve_attention(name: str, device: str) -> str:
             logger.warning("flash_attention_2 is not available here (needs CUDA and flash-attn); using sdpa")
             return "sdpa"
     return name
-
-
-def is_offline(config: Any) -> bool:
-    return bool(getattr(config.run, "offline", False)) or os.environ.get("HF_HUB_OFFLINE", "") not in (
-        "",
-        "0",
-    )
 
 
 class QwenVLM:

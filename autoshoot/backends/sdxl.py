@@ -31,6 +31,7 @@ import numpy as np
 
 from autoshoot.config.render import TINY_MODEL_SET, UNION_MODES, ModelSet
 from autoshoot.errors import ConfigError, ModelMissingError
+from autoshoot.hub import is_offline
 
 if TYPE_CHECKING:
     import torch
@@ -645,10 +646,6 @@ def move_model(model: Any, device: Any, dtype: Any) -> None:
         model.to(device)
     else:
         model.to(device, dtype)
-
-
-def is_offline(config: Config) -> bool:
-    return bool(config.run.offline) or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false")
 
 
 def resolve_model_set(rc: Any) -> ModelSet:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from autoshoot.errors import ModelMissingError
+from autoshoot.hub import env_offline, is_offline
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class BiRefNetSegmenter:
                 )
             self.onnx = OnnxMattingSession(path, OnnxRecipe(path.name, self.size, sigmoid=True))
             return
-        offline = bool(config.run.offline) or hub_offline()
+        offline = is_offline(config)
         if offline and not Path(source).expanduser().exists() and not hub_cached(source):
             raise ModelMissingError(
                 [birefnet_missing(source, "not in the local hub cache and fetching is off")]
@@ -227,7 +228,7 @@ def load_birefnet_transformers(source: str, offline: bool) -> tuple[Any, str]:
         from transformers import AutoModelForImageSegmentation
 
         model = AutoModelForImageSegmentation.from_pretrained(
-            source, trust_remote_code=True, local_files_only=offline or hub_offline()
+            source, trust_remote_code=True, local_files_only=offline or env_offline()
         )
     except (OSError, ValueError, ImportError) as err:
         raise ModelMissingError(
@@ -238,10 +239,6 @@ def load_birefnet_transformers(source: str, offline: bool) -> tuple[Any, str]:
     if device == "cuda":
         model = model.half()
     return model, device
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
 def birefnet_missing(source: str, detail: str = "") -> tuple[str, str, str]:
@@ -278,7 +275,7 @@ def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str
                 if path.exists()
                 else [("BiRefNet segmenter", source, "check the path in prepare.birefnet_model")]
             )
-        if not (config.run.offline or hub_offline()):
+        if not is_offline(config):
             return []  # fetched on first use
         if hub_cached(source):
             return []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +36,8 @@ def make_config(profile: str | None, config_file: str | None, set_: tuple[str, .
     for key, value in flags.items():
         if value is not None:
             overrides[key] = value
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+    from autoshoot.hub import env_offline
+
+    if env_offline():
         overrides.setdefault("run.offline", True)
     return load_config(profile=profile, config_file=config_file, overrides=overrides)

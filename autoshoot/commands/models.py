@@ -58,7 +58,8 @@ def download_models(
     config = make_config(profile, config_file, set_, **{"run.offline": offline})
     missing = []
     if config.analyze.vlm == "qwen":
-        from autoshoot.backends.qwen_vl import fetch_model, is_offline, model_is_available
+        from autoshoot.backends.qwen_vl import fetch_model, model_is_available
+        from autoshoot.hub import is_offline
 
         click.echo(f"VLM (brief): fetching {config.analyze.model}", err=True)
         why = fetch_model(config.analyze.model, is_offline(config))

@@ -55,7 +55,8 @@ class AnalyzeStage(Stage):
         VLMS.check(settings.vlm)
         if settings.vlm != "qwen":
             return []
-        from autoshoot.backends.qwen_vl import is_offline, model_is_available
+        from autoshoot.backends.qwen_vl import model_is_available
+        from autoshoot.hub import is_offline
 
         ok, why = model_is_available(settings.model, is_offline(config))
         if ok:
@@ -73,7 +74,8 @@ class AnalyzeStage(Stage):
         settings = config.analyze
         if settings.vlm != "qwen":
             return []
-        from autoshoot.backends.qwen_vl import fetch_model, is_offline
+        from autoshoot.backends.qwen_vl import fetch_model
+        from autoshoot.hub import is_offline
 
         why = fetch_model(settings.model, is_offline(config))
         if not why:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autoshoot.hub import is_offline
 from autoshoot.stages.base import ModelSpec, Stage
 
 if TYPE_CHECKING:
@@ -284,10 +285,6 @@ def entry_missing_files(entry: ModelEntry) -> list[str]:
         if not isinstance(hit, str):
             missing.append(f)
     return missing
-
-
-def is_offline(config: Config) -> bool:
-    return config.run.offline or os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false")
 
 
 def fetch_entry(entry: ModelEntry) -> str:

@@ -66,7 +66,8 @@ class ScoreStage(Stage):
         return missing + missing_bag_models(config)
 
     def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
-        from autoshoot.stages.render import entry_missing_files, fetch_entry, is_offline
+        from autoshoot.hub import is_offline
+        from autoshoot.stages.render import entry_missing_files, fetch_entry
 
         if is_offline(config):
             return []
@@ -253,7 +254,8 @@ def bag_model_fix(entry: Any, config: Config) -> str:
 
 def missing_bag_models(config: Config) -> list[tuple[str, str, str]]:
     """The detector, when it is absent and cannot be fetched now (offline, or a local folder)."""
-    from autoshoot.stages.render import entry_missing_files, is_offline
+    from autoshoot.hub import is_offline
+    from autoshoot.stages.render import entry_missing_files
 
     out = []
     for entry in bag_model_entries(config):
