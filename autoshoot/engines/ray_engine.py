@@ -33,6 +33,7 @@ import os
 import shutil
 import time
 import traceback
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,12 +80,14 @@ class SkuActor:
     build the real stages here. Models load lazily, once, on the first SKU that needs them.
     """
 
-    def __init__(self, config: Config, run_dir: str, stages: list[Stage] | None, started_at: float):
-        from autoshoot.runner import SkuWorker
+    def __init__(self, config: Config, run_dir: str, stages: list[Stage] | None, started_at: float | str):
+        from autoshoot.runner import make_worker
 
-        self.worker = SkuWorker(config, Path(run_dir), stages)
+        # a RUN folder on an object store (a URI) gets a staged worker, stamped with this run's id
+        run_id = started_at if isinstance(started_at, str) else ""
+        self.worker = make_worker(config, run_dir, stages, run_id=run_id)
         self.started_at = started_at
-        self.stop_path = Path(run_dir) / STOP_MARKER
+        self.markers = RunMarkers(self.worker)
 
     def ping(self, stage_names: list[str]) -> tuple[int, str, list[tuple[str, str, str]]]:
         """Ready: the process id, the node's name, and the models of ``stage_names`` missing here."""
@@ -118,22 +121,24 @@ class SkuActor:
                 assert plan.result is not None
                 yield ShotResult.from_json(plan.result), {}
         last = dict(self.worker.stage_seconds)
-        for result in self.worker.process(plans, self.stop_path.exists) if plans else ():
+        stop = self.markers.stop_requested
+        for result in self.worker.process(plans, stop) if plans else ():
             now = self.worker.stage_seconds
             yield result, {k: v - last.get(k, 0.0) for k, v in now.items() if v != last.get(k, 0.0)}
             last = dict(now)
 
 
-def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan:
+def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float | str) -> Plan:
     """The plan of a SKU whose worker died: keep what was committed in this run, redo the rest.
 
     A stage is kept when it was planned and its folder holds the planned key and a
     ``stage.json`` written after ``started_at`` (or when it was not planned at all). The SKU is
-    complete when every stage is kept and its manifest records the final result.
+    complete when every stage is kept and its manifest records the final result. In a RUN
+    folder on an object store, ``started_at`` is the run's id, which every commit records.
     """
-    from autoshoot.runner import MANIFEST, Plan, SkuStore
+    from autoshoot.runner import Plan
 
-    store = SkuStore(worker.run_dir, plan.row.sku)
+    store = worker.make_store(plan.row.sku)
     stage_names = [s.name for s in worker.stages]
 
     def committed_now(name: str) -> bool:
@@ -141,7 +146,7 @@ def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan
             return False
         if name not in plan.todo:
             return True
-        return mtime(store.stage_dir(name) / "stage.json") >= started_at
+        return store.stage_committed_since(name, started_at)
 
     todo = stage_names
     for i, name in enumerate(stage_names):
@@ -150,18 +155,45 @@ def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan
             break
     else:
         result = store.finished_result(plan.keys[stage_names[-1]])
-        if result is not None and mtime(store.dir / MANIFEST) >= started_at:
+        if result is not None and store.result_recorded_since(started_at):
             return Plan(plan.row, plan.keys, [], result)
         todo = stage_names[-1:]  # everything is committed but the result: redo the last stage
     logger.info("%s: retried after a worker died; to do: %s", plan.row.sku, ", ".join(todo))
     return Plan(plan.row, plan.keys, list(todo))
 
 
-def mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -math.inf
+class RunMarkers:
+    """The marker files of a Ray run in RUN: files in a local folder, or objects in a remote one."""
+
+    def __init__(self, worker: SkuWorker):
+        self.remote = getattr(worker, "remote", None)  # a RemoteRun for a staged worker
+        self.dir = worker.run_dir
+
+    def write(self, name: str, text: str) -> None:
+        if self.remote is not None:
+            self.remote.write_bytes(name, text.encode())
+        else:
+            atomic_write_text(self.dir / name, text)
+
+    def exists(self, name: str) -> bool:
+        return self.remote.exists(name) if self.remote is not None else (self.dir / name).exists()
+
+    def remove(self, name: str) -> None:
+        if self.remote is not None:
+            self.remote.remove([name])
+        else:
+            (self.dir / name).unlink(missing_ok=True)
+
+    def stop_requested(self) -> bool:
+        return self.exists(STOP_MARKER)
+
+    def mark_start(self) -> float | str:
+        """A mark that commits of this run can be told by: a file time, or a run id."""
+        if self.remote is None:
+            return write_start_marker(self.dir)
+        run_id = uuid.uuid4().hex
+        self.write(STARTED_MARKER, f"{run_id}\n")
+        return run_id
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,7 +241,8 @@ class RayEngine:
         self.ray = import_ray()
         self.config = config
         self.worker = worker
-        self.run_dir = worker.run_dir.resolve()
+        self.run_dir = worker.run_dir.resolve()  # the staging folder when RUN is on an object store
+        self.markers = RunMarkers(worker)
         self.retries = max(0, int(config.run.retries))
         self.batch_size = max(1, int(getattr(config.analyze, "batch_size", 1)))
         self.started_ray = False
@@ -226,8 +259,8 @@ class RayEngine:
             return
         # 1. connect to Ray (or start a local one) and mark the start of this run
         self.connect()
-        (self.run_dir / STOP_MARKER).unlink(missing_ok=True)
-        started_at = write_start_marker(self.run_dir)
+        self.markers.remove(STOP_MARKER)
+        started_at = self.markers.mark_start()
         self.single_node = sum(1 for node in self.ray.nodes() if node.get("Alive")) <= 1
         # 2. one worker per GPU (or CPU workers); chunks balanced over them, VLM-batched within
         n_workers, options = self.pool_size(len(plans))
@@ -240,8 +273,8 @@ class RayEngine:
         last_progress = time.monotonic()
         while queue or self.pool.busy:
             stopping = should_stop()
-            if stopping and not (self.run_dir / STOP_MARKER).exists():
-                atomic_write_text(self.run_dir / STOP_MARKER, "stop\n")  # workers finish the SKU in hand
+            if stopping and not self.markers.exists(STOP_MARKER):
+                self.markers.write(STOP_MARKER, "stop\n")  # workers finish the SKU in hand
             if not stopping:
                 self.dispatch(queue)
             if stopping and not self.pool.busy:
@@ -308,11 +341,14 @@ class RayEngine:
             )
         return max(1, min(n, n_skus)), options
 
-    def start_pool(self, n: int, options: dict[str, Any], started_at: float, stage_names: list[str]) -> Pool:
+    def start_pool(
+        self, n: int, options: dict[str, Any], started_at: float | str, stage_names: list[str]
+    ) -> Pool:
         stages = stages_for_actors(self.worker.stages)
         config = config_for_actors(self.config, gpu="num_gpus" in options)
         remote = self.ray.remote(SkuActor).options(max_restarts=-1, max_task_retries=0, **options)
-        actors = [remote.remote(config, str(self.run_dir), stages, started_at) for _ in range(n)]
+        location = self.worker.run_location  # a path on the shared filesystem, or the URI
+        actors = [remote.remote(config, location, stages, started_at) for _ in range(n)]
         pool = Pool(actors, stage_names)
         for i, actor in enumerate(actors):
             pool.starting[actor.ping.remote(stage_names)] = i
@@ -322,12 +358,22 @@ class RayEngine:
     def shared_row(self, row: Row) -> Row:
         """The row with an absolute image path that every node can read.
 
-        An image the catalog gave as a URL was downloaded into this machine's cache: on a
-        cluster of several nodes it is copied into ``RUN/.inputs/`` (shared) first.
+        An image the catalog gave as a URL (or an object-store URI) was downloaded into this
+        machine's cache: on a cluster of several nodes it is copied into ``RUN/.inputs/``
+        (shared) first. With a RUN folder on an object store, workers fetch an image from its
+        URI themselves, and an http(s) image is uploaded to ``RUN/.inputs/`` for them.
         """
         assert row.image_path is not None
         path = Path(row.image_path).resolve()
-        if not self.single_node and row.image.startswith(("http://", "https://")):
+        remote = self.markers.remote
+        if not self.single_node and remote is not None:
+            if not row.image_uri and row.image.startswith(("http://", "https://")):
+                rel = f"{INPUTS_DIR}/{row.image_sha256}{path.suffix}"
+                if not remote.exists(rel):
+                    remote.put([(path, rel)])
+                return dataclasses.replace(row, image_path=path, image_uri=remote.uri_of(rel))
+            return dataclasses.replace(row, image_path=path)
+        if not self.single_node and (row.image.startswith(("http://", "https://")) or row.image_uri):
             target = self.run_dir / INPUTS_DIR / f"{row.image_sha256}{path.suffix}"
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -431,11 +477,12 @@ class RayEngine:
         yield result
 
     def failed(self, plan: Plan, reason: str, err: BaseException | None = None) -> ShotResult:
-        from autoshoot.runner import SkuStore
         from autoshoot.types import ShotResult
 
         detail = "".join(traceback.format_exception(err)) if err is not None else ""
-        SkuStore(self.run_dir, plan.row.sku).log(f"failed: {reason}\n{detail}")
+        store = self.worker.make_store(plan.row.sku)
+        store.log(f"failed: {reason}\n{detail}")
+        store.flush()
         return ShotResult(row=plan.row.row_number, sku=plan.row.sku, status="failed", reason=reason)
 
     def fail_all(self, queue: deque[Chunk], reason: str) -> Iterator[ShotResult]:
@@ -455,7 +502,7 @@ class RayEngine:
             if self.started_ray:
                 self.ray.shutdown()
                 self.started_ray = False
-            (self.run_dir / STOP_MARKER).unlink(missing_ok=True)
+            self.markers.remove(STOP_MARKER)
         finally:
             self.worker.close()
 
