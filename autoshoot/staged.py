@@ -178,12 +178,12 @@ class StagedSkuStore(SkuStore):
         self.push_root(["report_block.html"] + ([LOG] if self._log_changed else []), always=True)
         self._log_changed = False
 
-    def prune(self) -> None:
-        """Free the local copy of a finished SKU; keep the small files the driver's report reads."""
+    def prune(self, keep: tuple[str, ...] = KEEP_AFTER_SKU) -> None:
+        """Free the local copy of a finished SKU, but for the small files the driver's report reads."""
         if not self.dir.is_dir():
             return
         for child in self.dir.iterdir():
-            if child.name in KEEP_AFTER_SKU:
+            if child.name in keep:
                 continue
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
@@ -316,7 +316,8 @@ class StagedSkuWorker(SkuWorker):
         store = self.stores.pop(sku, None)
         if store is not None:
             store.flush()
-            store.prune()
+            # a Ray worker's staging folder is its own: nothing in it is read after the SKU
+            store.prune(keep=() if self.owns_run else KEEP_AFTER_SKU)
 
     def local_row(self, row: Row) -> Row:
         """The row with a local image file: on another machine than the driver's, fetched by URI."""

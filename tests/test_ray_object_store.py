@@ -136,3 +136,25 @@ def test_on_a_cluster_images_reach_workers_through_the_store(s3, tmp_path: Path)
         assert isinstance(engine.worker, SkuWorker)
     finally:
         worker.close()
+
+
+def test_the_vlm_pool_commits_briefs_that_render_workers_fetch_from_the_store(
+    ray_s3, s3, tmp_path: Path
+) -> None:
+    catalog = ray_tests.make_catalog(tmp_path, 6)
+    calls = ray_tests.FileCalls(tmp_path / "calls.tsv")
+    stages = fake_stages(calls)
+    config = ray_tests.fake_config("ray", workers=1, batch_size=3)
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, vlm_workers=1))
+    run_uri = s3.bucket("ray-pool") + "/run"
+
+    summary = run_catalog(catalog, run_uri, config, quiet=True, stages=stages)
+
+    assert summary.counts == {"accepted": 6, "review": 0, "failed": 0}
+    skus = [f"SKU-{i:02d}" for i in range(6)]
+    assert ray_tests.per_sku_stage_calls(calls) == Counter({(s.name, sku): 1 for s in stages for sku in skus})
+    analyze_pids = {pid for stage, _, pid in calls.read() if stage == "analyze"}
+    render_pids = {pid for stage, _, pid in calls.read() if stage == "render"}
+    assert len(analyze_pids) == 1 and not analyze_pids & render_pids
+    for sku, manifest in manifests(s3, run_uri).items():
+        assert len(manifest["stages"]) == 7 and manifest["result"]["status"] == "accepted", sku

@@ -37,6 +37,12 @@ from autoshoot.storage import close_run_folder, is_uri, open_run_folder
     "--gpus", type=click.IntRange(0), default=None, help="Ray workers to start (default: every GPU)."
 )
 @click.option(
+    "--vlm-gpus",
+    type=click.IntRange(0),
+    default=None,
+    help="Ray workers (one GPU each) that only write the briefs, batched across the catalog (default 0: off).",
+)
+@click.option(
     "--compile",
     "compile_",
     is_flag=True,
@@ -67,6 +73,7 @@ def shoot(
     engine: str | None,
     address: str | None,
     gpus: int | None,
+    vlm_gpus: int | None,
     compile_: bool | None,
     vram: int | None,
     force: bool,
@@ -95,6 +102,7 @@ def shoot(
             "run.engine": engine,
             "run.ray_address": address,
             "run.gpus": gpus,
+            "run.vlm_workers": vlm_gpus,
             "render.compile": compile_,
             "render.vram": vram,
         },
