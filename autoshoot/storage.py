@@ -374,8 +374,9 @@ class RunLock:
       ``LOCK_STALE_S`` is taken over, and so is one left on this host by a process that is
       gone. Taking over is a delete then a conditional create: of two runs taking over the
       same stale lock at once, the second's delete can remove the first's fresh lock.
-    - Between heartbeats the holder checks the lock is still its own; when it is not, ``lost``
-      turns true and the run stops as if interrupted.
+    - Each heartbeat rewrites the lock only if it is still the holder's own: on S3 in one
+      conditional PUT (``If-Match`` on the ETag it wrote), elsewhere a read then a write. When it
+      is not, ``lost`` turns true and the run stops as if interrupted.
     """
 
     def __init__(self, run: RemoteRun):
@@ -386,6 +387,7 @@ class RunLock:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
+        self._etag: str | None = None  # of our lock object, where the store gives one (S3)
 
     @property
     def lost(self) -> bool:
@@ -427,7 +429,8 @@ class RunLock:
     def _create(self) -> bool:
         path = self.run.full(LOCK)
         try:
-            self.run.fs.pipe_file(path, self.token.encode(), mode="create")
+            response = self.run.fs.pipe_file(path, self.token.encode(), mode="create")
+            self._etag = response.get("ETag") if isinstance(response, dict) else None
             return True
         except FileExistsError:
             return False
@@ -437,7 +440,7 @@ class RunLock:
             self.run.fs.pipe_file(path, self.token.encode())
             return True
         except OSError as err:  # some stores answer a failed precondition with a generic error
-            if "precondition" in str(err).lower():
+            if precondition_failed(err):
                 return False
             raise
 
@@ -452,9 +455,11 @@ class RunLock:
         try:
             data = json.loads(text)
         except ValueError:
-            data = {}
-        if data.get("host") == socket.gethostname() and isinstance(data.get("pid"), int):
-            return not pid_alive(data["pid"])
+            data = None
+        data = data if isinstance(data, dict) else {}
+        same_host = data.get("host") == socket.gethostname() and isinstance(data.get("pid"), int)
+        if same_host and not pid_alive(data["pid"]):
+            return True
         written = info_mtime(info)
         now = self._store_now()
         return written is not None and now is not None and now - written > LOCK_STALE_S
@@ -470,6 +475,11 @@ class RunLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(LOCK_HEARTBEAT_S):
+            if self._etag and protocol(self.run.uri) in ("s3", "s3a"):
+                self._refresh_if_ours()
+                if self.lost:
+                    return
+                continue
             try:
                 current = self.run.read_bytes(LOCK).decode(errors="replace")
             except FileNotFoundError:
@@ -485,6 +495,23 @@ class RunLock:
                 self.run.write_bytes(LOCK, self.token.encode())
             except OSError as err:
                 logger.warning("cannot refresh the run lock: %s", err)
+
+    def _refresh_if_ours(self) -> None:
+        """Rewrite the lock only if it is still the object we wrote (``If-Match``): one atomic step."""
+        try:
+            response = self.run.fs.pipe_file(self.run.full(LOCK), self.token.encode(), IfMatch=self._etag)
+            self._etag = response.get("ETag", self._etag) if isinstance(response, dict) else self._etag
+        except (FileNotFoundError, OSError) as err:
+            if isinstance(err, FileNotFoundError) or precondition_failed(err):
+                logger.error("another run took the lock of %s; stopping after the SKUs in hand", self.run.uri)
+                self._lost.set()
+            else:  # a network blip: try again at the next beat
+                logger.warning("cannot refresh the run lock: %s", err)
+
+
+def precondition_failed(err: BaseException) -> bool:
+    """A conditional write refused (HTTP 412), as the store's client words it."""
+    return "precondition" in str(err).lower().replace("-", "")
 
 
 def describe_holder(text: str) -> str:

@@ -146,7 +146,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     print(
-        f"\n{args.skus} SKUs, tiny profile (CPU), local engine; moto S3 server on this machine; "
+        f"\n{args.skus} SKUs, tiny profile (CPU); moto S3 server on this machine; "
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; fastest of {args.repeat}"
     )
     print(f"{'variant':<30} {'run s':>7} {'SKU/min':>8} {'overhead/SKU':>13} {'rerun s':>8}")
