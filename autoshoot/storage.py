@@ -241,7 +241,7 @@ class RemoteRun:
         # no listing cache: other processes (Ray workers, a later run) write here too
         self.fs, self.root = get_fs(self.uri, use_listings_cache=False, skip_instance_cache=True)
         self.root = self.root.rstrip("/")
-        self.staging = Path(staging) if staging else Path(tempfile.mkdtemp(prefix="autoshoot-run-"))
+        self.staging = Path(staging) if staging else new_staging_folder()
         self.staging.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -530,6 +530,22 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def new_staging_folder() -> Path:
+    """A private staging folder; those left on this host by processes that are gone are removed.
+
+    A process killed outright (SIGKILL, ``ray.kill``) cannot remove its own: the next one does.
+    Folders are named ``<host>-<pid>-…`` so that only this host's dead processes are judged.
+    """
+    root = Path(tempfile.gettempdir()) / "autoshoot-staging"
+    root.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())
+    for old in root.iterdir():
+        owner, _, rest = old.name.rpartition("-")[0].rpartition("-")
+        if owner == host and rest.isdigit() and not pid_alive(int(rest)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{host}-{os.getpid()}-", dir=root))
 
 
 def open_run_folder(run_dir: str | os.PathLike[str]) -> Path | RemoteRun:

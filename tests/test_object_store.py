@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,3 +386,19 @@ def test_without_the_cloud_extra_a_uri_says_what_to_install(tmp_path: Path) -> N
         "error: row 2, column image, value 's3://bucket/b.png': s3:// needs s3fs, which is not "
         f"installed here; {fix}"
     )
+
+
+def test_staging_folders_of_killed_processes_are_removed_by_the_next_one() -> None:
+    from autoshoot.storage import new_staging_folder
+
+    code = "from autoshoot.storage import new_staging_folder; print(new_staging_folder())"
+    left = Path(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip())
+    assert left.is_dir()  # the process is gone, its folder is not: as after SIGKILL or ray.kill
+    ours = new_staging_folder()
+    another = new_staging_folder()
+    try:
+        assert not left.exists()
+        assert ours.is_dir() and another.is_dir()  # this live process's folders are kept
+    finally:
+        shutil.rmtree(ours, ignore_errors=True)
+        shutil.rmtree(another, ignore_errors=True)
