@@ -39,6 +39,7 @@ class Row:
     image: str  # the value as written in the CSV
     fields: dict[str, str]
     image_path: Path | None = None  # local, readable file (URLs are downloaded) once valid
+    image_uri: str = ""  # the object-store URI it was fetched from (s3://…), else ""
     image_sha256: str = ""
     image_size: tuple[int, int] = (0, 0)
     image_mode: str = ""
@@ -81,7 +82,7 @@ class Row:
 
 @dataclass
 class Catalog:
-    path: Path
+    path: Path | str  # a URI for a catalog on an object store
     columns: list[str]
     rows: list[Row]
     warnings: list[str]  # catalog-wide (unknown columns)
@@ -120,15 +121,20 @@ def load_catalog(
     check_images: bool = True,
     check_cache: ImageCheckCache | None = None,
 ) -> Catalog:
-    """Read and validate a catalog CSV.
+    """Read and validate a catalog CSV: a local path or an object-store URI (``s3://…``).
 
     Raises ``CatalogError`` when the file cannot be used at all (missing, not a CSV, no ``sku``
     or ``image`` column). Every row-level problem is recorded on the row instead, so one bad
-    row never stops the others.
+    row never stops the others. Relative image paths start at the catalog's folder, which for
+    a catalog on an object store is a folder there too.
     """
+    from autoshoot.storage import is_uri, local_path, parent_uri
+
     # 1. read the CSV
-    path = Path(path)
+    path = str(path) if is_uri(path) else local_path(path)
     columns, records = read_csv(path)
+    base: Path | str = parent_uri(path) if isinstance(path, str) else path.parent
+    images = ImageSources(cache_dir or default_cache_dir(), download_timeout_s)
 
     # 2. catalog-wide checks: required and unknown columns
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -158,16 +164,20 @@ def load_catalog(
         check_overrides(row)
         check_numbers(row)
         if check_images:
-            check_image(row, path.parent, min_side, max_pixels, download_timeout_s, cache_dir, check_cache)
+            check_image(row, base, min_side, max_pixels, download_timeout_s, cache_dir, check_cache, images)
         rows.append(row)
     return Catalog(path=path, columns=columns, rows=rows, warnings=catalog_warnings)
 
 
-def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    if not path.is_file():
-        raise CatalogError(f"catalog {str(path)!r} does not exist; fix: pass the path of a CSV file")
+def read_csv(path: Path | str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = read_catalog_bytes(path)
+    except FileNotFoundError:
+        raise CatalogError(
+            f"catalog {str(path)!r} does not exist; fix: pass the path of a CSV file"
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CatalogError(
             f"catalog {str(path)!r} is not UTF-8 text ({err}); fix: save it as UTF-8 CSV"
@@ -185,6 +195,28 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
         record = {col: (cells[i].strip() if i < len(cells) else "") for i, col in enumerate(columns) if col}
         records.append((reader.line_num, record))
     return columns, records
+
+
+def read_catalog_bytes(path: Path | str) -> bytes:
+    """The catalog file's bytes. Raises FileNotFoundError, or CatalogError for an unusable URI."""
+    if isinstance(path, Path):
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        return path.read_bytes()
+    from autoshoot.storage import StorageUnavailable, read_bytes
+
+    try:
+        return read_bytes(path)
+    except StorageUnavailable as err:
+        raise CatalogError(f"catalog {path!r}: {err.problem}; fix: {err.fix}") from err
+    except IsADirectoryError:
+        raise CatalogError(f"catalog {path!r} is a folder; fix: pass the URI of a CSV file") from None
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise CatalogError(
+            f"catalog {path!r} cannot be read ({err}); fix: check the URI and credentials"
+        ) from err
 
 
 def check_sku(row: Row, first_row_of_sku: dict[str, int]) -> None:
@@ -254,37 +286,38 @@ def check_numbers(row: Row) -> None:
 
 def check_image(
     row: Row,
-    base: Path,
+    base: Path | str,
     min_side: int,
     max_pixels: int,
     timeout_s: float,
     cache_dir: Path | None,
     check_cache: ImageCheckCache | None = None,
+    images: ImageSources | None = None,
 ) -> None:
-    """Resolve, read once, hash and decode the row's image; record any problem on the row."""
+    """Resolve, read once, hash and decode the row's image; record any problem on the row.
+
+    ``base`` is the catalog's folder: a local folder, or the URI of a folder on an object store.
+    """
     value = row.image
     if not value:
         row.error("image", value, "no image given", "give the path or http(s) URL of the product photo")
         return
-    # 1. resolve: a URL is downloaded into the cache, a path is relative to the CSV's folder
-    if value.lower().startswith(("http://", "https://")):
+    # 1. resolve: a URL or URI is fetched into the cache, a path is relative to the CSV's folder
+    images = images or ImageSources(cache_dir or default_cache_dir(), timeout_s)
+    resolved = images.resolve(value, base)
+    if isinstance(resolved, str):
         try:
-            local = download_image(value, cache_dir or default_cache_dir(), timeout_s)
+            local = images.fetch(resolved)
         except OSError as err:
-            row.error(
-                "image",
-                value,
-                f"download failed ({err})",
-                "check the URL, or download the file and give its path",
-            )
+            row.error("image", value, *images.fetch_problem(resolved, err))
             return
-    elif "://" in value:
-        row.error("image", value, "unsupported URL scheme", "use a local path or an http(s) URL")
-        return
+        except ImageSourceError as err:
+            row.error("image", value, err.problem, err.fix)
+            return
+        if not resolved.lower().startswith(("http://", "https://")):
+            row.image_uri = resolved
     else:
-        local = Path(value).expanduser()
-        if not local.is_absolute():
-            local = base / local
+        local = resolved
     # 2. an unchanged file that passed before (same size and mtime) is not read again
     limits = (min_side, max_pixels)
     if check_cache is not None and check_cache.restore(row, local, limits):
@@ -478,6 +511,61 @@ def load_product_image(path: Path):  # type: ignore[no-untyped-def]
                 alpha = None  # opaque everywhere: no information
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     return rgb, alpha
+
+
+class ImageSourceError(Exception):
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
+class ImageSources:
+    """Where an image cell points, and fetching what is not a local file into the cache.
+
+    - ``http(s)://`` URLs are downloaded once (``download_image``);
+    - object-store URIs (``s3://``, ``gs://``, any fsspec URL) through fsspec, once per version;
+    - a relative path starts at the catalog's folder, local or on an object store.
+    """
+
+    def __init__(self, cache_dir: Path, timeout_s: float):
+        self.cache_dir = Path(cache_dir)
+        self.timeout_s = timeout_s
+        self._uris = None
+
+    def resolve(self, value: str, base: Path | str) -> Path | str:
+        """A local Path, or a URL/URI (str) to fetch."""
+        from autoshoot.storage import is_uri, join_uri, local_path
+
+        if value.lower().startswith(("http://", "https://")) or is_uri(value):
+            return value
+        local = local_path(value).expanduser()
+        if local.is_absolute():
+            return local
+        return join_uri(base, value) if isinstance(base, str) else base / local
+
+    def fetch(self, source: str) -> Path:
+        if source.lower().startswith(("http://", "https://")):
+            return download_image(source, self.cache_dir, self.timeout_s)
+        from autoshoot.storage import StorageUnavailable, UriImages
+
+        if self._uris is None:
+            self._uris = UriImages(self.cache_dir)
+        try:
+            return self._uris.fetch(source)
+        except StorageUnavailable as err:  # no package for this protocol, or no such protocol
+            raise ImageSourceError(err.problem, err.fix) from err
+
+    def fetch_problem(self, source: str, err: OSError) -> tuple[str, str]:
+        if source.lower().startswith(("http://", "https://")):
+            return f"download failed ({err})", "check the URL, or download the file and give its path"
+        if isinstance(err, FileNotFoundError):
+            return (
+                f"not found (looked for {source})",
+                "correct the path; relative paths start at the CSV's folder",
+            )
+        if isinstance(err, IsADirectoryError):
+            return f"{source} is a folder, not an image", "give the path of an image file"
+        return f"cannot be read ({err})", "check the URI and the credentials for its store"
 
 
 def default_cache_dir() -> Path:

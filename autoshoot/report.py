@@ -147,6 +147,17 @@ def cached_sku_block(run_dir: Path, result: ShotResult) -> str:
     return sku_block(run_dir, result)
 
 
+def block_is_current(run_dir: Path, result: ShotResult) -> bool:
+    """Whether ``RUN/<sku>/report_block.html`` was made for this very result."""
+    from autoshoot.runner import sku_folder_name
+
+    try:
+        with open(run_dir / sku_folder_name(result.sku) / BLOCK_FILE, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\n") == _block_tag(result)
+    except OSError:
+        return False
+
+
 def write_sku_block(run_dir: Path, result: ShotResult) -> None:
     from autoshoot.runner import sku_folder_name
 

@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -42,6 +43,7 @@ from autoshoot.io import TMP_MARK, atomic_write_json, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
+from autoshoot.storage import RemoteRun, close_run_folder, is_uri, local_path, open_run_folder
 from autoshoot.types import ShotResult
 
 logger = logging.getLogger(__name__)
@@ -164,14 +166,19 @@ class SkuStore:
             stages.pop(name, None)
             self.manifest.pop("result", None)
             self.save()
+        final = self.swap_in(name, tmp)
+        stages[name] = entry
+        self.save()
+        return final
+
+    def swap_in(self, name: str, tmp: Path) -> Path:
+        """Rename ``tmp`` to ``<stage>/``, replacing the old folder."""
         final = self.stage_dir(name)
         if final.exists():
             trash = self.dir / f".{name}{TRASH_MARK}{os.getpid()}-{time.monotonic_ns()}"
             os.replace(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(tmp, final)
-        stages[name] = entry
-        self.save()
         return final
 
     def record_result(self, result: dict[str, Any]) -> None:
@@ -194,6 +201,23 @@ class SkuStore:
         with open(self.dir / "log.txt", "a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text.rstrip()}\n")
 
+    def flush(self) -> None:
+        """Make what was written visible where the RUN folder lives: here it already is."""
+
+    def stage_committed_since(self, name: str, since: Any) -> bool:
+        """Whether the stage's folder was committed after ``since`` (the run's start marker)."""
+        return mtime(self.stage_dir(name) / "stage.json") >= since
+
+    def result_recorded_since(self, since: Any) -> bool:
+        return mtime(self.dir / MANIFEST) >= since
+
+
+def mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -math.inf
+
 
 # ---------------------------------------------------------------------------------------
 # the worker: runs the stages of one SKU (the local engine and the Ray actors both use it)
@@ -205,6 +229,7 @@ class Plan:
     keys: dict[str, str]
     todo: list[str]  # stages to (re)run, in order; empty when the SKU is complete
     result: dict[str, Any] | None = None  # the stored result of a complete SKU
+    seconds_before: float = 0.0  # spent on this SKU in this run elsewhere (the Ray VLM pool)
 
 
 class SkuWorker:
@@ -218,9 +243,20 @@ class SkuWorker:
         self.stage_seconds: dict[str, float] = {}
         self.section_hashes = config_hashes(self.stages, config)
 
+    @property
+    def run_location(self) -> str:
+        """The RUN folder as another process (a Ray worker) is given it."""
+        return str(self.run_dir.resolve())
+
+    def make_store(self, sku: str) -> SkuStore:
+        return SkuStore(self.run_dir, sku)
+
+    def prefetch(self, skus: list[str]) -> None:
+        """Read ahead what ``plan`` will read for these SKUs (nothing to do for a local RUN)."""
+
     def make_job(self, row: Row) -> Job:
         assert row.image_path is not None  # only valid rows are planned
-        store = SkuStore(self.run_dir, row.sku)
+        store = self.make_store(row.sku)
         return Job(
             row=row,
             image_path=row.image_path,
@@ -235,7 +271,7 @@ class SkuWorker:
     def plan(self, row: Row, force: bool = False) -> Plan:
         job = self.make_job(row)
         keys = stage_keys(self.stages, self.config, job, self.section_hashes)
-        store = SkuStore(self.run_dir, row.sku)
+        store = self.make_store(row.sku)
         if not force:
             result = store.finished_result(keys[self.stages[-1].name])
             if result is not None:
@@ -270,21 +306,15 @@ class SkuWorker:
         """
         started = time.perf_counter()
         jobs = {p.row.sku: self.make_job(p.row) for p in plans}
-        stores = {p.row.sku: SkuStore(self.run_dir, p.row.sku) for p in plans}
+        stores = {p.row.sku: self.make_store(p.row.sku) for p in plans}
         failed: dict[str, str] = {}
-        per_sku_seconds = {p.row.sku: 0.0 for p in plans}
+        per_sku_seconds = {p.row.sku: p.seconds_before for p in plans}
         for sku, store in stores.items():
             store.clean_partial()
             save_input_thumbnail(jobs[sku], store)
 
         # 1. batchable stages first, across the SKUs that need them (the VLM brief)
-        for stage in self.stages:
-            if not stage.batchable:
-                break
-            group = [p for p in plans if stage.name in p.todo and p.row.sku not in failed]
-            self._attach_inputs(plans, jobs, stores, upto=stage.name)
-            if group:
-                self._run_stage_batch(stage, group, jobs, stores, failed, per_sku_seconds)
+        self._run_batchable(plans, jobs, stores, failed, per_sku_seconds)
 
         # 2. the other stages, one SKU at a time
         for n, plan in enumerate(plans):
@@ -303,14 +333,60 @@ class SkuWorker:
                     self._run_stage_batch(stage, [plan], jobs, stores, failed, per_sku_seconds)
                     if sku in failed:
                         break
-            try:
-                result = self._finish(plan, job, store, failed.get(sku), per_sku_seconds[sku])
-            except Exception as err:  # a broken stage output must not stop the run
-                store.log("finish failed:\n" + "".join(traceback.format_exception(err)))
-                result = self._finish(plan, job, store, one_line_reason("finish", err), per_sku_seconds[sku])
-            write_sku_block(self.run_dir, result)
-            yield result
+            yield self._finish_safely(plan, job, store, failed.get(sku), per_sku_seconds[sku])
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
+
+    def process_batchable(self, plans: list[Plan]) -> Iterator[tuple[Plan, ShotResult | None, float]]:
+        """Only the batchable stages (the VLM brief) of these SKUs, batched across all of them.
+
+        Yields ``(plan, result, seconds)`` per SKU: ``result`` is None when its batchable stages
+        are committed (the rest is still to do), or its failed result when one of them failed.
+        """
+        jobs = {p.row.sku: self.make_job(p.row) for p in plans}
+        stores = {p.row.sku: self.make_store(p.row.sku) for p in plans}
+        failed: dict[str, str] = {}
+        per_sku_seconds = {p.row.sku: p.seconds_before for p in plans}
+        for sku, store in stores.items():
+            store.clean_partial()
+            save_input_thumbnail(jobs[sku], store)
+        self._run_batchable(plans, jobs, stores, failed, per_sku_seconds)
+        for plan in plans:
+            sku = plan.row.sku
+            if sku in failed:
+                result = self._finish_safely(plan, jobs[sku], stores[sku], failed[sku], per_sku_seconds[sku])
+                yield plan, result, per_sku_seconds[sku]
+            else:
+                yield plan, None, per_sku_seconds[sku]
+
+    def _run_batchable(
+        self,
+        plans: list[Plan],
+        jobs: dict[str, Job],
+        stores: dict[str, SkuStore],
+        failed: dict[str, str],
+        per_sku_seconds: dict[str, float],
+    ) -> None:
+        for stage in self.stages:
+            if not stage.batchable:
+                break
+            group = [p for p in plans if stage.name in p.todo and p.row.sku not in failed]
+            self._attach_inputs(plans, jobs, stores, upto=stage.name)
+            if group:
+                self._run_stage_batch(stage, group, jobs, stores, failed, per_sku_seconds)
+
+    def _finish_safely(
+        self, plan: Plan, job: Job, store: SkuStore, failure: str | None, seconds: float
+    ) -> ShotResult:
+        try:
+            result = self._finish(plan, job, store, failure, seconds)
+        except Exception as err:  # a broken stage output must not stop the run
+            store.log("finish failed:\n" + "".join(traceback.format_exception(err)))
+            result = self._finish(plan, job, store, one_line_reason("finish", err), seconds)
+        self.write_block(result)
+        return result
+
+    def write_block(self, result: ShotResult) -> None:
+        write_sku_block(self.run_dir, result)
 
     def _attach_inputs(
         self, plans: list[Plan], jobs: dict[str, Job], stores: dict[str, SkuStore], upto: str
@@ -479,7 +555,7 @@ def make_engine(config: Config, worker: SkuWorker):  # type: ignore[no-untyped-d
 
 @dataclass
 class RunSummary:
-    run_dir: Path
+    run_dir: Path | str  # a URI for a RUN folder on an object store
     results: list[ShotResult]
     counts: dict[str, int]
     seconds: float
@@ -501,7 +577,7 @@ class RunSummary:
         if self.stage_seconds:
             parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items())
             lines.append(f"time per stage: {parts}")
-        lines.append(f"results: {self.run_dir / 'results.csv'}  report: {self.run_dir / 'report.html'}")
+        lines.append(f"results: {self.run_dir}/results.csv  report: {self.run_dir}/report.html")
         if self.interrupted:
             lines.append("interrupted: finished SKUs are saved; run the same command again to resume")
         return "\n".join(lines)
@@ -562,9 +638,22 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def validate_for_run(catalog_path: Path, config: Config, run_dir: Path | None = None) -> Catalog:
-    """Validate the catalog; with a RUN folder, reuse its record of images already checked."""
-    cache = ImageCheckCache(run_dir / CHECK_CACHE) if run_dir is not None else None
+def validate_for_run(
+    catalog_path: str | Path, config: Config, run_dir: str | Path | RemoteRun | None = None
+) -> Catalog:
+    """Validate the catalog; with a RUN folder, reuse its record of images already checked.
+
+    ``catalog_path`` and ``run_dir`` may be object-store URIs. A remote run keeps that record
+    on this machine (it names local files), keyed by the run's URI.
+    """
+    cache = None
+    if isinstance(run_dir, RemoteRun) or (run_dir is not None and is_uri(run_dir)):
+        from autoshoot.catalog import default_cache_dir
+        from autoshoot.storage import check_cache_path
+
+        cache = ImageCheckCache(check_cache_path(str(run_dir), lambda: default_cache_dir().parent))
+    elif run_dir is not None:
+        cache = ImageCheckCache(Path(run_dir) / CHECK_CACHE)
     catalog = load_catalog(
         catalog_path,
         min_side=config.run.min_image_side,
@@ -576,16 +665,36 @@ def validate_for_run(catalog_path: Path, config: Config, run_dir: Path | None = 
     return catalog
 
 
+def make_worker(
+    config: Config, run: str | Path | RemoteRun, stages: list[Stage] | None = None, run_id: str = ""
+) -> SkuWorker:
+    """The worker for a RUN folder: local files as they are, or staged for an object store."""
+    if not isinstance(run, RemoteRun) and not is_uri(run):
+        return SkuWorker(config, local_path(run), stages)
+    from autoshoot.staged import StagedSkuWorker
+
+    owns = not isinstance(run, RemoteRun)
+    remote = run if isinstance(run, RemoteRun) else RemoteRun(str(run))
+    return StagedSkuWorker(config, remote, stages, run_id=run_id, owns_run=owns)
+
+
 def plan_run(
-    catalog: Catalog, config: Config, run_dir: Path, force: bool = False, stages: list[Stage] | None = None
+    catalog: Catalog,
+    config: Config,
+    run_dir: str | Path | RemoteRun,
+    force: bool = False,
+    stages: list[Stage] | None = None,
 ) -> tuple[SkuWorker, list[Plan]]:
-    worker = SkuWorker(config, run_dir, stages)
-    return worker, [worker.plan(row, force) for row in catalog.valid_rows]
+    worker = make_worker(config, run_dir, stages)
+    rows = catalog.valid_rows
+    worker.prefetch([row.sku for row in rows])
+    return worker, [worker.plan(row, force) for row in rows]
 
 
-def dry_run_text(catalog: Catalog, config: Config, run_dir: Path) -> str:
+def dry_run_text(catalog: Catalog, config: Config, run_dir: str | Path | RemoteRun) -> str:
     """The plan, without loading any model or importing torch."""
     worker, plans = plan_run(catalog, config, run_dir)
+    worker.close()
     lines = [f"catalog: {catalog.path} ({len(catalog.rows)} rows, {len(catalog.invalid_rows)} invalid)"]
     lines.append(f"run folder: {run_dir}   profile: {config.run.profile}")
     lines.append("stages: " + " → ".join(s.name for s in worker.stages))
@@ -619,17 +728,41 @@ def run_catalog(
     catalog: Catalog | None = None,
     stages: list[Stage] | None = None,
 ) -> RunSummary:
-    """Run every row of the catalog into ``run_dir``; see the module docstring for the layout."""
-    run_dir = Path(run_dir)
+    """Run every row of the catalog into ``run_dir``; see the module docstring for the layout.
+
+    ``catalog_path`` and ``run_dir`` may be object-store URIs (``s3://…``); a RUN folder there
+    is written through a local staging folder (``autoshoot.staged``), a local one directly.
+    """
+    run = open_run_folder(run_dir)
+    try:
+        return _run_catalog(catalog_path, run, config, force, quiet, catalog, stages)
+    finally:
+        close_run_folder(run)
+
+
+def _run_catalog(
+    catalog_path: str | Path,
+    run: Path | RemoteRun,
+    config: Config,
+    force: bool,
+    quiet: bool,
+    catalog: Catalog | None,
+    stages: list[Stage] | None,
+) -> RunSummary:
     started = time.perf_counter()
+    remote = run if isinstance(run, RemoteRun) else None
+    local_dir = remote.staging if remote else run  # where the local code writes
     # 1. validate every row before any model loads
-    catalog = catalog or validate_for_run(Path(catalog_path), config, run_dir)
-    with run_lock(run_dir), _Interrupt() as interrupt:
+    catalog = catalog or validate_for_run(catalog_path, config, run)
+    lock = remote.lock() if remote else run_lock(local_dir)
+    with lock as held, _Interrupt() as interrupt:
         # 2. save the effective config and plan: which SKUs and stages are still to do
-        save_config(config, run_dir / "config.yaml")
+        save_config(config, local_dir / "config.yaml")
+        if remote:
+            remote.put([(local_dir / "config.yaml", "config.yaml")])
         if catalog.check_cache is not None:
             catalog.check_cache.save()
-        worker, plans = plan_run(catalog, config, run_dir, force, stages)
+        worker, plans = plan_run(catalog, config, run, force, stages)
         todo = [p for p in plans if p.todo]
         # 3. stop before the first SKU when a model that some work needs is missing
         worker.check_models({name for p in todo for name in p.todo})
@@ -646,9 +779,13 @@ def run_catalog(
         bar.set_postfix(counts)
         engine = None
         processed = 0
+
+        def should_stop() -> bool:
+            return interrupt.requested or bool(held is not None and held.lost)
+
         try:
             engine = make_engine(config, worker)
-            for result in engine.run(todo, lambda: interrupt.requested):
+            for result in engine.run(todo, should_stop):
                 results[result.sku] = result
                 counts[result.status] += 1
                 processed += 1
@@ -659,16 +796,23 @@ def run_catalog(
             (engine or worker).close()
             # 5. results and report, also after an interruption
             ordered = collect_results(catalog, results)
-            write_results(run_dir, ordered)
-            write_report(run_dir, ordered, config)
+            write_results(local_dir, ordered)
+            if remote:
+                from autoshoot.staged import pull_report_blocks
+
+                pull_report_blocks(remote, ordered)
+            write_report(local_dir, ordered, config)
+            if remote:
+                names = ("results.csv", "results.parquet", "report.html")
+                remote.put([(local_dir / name, name) for name in names])
     return RunSummary(
-        run_dir=run_dir,
+        run_dir=remote.uri if remote else run,
         results=ordered,
         counts=counts,
         seconds=time.perf_counter() - started,
         processed=processed,
         stage_seconds=engine.stage_seconds,  # set: a failed start raised above
-        interrupted=interrupt.requested,
+        interrupted=interrupt.requested or bool(held is not None and held.lost),
     )
 
 

@@ -1,6 +1,7 @@
 """How the Ray engine scales: throughput with 1 and with 2 local CPU workers, `tiny` profile.
 
     .venv/bin/python bench/ray_scale.py [--skus 24] [--workers 1 2] [--keep DIR]
+        [--vlm-pool] [--set analyze.vlm=qwen --set analyze.model=DIR ...]
 
 1. Writes a catalog of SKUS rows over the example packshots (catalogs/example), each with its
    own seed, so every SKU is real work for every stage.
@@ -11,6 +12,9 @@
    reported once.
 4. For reference, the local engine in this process (all cores, one process).
 5. Prints SKUs/min and the scaling efficiency: rate with N workers / (N x rate with 1).
+6. With ``--vlm-pool``: each worker count again with one more worker that only writes the
+   briefs (``run.vlm_workers=1``), batched across the catalog, the others never loading the
+   VLM. ``--set`` passes config, e.g. a real Qwen-VL folder for the brief.
    With ``--repeat R`` each pool size runs R times and the fastest run counts (other work on
    a shared machine only ever slows a run down).
 
@@ -48,11 +52,14 @@ def make_catalog(folder: Path, n: int) -> Path:
     return path
 
 
-def time_ray(catalog: Path, run_dir: Path, workers: int) -> dict[str, float]:
+def time_ray(
+    catalog: Path, run_dir: Path, workers: int, vlm_workers: int = 0, sets: dict | None = None
+) -> dict[str, float]:
     """One run on ``workers`` CPU workers; the times at which each result came back."""
     from autoshoot.engines.ray_engine import RayEngine
 
-    config = load_config("tiny", overrides={"run.engine": "ray", "run.gpus": workers})
+    overrides = {**(sets or {}), "run.engine": "ray", "run.gpus": workers, "run.vlm_workers": vlm_workers}
+    config = load_config("tiny", overrides=overrides)
     parsed = validate_for_run(catalog, config)
     worker, plans = plan_run(parsed, config, run_dir)
     engine = RayEngine(config, worker)
@@ -69,9 +76,9 @@ def time_ray(catalog: Path, run_dir: Path, workers: int) -> dict[str, float]:
     return summarize(stamps, workers)
 
 
-def time_local(catalog: Path, run_dir: Path) -> float:
+def time_local(catalog: Path, run_dir: Path, sets: dict | None = None) -> float:
     start = time.perf_counter()
-    summary = run_catalog(catalog, run_dir, load_config("tiny"), quiet=True)
+    summary = run_catalog(catalog, run_dir, load_config("tiny", overrides=sets), quiet=True)
     if summary.counts.get("failed"):
         raise SystemExit(f"local engine: {summary.counts['failed']} SKUs failed; see {run_dir}")
     return time.perf_counter() - start
@@ -95,8 +102,14 @@ def main() -> None:
     )
     parser.add_argument("--no-local", action="store_true", help="skip the local-engine reference run")
     parser.add_argument("--keep", type=Path, default=None, help="work here instead of a temp folder")
+    parser.add_argument("--vlm-pool", action="store_true", help="also run with one separate VLM worker")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="config key=value")
     args = parser.parse_args()
     import ray
+
+    from autoshoot.config import parse_set_option
+
+    sets = parse_set_option(args.sets)
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="autoshoot-ray-bench-"))
     catalog = make_catalog(root, args.skus)
@@ -104,24 +117,31 @@ def main() -> None:
 
     # 1. one local Ray for every pool size
     start = time.perf_counter()
-    ray.init(num_cpus=max(2, *args.workers), include_dashboard=False, log_to_driver=False)
+    extra = 1 if args.vlm_pool else 0
+    ray.init(
+        num_cpus=max(2, *(w + extra for w in args.workers)), include_dashboard=False, log_to_driver=False
+    )
     init_s = time.perf_counter() - start
     try:
-        runs = {}
+        runs, pooled = {}, {}
         for w in args.workers:
-            tries = [time_ray(catalog, root / f"run-{w}-{i}", w) for i in range(args.repeat)]
+            tries = [time_ray(catalog, root / f"run-{w}-{i}", w, sets=sets) for i in range(args.repeat)]
             runs[w] = max(tries, key=lambda r: r["rate"])
+            if args.vlm_pool:
+                tries = [time_ray(catalog, root / f"run-{w}-vlm-{i}", w, 1, sets) for i in range(args.repeat)]
+                pooled[w] = max(tries, key=lambda r: r["rate"])
     finally:
         ray.shutdown()
     local_s = (
         None
         if args.no_local
-        else min(time_local(catalog, root / f"run-local-{i}") for i in range(args.repeat))
+        else min(time_local(catalog, root / f"run-local-{i}", sets) for i in range(args.repeat))
     )
 
     # 2. the table
     print(
-        f"\n{args.skus} SKUs, tiny profile (random tiny models, CPU); this machine: {cores} CPU cores, "
+        f"\n{args.skus} SKUs, tiny profile (random tiny models, CPU){' with ' + str(sets) if sets else ''}; "
+        f"this machine: {cores} CPU cores, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(f"ray.init (local Ray): {init_s:.1f} s, not counted below; fastest of {args.repeat} run(s) each")
@@ -137,6 +157,11 @@ def main() -> None:
         print(
             f"{f'ray, {w} CPU worker(s)':<26} {r['first']:>14.1f} {r['wall']:>7.1f} {r['rate']:>8.1f} "
             f"{r['steady']:>15.1f} {eff:>5.0f} % wall, {steady_eff:.0f} % steady"
+        )
+    for w, r in pooled.items():
+        print(
+            f"{f'ray, {w} + 1 VLM worker':<26} {r['first']:>14.1f} {r['wall']:>7.1f} {r['rate']:>8.1f} "
+            f"{r['steady']:>15.1f} {r['rate'] / runs[w]['rate'] * 100:>5.0f} % of {w} worker(s) without it"
         )
     if local_s is not None:
         print(f"{'local engine (1 process)':<26} {'':>14} {local_s:>7.1f} {args.skus / local_s * 60:>8.1f}")

@@ -67,7 +67,7 @@ def test_row_problems(tmp_path: Path) -> None:
                 "candidates": "0",
                 "seed": "x",
             },
-            {"sku": "H", "image": "ftp://host/x.jpg"},
+            {"sku": "H", "image": "nope://host/x.jpg"},
         ],
     )
     catalog = load_catalog(csv)
@@ -115,7 +115,8 @@ def test_row_problems(tmp_path: Path) -> None:
         "row 10, column seed, value 'x': not a whole number; fix: use a whole number from 0 to 2^63-1, or leave it empty",
     ]
     assert errors["H"] == [
-        "row 11, column image, value 'ftp://host/x.jpg': unsupported URL scheme; fix: use a local path or an http(s) URL"
+        "row 11, column image, value 'nope://host/x.jpg': nope:// is not a storage protocol that fsspec "
+        "knows; fix: use a local path, an http(s) URL, or an fsspec URI such as s3://bucket/path or gs://bucket/path"
     ]
 
 

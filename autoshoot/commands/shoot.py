@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from autoshoot.commands.common import config_options, make_config
+from autoshoot.storage import close_run_folder, is_uri, open_run_folder
 
 
 @click.command()
@@ -19,7 +20,7 @@ from autoshoot.commands.common import config_options, make_config
     "run_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="The RUN folder. Default: runs/<date>.",
+    help="The RUN folder: a path, or an object-store URI (s3://bucket/runs/x). Default: runs/<date>.",
 )
 @config_options
 @click.option("--candidates", type=click.IntRange(1, 64), default=None, help="Images rendered per SKU.")
@@ -34,6 +35,12 @@ from autoshoot.commands.common import config_options, make_config
 @click.option("--address", default=None, help="Ray cluster to join, e.g. auto. Default: start a local Ray.")
 @click.option(
     "--gpus", type=click.IntRange(0), default=None, help="Ray workers to start (default: every GPU)."
+)
+@click.option(
+    "--vlm-gpus",
+    type=click.IntRange(0),
+    default=None,
+    help="Ray workers (one GPU each) that only write the briefs, batched across the catalog (default 0: off).",
 )
 @click.option(
     "--compile",
@@ -72,6 +79,7 @@ def shoot(
     engine: str | None,
     address: str | None,
     gpus: int | None,
+    vlm_gpus: int | None,
     compile_: bool | None,
     fp8: bool | None,
     vram: int | None,
@@ -82,6 +90,7 @@ def shoot(
 ) -> None:
     """Run a catalog: brief, geometry, render, hand refine, composite, score, report.
 
+    CATALOG and --out may be object-store URIs (s3://, gs://; pip install 'autoshoot[cloud]').
     Resumable: run the same command again and finished SKUs and stages are skipped. Exit code
     0 when every SKU is accepted or in review, 1 when any failed, 130 when interrupted.
     """
@@ -100,18 +109,25 @@ def shoot(
             "run.engine": engine,
             "run.ray_address": address,
             "run.gpus": gpus,
+            "run.vlm_workers": vlm_gpus,
             "render.compile": compile_,
             "render.fp8_matmul": fp8,
             "render.vram": vram,
         },
     )
-    out = Path(run_dir or f"runs/{time.strftime('%Y-%m-%d')}")
-    parsed = runner.validate_for_run(Path(catalog), config, out)
+    out = run_dir or f"runs/{time.strftime('%Y-%m-%d')}"
+    if not is_uri(out):
+        out = Path(out)
+    parsed = runner.validate_for_run(catalog if is_uri(catalog) else Path(catalog), config, out)
     if not quiet or dry_run:
         for message in parsed.messages():
             click.echo(message, err=True)
     if dry_run:
-        click.echo(runner.dry_run_text(parsed, config, out))
+        run = open_run_folder(out)
+        try:
+            click.echo(runner.dry_run_text(parsed, config, run))
+        finally:
+            close_run_folder(run)
         return
     if 0 < config.render.vram <= 8:
         # fewer, growable blocks: the allocator then reserves close to what is in use

@@ -51,6 +51,9 @@ class RunConfig:
     ray_address: str = ""  # "auto" joins a running cluster; empty starts a local Ray
     gpus: int = 0  # Ray workers to start (one per GPU); 0 = every GPU in the cluster
     retries: int = 2  # times a SKU whose worker died is retried on another worker
+    # Ray: workers that only write the briefs (the VLM), batching across the whole catalog, so
+    # that the other workers never load the VLM; 0 = each worker writes its own SKUs' briefs
+    vlm_workers: int = 0
 
 
 @dataclass(frozen=True)

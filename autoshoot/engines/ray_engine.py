@@ -33,6 +33,7 @@ import os
 import shutil
 import time
 import traceback
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,12 +80,14 @@ class SkuActor:
     build the real stages here. Models load lazily, once, on the first SKU that needs them.
     """
 
-    def __init__(self, config: Config, run_dir: str, stages: list[Stage] | None, started_at: float):
-        from autoshoot.runner import SkuWorker
+    def __init__(self, config: Config, run_dir: str, stages: list[Stage] | None, started_at: float | str):
+        from autoshoot.runner import make_worker
 
-        self.worker = SkuWorker(config, Path(run_dir), stages)
+        # a RUN folder on an object store (a URI) gets a staged worker, stamped with this run's id
+        run_id = started_at if isinstance(started_at, str) else ""
+        self.worker = make_worker(config, run_dir, stages, run_id=run_id)
         self.started_at = started_at
-        self.stop_path = Path(run_dir) / STOP_MARKER
+        self.markers = RunMarkers(self.worker)
 
     def ping(self, stage_names: list[str]) -> tuple[int, str, list[tuple[str, str, str]]]:
         """Ready: the process id, the node's name, and the models of ``stage_names`` missing here."""
@@ -118,22 +121,64 @@ class SkuActor:
                 assert plan.result is not None
                 yield ShotResult.from_json(plan.result), {}
         last = dict(self.worker.stage_seconds)
-        for result in self.worker.process(plans, self.stop_path.exists) if plans else ():
+        stop = self.markers.stop_requested
+        for result in self.worker.process(plans, stop) if plans else ():
             now = self.worker.stage_seconds
             yield result, {k: v - last.get(k, 0.0) for k, v in now.items() if v != last.get(k, 0.0)}
             last = dict(now)
 
+    def analyze(
+        self, items: list[tuple[Plan, bool]]
+    ) -> tuple[list[tuple[Plan, ShotResult | None, float]], dict[str, float]]:
+        """The VLM pool's task: the batchable stages (the brief) of ``(plan, is_retry)`` items,
+        batched across all of them and committed per SKU as the local engine does.
 
-def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan:
+        Returns, per SKU, ``(plan, result, seconds)``: ``result`` is None when its brief is
+        committed and the rest is still to do, or its final result (a failed brief, or a SKU
+        that a dead worker had finished); and the seconds per stage spent.
+        """
+        from autoshoot.types import ShotResult
+
+        names = batchable_stage_names(self.worker.stages)
+        plans: list[Plan] = []
+        out: list[tuple[Plan, ShotResult | None, float]] = []
+        for plan, is_retry in items:
+            if is_retry:
+                plan = replan_after_death(self.worker, plan, self.started_at)
+            if any(name in plan.todo for name in names):
+                plans.append(plan)
+            elif plan.todo:  # a worker that died had committed its brief in this run
+                out.append((plan, None, 0.0))
+            else:
+                assert plan.result is not None
+                out.append((plan, ShotResult.from_json(plan.result), 0.0))
+        last = dict(self.worker.stage_seconds)
+        out += list(self.worker.process_batchable(plans)) if plans else []
+        now = self.worker.stage_seconds
+        return out, {k: v - last.get(k, 0.0) for k, v in now.items() if v != last.get(k, 0.0)}
+
+
+def batchable_stage_names(stages: list[Stage]) -> list[str]:
+    """The leading stages that batch across SKUs (the VLM brief): what the VLM pool runs."""
+    names = []
+    for stage in stages:
+        if not stage.batchable:
+            break
+        names.append(stage.name)
+    return names
+
+
+def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float | str) -> Plan:
     """The plan of a SKU whose worker died: keep what was committed in this run, redo the rest.
 
     A stage is kept when it was planned and its folder holds the planned key and a
     ``stage.json`` written after ``started_at`` (or when it was not planned at all). The SKU is
-    complete when every stage is kept and its manifest records the final result.
+    complete when every stage is kept and its manifest records the final result. In a RUN
+    folder on an object store, ``started_at`` is the run's id, which every commit records.
     """
-    from autoshoot.runner import MANIFEST, Plan, SkuStore
+    from autoshoot.runner import Plan
 
-    store = SkuStore(worker.run_dir, plan.row.sku)
+    store = worker.make_store(plan.row.sku)
     stage_names = [s.name for s in worker.stages]
 
     def committed_now(name: str) -> bool:
@@ -141,7 +186,7 @@ def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan
             return False
         if name not in plan.todo:
             return True
-        return mtime(store.stage_dir(name) / "stage.json") >= started_at
+        return store.stage_committed_since(name, started_at)
 
     todo = stage_names
     for i, name in enumerate(stage_names):
@@ -150,18 +195,45 @@ def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float) -> Plan
             break
     else:
         result = store.finished_result(plan.keys[stage_names[-1]])
-        if result is not None and mtime(store.dir / MANIFEST) >= started_at:
+        if result is not None and store.result_recorded_since(started_at):
             return Plan(plan.row, plan.keys, [], result)
         todo = stage_names[-1:]  # everything is committed but the result: redo the last stage
     logger.info("%s: retried after a worker died; to do: %s", plan.row.sku, ", ".join(todo))
     return Plan(plan.row, plan.keys, list(todo))
 
 
-def mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -math.inf
+class RunMarkers:
+    """The marker files of a Ray run in RUN: files in a local folder, or objects in a remote one."""
+
+    def __init__(self, worker: SkuWorker):
+        self.remote = getattr(worker, "remote", None)  # a RemoteRun for a staged worker
+        self.dir = worker.run_dir
+
+    def write(self, name: str, text: str) -> None:
+        if self.remote is not None:
+            self.remote.write_bytes(name, text.encode())
+        else:
+            atomic_write_text(self.dir / name, text)
+
+    def exists(self, name: str) -> bool:
+        return self.remote.exists(name) if self.remote is not None else (self.dir / name).exists()
+
+    def remove(self, name: str) -> None:
+        if self.remote is not None:
+            self.remote.remove([name])
+        else:
+            (self.dir / name).unlink(missing_ok=True)
+
+    def stop_requested(self) -> bool:
+        return self.exists(STOP_MARKER)
+
+    def mark_start(self) -> float | str:
+        """A mark that commits of this run can be told by: a file time, or a run id."""
+        if self.remote is None:
+            return write_start_marker(self.dir)
+        run_id = uuid.uuid4().hex
+        self.write(STARTED_MARKER, f"{run_id}\n")
+        return run_id
 
 
 # ---------------------------------------------------------------------------------------
@@ -189,6 +261,7 @@ class Running:
 class Pool:
     """The actors by index, in the states the dispatch loop moves them through."""
 
+    kind: str  # "render" (whole SKUs) or "vlm" (briefs, batched across the catalog)
     actors: list[Any]
     stage_names: list[str]  # the stages some SKU still needs: their models are checked per node
     starting: dict[Any, int] = field(default_factory=dict)  # ping ref → actor index
@@ -209,12 +282,15 @@ class RayEngine:
         self.ray = import_ray()
         self.config = config
         self.worker = worker
-        self.run_dir = worker.run_dir.resolve()
+        self.run_dir = worker.run_dir.resolve()  # the staging folder when RUN is on an object store
+        self.markers = RunMarkers(worker)
         self.retries = max(0, int(config.run.retries))
         self.batch_size = max(1, int(getattr(config.analyze, "batch_size", 1)))
         self.started_ray = False
         self.single_node = True
         self.pool: Pool | None = None
+        self.vlm_pool: Pool | None = None  # run.vlm_workers > 0: workers that write the briefs
+        self.vlm_names: list[str] = []  # the stages the VLM pool runs (analyze)
         self._stage_seconds: dict[str, float] = {}
 
     @property
@@ -226,38 +302,70 @@ class RayEngine:
             return
         # 1. connect to Ray (or start a local one) and mark the start of this run
         self.connect()
-        (self.run_dir / STOP_MARKER).unlink(missing_ok=True)
-        started_at = write_start_marker(self.run_dir)
+        self.markers.remove(STOP_MARKER)
+        started_at = self.markers.mark_start()
         self.single_node = sum(1 for node in self.ray.nodes() if node.get("Alive")) <= 1
-        # 2. one worker per GPU (or CPU workers); chunks balanced over them, VLM-batched within
-        n_workers, options = self.pool_size(len(plans))
-        chunk_size = min(self.batch_size, math.ceil(len(plans) / n_workers))
-        queue = deque(Chunk(plans[i : i + chunk_size]) for i in range(0, len(plans), chunk_size))
-        stage_names = sorted({name for p in plans for name in p.todo})
-        self.pool = self.start_pool(n_workers, options, started_at, stage_names)
+        # 2. the pools: one worker per GPU (or CPU workers), and optionally VLM workers
+        vlm_names = batchable_stage_names(self.worker.stages) if self.config.run.vlm_workers > 0 else []
+        briefs = [p for p in plans if any(name in p.todo for name in vlm_names)]
+        n_workers, n_vlm, options = self.pool_sizes(len(plans), math.ceil(len(briefs) / self.batch_size))
+        if n_vlm:
+            # the VLM pool batches briefs across the whole catalog; SKUs reach the render
+            # workers one by one as their briefs are committed (or at once when already done)
+            self.vlm_names = vlm_names
+            vlm_queue = deque(
+                Chunk(briefs[i : i + self.batch_size]) for i in range(0, len(briefs), self.batch_size)
+            )
+            queue = deque(Chunk([p]) for p in plans if not any(name in p.todo for name in vlm_names))
+            stage_names = sorted({name for p in plans for name in p.todo} - set(vlm_names))
+            self.vlm_pool = self.start_pool("vlm", n_vlm, options, started_at, vlm_names)
+        else:
+            # chunks balanced over the workers; the VLM batches within a chunk
+            chunk_size = min(self.batch_size, math.ceil(len(plans) / n_workers))
+            queue = deque(Chunk(plans[i : i + chunk_size]) for i in range(0, len(plans), chunk_size))
+            vlm_queue = deque()
+            stage_names = sorted({name for p in plans for name in p.todo})
+        self.pool = self.start_pool("render", n_workers, options, started_at, stage_names)
+        pools = [pool for pool in (self.pool, self.vlm_pool) if pool is not None]
         deaths = {p.row.sku: 0 for p in plans}
         # 3. dispatch to free workers; collect results; re-queue the SKUs of a dead worker
         last_progress = time.monotonic()
-        while queue or self.pool.busy:
+        while queue or vlm_queue or any(pool.busy for pool in pools):
             stopping = should_stop()
-            if stopping and not (self.run_dir / STOP_MARKER).exists():
-                atomic_write_text(self.run_dir / STOP_MARKER, "stop\n")  # workers finish the SKU in hand
+            if stopping and not self.markers.exists(STOP_MARKER):
+                self.markers.write(STOP_MARKER, "stop\n")  # workers finish the SKU in hand
             if not stopping:
-                self.dispatch(queue)
-            if stopping and not self.pool.busy:
+                self.dispatch(self.pool, queue, "process")
+                if self.vlm_pool is not None:
+                    self.dispatch(self.vlm_pool, vlm_queue, "analyze")
+            busy = any(pool.busy for pool in pools)
+            if stopping and not busy:
                 return
-            if not self.pool.busy and not self.pool.starting:
-                yield from self.fail_all(queue, "no Ray worker is left to run it (see the Ray logs)")
+            if not (self.pool.busy or self.pool.starting or self.pool.idle):  # every worker is dead
+                reason = "no Ray worker is left to run it (see the Ray logs)"
+                yield from self.fail_all(queue, reason)
+                yield from self.fail_all(vlm_queue, reason)
                 return
-            waiting = list(self.pool.busy) + ([] if stopping else list(self.pool.starting))
+            vlm = self.vlm_pool
+            if vlm is not None and vlm_queue and not (vlm.busy or vlm.starting or vlm.idle):
+                yield from self.fail_all(
+                    vlm_queue, "no Ray VLM worker is left to write its brief (see the Ray logs)"
+                )
+            waiting = [ref for pool in pools for ref in (*pool.busy, *([] if stopping else pool.starting))]
+            if not waiting:  # nothing in flight and nothing to hand out yet
+                time.sleep(WAIT_S)
+                continue
             ready, _ = self.ray.wait(waiting, num_returns=1, timeout=WAIT_S)
-            if not ready and not self.pool.busy and time.monotonic() - last_progress > STALL_WARNING_S:
+            if not ready and not busy and time.monotonic() - last_progress > STALL_WARNING_S:
                 logger.warning("no Ray worker has started yet: the cluster may lack a free GPU/CPU")
                 last_progress = time.monotonic()
             for ref in ready:
                 last_progress = time.monotonic()
-                if ref in self.pool.starting:
-                    self.collect_ping(ref)
+                pool = next(pool for pool in pools if ref in pool.starting or ref in pool.busy)
+                if ref in pool.starting:
+                    self.collect_ping(pool, ref)
+                elif pool.kind == "vlm":
+                    yield from self.collect_briefs(ref, queue, vlm_queue, deaths)
                 else:
                     yield from self.collect_task(ref, queue, deaths)
 
@@ -279,55 +387,81 @@ class RayEngine:
                     "or leave --address out to start a local Ray"
                 ) from err
         else:
-            num_cpus = max(os.cpu_count() or 1, self.config.run.gpus)
+            num_cpus = max(os.cpu_count() or 1, self.config.run.gpus + self.config.run.vlm_workers)
             logger.info("starting a local Ray with %d CPUs", num_cpus)
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
             self.started_ray = True
 
-    def pool_size(self, n_skus: int) -> tuple[int, dict[str, Any]]:
-        """How many workers, and the Ray resources of each: one GPU, or one CPU without GPUs."""
+    def pool_sizes(self, n_skus: int, n_brief_batches: int) -> tuple[int, int, dict[str, Any]]:
+        """Render workers, VLM workers, and the Ray resources of each: one GPU, or one CPU
+        without GPUs. Without ``--gpus`` the render workers take the GPUs the VLM pool leaves."""
         resources = self.ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         wanted = int(self.config.run.gpus)
+        vlm = int(self.config.run.vlm_workers) if n_brief_batches else 0
         if gpus:
-            n, have, what = wanted or gpus, gpus, "GPUs"
+            n, have, what = wanted or max(1, gpus - vlm), gpus, "GPUs"
             options: dict[str, Any] = {"num_gpus": 1, "num_cpus": cpus_per_gpu(self.ray)}
         else:
             n, have, what = wanted or 1, int(resources.get("CPU", 1)), "CPUs"
             options = {"num_cpus": 1}
             if not wanted:
                 logger.warning("the Ray cluster has no GPU: running 1 CPU worker (--gpus N for N workers)")
-        if n > have:
-            if self.started_ray:
+        if n + vlm > have:
+            if self.started_ray and not vlm:
                 raise ConfigError(
                     f"--gpus {n} asks for {n} workers but this machine has {have} {what}; "
                     f"pass --gpus {have} or fewer, or join a larger cluster with --address"
                 )
+            if self.started_ray:
+                raise ConfigError(
+                    f"{n} workers and {vlm} VLM workers need {n + vlm} {what} but this machine has {have}; "
+                    "pass --gpus and --vlm-gpus that add up to no more, or join a larger cluster with --address"
+                )
             logger.warning(
-                "%d workers asked for, the cluster has %d %s now: the rest wait for nodes", n, have, what
+                "%d workers and %d VLM workers asked for, the cluster has %d %s now: the rest wait for nodes",
+                n,
+                vlm,
+                have,
+                what,
             )
-        return max(1, min(n, n_skus)), options
+        return max(1, min(n, n_skus)), min(vlm, n_brief_batches), options
 
-    def start_pool(self, n: int, options: dict[str, Any], started_at: float, stage_names: list[str]) -> Pool:
+    def start_pool(
+        self, kind: str, n: int, options: dict[str, Any], started_at: float | str, stage_names: list[str]
+    ) -> Pool:
         stages = stages_for_actors(self.worker.stages)
         config = config_for_actors(self.config, gpu="num_gpus" in options)
         remote = self.ray.remote(SkuActor).options(max_restarts=-1, max_task_retries=0, **options)
-        actors = [remote.remote(config, str(self.run_dir), stages, started_at) for _ in range(n)]
-        pool = Pool(actors, stage_names)
+        location = self.worker.run_location  # a path on the shared filesystem, or the URI
+        actors = [remote.remote(config, location, stages, started_at) for _ in range(n)]
+        pool = Pool(kind, actors, stage_names)
         for i, actor in enumerate(actors):
             pool.starting[actor.ping.remote(stage_names)] = i
-        logger.info("started %d Ray workers (%s)", n, ", ".join(f"{k}={v}" for k, v in options.items()))
+        logger.info(
+            "started %d Ray %s workers (%s)", n, kind, ", ".join(f"{k}={v}" for k, v in options.items())
+        )
         return pool
 
     def shared_row(self, row: Row) -> Row:
         """The row with an absolute image path that every node can read.
 
-        An image the catalog gave as a URL was downloaded into this machine's cache: on a
-        cluster of several nodes it is copied into ``RUN/.inputs/`` (shared) first.
+        An image the catalog gave as a URL (or an object-store URI) was downloaded into this
+        machine's cache: on a cluster of several nodes it is copied into ``RUN/.inputs/``
+        (shared) first. With a RUN folder on an object store, workers fetch an image from its
+        URI themselves, and an http(s) image is uploaded to ``RUN/.inputs/`` for them.
         """
         assert row.image_path is not None
         path = Path(row.image_path).resolve()
-        if not self.single_node and row.image.startswith(("http://", "https://")):
+        remote = self.markers.remote
+        if not self.single_node and remote is not None:
+            if not row.image_uri and row.image.startswith(("http://", "https://")):
+                rel = f"{INPUTS_DIR}/{row.image_sha256}{path.suffix}"
+                if not remote.exists(rel):
+                    remote.put([(path, rel)])
+                return dataclasses.replace(row, image_path=path, image_uri=remote.uri_of(rel))
+            return dataclasses.replace(row, image_path=path)
+        if not self.single_node and (row.image.startswith(("http://", "https://")) or row.image_uri):
             target = self.run_dir / INPUTS_DIR / f"{row.image_sha256}{path.suffix}"
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -339,21 +473,20 @@ class RayEngine:
 
     # -- the dispatch loop -------------------------------------------------------------
 
-    def dispatch(self, queue: deque[Chunk]) -> None:
-        pool = self.pool
-        assert pool is not None
+    def dispatch(self, pool: Pool, queue: deque[Chunk], method: str) -> None:
+        """Hand chunks to idle workers: ``process`` streams SKU results, ``analyze`` returns briefs."""
         while queue and pool.idle:
             chunk = queue.popleft()
             others = [i for i in pool.idle if i != chunk.avoid]
             index = others[0] if others else pool.idle[0]
             pool.idle.remove(index)
             items = [(dataclasses.replace(p, row=self.shared_row(p.row)), chunk.retry) for p in chunk.plans]
-            stream = pool.actors[index].process.options(num_returns="streaming").remote(items)
-            pool.busy[stream] = Running(index, chunk)
+            task = getattr(pool.actors[index], method)
+            if method == "process":
+                task = task.options(num_returns="streaming")
+            pool.busy[task.remote(items)] = Running(index, chunk)
 
-    def collect_ping(self, ref: Any) -> None:
-        pool = self.pool
-        assert pool is not None
+    def collect_ping(self, pool: Pool, ref: Any) -> None:
         index = pool.starting.pop(ref)
         try:
             pid, host, missing = self.ray.get(ref)
@@ -362,10 +495,10 @@ class RayEngine:
             return
         except self.ray.exceptions.RayError as err:
             pool.dead.add(index)
-            logger.error("Ray worker %d could not start: %s", index, err)
+            logger.error("Ray %s worker %d could not start: %s", pool.kind, index, err)
             if not pool.alive and not pool.ever_ready:  # else the loop fails what is left
                 raise AutoshootError(
-                    f"no Ray worker could start: {last_line(err)}\n"
+                    f"no Ray {'VLM ' if pool.kind == 'vlm' else ''}worker could start: {last_line(err)}\n"
                     "Every node needs autoshoot installed (the same version) and the RUN folder "
                     "on a shared filesystem at the same path; see docs/scale-out.md"
                 ) from err
@@ -378,7 +511,7 @@ class RayEngine:
             if not pool.alive and not pool.ever_ready:
                 raise AutoshootError(f"on the Ray node {host}: {problem}")
             return
-        logger.info("Ray worker %d is ready (pid %d on %s)", index, pid, host)
+        logger.info("Ray %s worker %d is ready (pid %d on %s)", pool.kind, index, pid, host)
         pool.ever_ready = True
         pool.idle.append(index)
 
@@ -405,16 +538,7 @@ class RayEngine:
             pool.starting[pool.actors[index].ping.remote(pool.stage_names)] = (
                 index  # back in the pool once restarted
             )
-            for plan in reversed(lost):
-                sku = plan.row.sku
-                deaths[sku] += 1
-                if deaths[sku] > self.retries:
-                    yield self.failed(
-                        plan,
-                        f"the worker died {deaths[sku]} times while running it ({type(err).__name__}); see the Ray logs",
-                    )
-                else:
-                    queue.appendleft(Chunk([plan], retry=True, avoid=index))
+            yield from self.requeue(running, queue, deaths, err)
             return
         except ray.exceptions.RayTaskError as err:
             # a bug outside the stages (which are isolated per SKU): fail the rest of this chunk
@@ -430,12 +554,70 @@ class RayEngine:
             self._stage_seconds[name] = self._stage_seconds.get(name, 0.0) + seconds
         yield result
 
+    def collect_briefs(
+        self, ref: Any, queue: deque[Chunk], vlm_queue: deque[Chunk], deaths: dict[str, int]
+    ) -> Iterator[ShotResult]:
+        """A VLM worker's batch: SKUs with a committed brief go to the render queue; a dead VLM
+        worker's batch goes back, SKU by SKU, like the SKUs of a dead render worker."""
+        ray = self.ray
+        pool = self.vlm_pool
+        assert pool is not None
+        running = pool.busy.pop(ref)
+        try:
+            outcomes, spent = ray.get(ref)
+        except ray.exceptions.RayActorError as err:
+            logger.warning(
+                "Ray VLM worker %d died with a batch of %d: %s",
+                running.index,
+                len(running.chunk.plans),
+                first_line(err),
+            )
+            pool.starting[pool.actors[running.index].ping.remote(pool.stage_names)] = running.index
+            yield from self.requeue(running, vlm_queue, deaths, err)
+            return
+        except ray.exceptions.RayTaskError as err:
+            pool.idle.append(running.index)
+            logger.error("Ray VLM worker %d failed a batch: %s", running.index, err)
+            cause = getattr(err, "cause", None) or err
+            for plan in running.chunk.plans:
+                yield self.failed(plan, f"worker error: {first_line(cause)}", err)
+            return
+        pool.idle.append(running.index)
+        for name, seconds in spent.items():
+            self._stage_seconds[name] = self._stage_seconds.get(name, 0.0) + seconds
+        ours = {p.row.sku: p for p in running.chunk.plans}
+        for done, result, seconds in outcomes:
+            plan = ours[done.row.sku]
+            if (
+                result is not None
+            ):  # its brief failed (the SKU fails, as on the local engine), or it is complete
+                yield result
+                continue
+            todo = [name for name in done.todo if name not in self.vlm_names] or done.todo[-1:]
+            queue.append(Chunk([dataclasses.replace(plan, todo=todo, seconds_before=seconds)]))
+
+    def requeue(
+        self, running: Running, queue: deque[Chunk], deaths: dict[str, int], err: BaseException
+    ) -> Iterator[ShotResult]:
+        """The unreported SKUs of a dead worker go back to the front of ``queue``, one by one."""
+        for plan in reversed(running.in_flight()):
+            sku = plan.row.sku
+            deaths[sku] += 1
+            if deaths[sku] > self.retries:
+                yield self.failed(
+                    plan,
+                    f"the worker died {deaths[sku]} times while running it ({type(err).__name__}); see the Ray logs",
+                )
+            else:
+                queue.appendleft(Chunk([plan], retry=True, avoid=running.index))
+
     def failed(self, plan: Plan, reason: str, err: BaseException | None = None) -> ShotResult:
-        from autoshoot.runner import SkuStore
         from autoshoot.types import ShotResult
 
         detail = "".join(traceback.format_exception(err)) if err is not None else ""
-        SkuStore(self.run_dir, plan.row.sku).log(f"failed: {reason}\n{detail}")
+        store = self.worker.make_store(plan.row.sku)
+        store.log(f"failed: {reason}\n{detail}")
+        store.flush()
         return ShotResult(row=plan.row.row_number, sku=plan.row.sku, status="failed", reason=reason)
 
     def fail_all(self, queue: deque[Chunk], reason: str) -> Iterator[ShotResult]:
@@ -445,17 +627,17 @@ class RayEngine:
 
     def close(self) -> None:
         try:
-            if self.pool is not None:
-                for actor in self.pool.actors:
+            for pool in (self.pool, self.vlm_pool):
+                for actor in pool.actors if pool is not None else ():
                     try:
                         self.ray.kill(actor, no_restart=True)
                     except Exception as err:  # noqa: BLE001 - already gone
                         logger.debug("kill: %s", err)
-                self.pool = None
+            self.pool = self.vlm_pool = None
             if self.started_ray:
                 self.ray.shutdown()
                 self.started_ray = False
-            (self.run_dir / STOP_MARKER).unlink(missing_ok=True)
+            self.markers.remove(STOP_MARKER)
         finally:
             self.worker.close()
 
