@@ -305,13 +305,7 @@ class SkuWorker:
         (their finished stages are kept).
         """
         started = time.perf_counter()
-        jobs = {p.row.sku: self.make_job(p.row) for p in plans}
-        stores = {p.row.sku: self.make_store(p.row.sku) for p in plans}
-        failed: dict[str, str] = {}
-        per_sku_seconds = {p.row.sku: p.seconds_before for p in plans}
-        for sku, store in stores.items():
-            store.clean_partial()
-            save_input_thumbnail(jobs[sku], store)
+        jobs, stores, failed, per_sku_seconds = self._start(plans)
 
         # 1. batchable stages first, across the SKUs that need them (the VLM brief)
         self._run_batchable(plans, jobs, stores, failed, per_sku_seconds)
@@ -342,13 +336,7 @@ class SkuWorker:
         Yields ``(plan, result, seconds)`` per SKU: ``result`` is None when its batchable stages
         are committed (the rest is still to do), or its failed result when one of them failed.
         """
-        jobs = {p.row.sku: self.make_job(p.row) for p in plans}
-        stores = {p.row.sku: self.make_store(p.row.sku) for p in plans}
-        failed: dict[str, str] = {}
-        per_sku_seconds = {p.row.sku: p.seconds_before for p in plans}
-        for sku, store in stores.items():
-            store.clean_partial()
-            save_input_thumbnail(jobs[sku], store)
+        jobs, stores, failed, per_sku_seconds = self._start(plans)
         self._run_batchable(plans, jobs, stores, failed, per_sku_seconds)
         for plan in plans:
             sku = plan.row.sku
@@ -357,6 +345,18 @@ class SkuWorker:
                 yield plan, result, per_sku_seconds[sku]
             else:
                 yield plan, None, per_sku_seconds[sku]
+
+    def _start(
+        self, plans: list[Plan]
+    ) -> tuple[dict[str, Job], dict[str, SkuStore], dict[str, str], dict[str, float]]:
+        """Jobs and stores of these SKUs, partial stage folders cleaned, input thumbnails saved;
+        an empty failures dict and each SKU's seconds so far."""
+        jobs = {p.row.sku: self.make_job(p.row) for p in plans}
+        stores = {p.row.sku: self.make_store(p.row.sku) for p in plans}
+        for sku, store in stores.items():
+            store.clean_partial()
+            save_input_thumbnail(jobs[sku], store)
+        return jobs, stores, {}, {p.row.sku: p.seconds_before for p in plans}
 
     def _run_batchable(
         self,

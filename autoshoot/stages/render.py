@@ -25,6 +25,8 @@ from autoshoot.hub import is_offline
 from autoshoot.stages.base import ModelSpec, Stage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from autoshoot.config import Config
     from autoshoot.stages.base import Job
 
@@ -295,12 +297,24 @@ def fetch_entry(entry: ModelEntry) -> str:
 
 
 def fetch_missing_models(config: Config) -> list[tuple[str, str, str]]:
-    """Fetch the hub models that are not in the cache yet (never offline); return those that
+    """Fetch the render models that are not in the cache yet (never offline); return those that
     could not be fetched, as (what, where and why, how to fix)."""
+    fix = (
+        f"check the network, or run `{download_command(config)}` on a machine that reaches the "
+        "hub and copy its Hugging Face cache, or point the profile at local files"
+    )
+    return fetch_missing_entries(config, model_entries(config), lambda entry: fix)
+
+
+def fetch_missing_entries(
+    config: Config, entries: list[ModelEntry], fix: Callable[[ModelEntry], str]
+) -> list[tuple[str, str, str]]:
+    """Fetch the hub entries not in the cache yet (nothing when offline); return those that
+    could not be fetched, as (what, where and why, ``fix(entry)``)."""
     if is_offline(config):
         return []
     failed = []
-    for entry in model_entries(config):
+    for entry in entries:
         if entry.kind == "tiny" or entry.local or not entry_missing_files(entry):
             continue
         try:
@@ -311,8 +325,7 @@ def fetch_missing_models(config: Config) -> list[tuple[str, str, str]]:
                 (
                     entry.role,
                     f"{entry.source}: could not be fetched from the hub ({type(err).__name__}: {reason})",
-                    f"check the network, or run `{download_command(config)}` on a machine that reaches the "
-                    "hub and copy its Hugging Face cache, or point the profile at local files",
+                    fix(entry),
                 )
             )
     return failed

@@ -66,27 +66,13 @@ class ScoreStage(Stage):
         return missing + missing_bag_models(config)
 
     def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
-        from autoshoot.hub import is_offline
-        from autoshoot.stages.render import entry_missing_files, fetch_entry
+        from autoshoot.stages.render import fetch_missing_entries
 
-        if is_offline(config):
-            return []
-        failed = []
-        for entry in bag_model_entries(config):
-            if entry.kind == "tiny" or entry.local or not entry_missing_files(entry):
-                continue
-            try:
-                fetch_entry(entry)
-            except Exception as err:  # no network, a wrong id, a gated repo
-                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-                failed.append(
-                    (
-                        entry.role,
-                        f"{entry.source}: could not be fetched from the hub ({type(err).__name__}: {reason})",
-                        "check the network; " + bag_model_fix(entry, config),
-                    )
-                )
-        return failed
+        return fetch_missing_entries(
+            config,
+            bag_model_entries(config),
+            lambda entry: "check the network; " + bag_model_fix(entry, config),
+        )
 
     def run(self, job: Job, out: Path) -> dict[str, Any]:
         from autoshoot.backends import HAND_SCORERS
