@@ -8,6 +8,9 @@ detector has its own tests (tests/test_bag_detector.py).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -158,3 +161,27 @@ class RecordingBagDetector:
 
     def close(self) -> None:
         pass
+
+
+def local_reference(catalog: Path, out: Path, sets: list[str] | tuple[str, ...] = ()) -> None:
+    """The local engine on the tiny profile, in a subprocess with one thread: the reference a
+    Ray run is compared with. Some stages' float results depend on the thread count, and each
+    Ray CPU worker has one CPU (Ray sets OMP_NUM_THREADS=1 in it)."""
+    args = [
+        sys.executable,
+        "-m",
+        "autoshoot",
+        "shoot",
+        str(catalog),
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "-q",
+    ]
+    for item in sets:
+        args += ["--set", item]
+    proc = subprocess.run(
+        args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import fakes
 import pytest
-from fakes import FakeStage, fake_stages, write_catalog, write_photo
+from fakes import FakeStage, fake_stages, local_reference, write_catalog, write_photo
 
 from autoshoot.config import Config, load_config
 from autoshoot.errors import ConfigError
@@ -244,27 +243,7 @@ def test_tiny_profile_results_equal_the_local_engine(ray_local, tmp_path: Path) 
         for i in range(20)
     ]
     catalog = write_catalog(tmp_path, rows)
-    # some stages' float results depend on the thread count: each Ray CPU worker has one CPU
-    # (Ray sets OMP_NUM_THREADS=1 in it), so the local engine runs with one thread too
-    local = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autoshoot",
-            "shoot",
-            str(catalog),
-            "--profile",
-            "tiny",
-            "--out",
-            str(tmp_path / "local"),
-            "--quiet",
-        ],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert local.returncode == 0, local.stderr[-3000:]
+    local_reference(catalog, tmp_path / "local")  # one thread, as each Ray CPU worker has
     on_ray = run_catalog(
         catalog,
         tmp_path / "ray",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import fakes
 import pytest
 import test_ray_engine as ray_tests
-from fakes import FakeBatchStage, fake_stages, write_catalog
+from fakes import FakeBatchStage, fake_stages, local_reference, write_catalog
 
 from autoshoot.config import Config, load_config
 from autoshoot.runner import run_catalog
@@ -155,28 +154,6 @@ def tiny_catalog(folder: Path, n: int) -> Path:
     return write_catalog(folder, rows)
 
 
-def local_reference(catalog: Path, out: Path, sets: list[str]) -> None:
-    """The local engine in a subprocess with one thread, as each Ray CPU worker has."""
-    args = [
-        sys.executable,
-        "-m",
-        "autoshoot",
-        "shoot",
-        str(catalog),
-        "--profile",
-        "tiny",
-        "--out",
-        str(out),
-        "-q",
-    ]
-    for item in sets:
-        args += ["--set", item]
-    proc = subprocess.run(
-        args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 def test_tiny_profile_with_the_vlm_pool_equals_the_local_engine(ray3, tmp_path: Path) -> None:
     catalog = tiny_catalog(tmp_path, 8)
     local_reference(catalog, tmp_path / "local", ["analyze.batch_size=3"])
@@ -194,18 +171,9 @@ def test_tiny_profile_with_the_vlm_pool_equals_the_local_engine(ray3, tmp_path: 
 
 
 def test_the_vlm_pool_runs_the_real_qwen_code_path(ray3, tmp_path: Path) -> None:
-    from test_vlm_qwen import build_tiny_qwen
+    from test_vlm_qwen import build_tiny_qwen, tiny_qwen_overrides
 
-    folder = build_tiny_qwen(tmp_path / "tiny-qwen")
-    sets = {
-        "analyze.vlm": "qwen",
-        "analyze.model": str(folder),
-        "analyze.min_pixels": 112 * 112,
-        "analyze.max_pixels": 28 * 28 * 64,
-        "analyze.max_new_tokens": 12,
-        "analyze.batch_size": 2,
-        "run.offline": True,
-    }
+    sets = tiny_qwen_overrides(build_tiny_qwen(tmp_path / "tiny-qwen"))
     catalog = tiny_catalog(tmp_path, 4)
     local_reference(catalog, tmp_path / "local", [f"{k}={v}" for k, v in sets.items()])
     config = load_config("tiny", overrides={**sets, "run.engine": "ray", "run.gpus": 2, "run.vlm_workers": 1})

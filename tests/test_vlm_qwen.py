@@ -120,20 +120,23 @@ def build_tiny_qwen(folder: Path, family: str = "qwen2_5_vl", seed: int = 0) -> 
     return folder
 
 
+def tiny_qwen_overrides(folder: Path) -> dict:
+    """Config overrides that run the qwen backend on the tiny model saved in ``folder``."""
+    return {
+        "analyze.vlm": "qwen",
+        "analyze.model": str(folder),
+        "analyze.min_pixels": 112 * 112,
+        "analyze.max_pixels": 28 * 28 * 64,
+        "analyze.max_new_tokens": 12,
+        "analyze.batch_size": 2,
+        "run.offline": True,
+    }
+
+
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
-    folder = build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"))
     return load_config(
-        "tiny",
-        overrides={
-            "analyze.vlm": "qwen",
-            "analyze.model": str(folder),
-            "analyze.min_pixels": 112 * 112,
-            "analyze.max_pixels": 28 * 28 * 64,
-            "analyze.max_new_tokens": 12,
-            "analyze.batch_size": 2,
-            "run.offline": True,
-        },
+        "tiny", overrides=tiny_qwen_overrides(build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen")))
     )
 
 
