@@ -225,6 +225,8 @@ class SDXLRenderer:
             for m in nets:
                 n_fused = fuse_attention_projections(m)
                 logger.info("fused q/k/v projections in %d attention layers of %s", n_fused, type(m).__name__)
+        if rc.fp8_matmul and (self.device.type != "cuda" or self.low_vram):
+            logger.warning("render.fp8_matmul is for a CUDA GPU outside the low-VRAM mode; left off here")
         if rc.fp8_matmul and self.device.type == "cuda" and not self.low_vram:
             if torch.cuda.get_device_capability(self.device) < (8, 9):
                 raise ConfigError(
