@@ -337,13 +337,21 @@ def missing_models(config: Config) -> list[tuple[str, str, str]]:
     A local path must exist. A hub model must be in the cache when fetching is forbidden
     (``--offline`` / HF_HUB_OFFLINE=1); otherwise it is fetched on first use.
     """
+    return missing_entries(config, model_entries(config), lambda entry: how_to_get(entry, config))
+
+
+def missing_entries(
+    config: Config, entries: list[ModelEntry], fix: Callable[[ModelEntry], str]
+) -> list[tuple[str, str, str]]:
+    """(what, where, ``fix(entry)``) for each entry that is absent and cannot be fetched now: a
+    local path that does not exist, or a hub model not in the cache while fetching is forbidden."""
     offline = is_offline(config)
     out = []
-    for entry in model_entries(config):
+    for entry in entries:
         if not entry.local and not offline:
             continue
-        gone = entry_missing_files(entry)
+        gone = entry_missing_files(entry)  # never any for a tiny model (built in code)
         if gone:
             where = entry.source if entry.local else f"{entry.source} (not in the cache: {', '.join(gone)})"
-            out.append((entry.role, where, how_to_get(entry, config)))
+            out.append((entry.role, where, fix(entry)))
     return out

@@ -240,15 +240,6 @@ def bag_model_fix(entry: Any, config: Config) -> str:
 
 def missing_bag_models(config: Config) -> list[tuple[str, str, str]]:
     """The detector, when it is absent and cannot be fetched now (offline, or a local folder)."""
-    from autoshoot.hub import is_offline
-    from autoshoot.stages.render import entry_missing_files
+    from autoshoot.stages.render import missing_entries
 
-    out = []
-    for entry in bag_model_entries(config):
-        if entry.kind == "tiny" or (not entry.local and not is_offline(config)):
-            continue
-        gone = entry_missing_files(entry)
-        if gone:
-            where = entry.source if entry.local else f"{entry.source} (not in the cache: {', '.join(gone)})"
-            out.append((entry.role, where, bag_model_fix(entry, config)))
-    return out
+    return missing_entries(config, bag_model_entries(config), lambda entry: bag_model_fix(entry, config))
