@@ -3,7 +3,9 @@ tensors (no torch.compile recompile per value), contiguous latents, the prompt-e
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -187,7 +189,7 @@ def test_renderer_runs_each_conditioning_embedding_once_per_batch():
 def test_fp8_linear_uses_row_wise_scales():
     """fp8 Linears (run on the CPU here; tensor cores on Ada/Hopper): close to the fp16/32 layer,
     any number of rows, and one scale per row keeps a row with an outlier from flattening the others."""
-    from autoshoot.backends.sdxl import use_fp8_linears
+    from autoshoot.backends.fp8 import use_fp8_linears
 
     torch.manual_seed(0)
     holder = torch.nn.Module()
@@ -224,3 +226,67 @@ def test_compile_blocks_compiles_each_block_kind_once_per_module():
     assert all(m._compiled_call_impl is not None for m in blocks)
     assert c.unet._compiled_call_impl is None and c.controlnet._compiled_call_impl is None
     assert torch._dynamo.config.cache_size_limit >= 64  # a graph per block shape fits
+
+
+def test_fp8_geglu_feed_forward_stays_close_to_diffusers_feed_forward():
+    """SDXL's feed-forward (GEGLU, then a Linear) becomes one fp8 module: projection, then
+    GEGLU with the bias and the row-wise quantisation in one pass, then the output matmul."""
+    from diffusers.models.attention import FeedForward
+
+    from autoshoot.backends.fp8 import FP8GegluFeedForward, FP8Linear, use_fp8_linears
+
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.add_module("attentions", torch.nn.Module())
+    holder.attentions.add_module("ff", FeedForward(64, mult=4, activation_fn="geglu"))
+    holder.attentions.add_module("gelu_ff", FeedForward(64, mult=4, activation_fn="gelu"))
+    x = torch.randn(2, 45, 64)  # 90 rows: not a multiple of 16
+    one_by_one = copy.deepcopy(holder.attentions.ff)
+    one_by_one.net[0].proj = FP8Linear(one_by_one.net[0].proj)
+    one_by_one.net[2] = FP8Linear(one_by_one.net[2])
+    with torch.no_grad():
+        ref = holder.attentions.ff(x)
+        ref_gelu = holder.attentions.gelu_ff(x)
+        linear_by_linear = one_by_one(x)
+        # the GEGLU feed-forward's two Linears, and the plain-GELU one's two, one by one
+        assert use_fp8_linears(holder) == 4
+        got = holder.attentions.ff(x)
+        got_gelu = holder.attentions.gelu_ff(x)
+    assert type(holder.attentions.ff) is FP8GegluFeedForward
+    assert type(holder.attentions.gelu_ff) is FeedForward  # another activation: Linears swapped alone
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+    # two fp8 matmuls in a row: a few % (e4m3 keeps 3 mantissa bits), and no worse than the
+    # same two Linears swapped one by one
+    assert rel(got, ref) < 0.08 and rel(got_gelu, ref_gelu) < 0.08
+    assert rel(got, ref) <= 1.05 * rel(linear_by_linear, ref)
+
+
+def test_geglu_fp8_triton_kernel_matches_the_reference_in_tritons_interpreter():
+    """The Triton kernel behind ``geglu_fp8`` on CUDA, run here by Triton's CPU interpreter, for
+    a width that is not a power of two: the same scales, and the same values before the fp8
+    cast. (The interpreter's own fp8 cast rounds toward zero, unlike the GPU's round-to-nearest,
+    so here the kernel writes float32; tests/test_render_cuda.py checks the cast on a GPU.)"""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    code = """
+import torch
+from autoshoot.backends.fp8 import FP8_MAX, _geglu_fp8_kernel, geglu_fp8_reference
+torch.manual_seed(0)
+h = (torch.randn(40, 2 * 160) * 3).half()
+bias = torch.randn(2 * 160)
+q = torch.full((40, 160), float("nan"))
+scale = torch.full((40, 1), float("nan"))
+_geglu_fp8_kernel.fn[(40,)](h, bias, q, scale, 160, BLOCK=256)  # .fn: the kernel without autotuning
+hidden, gate = (h.float() + bias).chunk(2, dim=-1)
+y = hidden * torch.nn.functional.gelu(gate)
+_, ref_scale = geglu_fp8_reference(h, bias)
+torch.testing.assert_close(scale, ref_scale, rtol=1e-5, atol=0)
+torch.testing.assert_close(q, (y / ref_scale).clamp(-FP8_MAX, FP8_MAX), rtol=1e-4, atol=1e-3)
+print("ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]

@@ -232,6 +232,8 @@ class SDXLRenderer:
                 raise ConfigError(
                     "render.fp8_matmul needs an Ada or Hopper GPU (compute capability 8.9+); turn it off"
                 )
+            from autoshoot.backends.fp8 import use_fp8_linears
+
             for m in nets:
                 n_fp8 = use_fp8_linears(m)
                 logger.info("fp8 matmuls in %d linear layers of %s", n_fp8, type(m).__name__)
@@ -766,86 +768,6 @@ def fuse_attention_projections(model: Any) -> int:
             module.set_processor(FusedAttnProcessor2_0())
             n += 1
     return n
-
-
-FP8_MAX = 448.0  # largest float8_e4m3fn value
-
-
-def fp8_output_dtype(device: Any, dtype: Any) -> Any:
-    """The dtype ``torch._scaled_mm`` can write with row-wise scales here: the model's own where
-    the GPU's BLAS takes it (Hopper with cuBLAS 12.9+, and the CPU), else bf16 (cast back after)."""
-    import torch
-
-    a = torch.ones(16, 16, device=device).to(torch.float8_e4m3fn)
-    scale_a = torch.ones(16, 1, device=device)
-    scale_b = torch.ones(1, 16, device=device)
-    try:
-        torch._scaled_mm(a, a.t(), scale_a=scale_a, scale_b=scale_b, out_dtype=dtype)
-        return dtype
-    except (RuntimeError, ValueError):
-        return torch.bfloat16
-
-
-def use_fp8_linears(model: Any) -> int:
-    """Swap the Linear layers of the attention blocks (q/k/v/out projections, the GEGLU
-    feed-forward, proj_in/out: most of SDXL's FLOPs at 1024²) for fp8 tensor-core matmuls (Ada,
-    Hopper). Weights are stored in float8_e4m3 with one scale per output channel; activations are
-    quantised on the fly with one scale per row (token), which tracks outliers far better than one
-    scale per tensor. ``torch._scaled_mm`` accumulates and writes fp16/bf16. Under torch.compile
-    the quantisation fuses into a pass over the activations. Returns the layers swapped."""
-    import torch
-
-    out_dtypes: dict[tuple[Any, Any], Any] = {}
-
-    class _FP8Linear(torch.nn.Module):
-        def __init__(self, linear: torch.nn.Linear):
-            super().__init__()
-            w = linear.weight.detach()
-            scale = w.float().abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX  # (N, 1)
-            self.register_buffer("weight_fp8", (w.float() / scale).to(torch.float8_e4m3fn))
-            self.register_buffer("w_scale", scale.reshape(1, -1).contiguous())  # (1, N)
-            self.bias = linear.bias
-            self.in_features, self.out_features = linear.in_features, linear.out_features
-            key = (w.device, w.dtype)
-            if key not in out_dtypes:
-                out_dtypes[key] = fp8_output_dtype(w.device, w.dtype)
-            self.mm_dtype = out_dtypes[key]
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            shape = x.shape
-            x2 = x.reshape(-1, shape[-1])
-            m = x2.shape[0]
-            if m % 16:
-                x2 = torch.nn.functional.pad(x2, (0, 0, 0, 16 - m % 16))
-            a_scale = x2.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX  # (M, 1)
-            xq = (x2.float() / a_scale).to(torch.float8_e4m3fn)
-            y = torch._scaled_mm(
-                xq,
-                self.weight_fp8.t(),
-                scale_a=a_scale,
-                scale_b=self.w_scale,
-                out_dtype=self.mm_dtype,
-                use_fast_accum=True,
-            )
-            y = y[:m].to(x.dtype)
-            if self.bias is not None:
-                y = y + self.bias
-            return y.reshape(*shape[:-1], self.out_features)
-
-    swaps = []
-    for name, module in model.named_modules():
-        for child_name, child in module.named_children():
-            full = f"{name}.{child_name}" if name else child_name
-            if (
-                "attentions." in full
-                and type(child) is torch.nn.Linear
-                and child.in_features % 16 == 0
-                and child.out_features % 16 == 0
-            ):
-                swaps.append((module, child_name, child))
-    for parent, child_name, child in swaps:
-        setattr(parent, child_name, _FP8Linear(child))
-    return len(swaps)
 
 
 # ---------------------------------------------------------------------------------------

@@ -143,7 +143,9 @@ class RenderConfig:
     # (cuDNN's kernels are Hopper's fastest for SDXL's 64-wide heads; others stay as fallbacks)
     sdpa_backend: Literal["default", "cudnn", "flash", "efficient"] = "cudnn"
     # fp8 tensor-core matmuls in the attention blocks (Ada/Hopper; `shoot --fp8`): a speed option
-    # with a small accuracy cost (row-wise scales; about 4% relative change of one UNet call)
+    # with a small accuracy cost (row-wise scales; about 4% relative change of one UNet call).
+    # The feed-forward's GEGLU and the quantisation of its output run as one Triton kernel
+    # (autoshoot.backends.fp8)
     fp8_matmul: bool = False
     # channels_last convs: off by default. PyTorch's GroupNorm takes NCHW, so in eager mode every
     # norm converted the layout back and forth (copies were 14% of a step); measured 5% slower
