@@ -23,9 +23,9 @@ compile), model (whole-model compile), cl/nocl (channels_last on/off), cn-cond-o
 `--profile` first prints an eager step's CUDA time by kernel kind.
 
 Measured on H200s (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate. Each
-row's ratio is against the stock run of the same process; stock itself moved between 3.86 and
-5.42 s across four runs on three machines (batch 1 is bound by the host as much as the GPU),
-so compare rows of one run, not ratios across runs.
+row's ratio is against the stock run of the same process; stock itself moved between 3.15 and
+5.42 s across eight runs (batch 1 is bound by the host as much as the GPU), so compare rows of
+one run, not ratios across runs.
 
     run  variant                               stage 1  vs stock  stage 2  SKU (4)  peak GiB  warm-up
     1    stock diffusers, batch 1               3.86       1x        -        -      13.9
@@ -44,7 +44,34 @@ so compare rows of one run, not ratios across runs.
     4    cudnn+blocks, no channels_last         1.49     3.32x     0.75     9.01     16.9      113 s
     4    fp8+cudnn+blocks, no channels_last     1.32     3.74x     0.67     7.95     12.9       52 s*
 
+    5    stock                                  3.15       1x
+    5    blocks (cudnn, no channels_last)       1.47     2.15x     0.69     8.67     16.9       83 s
+    5    blocks + CUDA graphs of each step      1.47     2.14x     0.69     8.55     18.1
+    5    fp8 Linear by Linear+blocks+graphs     1.30     2.42x     0.66     7.84     14.1       38 s*
+    6    stock                                  3.55       1x
+    6    blocks                                 1.46     2.44x     0.70     8.64     16.9       25 s+
+    6    fp8 (fused GEGLU) + blocks             1.24     2.88x     0.61     7.44     12.9       28 s+
+    6    fp8 (fused GEGLU) + blocks + cl        1.25     2.85x     0.62     7.56     12.9       70 s
+    7    fp8, GEGLU kernel in column chunks     1.27       -       0.61     7.53     12.9   (blocks 1.47)
+    8    stock                                  4.69       1x
+    8    blocks (`--compile`)                   1.46     3.21x     0.68     8.65     16.9       26 s+
+    8    fp8 (fused GEGLU) + blocks             1.26     3.71x     0.61     7.53     12.9       32 s+
+           (`--compile --fp8`)
+
     * compiled after the row above in the same process: part of its graphs were cached.
+    + with the inductor cache of run 5 carried over (TORCHINDUCTOR_CACHE_DIR); 83 s without.
+
+Runs 5-8: `--profile-variants` put the GPU's kernels at 100% of the step's wall time (189.6 ms
+of kernels, prepare and decode included, against 186 ms per step), so CUDA graphs of the whole
+step gained nothing and were dropped. In the fp8 step, torch.compile's quantisation of the
+GEGLU output (a reduction reading the widest activation twice) took 27 ms per step, more than
+fp8 saved on that matmul; `geglu_fp8` (one Triton pass: bias, GEGLU, row-wise quantisation)
+takes 15.6 ms, and the step went from 163.6 to 156-158 ms. Reading a row's columns in chunks
+(two passes) was slower (19.4 ms). channels_last stayed no faster with fp8 in the same run.
+Kernel time per step in run 8, ms, blocks / fp8 + blocks: matmuls 81.8 / 42.6, the GEGLU
+kernel - / 15.6, convs 38.6 / 37.1, attention 28.3 / 26.3, norms 18.6 / 19.4, other
+elementwise 21.4 / 16.9. fp8 error with the fused GEGLU, random weights: 3.9-4.1% for one
+whole UNet call (4.0% before).
 
 The defaults follow from these rows: channels_last off, cuDNN attention first, regional
 ("blocks") compile for --compile; fp8 stays an option (`shoot --fp8`). `--profile` (run 2,
@@ -248,8 +275,12 @@ def hand_windows(n: int):
     return [HandWindow(box, lms) for _ in range(n)]
 
 
-def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str, repeat: int = 1) -> dict:
-    """Stage 1 for n candidates, stage 2 for the same n, and a whole SKU (both + paste)."""
+def bench_ours(
+    renderer, rc, canvas, inpaint, canny, n: int, label: str, repeat: int = 1, profile: bool = False
+) -> dict:
+    """Stage 1 for n candidates, stage 2 for the same n, and a whole SKU (both + paste). With
+    ``profile``, one more stage 1 under the profiler: kernel time per step against the wall
+    time per step (the GPU's idle share). ``_images`` holds stage 1's pictures (not for JSON)."""
     import torch
 
     from autoshoot.backends.hand_mesh import CapsuleHandMesh
@@ -278,7 +309,15 @@ def bench_ours(renderer, rc, canvas, inpaint, canny, n: int, label: str, repeat:
     s2, _ = timed(lambda: stage2(images), repeat)
     sku, _ = timed(lambda: stage2(stage1()[0]), repeat)
     nan = sum(int(not np.isfinite(im.astype(np.float32)).all()) for im in images)
+    extra = {}
+    if profile:
+        kinds = kernel_profile(stage1, rc.steps, label, top=12)
+        wall_ms = 1e3 * info["seconds"]["denoise_s"] / rc.steps
+        extra = {"profile_ms_per_step": kinds, "denoise_wall_ms_per_step": round(wall_ms, 2)}
+        print(f"  denoise wall {wall_ms:.1f} ms per step; kernel time above includes prepare and decode")
     return {
+        **extra,
+        "_images": images,
         "label": label,
         "n": n,
         "repeat": repeat,
@@ -371,10 +410,13 @@ def run_main(args) -> dict:
         torch.cuda.empty_cache()
     if args.profile:
         results["profile_ms_per_step"] = profile_denoise(comps, canvas, inpaint, canny, sets)
+    if args.ff_probe:
+        results["feed_forward_us"] = time_feed_forward()
     variants = [parse_variant(name) for name in (args.variants or DEFAULT_VARIANTS).split(",")]
     # fp8 swaps modules and compile wraps forwards, neither undone: eager and bf16/fp16 first
     variants.sort(key=lambda v: (v[1].get("fp8_matmul", False), v[1].get("compile", False)))
     renderer, built_for = None, None
+    first_images, first_label = None, ""
     for label, extra in variants:
         if args.compile and not extra.get("compile"):
             extra = {**extra, "compile": True}
@@ -393,15 +435,26 @@ def run_main(args) -> dict:
         else:  # same models; only the sampling options change
             renderer.config = config
         try:
-            res = bench_ours(renderer, config.render, canvas, inpaint, canny, 4, label, args.repeat)
+            res = bench_ours(
+                renderer, config.render, canvas, inpaint, canny, 4, label, args.repeat, args.profile_variants
+            )
         except Exception as err:  # keep the numbers measured so far (one GPU run is precious)
             import traceback
 
             traceback.print_exc()
             print(f"{label} failed: {err!r}", flush=True)
             continue
+        images = res.pop("_images")
+        if first_images is None:
+            first_images, first_label = images, label
+        # same seeds: how far this variant's pictures are from the first variant's (0-255)
+        res["max_px_diff_vs_" + first_label] = int(
+            max(np.abs(a.astype(np.int16) - b.astype(np.int16)).max() for a, b in zip(images, first_images))
+        )
         results["runs"].append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "scales_seen"}), flush=True)
+        if args.json:  # after every variant: a run cut short keeps what it measured
+            Path(args.json).write_text(json.dumps(results, indent=2))
     if args.sdpa_probe:  # last: a backend that breaks cannot cost the numbers above
         try:
             results["sdpa_ms_per_unet_call"] = time_sdpa_backends()
@@ -442,6 +495,7 @@ def parse_variant(name: str) -> tuple[str, dict]:
 
 
 KERNEL_KINDS = [  # (kind, substrings of CUDA kernel names), first match wins
+    ("fp8 GEGLU + quantise", ("geglu",)),
     ("attention", ("flash", "fmha", "attention", "sdpa", "cudnn_generated_fort_native_sdpa")),
     ("fp8 matmul", ("f8", "fp8", "e4m3")),
     ("conv", ("conv", "fprop", "dgrad", "implicit", "winograd", "nchwtonhwc", "nhwctonchw")),
@@ -453,8 +507,6 @@ KERNEL_KINDS = [  # (kind, substrings of CUDA kernel names), first match wins
 def profile_denoise(comps, canvas, inpaint, canny, sets: dict, steps: int = 4) -> dict[str, float]:
     """Eager, exact settings, 4 candidates: CUDA time per denoise step by kernel kind (torch
     profiler), and the 25 costliest kernels. Shows where a step's time goes before tuning."""
-    from torch.profiler import ProfilerActivity, profile
-
     from autoshoot.backends.sdxl import SDXLRenderer
     from autoshoot.stages.render import candidate_seeds, render_candidates
 
@@ -463,10 +515,23 @@ def profile_denoise(comps, canvas, inpaint, canny, sets: dict, steps: int = 4) -
     seeds = candidate_seeds(10, 4)
     render_candidates(renderer, config.render, canvas, inpaint, canny, PROMPT, NEGATIVE, seeds)  # warm-up
     sync()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        render_candidates(renderer, config.render, canvas, inpaint, canny, PROMPT, NEGATIVE, seeds)
-        sync()
+    by_kind = kernel_profile(
+        lambda: render_candidates(renderer, config.render, canvas, inpaint, canny, PROMPT, NEGATIVE, seeds),
+        steps,
+        "eager, 4 candidates",
+    )
     renderer.close()
+    return by_kind
+
+
+def kernel_profile(fn, steps: int, label: str, top: int = 25) -> dict[str, float]:
+    """CUDA kernel time of one ``fn()`` (a stage-1 call) per denoise step, by kernel kind; prints
+    the ``top`` costliest kernels. The VAE and text encoders are in the totals too."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync()
     by_kind: dict[str, float] = {}
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     for e in events:
@@ -474,10 +539,10 @@ def profile_denoise(comps, canvas, inpaint, canny, sets: dict, steps: int = 4) -
         kind = next((k for k, subs in KERNEL_KINDS if any(x in name for x in subs)), "elementwise/other")
         by_kind[kind] = by_kind.get(kind, 0.0) + e.device_time_total / 1e3 / steps
     total = sum(by_kind.values())
-    print(f"\nprofile, eager, 4 candidates: {total:.1f} ms of CUDA time per step (with VAE, text encoders)")
+    print(f"\nprofile, {label}: {total:.1f} ms of CUDA time per step (with VAE, text encoders)")
     for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {kind:<20}{ms:>9.1f} ms  {100 * ms / total:5.1f}%")
-    for e in sorted(events, key=lambda e: -e.device_time_total)[:25]:
+    for e in sorted(events, key=lambda e: -e.device_time_total)[:top]:
         print(f"  {e.device_time_total / 1e3 / steps:>8.2f} ms/step  x{e.count:<5} {e.key[:110]}")
     return {k: round(v, 2) for k, v in by_kind.items()}
 
@@ -503,7 +568,8 @@ def fp8_model_error(comps, fuse_qkv: bool) -> dict[str, float]:
     random ControlNet's zero-initialised output convs give the UNet zero residuals)."""
     import torch
 
-    from autoshoot.backends.sdxl import fuse_attention_projections, use_fp8_linears
+    from autoshoot.backends.fp8 import use_fp8_linears
+    from autoshoot.backends.sdxl import fuse_attention_projections
 
     if fuse_qkv:  # as the renderer does, before the fp8 swap (fusing reads the Linear weights)
         fuse_attention_projections(comps.unet)
@@ -563,11 +629,74 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+def time_feed_forward(reps: int = 20) -> dict[str, dict]:
+    """Microseconds per call of one SDXL feed-forward (GEGLU, then a Linear), compiled as the
+    blocks are, at both transformer levels of a 4-candidate batch (CFG: 8 images at 1024²):
+    fp16; fp8 with each Linear swapped alone (its GEGLU output quantised by whatever
+    torch.compile makes of it); fp8 with ``geglu_fp8`` (what ``--fp8`` uses). Each figure is
+    the median of 5 timings of ``reps`` calls back to back. (Runs 5-8 below timed single calls
+    and synchronised after each, so their figures also held each call's launch latency and
+    moved by up to 25% between runs; they are not quoted.)"""
+    import copy
+
+    import torch
+    from diffusers.models.attention import FeedForward
+
+    from autoshoot.backends.fp8 import FP8Linear, _geglu_fp8_kernel, geglu_fp8, use_fp8_linears
+
+    out: dict[str, dict] = {}
+    for rows, dim in ((8 * 32 * 32, 1280), (8 * 64 * 64, 640)):
+        torch.manual_seed(0)
+        holder = torch.nn.Module()
+        holder.add_module("attentions", torch.nn.Module())
+        holder.attentions.add_module("ff", FeedForward(dim, mult=4, activation_fn="geglu"))
+        holder = holder.to("cuda", torch.float16).eval()
+        by_linear = copy.deepcopy(holder.attentions.ff)
+        by_linear.net[0].proj = FP8Linear(by_linear.net[0].proj)
+        by_linear.net[2] = FP8Linear(by_linear.net[2])
+        fp16 = copy.deepcopy(holder.attentions.ff)
+        use_fp8_linears(holder)
+        x = torch.randn(rows, dim, device="cuda", dtype=torch.float16)
+        times = {}
+        for name, module in (
+            ("fp16", fp16),
+            ("fp8 Linear by Linear", by_linear),
+            ("fp8 fused GEGLU", holder.attentions.ff),
+        ):
+            fn = torch.compile(module, dynamic=False)
+            with torch.inference_mode():
+                for _ in range(3):
+                    fn(x)
+                samples = []
+                for _ in range(5):  # reps calls back to back: GPU time, not one call's launch latency
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    for _ in range(reps):
+                        fn(x)
+                    b.record()
+                    b.synchronize()
+                    samples.append(a.elapsed_time(b) * 1e3 / reps)
+            times[name] = round(float(np.median(samples)), 1)
+        # the GEGLU kernel alone: it reads the (rows, 8·dim) fp16 projection, writes (rows, 4·dim) fp8
+        h = torch.randn(rows, 8 * dim, device="cuda", dtype=torch.float16)
+        bias = torch.randn(8 * dim, device="cuda")
+        geglu_fp8(h, bias)
+        sec, _ = timed(lambda h=h, bias=bias: [geglu_fp8(h, bias) for _ in range(reps)])
+        times["geglu_fp8 kernel"] = round(sec / reps * 1e6, 1)
+        times["geglu_fp8 GB/s"] = round(rows * dim * 20 / (sec / reps) / 1e9)  # 16·dim bytes in, 4·dim out
+        out[f"{rows}x{dim}"] = times
+        print(f"feed-forward {rows}x{dim}, us per call (compiled): {times}", flush=True)
+    if hasattr(_geglu_fp8_kernel, "cache"):  # the autotuner's choice per width
+        out["geglu_warps"] = {str(k): c.num_warps for k, c in _geglu_fp8_kernel.cache.items()}
+        print(f"geglu_fp8 warps chosen: {out['geglu_warps']}", flush=True)
+    return out
+
+
 def fp8_error() -> float:
     """Relative error of one fp8 Linear (1280 → 10240, the GEGLU projection) on N(0, 1) input."""
     import torch
 
-    from autoshoot.backends.sdxl import use_fp8_linears
+    from autoshoot.backends.fp8 import use_fp8_linears
 
     holder = torch.nn.Module()
     holder.add_module("attentions", torch.nn.Module())
@@ -607,6 +736,7 @@ def run_low_vram(method: str, batch: int, n: int, cap: bool) -> dict:
     canvas, inpaint, canny = make_inputs()
     label = f"low-vram {method}, batch {batch}" + (", 8 GiB cap" if cap else "")
     res = bench_ours(renderer, config.render, canvas, inpaint, canny, n, label)
+    res.pop("_images")
     res["batch"] = batch
     res["resident_gib"] = setup_gib
     res["reserved_peak_gib"] = torch.cuda.max_memory_reserved() / GiB
@@ -653,6 +783,12 @@ def main() -> None:
     )
     ap.add_argument("--repeat", type=int, default=1, help="timed runs of each stage (mean)")
     ap.add_argument("--profile", action="store_true", help="first, CUDA time per step by kernel kind")
+    ap.add_argument(
+        "--profile-variants", action="store_true", help="profile each variant's stage 1 after timing it"
+    )
+    ap.add_argument(
+        "--ff-probe", action="store_true", help="time one feed-forward: fp16, fp8 by Linear, fused"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render config override")
     ap.add_argument("--low-vram", choices=["layerwise_fp8", "group_offload"], help=argparse.SUPPRESS)
     ap.add_argument(
