@@ -57,6 +57,9 @@ one run, not ratios across runs.
     8    blocks (`--compile`)                   1.46     3.21x     0.68     8.65     16.9       26 s+
     8    fp8 (fused GEGLU) + blocks             1.26     3.71x     0.61     7.53     12.9       32 s+
            (`--compile --fp8`)
+    9    stock                                  3.35       1x
+    9    fp8 + blocks, GEGLU kernel autotuned   1.25     2.67x     0.64     7.49     12.9       48 s+
+           among row layouts (kept: two pieces, 8 warps)
 
     * compiled after the row above in the same process: part of its graphs were cached.
     + with the inductor cache of run 5 carried over (TORCHINDUCTOR_CACHE_DIR); 83 s without.
@@ -68,6 +71,12 @@ GEGLU output (a reduction reading the widest activation twice) took 27 ms per st
 fp8 saved on that matmul; `geglu_fp8` (one Triton pass: bias, GEGLU, row-wise quantisation)
 takes 15.6 ms, and the step went from 163.6 to 156-158 ms. Reading a row's columns in chunks
 (two passes) was slower (19.4 ms). channels_last stayed no faster with fp8 in the same run.
+Run 9, `--geglu-probe`: holding a 5120-wide row as 4096 + 1024 lanes instead of 8192 (3072
+masked) at 8 warps made the kernel alone 94 µs instead of 124 (8192 rows) and 191 instead of
+258 (32768 rows × 2560), yet the step stayed at 157 ms (1.25 s per candidate). Timed back to
+back, one call at the 5120 width took 269 µs against the kernel's 94, so the call's host side
+(the custom op's dispatch, the autotuner, the launch) costs more than the kernel; whether it
+now bounds the step was not measured.
 Kernel time per step in run 8, ms, blocks / fp8 + blocks: matmuls 81.8 / 42.6, the GEGLU
 kernel - / 15.6, convs 38.6 / 37.1, attention 28.3 / 26.3, norms 18.6 / 19.4, other
 elementwise 21.4 / 16.9. fp8 error with the fused GEGLU, random weights: 3.9-4.1% for one
@@ -412,6 +421,8 @@ def run_main(args) -> dict:
         results["profile_ms_per_step"] = profile_denoise(comps, canvas, inpaint, canny, sets)
     if args.ff_probe:
         results["feed_forward_us"] = time_feed_forward()
+    if args.geglu_probe:
+        results["geglu_fp8"] = time_geglu()
     variants = [parse_variant(name) for name in (args.variants or DEFAULT_VARIANTS).split(",")]
     # fp8 swaps modules and compile wraps forwards, neither undone: eager and bf16/fp16 first
     variants.sort(key=lambda v: (v[1].get("fp8_matmul", False), v[1].get("compile", False)))
@@ -642,7 +653,7 @@ def time_feed_forward(reps: int = 20) -> dict[str, dict]:
     import torch
     from diffusers.models.attention import FeedForward
 
-    from autoshoot.backends.fp8 import FP8Linear, _geglu_fp8_kernel, geglu_fp8, use_fp8_linears
+    from autoshoot.backends.fp8 import FP8Linear, _geglu_fp8_kernel, use_fp8_linears
 
     out: dict[str, dict] = {}
     for rows, dim in ((8 * 32 * 32, 1280), (8 * 64 * 64, 640)):
@@ -677,19 +688,50 @@ def time_feed_forward(reps: int = 20) -> dict[str, dict]:
                     b.synchronize()
                     samples.append(a.elapsed_time(b) * 1e3 / reps)
             times[name] = round(float(np.median(samples)), 1)
-        # the GEGLU kernel alone: it reads the (rows, 8·dim) fp16 projection, writes (rows, 4·dim) fp8
-        h = torch.randn(rows, 8 * dim, device="cuda", dtype=torch.float16)
-        bias = torch.randn(8 * dim, device="cuda")
-        geglu_fp8(h, bias)
-        sec, _ = timed(lambda h=h, bias=bias: [geglu_fp8(h, bias) for _ in range(reps)])
-        times["geglu_fp8 kernel"] = round(sec / reps * 1e6, 1)
-        times["geglu_fp8 GB/s"] = round(rows * dim * 20 / (sec / reps) / 1e9)  # 16·dim bytes in, 4·dim out
         out[f"{rows}x{dim}"] = times
         print(f"feed-forward {rows}x{dim}, us per call (compiled): {times}", flush=True)
-    if hasattr(_geglu_fp8_kernel, "cache"):  # the autotuner's choice per width
-        out["geglu_warps"] = {str(k): c.num_warps for k, c in _geglu_fp8_kernel.cache.items()}
-        print(f"geglu_fp8 warps chosen: {out['geglu_warps']}", flush=True)
+    out["geglu_chosen"] = geglu_choices(_geglu_fp8_kernel)
     return out
+
+
+def time_geglu(reps: int = 50) -> dict[str, dict]:
+    """The GEGLU kernel alone at SDXL's two widths for a 4-candidate batch: each layout the
+    autotuner tries (microseconds, its own timings) and the one it keeps, then GB/s of the kept
+    one over ``reps`` calls back to back (it reads the (rows, 2N) fp16 projection once and
+    writes (rows, N) fp8)."""
+    import torch
+
+    from autoshoot.backends.fp8 import _geglu_fp8_kernel, geglu_fp8
+
+    out: dict[str, dict] = {}
+    for rows, width in ((8 * 32 * 32, 5120), (8 * 64 * 64, 2560)):
+        h = torch.randn(rows, 2 * width, device="cuda", dtype=torch.float16)
+        bias = torch.randn(2 * width, device="cuda")
+        geglu_fp8(h, bias)  # the autotuner times its layouts here
+        timings = {
+            config_name(c): round(float(t[0] if isinstance(t, list) else t) * 1e3, 1)
+            for c, t in getattr(_geglu_fp8_kernel, "configs_timings", {}).items()
+        }
+        sec, _ = timed(lambda h=h, bias=bias: [geglu_fp8(h, bias) for _ in range(reps)])
+        us = sec / reps * 1e6
+        out[f"{rows}x{width}"] = {
+            "tried_us": timings,
+            "kept_us": round(us, 1),
+            "GB/s": round(rows * width * 5 / us / 1e3),
+        }
+        print(f"geglu_fp8 {rows}x{width}: {out[f'{rows}x{width}']}", flush=True)
+    out["chosen"] = geglu_choices(_geglu_fp8_kernel)
+    print(f"geglu_fp8 layouts kept: {out['chosen']}", flush=True)
+    return out
+
+
+def config_name(c) -> str:
+    return ",".join(f"{k}={v}" for k, v in c.kwargs.items()) + f",warps={c.num_warps}"
+
+
+def geglu_choices(kernel) -> dict[str, str]:
+    """The autotuner's kept layout per key (width and dtypes)."""
+    return {str(k[0]): config_name(c) for k, c in getattr(kernel, "cache", {}).items()}
 
 
 def fp8_error() -> float:
@@ -789,6 +831,7 @@ def main() -> None:
     ap.add_argument(
         "--ff-probe", action="store_true", help="time one feed-forward: fp16, fp8 by Linear, fused"
     )
+    ap.add_argument("--geglu-probe", action="store_true", help="time the GEGLU kernel's layouts alone")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render config override")
     ap.add_argument("--low-vram", choices=["layerwise_fp8", "group_offload"], help=argparse.SUPPRESS)
     ap.add_argument(

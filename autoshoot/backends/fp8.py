@@ -130,27 +130,82 @@ def geglu_fp8_reference(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tens
     return (y / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
+def geglu_block_sizes(n_cols: int, split: int) -> tuple[int, int]:
+    """Lanes of a row's first piece and of its second (0: none). Unsplit, one power of two covers
+    the row (8192 lanes for SDXL's 5120 columns, 3072 of them masked); split, the row is the
+    largest power of two that fits plus the rest rounded up (4096 + 1024: none masked)."""
+    full = 1 << max(0, (n_cols - 1).bit_length())
+    if not split:
+        return full, 0
+    first = 1 << (n_cols.bit_length() - 1)
+    rest = n_cols - first
+    return first, (1 << max(0, (rest - 1).bit_length())) if rest else 0
+
+
 if triton is not None:
-    # warps per row: picked per width by timing at the first call (the warm-up)
-    @triton.autotune(configs=[triton.Config({}, num_warps=w) for w in (8, 16, 32)], key=["n_cols"])
+
     @triton.jit
-    def _geglu_fp8_kernel(h_ptr, bias_ptr, q_ptr, scale_ptr, n_cols, BLOCK: tl.constexpr):
-        """One row per program, read once: its 2N values, its largest |y|, then N fp8 values
-        and a scale. (Column chunks in two passes, so that more programs fit an SM, measured
-        slower on an H200: 19.4 against 16.0 ms per denoise step.)"""
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.arange(0, BLOCK)
+    def _geglu_piece(src, bias_ptr, n_cols, start, SIZE: tl.constexpr):
+        """y = (h + b)[cols] * gelu((h + b)[n_cols + cols]) in fp32 for cols start..start+SIZE."""
+        cols = start + tl.arange(0, SIZE)
         inside = cols < n_cols
-        src = h_ptr + row * 2 * n_cols
         hidden = tl.load(src + cols, mask=inside, other=0.0).to(tl.float32)
         gate = tl.load(src + n_cols + cols, mask=inside, other=0.0).to(tl.float32)
         hidden += tl.load(bias_ptr + cols, mask=inside, other=0.0)
         gate += tl.load(bias_ptr + n_cols + cols, mask=inside, other=0.0)
-        y = hidden * (0.5 * gate * (1.0 + tl.erf(gate * 0.7071067811865476)))
-        scale = tl.maximum(tl.max(tl.abs(y), axis=0), 1e-12) / 448.0
+        return hidden * (0.5 * gate * (1.0 + tl.erf(gate * 0.7071067811865476)))
+
+    @triton.jit
+    def _store_piece(dst, y, scale, n_cols, start, SIZE: tl.constexpr):
+        cols = start + tl.arange(0, SIZE)
         q = tl.clamp(y / scale, -448.0, 448.0)
-        tl.store(q_ptr + row * n_cols + cols, q.to(q_ptr.dtype.element_ty), mask=inside)
+        tl.store(dst + cols, q.to(dst.dtype.element_ty), mask=cols < n_cols)
+
+    @triton.jit
+    def _geglu_fp8_rows(
+        h_ptr,
+        bias_ptr,
+        q_ptr,
+        scale_ptr,
+        n_cols,
+        BLOCK: tl.constexpr,
+        BLOCK_B: tl.constexpr,
+        SPLIT: tl.constexpr,  # how BLOCK and BLOCK_B were chosen (geglu_block_sizes)
+    ):
+        """One row per program, read once and held (in one piece of BLOCK lanes, or two of
+        BLOCK and BLOCK_B): its largest |y|, then N fp8 values and the scale."""
+        row = tl.program_id(0).to(tl.int64)
+        src = h_ptr + row * 2 * n_cols
+        dst = q_ptr + row * n_cols
+        y = _geglu_piece(src, bias_ptr, n_cols, 0, BLOCK)
+        amax = tl.max(tl.abs(y), axis=0)
+        if BLOCK_B > 0:
+            y_b = _geglu_piece(src, bias_ptr, n_cols, BLOCK, BLOCK_B)
+            amax = tl.maximum(amax, tl.max(tl.abs(y_b), axis=0))
+        scale = tl.maximum(amax, 1e-12) / 448.0
+        _store_piece(dst, y, scale, n_cols, 0, BLOCK)
+        if BLOCK_B > 0:
+            _store_piece(dst, y_b, scale, n_cols, BLOCK, BLOCK_B)
         tl.store(scale_ptr + row, scale)
+
+    # The layouts and warps tried, per width, by timing them at the first call (the warm-up).
+    # Alone on an H200 (µs for 8192 rows × 5120 / 32768 × 2560): split at 8 warps 94 / 191,
+    # split at 16 104 / 218, unsplit at 16 124 / 258, unsplit at 8 137 / 238; split at 32 and
+    # two passes over 1024- or 2048-column chunks (holding less, so more programs per SM) were
+    # slower still (124-467) and are gone.
+    GEGLU_CONFIGS = [
+        triton.Config({"SPLIT": 1}, num_warps=8),
+        triton.Config({"SPLIT": 1}, num_warps=16),
+        triton.Config({"SPLIT": 0}, num_warps=16),
+    ]
+    _geglu_fp8_kernel = triton.autotune(configs=GEGLU_CONFIGS, key=["n_cols"])(
+        triton.heuristics(
+            {
+                "BLOCK": lambda a: geglu_block_sizes(a["n_cols"], a["SPLIT"])[0],
+                "BLOCK_B": lambda a: geglu_block_sizes(a["n_cols"], a["SPLIT"])[1],
+            }
+        )(_geglu_fp8_rows)
+    )
 
 
 def geglu_fp8_triton(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +214,7 @@ def geglu_fp8_triton(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
     n = n2 // 2
     q = torch.empty((m, n), dtype=FP8, device=h.device)
     scale = torch.empty((m, 1), dtype=torch.float32, device=h.device)
-    _geglu_fp8_kernel[(m,)](h, bias.float().contiguous(), q, scale, n, BLOCK=triton.next_power_of_2(n))
+    _geglu_fp8_kernel[(m,)](h, bias.float().contiguous(), q, scale, n)
     return q, scale
 
 
