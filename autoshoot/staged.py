@@ -259,13 +259,9 @@ class StagedSkuWorker(SkuWorker):
     def process(
         self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False
     ) -> Iterator[ShotResult]:
-        ready = []
-        for plan in plans:
-            opened = self._open(plan)
-            if isinstance(opened, Plan):
-                ready.append(opened)
-            else:
-                yield opened
+        ready, failed = self._open_all(plans)
+        for _, result in failed:
+            yield result
         try:
             for result in super().process(ready, should_stop):
                 self._close_sku(result.sku)
@@ -275,13 +271,9 @@ class StagedSkuWorker(SkuWorker):
                 self.stores.pop(plan.row.sku, None)
 
     def process_batchable(self, plans: list[Plan]) -> Iterator[tuple[Plan, ShotResult | None, float]]:
-        ready = []
-        for plan in plans:
-            opened = self._open(plan)
-            if isinstance(opened, Plan):
-                ready.append(opened)
-            else:
-                yield plan, opened, 0.0
+        ready, failed = self._open_all(plans)
+        for plan, result in failed:
+            yield plan, result, 0.0
         for plan, result, seconds in super().process_batchable(ready):
             self._close_sku(plan.row.sku)
             yield plan, result, seconds
@@ -296,6 +288,17 @@ class StagedSkuWorker(SkuWorker):
                 except Exception as err:  # noqa: BLE001 - a report block is cosmetic
                     logger.warning("%s: no %s files for the report: %s", result.sku, name, err)
         super().write_block(result)
+
+    def _open_all(self, plans: list[Plan]) -> tuple[list[Plan], list[tuple[Plan, ShotResult]]]:
+        """Open each plan's SKU: (the plans ready to run, (plan, failed result) for the others)."""
+        ready, failed = [], []
+        for plan in plans:
+            opened = self._open(plan)
+            if isinstance(opened, Plan):
+                ready.append(opened)
+            else:
+                failed.append((plan, opened))
+        return ready, failed
 
     def _open(self, plan: Plan) -> Plan | ShotResult:
         """Open the SKU's store and make its image readable here; a failed result if it is not."""
