@@ -6,13 +6,16 @@ test that tried to download weights would fail instead of touching the network.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 _PRIVATE_HOME = Path(tempfile.mkdtemp(prefix="autoshoot-test-home-"))
+atexit.register(shutil.rmtree, _PRIVATE_HOME, ignore_errors=True)  # each session's own, gone after it
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
