@@ -17,6 +17,8 @@ from autoshoot.backends.sdxl import (
     DenoiseRequest,
     build_tiny_components,
     fuse_attention_projections,
+    pad_chunks,
+    tokenize_chunks,
 )
 
 
@@ -183,7 +185,18 @@ def test_renderer_runs_each_conditioning_embedding_once_per_batch():
     finally:
         handle.remove()
     assert len(res.scales_seen) == 3  # the ControlNet ran at every step...
-    assert calls == [(2, 3, 64, 64)] * 2  # ...its embedding once per control, on the N candidates
+    # ...its embedding once per control; one image for every candidate (stage 1) is embedded once
+    assert calls == [(1, 3, 64, 64)] * 2
+    calls.clear()
+    other = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    handle = embedder.register_forward_hook(lambda m, a, out: calls.append(tuple(a[0].shape)))
+    try:
+        r.denoise(
+            dataclasses.replace(req, controls=[[("canny", image)], [("canny", other)]], scales=[[0.5]] * 3)
+        )
+    finally:
+        handle.remove()
+    assert calls == [(2, 3, 64, 64)]  # different images per candidate (stage 2): embedded together
 
 
 def test_fp8_linear_uses_row_wise_scales():
@@ -316,3 +329,111 @@ def test_geglu_block_sizes_cover_each_row_once():
     for n in range(1, 300):
         first, rest = geglu_block_sizes(n, 1)
         assert first <= n <= first + rest and (rest == 0 or rest < 2 * (n - first))
+
+
+def test_shared_context_cross_attention_gives_the_same_outputs():
+    """Prompt embeddings with one row per CFG half give the UNet's and the union ControlNet's
+    outputs for the same prompts repeated per candidate (the renderer's order: q/k/v fused
+    first, then the processors swapped)."""
+    from autoshoot.backends.sdxl import SharedContextAttnProcessor, share_cross_attention_context
+
+    c = build_tiny_components()
+    n = 3
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2 * n, 4, 32, 32, generator=g)
+    context = torch.randn(2, 77, 64, generator=g)
+    repeated = torch.cat([context[:1].repeat(n, 1, 1), context[1:].repeat(n, 1, 1)])
+    cond = dict(text_embeds=torch.randn(2 * n, 32, generator=g), time_ids=torch.randn(2 * n, 6, generator=g))
+    t = torch.tensor(500)
+    features = c.controlnet.controlnet_cond_embedding(torch.rand(1, 3, 256, 256, generator=g)).repeat(
+        2 * n, 1, 1, 1
+    )
+    c.controlnet.controlnet_cond_embedding = torch.nn.Identity()
+    cn_args = dict(controlnet_cond=[features], control_type=torch.ones(2 * n, 8), control_type_idx=[3])
+    with torch.no_grad():
+        ref_eps = c.unet(x, t, encoder_hidden_states=repeated, added_cond_kwargs=cond).sample
+        ref_down, ref_mid = c.controlnet(
+            x, t, encoder_hidden_states=repeated, added_cond_kwargs=cond, **cn_args, return_dict=False
+        )
+        for m in (c.unet, c.controlnet):
+            fuse_attention_projections(m)
+            assert share_cross_attention_context(m)
+        eps = c.unet(x, t, encoder_hidden_states=context, added_cond_kwargs=cond).sample
+        down, mid = c.controlnet(
+            x, t, encoder_hidden_states=context, added_cond_kwargs=cond, **cn_args, return_dict=False
+        )
+        eps_full = c.unet(x, t, encoder_hidden_states=repeated, added_cond_kwargs=cond).sample
+    cross = [m for m in c.unet.modules() if getattr(m, "is_cross_attention", False)]
+    assert cross and all(type(m.processor) is SharedContextAttnProcessor for m in cross)
+    assert all(hasattr(m, "to_kv") for m in cross)  # the fused k/v projection is the one used
+    torch.testing.assert_close(eps, ref_eps, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eps_full, ref_eps, rtol=1e-5, atol=1e-5)  # one row per latent still works
+    torch.testing.assert_close(mid, ref_mid, rtol=1e-5, atol=1e-5)
+    for a, b in zip(down, ref_down, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_context_is_left_off_where_a_layer_has_its_own_processor():
+    from diffusers.models.attention_processor import AttnProcessor
+
+    from autoshoot.backends.sdxl import share_cross_attention_context
+
+    c = build_tiny_components()
+    cross = [m for m in c.unet.modules() if getattr(m, "is_cross_attention", False)]
+    cross[0].set_processor(AttnProcessor())  # e.g. an adapter's processor
+    assert not share_cross_attention_context(c.unet)
+    assert type(cross[1].processor).__name__ == "AttnProcessor2_0"  # the model is left as it was
+
+
+def test_renderer_passes_one_prompt_row_per_cfg_half_and_renders_the_same():
+    """The renderer's shared prompt context against the same request with the prompt repeated
+    per candidate: the same pictures (CPU, fp32)."""
+    r = shared_tiny_renderer()
+    assert r.shared_context
+    seen = []
+    handle = r.c.unet.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape[0]), with_kwargs=True
+    )
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    req = DenoiseRequest(
+        images=[image] * 2,
+        masks=[np.full((64, 64), 255, np.uint8)] * 2,
+        controls=[[("canny", image)]] * 2,
+        prompt="a bag",
+        negative_prompt="blurry",
+        seeds=[5, 6],
+        steps=2,
+        scales=[[0.5]] * 2,
+        cfg=2.0,
+    )
+    try:
+        shared = r.denoise(req)
+        r.shared_context = False
+        repeated = r.denoise(req)
+    finally:
+        r.shared_context = True
+        handle.remove()
+    assert seen == [2, 2, 4, 4]  # 2 prompt rows for 4 latents at each step, then 4 for 4
+    for a, b in zip(shared.images, repeated.images, strict=True):
+        assert int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
+
+
+def test_prompt_and_negative_encode_in_one_call_per_text_encoder():
+    r = shared_tiny_renderer()
+    r.prompt_cache.clear()
+    calls = []
+    handle = r.c.text_encoder_2.register_forward_hook(lambda m, a, out: calls.append(tuple(a[0].shape)))
+    try:
+        embeds, pooled = r.encode_prompt_pair("a woman holding a bag " * 20, "blurry")
+    finally:
+        handle.remove()
+    k = len(calls) and calls[0][0] // 2
+    assert calls == [(2 * k, 77)] and k > 1  # both prompts, all chunks, one call
+    with torch.no_grad():  # each half alone gives the same embeddings
+        for half, text in enumerate(("a woman holding a bag " * 20, "blurry")):
+            ids = torch.tensor(pad_chunks(r.c.tokenizer_2, tokenize_chunks(r.c.tokenizer_2, text), k))
+            out = r.c.text_encoder_2(ids, output_hidden_states=True)
+            torch.testing.assert_close(pooled[half], out[0][0].to(pooled.dtype))
+            alone = out.hidden_states[-2].reshape(-1, out.hidden_states[-2].shape[-1])
+            torch.testing.assert_close(embeds[half, :, -alone.shape[-1] :], alone.to(embeds.dtype))

@@ -168,6 +168,7 @@ class SDXLRenderer:
         self.low_vram = self.device.type == "cuda" and 0 < rc.vram <= 8
         self.prompt_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.eager_vae_decoder: Any = None  # the VAE decoder's own forward, when compiled
+        self.shared_context = False  # cross-attention takes one prompt row per CFG half
         self.cond_embedders = self.take_cond_embedders()
         self.prepare_models()
         self.hook = ControlScaleHook(self.device)
@@ -237,6 +238,8 @@ class SDXLRenderer:
             for m in nets:
                 n_fp8 = use_fp8_linears(m)
                 logger.info("fp8 matmuls in %d linear layers of %s", n_fp8, type(m).__name__)
+        # cross-attention reads each prompt's embeddings once for all candidates (same sums)
+        self.shared_context = all([share_cross_attention_context(m) for m in nets])
         if rc.compile:
             import torch._inductor.config as inductor_config
 
@@ -291,11 +294,15 @@ class SDXLRenderer:
 
     # -- prompts --------------------------------------------------------------------------
 
-    def encode_prompt(self, prompt: str, negative: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_prompt(
+        self, prompt: str, negative: str, n: int, shared: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Chunked CLIP encoding of both text encoders.
 
         Returns (embeds, pooled) with the negative half first when CFG is on:
-        embeds (2n, 77·k, 2048), pooled (2n, 1280), in the model dtype on the device.
+        embeds (2n, 77·k, 2048), pooled (2n, 1280), in the model dtype on the device. With
+        ``shared``, embeds holds one row per half, (2, 77·k, 2048), for cross-attention that
+        serves n latents from one context row (``SharedContextAttnProcessor``).
         """
         import torch
 
@@ -306,7 +313,8 @@ class SDXLRenderer:
             self.prompt_cache[key] = self.encode_prompt_pair(prompt, negative)
         embeds_t, pooled = self.prompt_cache[key]
         # CFG order: negative first, then prompt; each repeated n times
-        embeds_t = torch.cat([embeds_t[1:2].repeat(n, 1, 1), embeds_t[0:1].repeat(n, 1, 1)])
+        rows = 1 if shared else n
+        embeds_t = torch.cat([embeds_t[1:2].repeat(rows, 1, 1), embeds_t[0:1].repeat(rows, 1, 1)])
         pooled = torch.cat([pooled[1:2].repeat(n, 1), pooled[0:1].repeat(n, 1)])
         return embeds_t, pooled
 
@@ -330,16 +338,14 @@ class SDXLRenderer:
             for te_index, te in enumerate((c.text_encoder, c.text_encoder_2)):
                 if offload:
                     te.to(self.device)
-                halves = []
-                for half in range(2):
-                    ids = torch.tensor(tokens[te_index * 2 + half], device=self.device)  # (k, 77)
-                    out = te(ids, output_hidden_states=True)
-                    hidden = out.hidden_states[-2].reshape(1, -1, out.hidden_states[-2].shape[-1])
-                    halves.append(hidden)
-                    if te_index == 1:
-                        pooled_half = out[0][:1]  # text_embeds of the first chunk
-                        pooled = pooled_half if half == 0 else torch.cat([pooled, pooled_half])
-                embeds.append(torch.cat(halves))  # (2, 77k, d)
+                # prompt and negative in one call: 2k chunks of 77 tokens (CLIP has no padding
+                # mask, so each chunk's output is the one it gets alone)
+                ids = torch.tensor(tokens[te_index * 2] + tokens[te_index * 2 + 1], device=self.device)
+                out = te(ids, output_hidden_states=True)
+                hidden = out.hidden_states[-2]  # (2k, 77, d)
+                embeds.append(hidden.reshape(2, -1, hidden.shape[-1]))  # (2, 77k, d)
+                if te_index == 1:
+                    pooled = out[0][0 :: len(ids) // 2]  # text_embeds of each half's first chunk
                 if offload:
                     te.to("cpu")
             embeds_t = torch.cat(embeds, dim=-1)  # [prompt, negative]
@@ -400,11 +406,13 @@ class SDXLRenderer:
             sdpa_context(rc.sdpa_backend if self.device.type == "cuda" else "default"),
         ):
             # 1. encode the prompt (chunked) and the SDXL size conditioning
-            embeds, pooled = self.encode_prompt(req.prompt, req.negative_prompt, n)
+            embeds, pooled = self.encode_prompt(
+                req.prompt, req.negative_prompt, n, shared=self.shared_context
+            )
             if not do_cfg:
-                embeds, pooled = embeds[n:], pooled[n:]
+                embeds, pooled = prompt_half(embeds), prompt_half(pooled)
             time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.dtype)
-            time_ids = time_ids.repeat(embeds.shape[0], 1)
+            time_ids = time_ids.repeat(pooled.shape[0], 1)
             # 2. the schedule
             sigmas, timesteps = self.schedule(req.steps)
             sigmas, timesteps = sigmas[req.start_step :], timesteps[req.start_step :]
@@ -494,10 +502,16 @@ class SDXLRenderer:
                 raise ConfigError(f"unknown control mode {mode!r}; valid modes are: {', '.join(UNION_MODES)}")
         features = []
         for j, mode in enumerate(modes):
-            arr = np.stack([to_rgb(cands[j][1]) for cands in controls])  # (n, H, W, 3)
+            images = [cands[j][1] for cands in controls]
+            # stage 1: one control image for every candidate, embedded once
+            same = all(im is images[0] for im in images)
+            arr = np.stack([to_rgb(im) for im in (images[:1] if same else images)])  # (1 or n, H, W, 3)
             image = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255.0
             embedder = self.cond_embedders["union" if "union" in self.cond_embedders else mode]
-            features.append(embedder(image.contiguous()).contiguous())  # (n, C, H/8, W/8)
+            feats = embedder(image.contiguous())
+            if same:
+                feats = feats.repeat(len(images), 1, 1, 1)
+            features.append(feats.contiguous())  # (n, C, H/8, W/8)
         out: dict[str, Any] = {"modes": modes, "features": features}
         if self.c.controlnet is not None:
             n_types = self.c.controlnet.config.num_control_type
@@ -515,7 +529,7 @@ class SDXLRenderer:
 
         half = self.config.render.controlnet_cond_only and do_cfg
         if half:
-            x_in, embeds, pooled, time_ids = x_in[n:], embeds[n:], pooled[n:], time_ids[n:]
+            x_in, embeds, pooled, time_ids = x_in[n:], prompt_half(embeds), pooled[n:], time_ids[n:]
         reps = 1 if (half or not do_cfg) else 2
         images = [f.repeat(reps, 1, 1, 1) for f in cond["features"]]  # embedded controls
         kwargs = dict(
@@ -745,6 +759,87 @@ def compile_blocks(models: list[Any], mode: str | None) -> int:
                 module.compile(dynamic=False, mode=mode)
                 n += 1
     return n
+
+
+def prompt_half(t: torch.Tensor) -> torch.Tensor:
+    """The prompt half of a CFG batch ([negative rows, prompt rows])."""
+    return t[t.shape[0] // 2 :]
+
+
+class SharedContextAttnProcessor:
+    """Cross-attention whose context (the prompt's embeddings) may hold fewer rows than the
+    batch of latents: with B context rows and r·B latent rows, latent rows i·r … i·r + r - 1
+    attend to context row i. A CFG batch of n candidates holds 2n latents but only 2 distinct
+    prompts (negative, prompt), so the key and value projections run on 2 rows instead of 2n,
+    and the r query sequences of a group are folded into one r-times longer sequence against
+    the group's keys and values, which are read once. Each query's sum is the one diffusers'
+    ``AttnProcessor2_0`` computes (it takes fused or separate k/v projections alike)."""
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if encoder_hidden_states is None or attention_mask is not None or hidden_states.ndim != 3:
+            raise ValueError(
+                "SharedContextAttnProcessor takes unmasked cross-attention on (batch, tokens, dim)"
+            )
+        context = encoder_hidden_states
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        n_latents, n_tokens, _ = hidden_states.shape
+        n_context = context.shape[0]
+        if n_latents % n_context:
+            raise ValueError(f"{n_latents} latent rows cannot share {n_context} context rows")
+        query = attn.to_q(hidden_states)
+        if getattr(attn, "fused_projections", False) and hasattr(attn, "to_kv"):
+            key, value = attn.to_kv(context).chunk(2, dim=-1)
+        else:
+            key, value = attn.to_k(context), attn.to_v(context)
+        heads = attn.heads
+        head_dim = query.shape[-1] // heads
+        # (r·B, S, C) → (B, r·S, heads, d): latent rows of one context row become one sequence
+        q = query.reshape(n_context, -1, heads, head_dim).transpose(1, 2)
+        k = key.reshape(n_context, -1, heads, head_dim).transpose(1, 2)
+        v = value.reshape(n_context, -1, heads, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+        out = out.transpose(1, 2).reshape(n_latents, n_tokens, heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def share_cross_attention_context(model: Any) -> bool:
+    """Give each plain cross-attention layer of ``model`` a ``SharedContextAttnProcessor``. True
+    when every cross-attention layer has one (then the prompt may be passed with one row per CFG
+    half); False when some layer carries a processor or a feature it does not cover (an
+    IP-Adapter, a spatial or q/k norm): then the model is left as it was."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
+
+    layers = [m for m in model.modules() if isinstance(m, Attention) and m.is_cross_attention]
+    plain = [
+        m
+        for m in layers
+        if type(m.processor) in (AttnProcessor2_0, FusedAttnProcessor2_0, SharedContextAttnProcessor)
+        and m.spatial_norm is None
+        and m.group_norm is None
+        and m.norm_q is None
+        and m.norm_k is None
+        and getattr(m, "added_kv_proj_dim", None) is None
+    ]
+    if len(plain) != len(layers):
+        return False
+    for m in layers:
+        m.set_processor(SharedContextAttnProcessor())
+    return True
 
 
 def fuse_attention_projections(model: Any) -> int:
