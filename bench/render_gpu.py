@@ -354,36 +354,64 @@ def compiled_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def time_sdpa_backends(batch: int = 8) -> dict[str, float]:
-    """Milliseconds of one SDXL UNet call's attention (batch = 2 × 4 candidates, 1024²) per
-    SDPA backend tried first: 10 layers at 64² tokens (10 heads), 60 at 32² (20 heads), each a
-    self-attention and a cross-attention over 2 prompt chunks (154 tokens). A backend that cannot
-    take a shape is left out."""
+def time_sdpa_backends(batch: int = 8) -> dict[str, dict]:
+    """One SDXL UNet call's attention (batch = 2 × 4 candidates, 1024²) per SDPA backend tried
+    first: 10 layers at 64² tokens (10 heads), 60 at 32² (20 heads), each a self-attention and
+    a cross-attention over 2 prompt chunks (154 tokens), the cross-attention as the renderer
+    runs it (4 latents folded onto each prompt row). Per backend: ms per UNet call in all, and
+    ms and TFLOP/s per call of each shape. Where flash-attn-4 is installed, its kernels are
+    timed too, called directly. A backend that cannot take a shape is left out."""
     import torch
 
     from autoshoot.backends.sdxl import sdpa_context
 
-    shapes = [(10, 4096, 4096, 10), (10, 4096, 154, 10), (20, 1024, 1024, 60), (20, 1024, 154, 60)]
+    # (heads, batch, query tokens, key tokens, layers per UNet call)
+    shapes = [
+        (10, batch, 4096, 4096, 10),
+        (10, 2, 4096 * batch // 2, 154, 10),
+        (20, batch, 1024, 1024, 60),
+        (20, 2, 1024 * batch // 2, 154, 60),
+    ]
     tensors = []
-    for heads, nq, nk, count in shapes:
-        q = torch.randn(batch, heads, nq, 64, device="cuda", dtype=torch.float16)
-        k = torch.randn(batch, heads, nk, 64, device="cuda", dtype=torch.float16)
-        tensors.append((q, k, k.clone(), count))
-    out: dict[str, float] = {}
+    for heads, b, nq, nk, _count in shapes:
+        q = torch.randn(b, heads, nq, 64, device="cuda", dtype=torch.float16)
+        k = torch.randn(b, heads, nk, 64, device="cuda", dtype=torch.float16)
+        tensors.append((q, k, k.clone()))
+
+    def table(call) -> tuple[float, dict, list]:
+        outs = [call(q, k, v) for q, k, v in tensors]  # warm-up (plans, JIT)
+        total, per_shape = 0.0, {}
+        for (q, k, v), (heads, b, nq, nk, count) in zip(tensors, shapes, strict=True):
+            sec, _ = timed(lambda q=q, k=k, v=v: call(q, k, v), 20)
+            total += sec * count
+            tflops = 4 * b * heads * nq * nk * 64 / sec / 1e12
+            per_shape[f"{heads}h {b}x{nq}x{nk}"] = {"ms": round(sec * 1e3, 3), "TFLOP/s": round(tflops)}
+        return total * 1e3, per_shape, outs
+
+    out: dict[str, dict] = {}
+    reference = None
     for name in ("flash", "cudnn", "efficient"):
         try:
             with torch.inference_mode(), sdpa_context(name):
-                for q, k, v, _ in tensors:  # warm-up (and cuDNN's plan for each shape)
-                    torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                total = 0.0
-                for q, k, v, count in tensors:
-                    sec, _ = timed(
-                        lambda q=q, k=k, v=v: torch.nn.functional.scaled_dot_product_attention(q, k, v), 5
-                    )
-                    total += sec * count
-            out[name] = total * 1e3
+                ms, per_shape, outs = table(torch.nn.functional.scaled_dot_product_attention)
+            reference = reference or outs
+            err = max(float((a.float() - b.float()).abs().max()) for a, b in zip(outs, reference))
+            out[name] = {"ms_per_unet_call": round(ms, 2), "shapes": per_shape, "max_abs_diff": err}
+            print(f"sdpa {name}: {out[name]}", flush=True)
         except RuntimeError as err:
-            print(f"sdpa {name}: not usable ({str(err).splitlines()[0][:120]})", flush=True)
+            print(f"sdpa {name}: not usable ({str(err).splitlines()[0][:200]})", flush=True)
+    try:
+        from flash_attn.cute import flash_attn_func  # flash-attn-4 (Hopper, Blackwell), if installed
+
+        def fa4(q, k, v):  # it takes (batch, tokens, heads, dim)
+            return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))[0].transpose(1, 2)
+
+        with torch.inference_mode():
+            ms, per_shape, _ = table(fa4)
+        out["flash-attn-4"] = {"ms_per_unet_call": round(ms, 2), "shapes": per_shape}
+        print(f"flash-attn-4, called directly: {out['flash-attn-4']}", flush=True)
+    except Exception as err:  # noqa: BLE001 - optional, and young: reported, never fatal
+        print(f"flash-attn-4: not usable ({str(err).splitlines()[0][:200]})", flush=True)
     return out
 
 
@@ -426,25 +454,38 @@ def run_main(args) -> dict:
     variants = [parse_variant(name) for name in (args.variants or DEFAULT_VARIANTS).split(",")]
     # fp8 swaps modules and compile wraps forwards, neither undone: eager and bf16/fp16 first
     variants.sort(key=lambda v: (v[1].get("fp8_matmul", False), v[1].get("compile", False)))
-    renderer, built_for = None, None
+    renderer, built_for, shares_context = None, None, False
     first_images, first_label = None, ""
     for label, extra in variants:
         if args.compile and not extra.get("compile"):
             extra = {**extra, "compile": True}
             label += "+compile"
-        config = make_config(batch_size=4, **{**sets, **extra})
+        bench_only = {k: extra[k] for k in extra if k.startswith("_")}  # renderer attributes, not config
+        config = make_config(
+            batch_size=4, **{**sets, **{k: v for k, v in extra.items() if k not in bench_only}}
+        )
         rc = config.render
         if rc.fp8_matmul and "fp8_linear_rel_err" not in results:
             results["fp8_linear_rel_err"] = fp8_error()
             results["fp8_model_rel_err"] = fp8_model_error(comps, rc.fuse_qkv)
-        key = (rc.fp8_matmul, rc.compile, rc.compile_mode, rc.compile_scope, rc.channels_last)
+        # a new SDPA backend too: compiled graphs hold the backend chosen when they were traced
+        key = (
+            rc.fp8_matmul,
+            rc.compile,
+            rc.compile_mode,
+            rc.compile_scope,
+            rc.channels_last,
+            rc.sdpa_backend,
+        )
         if renderer is None or key != built_for:  # new speed-ups: set the models up again
             if renderer is not None:
                 renderer.close()
                 uncompile(comps)
             renderer, built_for = SDXLRenderer(config, components=comps), key
+            shares_context = renderer.shared_context
         else:  # same models; only the sampling options change
             renderer.config = config
+        renderer.shared_context = bench_only.get("_shared_context", shares_context)
         try:
             res = bench_ours(
                 renderer, config.render, canvas, inpaint, canny, 4, label, args.repeat, args.profile_variants
@@ -492,6 +533,8 @@ VARIANT_PARTS = {
     "nocl": {"channels_last": False},
     "cn-cond-only": {"controlnet_cond_only": True},
     "every2": {"controlnet_every": 2},
+    # the prompt's embeddings repeated for every latent, as before cross-attention shared them
+    "prompt-per-latent": {"_shared_context": False},
 }
 
 
@@ -653,7 +696,7 @@ def time_feed_forward(reps: int = 20) -> dict[str, dict]:
     import torch
     from diffusers.models.attention import FeedForward
 
-    from autoshoot.backends.fp8 import FP8Linear, _geglu_fp8_kernel, use_fp8_linears
+    from autoshoot.backends.fp8 import FP8Linear, use_fp8_linears
 
     out: dict[str, dict] = {}
     for rows, dim in ((8 * 32 * 32, 1280), (8 * 64 * 64, 640)):
@@ -690,48 +733,48 @@ def time_feed_forward(reps: int = 20) -> dict[str, dict]:
             times[name] = round(float(np.median(samples)), 1)
         out[f"{rows}x{dim}"] = times
         print(f"feed-forward {rows}x{dim}, us per call (compiled): {times}", flush=True)
-    out["geglu_chosen"] = geglu_choices(_geglu_fp8_kernel)
     return out
 
 
 def time_geglu(reps: int = 50) -> dict[str, dict]:
-    """The GEGLU kernel alone at SDXL's two widths for a 4-candidate batch: each layout the
-    autotuner tries (microseconds, its own timings) and the one it keeps, then GB/s of the kept
-    one over ``reps`` calls back to back (it reads the (rows, 2N) fp16 projection once and
-    writes (rows, N) fp8)."""
-    import torch
-
-    from autoshoot.backends.fp8 import _geglu_fp8_kernel, geglu_fp8
-
+    """The GEGLU kernel at SDXL's two widths for a 4-candidate batch, microseconds per call over
+    ``reps`` calls back to back: the kernel launched alone, ``geglu_fp8`` called eagerly, and
+    ``geglu_fp8`` inside a torch.compile'd function (as the compiled blocks call it). The gap
+    to the kernel is each call's host cost. GB/s of the kernel alone (it reads the (rows, 2N)
+    fp16 projection once and writes (rows, N) fp8)."""
     out: dict[str, dict] = {}
     for rows, width in ((8 * 32 * 32, 5120), (8 * 64 * 64, 2560)):
-        h = torch.randn(rows, 2 * width, device="cuda", dtype=torch.float16)
-        bias = torch.randn(2 * width, device="cuda")
-        geglu_fp8(h, bias)  # the autotuner times its layouts here
-        timings = {
-            config_name(c): round(float(t[0] if isinstance(t, list) else t) * 1e3, 1)
-            for c, t in getattr(_geglu_fp8_kernel, "configs_timings", {}).items()
-        }
-        sec, _ = timed(lambda h=h, bias=bias: [geglu_fp8(h, bias) for _ in range(reps)])
-        us = sec / reps * 1e6
-        out[f"{rows}x{width}"] = {
-            "tried_us": timings,
-            "kept_us": round(us, 1),
-            "GB/s": round(rows * width * 5 / us / 1e3),
-        }
-        print(f"geglu_fp8 {rows}x{width}: {out[f'{rows}x{width}']}", flush=True)
-    out["chosen"] = geglu_choices(_geglu_fp8_kernel)
-    print(f"geglu_fp8 layouts kept: {out['chosen']}", flush=True)
+        out[f"{rows}x{width}"] = row = geglu_timings(rows, width, reps)
+        print(f"geglu_fp8 {rows}x{width}: {row}", flush=True)
     return out
 
 
-def config_name(c) -> str:
-    return ",".join(f"{k}={v}" for k, v in c.kwargs.items()) + f",warps={c.num_warps}"
+def geglu_timings(rows: int, width: int, reps: int) -> dict[str, float]:
+    import torch
 
+    from autoshoot.backends.fp8 import FP8, _geglu_fp8_kernel, geglu_block_sizes, geglu_fp8
 
-def geglu_choices(kernel) -> dict[str, str]:
-    """The autotuner's kept layout per key (width and dtypes)."""
-    return {str(k[0]): config_name(c) for k, c in getattr(kernel, "cache", {}).items()}
+    def per_call(fn) -> float:
+        fn()
+        sec, _ = timed(lambda: [fn() for _ in range(reps)])
+        return sec / reps * 1e6
+
+    h = torch.randn(rows, 2 * width, device="cuda", dtype=torch.float16)
+    bias = torch.randn(2 * width, device="cuda")
+    q = torch.empty(rows, width, device="cuda", dtype=FP8)
+    scale = torch.empty(rows, 1, device="cuda")
+    block, block_b = geglu_block_sizes(width)
+    compiled = torch.compile(lambda h, bias: geglu_fp8(h, bias), dynamic=False)
+    with torch.inference_mode():
+        kernel_us = per_call(
+            lambda: _geglu_fp8_kernel[(rows,)](h, bias, q, scale, width, BLOCK=block, BLOCK_B=block_b)
+        )
+        return {
+            "kernel_us": round(kernel_us, 1),
+            "eager_op_us": round(per_call(lambda: geglu_fp8(h, bias)), 1),
+            "compiled_op_us": round(per_call(lambda: compiled(h, bias)), 1),
+            "GB/s": round(rows * width * 5 / kernel_us / 1e3),
+        }
 
 
 def fp8_error() -> float:
@@ -831,7 +874,9 @@ def main() -> None:
     ap.add_argument(
         "--ff-probe", action="store_true", help="time one feed-forward: fp16, fp8 by Linear, fused"
     )
-    ap.add_argument("--geglu-probe", action="store_true", help="time the GEGLU kernel's layouts alone")
+    ap.add_argument(
+        "--geglu-probe", action="store_true", help="time the GEGLU kernel alone and its op's calls"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render config override")
     ap.add_argument("--low-vram", choices=["layerwise_fp8", "group_offload"], help=argparse.SUPPRESS)
     ap.add_argument(

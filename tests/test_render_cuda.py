@@ -54,4 +54,19 @@ def test_fused_fp8_feed_forward_is_close_to_fp16_eager_and_compiled():
         compiled = torch.compile(holder.attentions.ff, dynamic=False)(x).float()
     rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
     assert rel(got, ref) < 0.08
-    assert rel(compiled, got) < 0.01  # the custom op runs the same kernel inside a compiled graph
+    assert rel(compiled, got) < 0.01  # the same kernel, launched from the compiled graph
+
+
+def test_compiled_graph_launches_the_geglu_kernel_itself():
+    """torch.compile traces into the triton_op: its generated code launches the Triton kernel
+    directly instead of calling the op through the dispatcher."""
+    from torch._inductor.utils import run_and_get_code
+
+    h = torch.randn(64, 2 * 640, device="cuda", dtype=torch.float16)
+    bias = torch.randn(2 * 640, device="cuda")
+    compiled = torch.compile(lambda h, b: geglu_fp8(h, b), dynamic=False)
+    (q, scale), code = run_and_get_code(compiled, h, bias)
+    source = "\n".join(code)
+    assert "_geglu_fp8_rows" in source
+    assert "torch.ops.autoshoot.geglu_fp8" not in source
+    torch.testing.assert_close(scale, geglu_fp8_reference(h, bias)[1], rtol=1e-5, atol=0)

@@ -107,20 +107,26 @@ class FP8Linear(torch.nn.Module):
 # GEGLU and the row-wise quantisation of its output, in one pass
 
 
-@torch.library.custom_op("autoshoot::geglu_fp8", mutates_args=())
+@torch.library.triton_op("autoshoot::geglu_fp8", mutates_args=())
 def geglu_fp8(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """h (M, 2N) (the GEGLU projection without its bias), bias (2N,) → (q (M, N) float8_e4m3fn,
-    scale (M, 1) float32) with q * scale ≈ (h + bias)[:, :N] * gelu((h + bias)[:, N:]),
-    computed in fp32 (exact erf GELU, as diffusers' GEGLU), one scale per row."""
-    if h.is_cuda and triton is not None:
-        return geglu_fp8_triton(h, bias)
-    return geglu_fp8_reference(h, bias)
+    """h (M, 2N) (the GEGLU projection without its bias), bias (2N,) float32 → (q (M, N)
+    float8_e4m3fn, scale (M, 1) float32) with q * scale ≈ (h + bias)[:, :N] *
+    gelu((h + bias)[:, N:]), computed in fp32 (exact erf GELU, as diffusers' GEGLU), one scale
+    per row. On CUDA one Triton kernel; elsewhere the torch reference.
 
-
-@geglu_fp8.register_fake
-def _geglu_fp8_fake(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    A ``triton_op``, not an opaque custom op: torch.compile traces into it and launches the
+    kernel from its own generated code, so each call costs a kernel launch and not a trip
+    through the dispatcher and Python (bench/render_gpu.py)."""
+    if not h.is_cuda or triton is None:
+        return geglu_fp8_reference(h, bias)
+    h, bias = h.contiguous(), bias.float().contiguous()
     m, n2 = h.shape
-    return h.new_empty((m, n2 // 2), dtype=FP8), h.new_empty((m, 1), dtype=torch.float32)
+    n = n2 // 2
+    q = torch.empty((m, n), dtype=FP8, device=h.device)
+    scale = torch.empty((m, 1), dtype=torch.float32, device=h.device)
+    block, block_b = geglu_block_sizes(n)
+    torch.library.wrap_triton(_geglu_fp8_kernel)[(m,)](h, bias, q, scale, n, BLOCK=block, BLOCK_B=block_b)
+    return q, scale
 
 
 def geglu_fp8_reference(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,13 +136,10 @@ def geglu_fp8_reference(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tens
     return (y / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
 
 
-def geglu_block_sizes(n_cols: int, split: int) -> tuple[int, int]:
-    """Lanes of a row's first piece and of its second (0: none). Unsplit, one power of two covers
-    the row (8192 lanes for SDXL's 5120 columns, 3072 of them masked); split, the row is the
-    largest power of two that fits plus the rest rounded up (4096 + 1024: none masked)."""
-    full = 1 << max(0, (n_cols - 1).bit_length())
-    if not split:
-        return full, 0
+def geglu_block_sizes(n_cols: int) -> tuple[int, int]:
+    """Lanes of a row's first piece and of its second (0: none): the largest power of two that
+    fits the row, then the rest rounded up to a power of two (5120 columns: 4096 + 1024, none
+    masked; one piece of 8192 lanes would mask 3072)."""
     first = 1 << (n_cols.bit_length() - 1)
     rest = n_cols - first
     return first, (1 << max(0, (rest - 1).bit_length())) if rest else 0
@@ -169,11 +172,10 @@ if triton is not None:
         scale_ptr,
         n_cols,
         BLOCK: tl.constexpr,
-        BLOCK_B: tl.constexpr,
-        SPLIT: tl.constexpr,  # how BLOCK and BLOCK_B were chosen (geglu_block_sizes)
+        BLOCK_B: tl.constexpr,  # geglu_block_sizes(n_cols)
     ):
-        """One row per program, read once and held (in one piece of BLOCK lanes, or two of
-        BLOCK and BLOCK_B): its largest |y|, then N fp8 values and the scale."""
+        """One row per program, read once and held in two pieces (BLOCK and BLOCK_B lanes): its
+        largest |y|, then N fp8 values and the scale."""
         row = tl.program_id(0).to(tl.int64)
         src = h_ptr + row * 2 * n_cols
         dst = q_ptr + row * n_cols
@@ -188,34 +190,13 @@ if triton is not None:
             _store_piece(dst, y_b, scale, n_cols, BLOCK, BLOCK_B)
         tl.store(scale_ptr + row, scale)
 
-    # The layouts and warps tried, per width, by timing them at the first call (the warm-up).
-    # Alone on an H200 (µs for 8192 rows × 5120 / 32768 × 2560): split at 8 warps 94 / 191,
-    # split at 16 104 / 218, unsplit at 16 124 / 258, unsplit at 8 137 / 238; split at 32 and
-    # two passes over 1024- or 2048-column chunks (holding less, so more programs per SM) were
-    # slower still (124-467) and are gone.
-    GEGLU_CONFIGS = [
-        triton.Config({"SPLIT": 1}, num_warps=8),
-        triton.Config({"SPLIT": 1}, num_warps=16),
-        triton.Config({"SPLIT": 0}, num_warps=16),
-    ]
-    _geglu_fp8_kernel = triton.autotune(configs=GEGLU_CONFIGS, key=["n_cols"])(
-        triton.heuristics(
-            {
-                "BLOCK": lambda a: geglu_block_sizes(a["n_cols"], a["SPLIT"])[0],
-                "BLOCK_B": lambda a: geglu_block_sizes(a["n_cols"], a["SPLIT"])[1],
-            }
-        )(_geglu_fp8_rows)
-    )
-
-
-def geglu_fp8_triton(h: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    h = h.contiguous()
-    m, n2 = h.shape
-    n = n2 // 2
-    q = torch.empty((m, n), dtype=FP8, device=h.device)
-    scale = torch.empty((m, 1), dtype=torch.float32, device=h.device)
-    _geglu_fp8_kernel[(m,)](h, bias.float().contiguous(), q, scale, n)
-    return q, scale
+    # One layout, measured on an H200 by Triton's autotuner among the others it was offered
+    # (µs for 8192 rows × 5120 / 32768 × 2560): two pieces at 8 warps 94-107 / 191-199, at 16
+    # warps 104-138 / 218-249; one piece of a power of two at 16 warps 124-202 / 258-325, at 8
+    # 137 / 238; two rows per program 119-159 / 222-258, four 134 / 306; two passes over column
+    # chunks 124-467. It won at both widths in every run, so it is fixed here: no autotuning
+    # at the warm-up, and nothing for torch.compile to tune.
+    _geglu_fp8_kernel = triton.autotune(configs=[triton.Config({}, num_warps=8)], key=[])(_geglu_fp8_rows)
 
 
 class FP8GegluFeedForward(torch.nn.Module):
