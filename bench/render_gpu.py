@@ -19,13 +19,15 @@ Low-VRAM modes run in child processes so that their peak memory is their own.
 Variants are "+"-joined parts (`--variants exact,cl,fp8+blocks`): exact (the config's
 defaults), cudnn/flash/sdpa-default (SDPA backend), fp8 (fp8 matmuls), blocks (regional
 compile), model (whole-model compile), cl/nocl (channels_last on/off), cn-cond-only and every2
-(the ControlNet shortcuts); `--compile` adds the config's compile to every variant.
-`--profile` first prints an eager step's CUDA time by kernel kind.
+(the ControlNet shortcuts), prompt-per-latent (the prompt repeated for every latent, as before
+cross-attention shared it); `--compile` adds the config's compile to every variant.
+`--profile` first prints an eager step's CUDA time by kernel kind; `--repeat 3` times each
+stage three times (one timing moved by up to 8% in run 12).
 
 Measured on H200s (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate. Each
 row's ratio is against the stock run of the same process; stock itself moved between 3.15 and
-5.42 s across eight runs (batch 1 is bound by the host as much as the GPU), so compare rows of
-one run, not ratios across runs.
+5.42 s across thirteen runs (batch 1 is bound by the host as much as the GPU), so compare rows
+of one run, not ratios across runs.
 
     run  variant                               stage 1  vs stock  stage 2  SKU (4)  peak GiB  warm-up
     1    stock diffusers, batch 1               3.86       1x        -        -      13.9
@@ -60,8 +62,27 @@ one run, not ratios across runs.
     9    stock                                  3.35       1x
     9    fp8 + blocks, GEGLU kernel autotuned   1.25     2.67x     0.64     7.49     12.9       48 s+
            among row layouts (kept: two pieces, 8 warps)
+    10   stock                                  3.28       1x
+    10   blocks (`--compile`)                   1.46     2.24x     0.70     8.62     16.9       25 s+
+    10   fp8 + blocks (`--compile --fp8`)       1.22     2.69x     0.61     7.29     12.9       29 s+
+    11   stock                                  4.29       1x
+    11   fp8 + blocks                           1.21     3.53x     0.65     7.39     12.9       21 s+
+    12   stock                                  3.62       1x
+    12   blocks, cross-attention shares the     1.44     2.52x     0.69     8.57     16.9       36 s+
+           prompt (one row per CFG half)
+    12   fp8 + blocks, shared prompt            1.18     3.06x     0.62     7.31     12.9       31 s+
+    12   fp8 + blocks, prompt per latent        1.28*    2.82x     0.61     7.16     12.9
+    13   stock                                  3.63       1x
+    13   blocks, shared prompt (`--compile`),   1.42     2.55x     0.68     8.45     16.9       37 s+
+           --repeat 3
+    13   fp8 + blocks, shared prompt, GEGLU     1.19     3.06x     0.61     7.19     12.9       27 s+
+           as a triton_op (`--compile --fp8`)
+    13   low-VRAM fp8 layerwise, batch 2,       3.80     0.95x     1.28    18.84      6.4 (7.5 reserved)
+           8 GiB cap (2.23x the SKU time of `--compile`, 2.62x that of `--compile --fp8`)
 
     * compiled after the row above in the same process: part of its graphs were cached.
+      In run 12: one timing, an outlier (its SKU, which holds a stage 1, took 7.16 s); its
+      kernels took 153.9 ms per step against the shared prompt's 149.7.
     + with the inductor cache of run 5 carried over (TORCHINDUCTOR_CACHE_DIR); 83 s without.
 
 Runs 5-8: `--profile-variants` put the GPU's kernels at 100% of the step's wall time (189.6 ms
@@ -81,13 +102,34 @@ Kernel time per step in run 8, ms, blocks / fp8 + blocks: matmuls 81.8 / 42.6, t
 kernel - / 15.6, convs 38.6 / 37.1, attention 28.3 / 26.3, norms 18.6 / 19.4, other
 elementwise 21.4 / 16.9. fp8 error with the fused GEGLU, random weights: 3.9-4.1% for one
 whole UNet call (4.0% before).
+Runs 10-13. Run 10 re-ran the autotuned GEGLU kernel: 11.7 ms per step (15.6 in run 8), 1.22 s
+per candidate. Sharing the prompt in cross-attention (run 12, same run): the fp8 step's
+kernels 149.7 ms against 153.9 with the prompt per latent. The GEGLU custom op cost 270 µs of
+host time per call for a 95 µs kernel (about 100 calls a step); as a triton_op (run 13,
+--geglu-probe) the compiled call costs 98 µs. The step did not move with it (150.1 ms of wall
+time per step in run 12, 150.3 in run 13): the GPU bounds it (run 13: 152.9 ms of kernels per
+step with prepare and decode against 150.3 of wall time in the denoise loop alone).
+Several rows per GEGLU program (run 12) were slower: 119-159 µs against 107 at 8192 × 5120.
+Stage 1's preparation (prompt, VAE encode, control embedding) went from 0.12-0.13 to 0.10 s
+per batch when the text encoders took prompt and negative in one call and the shared control
+image was embedded once; the batched decode of 4 images takes 0.15 s.
+Kernel time per step in run 13, ms, blocks / fp8 + blocks: matmuls 79.9 / 41.7, GEGLU - /
+11.6, convs 38.2 / 36.7, attention 28.2 / 26.2, norms 17.8 / 20.1, other elementwise 21.7 /
+16.6. fp8 error, random weights: 4.1% for one whole UNet call.
+Attention (--sdpa-probe, runs 10-11, one UNet call's shapes at 4 candidates): cuDNN 474
+TFLOP/s on the 4096² self-attention and 394-411 on the 1024² one; PyTorch's flash backend 300
+and 271 in run 10 but 462 and 402 in run 11; memory-efficient 133 and 123. flash-attn-4
+(4.0.0b36, CuTe DSL, called directly) reached 516 on the 4096² shape but 358 on the 1024²
+one and was 2-4x slower on cross-attention, so it would lose overall; PyTorch 2.11's own
+FlashAttention-4 hook failed against that release ("too many values to unpack"). cuDNN stays.
 
 The defaults follow from these rows: channels_last off, cuDNN attention first, regional
 ("blocks") compile for --compile; fp8 stays an option (`shoot --fp8`). `--profile` (run 2,
 eager, channels_last) showed where an eager step went: 46% elementwise and copies (layout
 copies around GroupNorm alone 14%), 24% matmuls, 14% convs, 9% attention, 6% norms.
 fp8 error, random weights: 3.7% relative for one 1280→10240 Linear, 4.0% for one whole UNet
-call. The ControlNet's conditioning embedding runs once per batch (not 2N × steps times).
+call. The ControlNet's conditioning embedding runs once per batch (not 2N × steps times), and
+once per SKU in stage 1, whose candidates share one control image.
 
 Earlier, on one H100 80GB (channels_last on, flash attention, conditioning embedding per step):
 stock 4.9-5.6 s; exact eager 1.98 s (SKU 11.7 s, 17.5 GiB); ControlNet cond-half + every 2nd

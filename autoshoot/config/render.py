@@ -139,7 +139,7 @@ class RenderConfig:
     # Exact speed-up (same maths, fp rounding aside), on by default on the GPU:
     fuse_qkv: bool = True  # one matmul for q, k, v (self-attention) and for k, v (cross-attention)
     # scaled-dot-product attention kernel tried first on CUDA: "default" (PyTorch's order),
-    # "cudnn", "flash" or "efficient"; same maths (bench/render_gpu.py --sdpa auto times them)
+    # "cudnn", "flash" or "efficient"; same maths (bench/render_gpu.py --sdpa-probe times them)
     # (cuDNN's kernels are Hopper's fastest for SDXL's 64-wide heads; others stay as fallbacks)
     sdpa_backend: Literal["default", "cudnn", "flash", "efficient"] = "cudnn"
     # fp8 tensor-core matmuls in the attention blocks (Ada/Hopper; `shoot --fp8`): a speed option
