@@ -35,6 +35,24 @@ def unet_inputs():
     )
 
 
+def one_image_request(seeds: list[int], steps: int, modes=("canny",), negative: str = "", seed: int = 0):
+    """A request in stage 1's shape: one random 64² image as every candidate's canvas and as
+    each of its control images, fully masked, CFG on."""
+    image = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    n = len(seeds)
+    return DenoiseRequest(
+        images=[image] * n,
+        masks=[np.full((64, 64), 255, np.uint8)] * n,
+        controls=[[(mode, image) for mode in modes]] * n,
+        prompt="a bag",
+        negative_prompt=negative,
+        seeds=list(seeds),
+        steps=steps,
+        scales=[[0.5] * len(modes)] * steps,
+        cfg=2.0,
+    )
+
+
 def test_fused_projections_give_the_same_unet_output():
     c = build_tiny_components()
     args = unet_inputs()
@@ -108,19 +126,7 @@ def test_low_vram_mode_batches_by_its_own_size():
     rc = dataclasses.replace(old_config.render, batch_size=4, low_vram_batch_size=2)
     r.config = dataclasses.replace(old_config, render=rc)
     r.denoise_batch = lambda req: (sizes.append(len(req.seeds)), real(req))[1]
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    req = DenoiseRequest(
-        images=[image] * 3,
-        masks=[np.full((64, 64), 255, np.uint8)] * 3,
-        controls=[[("canny", image)]] * 3,
-        prompt="a bag",
-        negative_prompt="",
-        seeds=[1, 2, 3],
-        steps=2,
-        scales=[[0.5], [0.5]],
-        cfg=2.0,
-    )
+    req = one_image_request([1, 2, 3], steps=2)
     try:
         r.low_vram = True  # as with render.vram <= 8 on a GPU
         res = r.denoise(req)
@@ -167,19 +173,8 @@ def test_renderer_runs_each_conditioning_embedding_once_per_batch():
     assert isinstance(r.c.controlnet.controlnet_cond_embedding, torch.nn.Identity)
     calls = []
     handle = embedder.register_forward_hook(lambda m, a, out: calls.append(tuple(a[0].shape)))
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    req = DenoiseRequest(
-        images=[image] * 2,
-        masks=[np.full((64, 64), 255, np.uint8)] * 2,
-        controls=[[("canny", image), ("depth", image)]] * 2,
-        prompt="a bag",
-        negative_prompt="",
-        seeds=[1, 2],
-        steps=3,
-        scales=[[0.5, 0.5]] * 3,
-        cfg=2.0,
-    )
+    req = one_image_request([1, 2], steps=3, modes=("canny", "depth"))
+    image = req.images[0]
     try:
         res = r.denoise(req)
     finally:
@@ -188,7 +183,7 @@ def test_renderer_runs_each_conditioning_embedding_once_per_batch():
     # ...its embedding once per control; one image for every candidate (stage 1) is embedded once
     assert calls == [(1, 3, 64, 64)] * 2
     calls.clear()
-    other = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    other = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     handle = embedder.register_forward_hook(lambda m, a, out: calls.append(tuple(a[0].shape)))
     try:
         r.denoise(
@@ -399,19 +394,7 @@ def test_renderer_passes_one_prompt_row_per_cfg_half_and_renders_the_same():
     handle = r.c.unet.register_forward_pre_hook(
         lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape[0]), with_kwargs=True
     )
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    req = DenoiseRequest(
-        images=[image] * 2,
-        masks=[np.full((64, 64), 255, np.uint8)] * 2,
-        controls=[[("canny", image)]] * 2,
-        prompt="a bag",
-        negative_prompt="blurry",
-        seeds=[5, 6],
-        steps=2,
-        scales=[[0.5]] * 2,
-        cfg=2.0,
-    )
+    req = one_image_request([5, 6], steps=2, negative="blurry", seed=3)
     try:
         shared = r.denoise(req)
         r.shared_context = False
