@@ -26,7 +26,7 @@ stage three times (one timing moved by up to 8% in run 12).
 
 Measured on H200s (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate. Each
 row's ratio is against the stock run of the same process; stock itself moved between 3.15 and
-5.42 s across thirteen runs (batch 1 is bound by the host as much as the GPU), so compare rows
+5.42 s across fourteen runs (batch 1 is bound by the host as much as the GPU), so compare rows
 of one run, not ratios across runs.
 
     run  variant                               stage 1  vs stock  stage 2  SKU (4)  peak GiB  warm-up
@@ -79,6 +79,8 @@ of one run, not ratios across runs.
            as a triton_op (`--compile --fp8`)
     13   low-VRAM fp8 layerwise, batch 2,       3.80     0.95x     1.28    18.84      6.4 (7.5 reserved)
            8 GiB cap (2.23x the SKU time of `--compile`, 2.62x that of `--compile --fp8`)
+    14   stock                                  3.51       1x
+    14   exact, eager (the default), --repeat 2 1.73     2.03x     0.83    10.17     19.4       20 s
 
     * compiled after the row above in the same process: part of its graphs were cached.
       In run 12: one timing, an outlier (its SKU, which holds a stage 1, took 7.16 s); its
@@ -116,6 +118,9 @@ image was embedded once; the batched decode of 4 images takes 0.15 s.
 Kernel time per step in run 13, ms, blocks / fp8 + blocks: matmuls 79.9 / 41.7, GEGLU - /
 11.6, convs 38.2 / 36.7, attention 28.2 / 26.2, norms 17.8 / 20.1, other elementwise 21.7 /
 16.6. fp8 error, random weights: 4.1% for one whole UNet call.
+Run 14, --sdpa-probe with cross-attention as the renderer now runs it (4 latents folded onto
+each prompt row): cuDNN 0.078 ms (64² level) and 0.041 ms (32² level) per call against 0.085
+and 0.047 with a prompt row per latent (run 11); 16.7 ms of attention per UNet call in all.
 Attention (--sdpa-probe, runs 10-11, one UNet call's shapes at 4 candidates): cuDNN 474
 TFLOP/s on the 4096² self-attention and 394-411 on the 1024² one; PyTorch's flash backend 300
 and 271 in run 10 but 462 and 402 in run 11; memory-efficient 133 and 123. flash-attn-4
