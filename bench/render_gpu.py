@@ -106,11 +106,13 @@ elementwise 21.4 / 16.9. fp8 error with the fused GEGLU, random weights: 3.9-4.1
 whole UNet call (4.0% before).
 Runs 10-13. Run 10 re-ran the autotuned GEGLU kernel: 11.7 ms per step (15.6 in run 8), 1.22 s
 per candidate. Sharing the prompt in cross-attention (run 12, same run): the fp8 step's
-kernels 149.7 ms against 153.9 with the prompt per latent. The GEGLU custom op cost 270 µs of
-host time per call for a 95 µs kernel (about 100 calls a step); as a triton_op (run 13,
---geglu-probe) the compiled call costs 98 µs. The step did not move with it (150.1 ms of wall
-time per step in run 12, 150.3 in run 13): the GPU bounds it (run 13: 152.9 ms of kernels per
-step with prepare and decode against 150.3 of wall time in the denoise loop alone).
+kernels 149.7 ms against 153.9 with the prompt per latent. Called eagerly, the GEGLU op costs
+270 µs per call for a 95 µs kernel (runs 9 and 13; about 100 calls a step), and as a custom op
+the compiled blocks called it the same way; as a triton_op (run 13, --geglu-probe) a compiled
+call costs 98 µs, the kernel launched from the graph's own code. The step did not move with
+it (150.1 ms of wall time per step in run 12, 150.3 in run 13): the GPU bounds it (run 13:
+152.9 ms of kernels per step with prepare and decode against 150.3 of wall time in the
+denoise loop alone).
 Several rows per GEGLU program (run 12) were slower: 119-159 µs against 107 at 8192 × 5120.
 Stage 1's preparation (prompt, VAE encode, control embedding) went from 0.12-0.13 to 0.10 s
 per batch when the text encoders took prompt and negative in one call and the shared control
