@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 _PRIVATE_HOME = Path(tempfile.mkdtemp(prefix="autoshoot-test-home-"))
-atexit.register(shutil.rmtree, _PRIVATE_HOME, ignore_errors=True)  # each session's own, gone after it
+atexit.register(shutil.rmtree, _PRIVATE_HOME, ignore_errors=True)  # this pytest run's own, removed at its end
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
