@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -990,7 +991,10 @@ def apply_loras(pipe: Any, loras: tuple) -> list[str]:
                 ]
             )
         name = spec.name or f"{path.stem.replace('.', '_')}_{i}"
-        pipe.load_lora_weights(str(path), adapter_name=name)
+        with warnings.catch_warnings():
+            # peft warns whenever a second adapter joins a model: two adapters are the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            pipe.load_lora_weights(str(path), adapter_name=name)
         names.append(name)
         weights.append(spec.weight)
     pipe.set_adapters(names, adapter_weights=weights)
