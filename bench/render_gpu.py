@@ -25,8 +25,8 @@ cross-attention shared it); `--compile` adds the config's compile to every varia
 stage three times (one timing moved by up to 8% in run 12).
 
 Measured on H200s (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate. Each
-row's ratio is against the stock run of the same process; stock itself moved between 3.15 and
-5.42 s across fourteen runs (batch 1 is bound by the host as much as the GPU), so compare rows
+row's ratio is against the stock run of the same process; stock itself moved between 3.10 and
+5.42 s across sixteen runs (batch 1 is bound by the host as much as the GPU), so compare rows
 of one run, not ratios across runs.
 
     run  variant                               stage 1  vs stock  stage 2  SKU (4)  peak GiB  warm-up
@@ -81,6 +81,11 @@ of one run, not ratios across runs.
            8 GiB cap (2.23x the SKU time of `--compile`, 2.62x that of `--compile --fp8`)
     14   stock                                  3.51       1x
     14   exact, eager (the default), --repeat 2 1.73     2.03x     0.83    10.17     19.4       20 s
+    15   stock                                  3.10       1x
+    15   blocks (`--compile`), --repeat 2       1.45     2.14x     0.67     8.49     16.9       87 s
+    15   fp8 + blocks (`--compile --fp8`)       1.20     2.58x     0.60     7.22     12.9       32 s*
+    15   low-VRAM fp8 layerwise, batch 2,       2.89     1.07x     1.12    15.16      6.4 (7.5 reserved)
+           8 GiB cap (1.78x the SKU time of `--compile`, 2.10x that of `--compile --fp8`)
 
     * compiled after the row above in the same process: part of its graphs were cached.
       In run 12: one timing, an outlier (its SKU, which holds a stage 1, took 7.16 s); its
@@ -123,6 +128,11 @@ Kernel time per step in run 13, ms, blocks / fp8 + blocks: matmuls 79.9 / 41.7, 
 Run 14, --sdpa-probe with cross-attention as the renderer now runs it (4 latents folded onto
 each prompt row): cuDNN 0.078 ms (64² level) and 0.041 ms (32² level) per call against 0.085
 and 0.047 with a prompt row per latent (run 11); 16.7 ms of attention per UNet call in all.
+Run 16, `--set compile_mode=max-autotune-no-cudagraphs` with `--compile --fp8`: the 9-minute
+call ran out with 11 shapes settled, so it was not timed. Of those, cuDNN kept all four 3x3
+convs (Triton's best 1.2-1.4x slower) and cuBLAS's _scaled_mm the three fp8 matmuls of 65-202
+µs (Triton's best 1.1-2.4x slower); Triton won four fp16 matmuls of 11-43 µs. Its warm-up
+alone rules it out for a nightly worker.
 Attention (--sdpa-probe, runs 10-11, one UNet call's shapes at 4 candidates): cuDNN 474
 TFLOP/s on the 4096² self-attention and 394-411 on the 1024² one; PyTorch's flash backend 300
 and 271 in run 10 but 462 and 402 in run 11; memory-efficient 133 and 123. flash-attn-4
