@@ -28,6 +28,9 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ[_key] = _value
+# made up front: with no $XDG_CACHE_HOME folder yet, torch warns and keeps no CUDA kernel cache
+for _name in ("hf", "mpl", "cache"):
+    (_PRIVATE_HOME / _name).mkdir()
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "samples"

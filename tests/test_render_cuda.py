@@ -1,7 +1,7 @@
 """fp8 feed-forward on a CUDA GPU (Ada or Hopper): the Triton GEGLU kernel's fp8 output against
 the torch reference, and the fused feed-forward against diffusers' fp16 one, eager and under
-torch.compile. Skipped where no such GPU is visible (CI has none; bench/render_gpu.py's device
-runs call it)."""
+torch.compile. Skipped where no such GPU is visible (CI has none): on a GPU machine, run
+``python -m pytest tests/test_render_cuda.py``."""
 
 from __future__ import annotations
 
