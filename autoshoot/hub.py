@@ -19,3 +19,15 @@ def is_offline(config: Any = None) -> bool:
     """
     run = getattr(config, "run", None)
     return bool(getattr(run, "offline", False)) or env_offline()
+
+
+def is_local_source(source: str) -> bool:
+    """A model setting names a local file or folder (else a hub id)."""
+    return source.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(source))
+
+
+def download_hint(model: str) -> str:
+    """How to provide a model that is not there: fix a local path, or fetch a hub id."""
+    if is_local_source(model):
+        return f"put the model at {model} or fix the path in your profile"
+    return f"run `autoshoot models download` on a machine with network (it puts {model} in the Hugging Face cache)"

@@ -142,7 +142,7 @@ def test_models_listing_stays_light():
     stage = AnalyzeStage()
     assert stage.models(load_config("tiny")) == []
     (spec,) = stage.models(load_config("default"))
-    assert spec.source == "Qwen/Qwen2.5-VL-7B-Instruct" and "hf download" in spec.how_to_get
+    assert spec.source == "Qwen/Qwen2.5-VL-7B-Instruct" and "autoshoot models download" in spec.how_to_get
 
 
 @pytest.mark.samples

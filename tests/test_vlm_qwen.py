@@ -196,11 +196,16 @@ def test_a_missing_model_folder_is_reported_before_loading(tmp_path):
     config = load_config("tiny", overrides={"analyze.vlm": "qwen", "analyze.model": str(tmp_path / "nope")})
     missing = AnalyzeStage().check_models(config)
     assert len(missing) == 1 and "has no config.json" in missing[0][1]
+    assert "fix the path" in missing[0][2] and "models download" not in missing[0][2]
     offline_hub = load_config(
         "default", overrides={"run.offline": True, "analyze.model": "example/not-cached-vl"}
     )
     (what, where, fix) = AnalyzeStage().check_models(offline_hub)[0]
-    assert "not in the Hugging Face cache" in where and "hf download example/not-cached-vl" in fix
+    assert (
+        "not in the Hugging Face cache" in where
+        and "autoshoot models download" in fix
+        and "example/not-cached-vl" in fix
+    )
 
 
 def test_pixel_bounds_are_checked_before_loading():

@@ -16,7 +16,7 @@ from typing import Any
 
 from autoshoot.brief import BriefRequest, BriefResult, open_rgb
 from autoshoot.brief_parse import Pending, describe_with_repair
-from autoshoot.hub import is_offline
+from autoshoot.hub import download_hint, is_local_source, is_offline
 from autoshoot.prompting import render_vlm_instruction
 
 logger = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ class QwenVLM:
                     (
                         "vlm (brief)",
                         f"{source}: {str(err).splitlines()[0]}",
-                        f"run `hf download {source}` on a machine with network, or set analyze.model to a "
-                        "local folder, or use --set analyze.vlm=rules",
+                        missing_model_fix(source),
                     )
                 ]
             ) from err
@@ -268,14 +267,19 @@ def fetch_model(source: str, offline: bool) -> str:
     return ""
 
 
+def missing_model_fix(source: str) -> str:
+    """What to do when the VLM at ``source`` (a hub id or a local folder) is not there."""
+    other = "" if is_local_source(source) else "; or set analyze.model to a local folder"
+    return f"{download_hint(source)}{other}; or use the model-free brief with --set analyze.vlm=rules"
+
+
 def model_is_available(source: str, offline: bool) -> tuple[bool, str]:
     """Whether ``from_pretrained(source)`` can work here, without importing transformers.
 
     A local folder needs config.json; a hub id needs to be in the HF cache when offline.
     """
-    path = Path(source).expanduser()
-    if path.exists() or source.startswith((".", "/", "~")):
-        if (path / "config.json").is_file():
+    if is_local_source(source):
+        if (Path(source).expanduser() / "config.json").is_file():
             return True, ""
         return False, f"the folder {source} has no config.json"
     if not offline:

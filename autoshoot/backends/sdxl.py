@@ -32,7 +32,7 @@ import numpy as np
 
 from autoshoot.config.render import TINY_MODEL_SET, UNION_MODES, ModelSet
 from autoshoot.errors import ConfigError, ModelMissingError
-from autoshoot.hub import is_offline
+from autoshoot.hub import is_local_source, is_offline
 
 if TYPE_CHECKING:
     import torch
@@ -870,10 +870,6 @@ def fuse_attention_projections(model: Any) -> int:
 # loading
 
 
-def is_local(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(source))
-
-
 def load_components(ms: ModelSet, dtype: Any, offline: bool) -> Components:
     """Load every model of a model set (see ``autoshoot models check`` for what is missing)."""
     from diffusers import (
@@ -963,7 +959,7 @@ def load_union_controlnet(ms: ModelSet, dtype: Any, offline: bool) -> Any:
 
 
 def resolve_file(source: str, filename: str, offline: bool) -> Path:
-    if is_local(source):
+    if is_local_source(source):
         path = Path(source) / filename
         if not path.is_file():
             raise OSError(f"{path} does not exist")
@@ -1005,7 +1001,7 @@ def apply_loras(pipe: Any, loras: tuple) -> list[str]:
 
 
 def fetch_hint(source: str) -> str:
-    if is_local(source):
+    if is_local_source(source):
         return f"the local path {source} is missing; fix the path in your profile"
     return f"run `autoshoot models download` (it fetches {source} from the Hugging Face hub), or allow fetching (no --offline / HF_HUB_OFFLINE)"
 

@@ -158,7 +158,7 @@ def load_config_only(entry) -> str:  # type: ignore[no-untyped-def]
         elif entry.kind == "union":
             from diffusers import ControlNetUnionModel
 
-            from autoshoot.stages.render import is_local_source
+            from autoshoot.hub import is_local_source
 
             if is_local_source(entry.source):
                 ControlNetUnionModel.load_config(entry.source, config_name=entry.files[0])

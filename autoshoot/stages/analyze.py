@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from autoshoot.hub import download_hint
 from autoshoot.stages.base import Job, ModelSpec, Stage
 
 if TYPE_CHECKING:
@@ -55,26 +56,19 @@ class AnalyzeStage(Stage):
         VLMS.check(settings.vlm)
         if settings.vlm != "qwen":
             return []
-        from autoshoot.backends.qwen_vl import model_is_available
+        from autoshoot.backends.qwen_vl import missing_model_fix, model_is_available
         from autoshoot.hub import is_offline
 
         ok, why = model_is_available(settings.model, is_offline(config))
         if ok:
             return []
-        return [
-            (
-                "vlm (brief)",
-                f"{settings.model}: {why}",
-                f"{download_hint(settings.model)}; or set analyze.model to a local folder; "
-                "or use the model-free brief with --set analyze.vlm=rules",
-            )
-        ]
+        return [("vlm (brief)", f"{settings.model}: {why}", missing_model_fix(settings.model))]
 
     def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
         settings = config.analyze
         if settings.vlm != "qwen":
             return []
-        from autoshoot.backends.qwen_vl import fetch_model
+        from autoshoot.backends.qwen_vl import fetch_model, missing_model_fix
         from autoshoot.hub import is_offline
 
         why = fetch_model(settings.model, is_offline(config))
@@ -84,8 +78,7 @@ class AnalyzeStage(Stage):
             (
                 "vlm (brief)",
                 f"{settings.model}: {why}",
-                f"check the network, or {download_hint(settings.model)}; or set "
-                "analyze.model to a local folder; or use the model-free brief with --set analyze.vlm=rules",
+                f"check the network; or {missing_model_fix(settings.model)}",
             )
         ]
 
@@ -146,10 +139,6 @@ class AnalyzeStage(Stage):
 
 # ---------------------------------------------------------------------------------------
 # Helpers shared with ``autoshoot analyze``
-
-
-def download_hint(model: str) -> str:
-    return f"run `hf download {model}` on a machine with network (it fills the Hugging Face cache)"
 
 
 def brand_profile(config: Config, brand: str) -> dict[str, str]:

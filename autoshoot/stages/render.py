@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autoshoot.hub import is_offline
+from autoshoot.hub import is_local_source, is_offline
 from autoshoot.stages.base import ModelSpec, Stage
 
 if TYPE_CHECKING:
@@ -191,10 +191,6 @@ class ModelEntry:
     @property
     def local(self) -> bool:
         return is_local_source(self.source)
-
-
-def is_local_source(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(source))
 
 
 def model_entries(config: Config) -> list[ModelEntry]:
