@@ -26,7 +26,7 @@ stage three times (one timing moved by up to 8% in run 12).
 
 Measured on H200s (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate. Each
 row's ratio is against the stock run of the same process; stock itself moved between 3.10 and
-5.42 s across sixteen runs (batch 1 is bound by the host as much as the GPU), so compare rows
+5.42 s across seventeen runs (batch 1 is bound by the host as much as the GPU), so compare rows
 of one run, not ratios across runs.
 
     run  variant                               stage 1  vs stock  stage 2  SKU (4)  peak GiB  warm-up
@@ -86,11 +86,16 @@ of one run, not ratios across runs.
     15   fp8 + blocks (`--compile --fp8`)       1.20     2.58x     0.60     7.22     12.9       32 s*
     15   low-VRAM fp8 layerwise, batch 2,       2.89     1.07x     1.12    15.16      6.4 (7.5 reserved)
            8 GiB cap (1.78x the SKU time of `--compile`, 2.10x that of `--compile --fp8`)
+    17   stock                                  3.11       1x
+    17   fp8 + blocks (`--compile --fp8`)       1.21     2.57x     0.61     7.27     12.9       23 s+
+    17   fp8 + blocks + cn-cond-only + every2   0.96     3.23x     0.55     6.12     12.9       43 s+
+           (both ControlNet shortcuts; image effect unmeasured, so they stay off)
 
     * compiled after the row above in the same process: part of its graphs were cached.
       In run 12: one timing, an outlier (its SKU, which holds a stage 1, took 7.16 s); its
       kernels took 153.9 ms per step against the shared prompt's 149.7.
-    + with the inductor cache of run 5 carried over (TORCHINDUCTOR_CACHE_DIR); 83 s without.
+    + with an inductor cache from earlier runs carried over (TORCHINDUCTOR_CACHE_DIR; run 17's
+      came from run 15); 83-87 s without (runs 5 and 15).
 
 Runs 5-8: `--profile-variants` put the GPU's kernels at 100% of the step's wall time (189.6 ms
 of kernels, prepare and decode included, against 186 ms per step), so CUDA graphs of the whole
@@ -558,7 +563,8 @@ def run_main(args) -> dict:
         images = res.pop("_images")
         if first_images is None:
             first_images, first_label = images, label
-        # same seeds: how far this variant's pictures are from the first variant's (0-255)
+        # same seeds: how far this variant's pictures are from the first variant's (0-255); the
+        # random ControlNet's output convs are zero, so the ControlNet shortcuts show 0 here
         res["max_px_diff_vs_" + first_label] = int(
             max(np.abs(a.astype(np.int16) - b.astype(np.int16)).max() for a, b in zip(images, first_images))
         )
