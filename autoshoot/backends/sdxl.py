@@ -155,6 +155,7 @@ class SDXLRenderer:
 
         self.config = config
         rc = config.render
+        check_speed_options(rc)
         # 1. device and dtype
         self.device = pick_device(config.run.device)
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[rc.dtype]
@@ -438,29 +439,36 @@ class SDXLRenderer:
             self.hook.seen = []
             self.hook.schedule = req.scales
             cached: tuple[Any, Any] | None = None
-            cached_scale = None
+            cached_key = None
+            # the text inputs of a guided step (both CFG halves) and of an unguided one
+            text_in = {True: (embeds, pooled, time_ids)}
+            text_in[False] = tuple(map(prompt_half, text_in[True])) if do_cfg else text_in[True]
+            guided_steps = cfg_steps(req.steps, rc.cfg_start, rc.cfg_stop) if do_cfg else range(0)
             for i in range(len(sigmas) - 1):
                 sigma, t = sigmas[i], timesteps[i]
-                x_in = torch.cat([latents, latents]) if do_cfg else latents
+                guided = req.start_step + i in guided_steps
+                emb, pool, tids = text_in[guided]
+                x_in = torch.cat([latents, latents]) if guided else latents
                 x_in = (x_in / (sigma**2 + 1) ** 0.5).to(self.dtype)
-                # 5a. ControlNet residuals (recomputed every k steps, and whenever the scale changes)
+                # 5a. ControlNet residuals (recomputed every k steps, and whenever the scale or
+                # the guidance changes)
                 self.hook.step = i
-                scale_now = req.scales[i]
-                if cached is None or i % rc.controlnet_every == 0 or scale_now != cached_scale:
-                    cached = self.run_controlnets(x_in, t, embeds, pooled, time_ids, cond, do_cfg, n)
-                    cached_scale = scale_now
+                key = (tuple(req.scales[i]), guided)
+                if cached is None or i % rc.controlnet_every == 0 or key != cached_key:
+                    cached = self.run_controlnets(x_in, t, emb, pool, tids, cond, guided, n)
+                    cached_key = key
                 down, mid = cached
-                # 5b. UNet with classifier-free guidance in one batch
+                # 5b. UNet, with classifier-free guidance in one batch on guided steps
                 pred = c.unet(
                     x_in,
                     t,
-                    encoder_hidden_states=embeds,
-                    added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
+                    encoder_hidden_states=emb,
+                    added_cond_kwargs={"text_embeds": pool, "time_ids": tids},
                     down_block_additional_residuals=down,
                     mid_block_additional_residual=mid,
                     return_dict=False,
                 )[0].float()
-                if do_cfg:
+                if guided:
                     uncond, text = pred.chunk(2)
                     pred = uncond + req.cfg * (text - uncond)
                 # 5c. Euler step
@@ -677,6 +685,21 @@ def resolve_model_set(rc: Any) -> ModelSet:
     )
 
 
+def check_speed_options(rc: Any) -> None:
+    """Reject speed settings that cannot run, naming the setting and the fix."""
+    if rc.controlnet_every < 1:
+        raise ConfigError(
+            f"render.controlnet_every is {rc.controlnet_every}; it must be 1 or more "
+            "(1 runs the ControlNet at every step); fix: --set render.controlnet_every=1"
+        )
+    if not 0.0 <= rc.cfg_start <= rc.cfg_stop <= 1.0:
+        raise ConfigError(
+            f"render.cfg_start and render.cfg_stop are {rc.cfg_start} and {rc.cfg_stop}; they are "
+            "fractions of the steps with 0 <= cfg_start <= cfg_stop <= 1; fix: e.g. "
+            "--set render.cfg_start=0 --set render.cfg_stop=1 (guidance at every step)"
+        )
+
+
 def check_request(req: DenoiseRequest) -> None:
     n = len(req.seeds)
     if not (len(req.images) == len(req.masks) == len(req.controls) == n) or n == 0:
@@ -760,6 +783,12 @@ def compile_blocks(models: list[Any], mode: str | None) -> int:
                 module.compile(dynamic=False, mode=mode)
                 n += 1
     return n
+
+
+def cfg_steps(steps: int, start: float, stop: float) -> range:
+    """The steps of a ``steps``-step schedule that take classifier-free guidance: the fractions
+    ``start`` ≤ i/steps < ``stop``, rounded down as diffusers' ClassifierFreeGuidance does."""
+    return range(int(start * steps), int(stop * steps))
 
 
 def prompt_half(t: torch.Tensor) -> torch.Tensor:

@@ -105,9 +105,20 @@ class RenderConfig:
     freeu: tuple[float, float, float, float] = (1.3, 1.4, 0.9, 0.2)  # b1, b2, s1, s2 (FreeU v2)
     freeu_enabled: bool = True
     batch_size: int = 4  # candidates per UNet call (CFG doubles it); halved on out-of-memory
-    # Speed options with a quality trade-off, off by default (see bench/render_gpu.py):
+    # Speed options with a quality trade-off, off by default (timed by bench/render_gpu.py;
+    # judged on real weights by bench/shortcut_quality.py; SHORTCUTS below names them):
     controlnet_cond_only: bool = False  # run the ControlNet on the prompt half of CFG only
     controlnet_every: int = 1  # recompute the ControlNet residuals every k steps, reuse between
+    # classifier-free guidance only on steps cfg_start·N <= i < cfg_stop·N of an N-step schedule
+    # (fractions, as diffusers' ClassifierFreeGuidance(start, stop)); on the other steps the
+    # UNet and ControlNet run the prompt half alone, at half the cost. Kynkäänniemi et al.
+    # (NeurIPS 2024) find guidance harmful at high noise and of little use at low noise; their
+    # SDXL setting, as we read it, guides sigma in (0.28, 5.42]: at 30 Euler steps that is
+    # cfg_start = 0.17, cfg_stop = 0.9 (steps 5..26 of 30: 22 guided, 8 on the prompt alone;
+    # stage 2 takes the same fractions of its own 40-step schedule, so its steps 36..39 are not
+    # guided). bench/shortcut_quality.py measures what it does to real pictures
+    cfg_start: float = 0.0
+    cfg_stop: float = 1.0
 
     # -- stage 2: hand refine ---------------------------------------------------------------
     refine_enabled: bool = True
@@ -159,6 +170,14 @@ class RenderConfig:
     low_vram_batch_size: int = 2
     fp32_vae_retry: bool = True  # decode again in fp32 when fp16 gives NaN or black
 
+
+# The speed options that change the picture, by name (bench/render_gpu.py variants, and
+# bench/shortcut_quality.py, which measures what each does to the pictures and hand scores).
+SHORTCUTS: dict[str, dict] = {
+    "cn-cond-only": {"controlnet_cond_only": True},
+    "every2": {"controlnet_every": 2},
+    "cfg-interval": {"cfg_start": 0.17, "cfg_stop": 0.9},  # guided steps 5..26 of 30
+}
 
 PROFILES: dict[str, dict] = {
     "default": {},
