@@ -19,7 +19,7 @@ Low-VRAM modes run in child processes so that their peak memory is their own.
 Variants are "+"-joined parts (`--variants exact,cl,fp8+blocks`): exact (the config's
 defaults), cudnn/flash/sdpa-default (SDPA backend), fp8 (fp8 matmuls), blocks (regional
 compile), model (whole-model compile), cl/nocl (channels_last on/off), cn-cond-only and every2
-(the ControlNet shortcuts), prompt-per-latent (the prompt repeated for every latent, as before
+(the ControlNet shortcuts), cfg-interval (guidance on steps 5-26 of 30), prompt-per-latent (the prompt repeated for every latent, as before
 cross-attention shared it); `--compile` adds the config's compile to every variant.
 `--profile` first prints an eager step's CUDA time by kernel kind; `--repeat 3` times each
 stage three times (one timing moved by up to 8% in run 12).
@@ -90,6 +90,12 @@ of one run, not ratios across runs.
     17   fp8 + blocks (`--compile --fp8`)       1.21     2.57x     0.61     7.27     12.9       23 s+
     17   fp8 + blocks + cn-cond-only + every2   0.96     3.23x     0.55     6.12     12.9       43 s+
            (both ControlNet shortcuts; image effect unmeasured, so they stay off)
+    18   stock                                  3.42       1x
+    18   fp8 + blocks (`--compile --fp8`)       1.21     2.83x     0.61     7.29     12.9       25 s+
+    18   fp8 + blocks + cfg-interval            1.07     3.19x     0.55     6.76     12.9       66 s+
+           (guidance on steps 5-26 of 30)
+    18   fp8 + blocks + cn-cond-only + every2   0.93     3.69x     0.54     5.71     12.9        6 s*
+           + cfg-interval (all three shortcuts)
 
     * compiled after the row above in the same process: part of its graphs were cached.
       In run 12: one timing, an outlier (its SKU, which holds a stage 1, took 7.16 s); its
@@ -174,6 +180,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autoshoot.config.render import SHORTCUTS  # noqa: E402  (after the path; imports no torch)
 
 # A prompt of the reference template's length: two 77-token chunks with the byte tokenizer.
 PROMPT = (
@@ -596,8 +604,7 @@ VARIANT_PARTS = {
     "model": {"compile": True, "compile_scope": "model"},
     "cl": {"channels_last": True},
     "nocl": {"channels_last": False},
-    "cn-cond-only": {"controlnet_cond_only": True},
-    "every2": {"controlnet_every": 2},
+    **SHORTCUTS,  # cn-cond-only, every2, cfg-interval (autoshoot.config.render)
     # the prompt's embeddings repeated for every latent, as before cross-attention shared them
     "prompt-per-latent": {"_shared_context": False},
 }
