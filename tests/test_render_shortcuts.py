@@ -14,7 +14,7 @@ import pytest
 from render_fixtures import shared_tiny_renderer, tiny_config
 from test_render_speedups import one_image_request
 
-from autoshoot.backends.sdxl import SDXLRenderer, cfg_steps
+from autoshoot.backends.sdxl import cfg_steps
 from autoshoot.errors import ConfigError
 
 
@@ -105,8 +105,8 @@ def test_controlnet_every_recomputes_when_the_guidance_changes():
         ({"cfg_stop": 1.5}, "0 <= cfg_start <= cfg_stop <= 1"),
     ],
 )
-def test_impossible_speed_options_name_the_setting_and_the_fix(options, words):
-    config = tiny_config(**{f"render.{k}": v for k, v in options.items()})
+def test_impossible_speed_options_stop_the_config_naming_the_setting_and_the_fix(options, words):
+    """Caught when the config is built (before any SKU runs), not by every SKU's render stage."""
     with pytest.raises(ConfigError, match="fix:") as err:
-        SDXLRenderer(config)
+        tiny_config(**{f"render.{k}": v for k, v in options.items()})
     assert words in str(err.value)

@@ -155,7 +155,6 @@ class SDXLRenderer:
 
         self.config = config
         rc = config.render
-        check_speed_options(rc)
         # 1. device and dtype
         self.device = pick_device(config.run.device)
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[rc.dtype]
@@ -683,21 +682,6 @@ def resolve_model_set(rc: Any) -> ModelSet:
     raise ConfigError(
         f"render.model_set {rc.model_set!r} is not defined; valid names are: {', '.join(sorted(rc.model_sets))}"
     )
-
-
-def check_speed_options(rc: Any) -> None:
-    """Reject speed settings that cannot run, naming the setting and the fix."""
-    if rc.controlnet_every < 1:
-        raise ConfigError(
-            f"render.controlnet_every is {rc.controlnet_every}; it must be 1 or more "
-            "(1 runs the ControlNet at every step); fix: --set render.controlnet_every=1"
-        )
-    if not 0.0 <= rc.cfg_start <= rc.cfg_stop <= 1.0:
-        raise ConfigError(
-            f"render.cfg_start and render.cfg_stop are {rc.cfg_start} and {rc.cfg_stop}; they are "
-            "fractions of the steps with 0 <= cfg_start <= cfg_stop <= 1; fix: e.g. "
-            "--set render.cfg_start=0 --set render.cfg_stop=1 (guidance at every step)"
-        )
 
 
 def check_request(req: DenoiseRequest) -> None:

@@ -170,6 +170,27 @@ class RenderConfig:
     low_vram_batch_size: int = 2
     fp32_vae_retry: bool = True  # decode again in fp32 when fp16 gives NaN or black
 
+    def __post_init__(self) -> None:
+        check_speed_options(self)
+
+
+def check_speed_options(rc: RenderConfig) -> None:
+    """Reject speed settings that cannot run when the config is built, before any SKU starts,
+    naming the setting and the fix."""
+    from autoshoot.errors import ConfigError
+
+    if rc.controlnet_every < 1:
+        raise ConfigError(
+            f"render.controlnet_every is {rc.controlnet_every}; it must be 1 or more "
+            "(1 runs the ControlNet at every step); fix: --set render.controlnet_every=1"
+        )
+    if not 0.0 <= rc.cfg_start <= rc.cfg_stop <= 1.0:
+        raise ConfigError(
+            f"render.cfg_start and render.cfg_stop are {rc.cfg_start} and {rc.cfg_stop}; they are "
+            "fractions of the steps with 0 <= cfg_start <= cfg_stop <= 1; fix: e.g. "
+            "--set render.cfg_start=0 --set render.cfg_stop=1 (guidance at every step)"
+        )
+
 
 # The speed options that change the picture, by name (bench/render_gpu.py variants, and
 # bench/shortcut_quality.py, which measures what each does to the pictures and hand scores).
