@@ -96,6 +96,11 @@ of one run, not ratios across runs.
            (guidance on steps 5-26 of 30)
     18   fp8 + blocks + cn-cond-only + every2   0.93     3.69x     0.54     5.71     12.9        6 s*
            + cfg-interval (all three shortcuts)
+    19   stock                                  3.08       1x
+    19   fp8 + blocks + cn-cond-only + every2,  0.96     3.22x     0.50     5.84     12.9       57 s+
+           --repeat 2
+    19   ... + cfg-interval (all three)         0.86     3.56x     0.46     5.32     12.9       19 s*
+           (run 18's 0.93 was one timing; here the interval took 10% off the denoise loop)
 
     * compiled after the row above in the same process: part of its graphs were cached.
       In run 12: one timing, an outlier (its SKU, which holds a stage 1, took 7.16 s); its
