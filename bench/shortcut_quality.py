@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from autoshoot.config import load_config, parse_set_option
+from autoshoot.commands.common import make_config
 from autoshoot.config.render import SHORTCUTS
 from autoshoot.runner import run_catalog
 
@@ -64,9 +64,10 @@ def setting_overrides(name: str) -> dict[str, Any]:
     return out
 
 
-def run_setting(catalog: Path, out: Path, name: str, profile: str, base: dict[str, Any]) -> None:
-    overrides = {**base, **{f"render.{k}": v for k, v in setting_overrides(name).items()}}
-    config = load_config(profile, overrides=overrides)
+def run_setting(catalog: Path, out: Path, name: str, profile: str, sets: list[str]) -> None:
+    # built as `autoshoot shoot --profile P --set ...` builds it (HF_HUB_OFFLINE included)
+    shortcut = {f"render.{k}": v for k, v in setting_overrides(name).items()}
+    config = make_config(profile, None, tuple(sets), **shortcut)
     print(f"== {name}: {out}", file=sys.stderr, flush=True)
     run_catalog(catalog, out, config)
 
@@ -201,16 +202,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit("--settings must start with exact: every other setting is compared with it")
     for name in names:
         setting_overrides(name)  # an unknown name stops here, before any model loads
-    base = parse_set_option(args.set)
     exact_dir = args.out / "exact"
-    run_setting(args.catalog, exact_dir, "exact", args.profile, base)
+    run_setting(args.catalog, exact_dir, "exact", args.profile, args.set)
     exact = collect(exact_dir)
     rows = [summarise("exact", exact, exact)]
     for name in names[1:]:
         target = args.out / name.replace("+", "_")
         if not target.exists():  # the exact run's briefs and geometry, reused
             shutil.copytree(exact_dir, target, ignore=shutil.ignore_patterns(".lock"))
-        run_setting(args.catalog, target, name, args.profile, base)
+        run_setting(args.catalog, target, name, args.profile, args.set)
         rows.append(summarise(name, collect(target), exact))
     print(table(rows), flush=True)
     if args.json:
