@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshoot.config import Config
+from autoshoot.config.render import picture_changing_options
 from autoshoot.io import atomic_write, atomic_write_text
 from autoshoot.types import ShotResult
 
@@ -114,6 +115,12 @@ def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Pa
         parts.append(
             "<div class='banner'>Profile <b>tiny</b>: random tiny models on the CPU. The pictures are noise; "
             "this run checks the pipeline, not image quality.</div>"
+        )
+    changed = picture_changing_options(config.render)
+    if changed:
+        parts.append(
+            "<div class='banner'>Speed options that change the pictures were on: "
+            f"<b>{_e(', '.join(changed))}</b>. The reference settings have them off.</div>"
         )
     parts.append("<div class='filters'>Show: ")
     for status, label in (("all", f"all ({len(results)})"), *((s, f"{s} ({n})") for s, n in counts.items())):

@@ -198,6 +198,20 @@ def test_report_shows_every_sku_and_candidate(tmp_path: Path) -> None:
     assert "SKU-0/input.jpg" in html and "SKU-1/composite/c0.png" in html
 
 
+def test_report_names_the_speed_options_that_change_the_pictures(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=1, with_invalid=False)
+    reference, fast = tmp_path / "reference", tmp_path / "fast"
+    run_catalog(catalog, reference, config(), quiet=True, stages=fake_stages([]))
+    assert "Speed options that change the pictures" not in (reference / "report.html").read_text()
+    shortcuts = config(render={"fp8_matmul": True, "cfg_start": 0.17, "cfg_stop": 0.9})
+    run_catalog(catalog, fast, shortcuts, quiet=True, stages=fake_stages([]))
+    html = (fast / "report.html").read_text()
+    assert (
+        "Speed options that change the pictures were on: "
+        "<b>render.fp8_matmul=true, render.cfg_start=0.17, render.cfg_stop=0.9</b>"
+    ) in html
+
+
 FAKE_RUN = """
 import sys
 from fakes import fake_stages

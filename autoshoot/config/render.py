@@ -200,6 +200,22 @@ SHORTCUTS: dict[str, dict] = {
     "cfg-interval": {"cfg_start": 0.17, "cfg_stop": 0.9},  # guided steps 5..26 of 30
 }
 
+# Options whose non-default values make pictures that differ from the reference settings'.
+PICTURE_OPTIONS = ("fp8_matmul", "controlnet_cond_only", "controlnet_every", "cfg_start", "cfg_stop")
+
+
+def picture_changing_options(rc: RenderConfig) -> list[str]:
+    """The speed options set away from the reference, as ``--set`` would write them, e.g.
+    ``["render.cfg_start=0.17", "render.cfg_stop=0.9"]``; empty at the reference settings."""
+    out = []
+    for name in PICTURE_OPTIONS:
+        value = getattr(rc, name)
+        if value != RenderConfig.__dataclass_fields__[name].default:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            out.append(f"render.{name}={shown}")
+    return out
+
+
 PROFILES: dict[str, dict] = {
     "default": {},
     "tiny": {
