@@ -15,6 +15,7 @@ import pytest
 from fakes import Crash, fake_stages, write_catalog, write_photo
 
 from autoshoot.config import Config
+from autoshoot.config.render import picture_changing_options
 from autoshoot.errors import RunLockedError
 from autoshoot.runner import run_catalog, run_lock, sku_folder_name
 from autoshoot.stages import STAGE_ORDER
@@ -210,6 +211,12 @@ def test_report_names_the_speed_options_that_change_the_pictures(tmp_path: Path)
         "Speed options that change the pictures were on: "
         "<b>render.fp8_matmul=true, render.cfg_start=0.17, render.cfg_stop=0.9</b>"
     ) in html
+    assert picture_changing_options(config(render={"vram": 8}).render) == [
+        "render.vram=8 (fp8 weight storage on a GPU)"
+    ]
+    assert (
+        picture_changing_options(config(render={"vram": 8, "low_vram_method": "group_offload"}).render) == []
+    )
 
 
 FAKE_RUN = """

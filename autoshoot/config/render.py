@@ -213,6 +213,8 @@ def picture_changing_options(rc: RenderConfig) -> list[str]:
         if value != RenderConfig.__dataclass_fields__[name].default:
             shown = str(value).lower() if isinstance(value, bool) else value
             out.append(f"render.{name}={shown}")
+    if 0 < rc.vram <= 8 and rc.low_vram_method == "layerwise_fp8":  # weights stored in fp8
+        out.append(f"render.vram={rc.vram} (fp8 weight storage on a GPU)")
     return out
 
 
