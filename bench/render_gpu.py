@@ -25,8 +25,8 @@ cross-attention shared it); `--compile` adds the config's compile to every varia
 stage three times (one timing moved by up to 8% in run 12).
 
 Measured on H200s (torch 2.11, diffusers 0.42.1), 4 candidates per SKU, s per candidate. Each
-row's ratio is against the stock run of the same process; stock itself moved between 3.10 and
-5.42 s across seventeen runs (batch 1 is bound by the host as much as the GPU), so compare rows
+row's ratio is against the stock run of the same process; stock itself moved between 3.08 and
+5.42 s across nineteen runs (batch 1 is bound by the host as much as the GPU), so compare rows
 of one run, not ratios across runs.
 
     run  variant                               stage 1  vs stock  stage 2  SKU (4)  peak GiB  warm-up

@@ -32,7 +32,7 @@ import numpy as np
 
 from autoshoot.config.render import TINY_MODEL_SET, UNION_MODES, ModelSet
 from autoshoot.errors import ConfigError, ModelMissingError
-from autoshoot.hub import is_local_source, is_offline
+from autoshoot.hub import download_hint, is_local_source, is_offline
 
 if TYPE_CHECKING:
     import torch
@@ -1014,9 +1014,9 @@ def apply_loras(pipe: Any, loras: tuple) -> list[str]:
 
 
 def fetch_hint(source: str) -> str:
-    if is_local_source(source):
-        return f"the local path {source} is missing; fix the path in your profile"
-    return f"run `autoshoot models download` (it fetches {source} from the Hugging Face hub), or allow fetching (no --offline / HF_HUB_OFFLINE)"
+    """``download_hint``, plus, for a hub id, that loading may fetch it when allowed to."""
+    hint = download_hint(source)
+    return hint if is_local_source(source) else f"{hint}, or allow fetching (no --offline / HF_HUB_OFFLINE)"
 
 
 # ---------------------------------------------------------------------------------------
