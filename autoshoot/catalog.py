@@ -4,17 +4,22 @@ Validation reads each image once: it hashes the bytes (the cache key of every st
 decodes them to catch missing, corrupt, truncated, tiny and oversized images before any model
 loads. It never imports torch.
 
-Row numbers are line numbers of the CSV as a spreadsheet shows them: the header is row 1.
+Row numbers are the rows a spreadsheet shows: the header is row 1, a blank line is a row, and a
+quoted cell that spans several lines is still one row.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import io
 import json
 import logging
 import os
+import re
+import threading
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -131,6 +136,7 @@ def load_catalog(
     from autoshoot.storage import is_uri, local_path, parent_uri
 
     # 1. read the CSV
+    allow_image_pixels(max_pixels)
     path = str(path) if is_uri(path) else local_path(path)
     columns, records = read_csv(path)
     base: Path | str = parent_uri(path) if isinstance(path, str) else path.parent
@@ -189,11 +195,12 @@ def read_csv(path: Path | str) -> tuple[list[str], list[tuple[int, dict[str, str
         raise CatalogError(f"catalog {str(path)!r} is empty; fix: add a header row: sku,image") from None
     columns = [h.strip() for h in header]
     records: list[tuple[int, dict[str, str]]] = []
-    for cells in reader:
+    # a spreadsheet row per record, not per line: a quoted cell may hold line breaks
+    for row_number, cells in enumerate(reader, start=2):
         if not any(c.strip() for c in cells):
             continue  # blank line
         record = {col: (cells[i].strip() if i < len(cells) else "") for i, col in enumerate(columns) if col}
-        records.append((reader.line_num, record))
+        records.append((row_number, record))
     return columns, records
 
 
@@ -258,26 +265,33 @@ def parse_size_cm(value: str) -> tuple[float, float] | None:
 def check_numbers(row: Row) -> None:
     raw = row.fields.get("candidates", "")
     if raw:
-        if raw.isdigit() and 1 <= int(raw) <= MAX_CANDIDATES:
-            row.candidates = int(raw)
+        value = parse_whole_number(raw)
+        fix = f"use 1 to {MAX_CANDIDATES}, or leave it empty"
+        if value is None:
+            row.error("candidates", raw, "not a whole number of candidates", fix)
+        elif not 1 <= value <= MAX_CANDIDATES:
+            row.error("candidates", raw, f"out of range 1–{MAX_CANDIDATES}", fix)
         else:
-            row.error(
-                "candidates",
-                raw,
-                "not a whole number of candidates",
-                f"use 1 to {MAX_CANDIDATES}, or leave it empty",
-            )
+            row.candidates = value
     raw = row.fields.get("seed", "")
     if raw:
-        try:
-            row.seed = int(raw)
-            if not 0 <= row.seed < 2**63:
-                raise ValueError
-        except ValueError:
-            row.seed = None
-            row.error(
-                "seed", raw, "not a whole number", "use a whole number from 0 to 2^63-1, or leave it empty"
-            )
+        value = parse_whole_number(raw)
+        fix = "use a whole number from 0 to 2^63-1, or leave it empty"
+        if value is None:
+            row.error("seed", raw, "not a whole number", fix)
+        elif not 0 <= value < 2**63:
+            row.error("seed", raw, "out of range 0 to 2^63-1", fix)
+        else:
+            row.seed = value
+
+
+def parse_whole_number(text: str) -> int | None:
+    """An optionally signed run of ASCII digits, else None.
+
+    ``str.isdigit`` and ``int`` disagree on characters such as ``²`` (a digit that ``int``
+    refuses) and accept other scripts' digits; a catalog number is plain 0-9.
+    """
+    return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -413,34 +427,31 @@ def inspect_image_bytes(data: bytes, row: Row, min_side: int, max_pixels: int) -
     if not data:
         return "the file is empty", "replace it with the real photo"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-                row.image_size, row.image_mode = (width, height), im.mode
-                if width * height > max_pixels:
-                    return (
-                        f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
-                        f"{max_pixels / 1e6:.0f}-megapixel limit (a decompression bomb or a huge scan)",
-                        "downscale the photo (2048 px on the long side is plenty) or raise run.max_image_pixels",
-                    )
-                if min(width, height) < min_side:
-                    return (
-                        f"the image is {width}x{height}, smaller than {min_side} px on its short side",
-                        f"use a photo of at least {min_side}x{min_side} px",
-                    )
-                if im.format == "JPEG":
-                    im.draft(im.mode, (1, 1))  # decode at 1/8 scale: fast, still reads every byte
+        # run.max_image_pixels is the one limit: the size is checked below, from the header,
+        # before any pixel is decoded, so Pillow's own bomb check is not needed for the open
+        with _open_header(data) as im:
+            width, height = im.size
+            row.image_size, row.image_mode = (width, height), im.mode
+            if width * height > max_pixels:
+                return (
+                    f"{width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                    f"{max_pixels / 1e6:.0f}-megapixel limit (a decompression bomb or a huge scan)",
+                    "downscale the photo (2048 px on the long side is plenty) or raise run.max_image_pixels",
+                )
+            if min(width, height) < min_side:
+                return (
+                    f"the image is {width}x{height}, smaller than {min_side} px on its short side",
+                    f"use a photo of at least {min_side}x{min_side} px",
+                )
+            if im.format == "JPEG":
+                im.draft(im.mode, (1, 1))  # decode at 1/8 scale: fast, still reads every byte
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im.load()
-                note_mode(row, im.mode, im.mode == "P" and "transparency" in im.info)
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        return (
-            f"the image is too large to open safely ({err})",
-            "downscale the photo (2048 px on the long side is plenty) or raise run.max_image_pixels",
-        )
+            note_mode(row, im.mode, im.mode == "P" and "transparency" in im.info)
     except UnidentifiedImageError:
         return "not an image file PIL can read (corrupt, or not an image)", "re-export it as JPEG or PNG"
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         text = str(err)
         if "truncated" in text.lower():
             return (
@@ -449,6 +460,39 @@ def inspect_image_bytes(data: bytes, row: Row, min_side: int, max_pixels: int) -
             )
         return f"the image is corrupt ({text})", "re-export it as JPEG or PNG"
     return "", ""
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _open_header(data: bytes):  # type: ignore[no-untyped-def]
+    """``Image.open`` (reads the header only) without Pillow's pixel limit; the caller checks it."""
+    from PIL import Image
+
+    with _PILLOW_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def allow_image_pixels(max_pixels: int) -> None:
+    """Let Pillow open every image ``run.max_image_pixels`` admits, in this process.
+
+    Pillow refuses images over its own limit (about 89 megapixels, an error at twice that)
+    wherever they are opened; raising ``run.max_image_pixels`` must raise that limit too. It is
+    only ever raised, so the renders and masks of a run keep Pillow's default protection.
+    """
+    from PIL import Image
+
+    global _PILLOW_DEFAULT_LIMIT
+    if _PILLOW_DEFAULT_LIMIT is None:
+        _PILLOW_DEFAULT_LIMIT = Image.MAX_IMAGE_PIXELS or 0
+    Image.MAX_IMAGE_PIXELS = max(int(max_pixels), _PILLOW_DEFAULT_LIMIT)
+
+
+_PILLOW_DEFAULT_LIMIT: int | None = None
 
 
 def note_mode(row: Row, mode: str, palette_transparency: bool = False) -> None:
@@ -586,14 +630,53 @@ def download_image(url: str, cache_dir: Path, timeout_s: float) -> Path:
         return target
     request = urllib.request.Request(url, headers={"User-Agent": "autoshoot"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            data = response.read()
+        data = read_url(request, timeout_s)
     except urllib.error.HTTPError as err:
         raise OSError(f"HTTP {err.code} {err.reason}") from err
     except urllib.error.URLError as err:
         raise OSError(str(err.reason)) from err
     except TimeoutError as err:
         raise OSError(f"timed out after {timeout_s:g} s") from err
+    except http.client.IncompleteRead as err:
+        raise OSError(
+            f"the server closed the connection after {len(err.partial)} of "
+            f"{len(err.partial) + (err.expected or 0)} bytes"
+        ) from err
+    except (http.client.HTTPException, ValueError) as err:
+        raise OSError(f"{type(err).__name__}: {err}") from err
     atomic_write_bytes(target, data)
     logger.info("downloaded %s → %s (%d bytes)", url, target, len(data))
     return target
+
+
+def read_url(request: urllib.request.Request, timeout_s: float, chunk: int = 1 << 16) -> bytes:
+    """The body of ``request``, all of it within ``timeout_s`` seconds or ``TimeoutError``.
+
+    ``urlopen``'s timeout bounds each socket read, so a server that trickles a byte at a time
+    would never time out; here every read gets only what is left of the whole budget.
+    """
+    deadline = time.monotonic() + timeout_s
+    parts: list[bytes] = []
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        expected = response.length  # Content-Length, or None
+        sock = _response_socket(response)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if sock is not None:
+                sock.settimeout(left)
+            part = response.read1(chunk) if hasattr(response, "read1") else response.read(chunk)
+            if not part:
+                break
+            parts.append(part)
+        if expected is not None and response.length:
+            raise http.client.IncompleteRead(b"".join(parts), response.length)
+    return b"".join(parts)
+
+
+def _response_socket(response):  # type: ignore[no-untyped-def]
+    """The socket under an ``http.client`` response, to shorten its timeout; None if hidden."""
+    raw = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if hasattr(sock, "settimeout") else None

@@ -111,7 +111,7 @@ def test_row_problems(tmp_path: Path) -> None:
         "row 10, column shot, value 'selfie': not an allowed value; fix: use one of: close, half_body, "
         "full_body, or leave it empty",
         "row 10, column size_cm, value 'big': not a size; fix: write WIDTHxHEIGHT in centimetres, e.g. 38x30",
-        "row 10, column candidates, value '0': not a whole number of candidates; fix: use 1 to 64, or leave it empty",
+        "row 10, column candidates, value '0': out of range 1–64; fix: use 1 to 64, or leave it empty",
         "row 10, column seed, value 'x': not a whole number; fix: use a whole number from 0 to 2^63-1, or leave it empty",
     ]
     assert errors["H"] == [
@@ -172,12 +172,102 @@ def test_non_rgb_modes_are_accepted_and_converted(tmp_path: Path, mode: str, war
         assert alpha is None
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("²", "not a whole number of candidates"),
+        ("٣", "not a whole number of candidates"),
+        ("2.5", "not a whole number of candidates"),
+        ("-1", "out of range 1–64"),
+        ("0", "out of range 1–64"),
+        ("100000", "out of range 1–64"),
+    ],
+)
+def test_odd_candidates_are_row_errors_not_crashes(tmp_path: Path, value: str, problem: str) -> None:
+    write_photo(tmp_path / "a.jpg")
+    csv = write_catalog(tmp_path, [{"sku": "A", "image": "a.jpg", "candidates": value, "seed": "²"}])
+    (row,) = load_catalog(csv).rows
+    assert row.errors == [
+        f"row 2, column candidates, value {value!r}: {problem}; fix: use 1 to 64, or leave it empty",
+        "row 2, column seed, value '²': not a whole number; fix: use a whole number from 0 to 2^63-1, "
+        "or leave it empty",
+    ]
+    assert row.candidates is None and row.seed is None
+
+
+def test_row_numbers_are_spreadsheet_rows(tmp_path: Path) -> None:
+    """A quoted cell with line breaks is one row; a blank line is a row too, as a spreadsheet shows."""
+    write_photo(tmp_path / "a.jpg")
+    (tmp_path / "c.csv").write_text(
+        'sku,image,notes\nA,a.jpg,"first line\nsecond line\nthird"\n\nB,a.jpg,\nC,nope.jpg,\n',
+        encoding="utf-8",
+    )
+    rows = load_catalog(tmp_path / "c.csv").rows
+    assert [(r.sku, r.row_number) for r in rows] == [("A", 2), ("B", 4), ("C", 5)]
+    assert rows[0].notes == "first line\nsecond line\nthird"
+    assert rows[2].errors[0].startswith("row 5, column image, value 'nope.jpg': file not found")
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A small PNG whose header says ``width`` x ``height`` (its pixel data stays small)."""
+    import struct
+    import zlib
+
+    write_photo(path, (16, 16))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")
+    data[start + 4 : start + 12] = struct.pack(">II", width, height)
+    data[start + 17 : start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start : start + 17])))
+    path.write_bytes(bytes(data))
+
+
+def test_raising_max_image_pixels_also_raises_pillows_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 30000x30000 image is over Pillow's own limit too: the setting must govern both."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
+    _png_claiming_size(tmp_path / "huge.png", 30000, 30000)
+    csv = write_catalog(tmp_path, [{"sku": "A", "image": "huge.png"}])
+    (row,) = load_catalog(csv).rows
+    assert row.errors == [
+        "row 2, column image, value 'huge.png': 30000x30000 is 900 megapixels, over the 64-megapixel limit "
+        "(a decompression bomb or a huge scan); fix: downscale the photo (2048 px on the long side is "
+        "plenty) or raise run.max_image_pixels"
+    ]
+    # raised: the size passes, and what is left is this file's own problem (its pixels are missing)
+    (row,) = load_catalog(csv, max_pixels=1_000_000_000).rows
+    assert len(row.errors) == 1 and "megapixel" not in row.errors[0] and "bomb" not in row.errors[0]
+    # and Pillow itself now opens it wherever the run opens the photo
+    with Image.open(tmp_path / "huge.png") as im:
+        assert im.size == (30000, 30000)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     payload = b""
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.startswith("/slow"):
             time.sleep(2)
+        if self.path.startswith("/cut"):  # promises more than it sends, then closes
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.payload) * 2))
+            self.end_headers()
+            self.wfile.write(self.payload)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if self.path.startswith("/trickle"):  # a byte at a time, each well within a read timeout
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.payload)))
+            self.end_headers()
+            try:
+                for i in range(len(self.payload)):
+                    self.wfile.write(self.payload[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            return
         if self.path.startswith("/missing"):
             self.send_error(404, "Not Found")
             return
@@ -212,6 +302,31 @@ def test_http_images_are_downloaded_once_with_a_timeout(tmp_path: Path) -> None:
             "fix: check the URL, or download the file and give its path"
         ]
         assert c.errors and "download failed" in c.errors[0] and "timed out" in c.errors[0]
+        # a server that closes mid-download, or trickles: that row's error, the others go on
+        cut, trickle, after = load_catalog(
+            write_catalog(
+                tmp_path,
+                [
+                    {"sku": "D", "image": f"{base}/cut.jpg"},
+                    {"sku": "E", "image": f"{base}/trickle.jpg"},
+                    {"sku": "F", "image": f"{base}/after.jpg"},
+                ],
+                "3.csv",
+            ),
+            cache_dir=cache,
+            download_timeout_s=1.0,
+        ).rows
+        n = len(_Handler.payload)
+        assert cut.errors == [
+            f"row 2, column image, value '{base}/cut.jpg': download failed (the server closed the connection "
+            f"after {n} of {2 * n} bytes); fix: check the URL, or download the file and give its path"
+        ]
+        assert trickle.errors == [
+            f"row 3, column image, value '{base}/trickle.jpg': download failed (timed out after 1 s); "
+            "fix: check the URL, or download the file and give its path"
+        ]
+        assert after.ok
+        assert not list(cache.glob("*tmp*"))
         # a second validation reads the cache, not the server
         server.shutdown()
         (a2,) = load_catalog(
