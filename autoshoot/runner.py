@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoshoot.catalog import Catalog, ImageCheckCache, Row, load_catalog
+from autoshoot.catalog import Catalog, ImageCheckCache, Row, allow_image_pixels, load_catalog
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError, RunLockedError
 from autoshoot.io import TMP_MARK, atomic_write_json, read_json
@@ -65,10 +65,20 @@ def build_stages(names: tuple[str, ...] = STAGE_ORDER) -> list[Stage]:
     return stages
 
 
+# the RUN folder's own files: a SKU folder must never take one of these names
+RUN_FILES = frozenset({"config.yaml", "results.csv", "results.parquet", "report.html"})
+MAX_SKU_FOLDER = 100  # characters; file systems allow 255 bytes per name
+
+
 def sku_folder_name(sku: str) -> str:
-    """A file-system-safe folder name; a short hash keeps distinct SKUs distinct."""
+    """A file-system-safe folder name; a short hash keeps distinct SKUs distinct.
+
+    The SKU itself is used when it is short, plain and not one of the RUN folder's own file
+    names (compared without case, for case-insensitive file systems); otherwise a cut-down
+    version with a hash of the SKU.
+    """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", sku).strip("._") or "sku"
-    if safe != sku:
+    if safe != sku or len(safe) > MAX_SKU_FOLDER or safe.lower() in RUN_FILES:
         safe = f"{safe[:80]}-{hashlib.sha1(sku.encode()).hexdigest()[:8]}"
     return safe
 
@@ -242,6 +252,7 @@ class SkuWorker:
         self.sessions = Sessions()
         self.stage_seconds: dict[str, float] = {}
         self.section_hashes = config_hashes(self.stages, config)
+        allow_image_pixels(config.run.max_image_pixels)  # a Ray worker opens photos too
 
     @property
     def run_location(self) -> str:

@@ -182,6 +182,27 @@ def test_sku_folder_names_are_safe_and_distinct() -> None:
     assert sku_folder_name("BAG-001_a.b") == "BAG-001_a.b"
     assert sku_folder_name("a/b") != sku_folder_name("a:b")
     assert "/" not in sku_folder_name("../../etc")
+    assert len(sku_folder_name("a" * 300)) <= 100
+    assert sku_folder_name("a" * 300) != sku_folder_name("a" * 299)
+    for name in ("results.csv", "Report.HTML", "config.yaml", "results.parquet"):
+        assert sku_folder_name(name).lower() != name.lower()
+
+
+def test_skus_named_like_run_files_or_too_long_still_run(tmp_path: Path) -> None:
+    """A 300-character SKU, or one named like the RUN folder's own files, is an ordinary SKU."""
+    skus = ["results.csv", "report.html", "config.yaml", "R" * 300]
+    rows = []
+    for i, sku in enumerate(skus):
+        write_photo(tmp_path / "img" / f"p{i}.png", seed=i)
+        rows.append({"sku": sku, "image": f"img/p{i}.png"})
+    catalog = write_catalog(tmp_path, rows)
+    run = tmp_path / "run"
+    for _ in range(2):  # and a rerun resumes instead of crashing again
+        summary = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+        assert summary.counts == {"accepted": 4, "review": 0, "failed": 0}
+        assert [r["sku"] for r in read_results(run)] == skus
+        assert (run / "results.csv").is_file() and (run / "report.html").is_file()
+        assert "candidates:" in (run / "config.yaml").read_text()
 
 
 def test_report_shows_every_sku_and_candidate(tmp_path: Path) -> None:
