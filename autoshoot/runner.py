@@ -745,10 +745,25 @@ def run_catalog(
     is written through a local staging folder (``autoshoot.staged``), a local one directly.
     """
     run = open_run_folder(run_dir)
+    fresh = isinstance(run, Path) and not run.exists()
     try:
         return _run_catalog(catalog_path, run, config, force, quiet, catalog, stages)
+    except ModelMissingError:
+        if fresh:  # "nothing was run": leave no folder behind either
+            remove_unused_run_folder(run)
+        raise
     finally:
         close_run_folder(run)
+
+
+def remove_unused_run_folder(run_dir: Path) -> None:
+    """Remove a RUN folder that holds only what a run writes before its first SKU."""
+    before_any_sku = {"config.yaml", ".lock", CHECK_CACHE}
+    try:
+        if {p.name for p in run_dir.iterdir()} <= before_any_sku:
+            shutil.rmtree(run_dir)
+    except OSError:
+        pass
 
 
 def _run_catalog(

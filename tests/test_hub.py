@@ -21,3 +21,27 @@ def test_hf_hub_offline_values(monkeypatch, value, offline):
 def test_offline_flag_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert is_offline(load_config("tiny", overrides={"run.offline": True}))
+
+
+def test_one_wording_for_every_missing_model(monkeypatch):
+    """Every hub model's fix reads the same, names its size and HF_HOME, and mentions --offline
+    only when --offline is what stopped the download."""
+    from autoshoot.commands.models import model_entries_with_fixes
+    from autoshoot.hub import download_hint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", "/data/hf")
+    online = load_config("default")
+    fixes = [fix for _, fix in model_entries_with_fixes(online)]
+    assert len(fixes) == 5  # SDXL base, ControlNet, VAE, bag detector, BiRefNet
+    for fix in fixes:
+        assert fix.startswith("run `autoshoot models download` (about ")
+        assert "copy the Hugging Face cache of a machine that ran it into HF_HOME (/data/hf)" in fix
+        assert "offline" not in fix.lower() and "huggingface-cli" not in fix
+    offline = load_config("default", overrides={"run.offline": True})
+    assert download_hint("google/owlv2-base-patch16-ensemble", offline).endswith(
+        ", or run without --offline to let it download"
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert download_hint("x/y", online).endswith(", or unset HF_HUB_OFFLINE to let it download")
+    assert download_hint("./models/x") == "put the model at ./models/x, or fix the path in your profile"

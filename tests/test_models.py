@@ -51,7 +51,7 @@ def test_local_paths_are_checked_on_disk(tmp_path, monkeypatch):
     missing = RenderStage().check_models(config)
     # hub models may be fetched on first use (online); the local files must exist
     assert [m[0] for m in missing] == ["SDXL base (single file)", "LoRA 1 (weight 0.5)"]
-    assert str(lora) in missing[1][1] and "change the path" in missing[1][2]
+    assert str(lora) in missing[1][1] and "fix the path in your profile" in missing[1][2]
 
 
 def test_models_check_cli_exit_codes(tmp_path):
@@ -59,7 +59,11 @@ def test_models_check_cli_exit_codes(tmp_path):
     res = runner.invoke(main, ["models", "check"])
     assert res.exit_code == 1
     assert "MISSING SDXL base: stabilityai/stable-diffusion-xl-base-1.0" in res.output
-    assert "fix: `autoshoot models download` fetches it" in res.output
+    assert "fix: run `autoshoot models download` (about 7 GB; it needs network)" in res.output
+    assert (
+        "MISSING segmenter (BiRefNet), for photos whose border is not uniform: ZhengPeng7/BiRefNet"
+        in res.output
+    )
 
     res = runner.invoke(main, ["models", "check", "--profile", "tiny"])
     assert res.exit_code == 0, res.output
@@ -76,6 +80,7 @@ def test_models_check_loads_local_configs_without_weights(tmp_path):
         f"      base: {ms.base}\n      variant: ''\n      controlnet: {ms.controlnet}\n"
         "      controlnet_weights: ''\n      controlnet_config: ''\n      vae: ''\n"
         "score:\n  bag_detector: none\n"  # the bag detector's folder is checked in test_bag_detector.py
+        "prepare:\n  segmenter: plain\n"
     )
     res = CliRunner().invoke(main, ["models", "check", "--profile", str(profile)])
     assert res.exit_code == 0, res.output
@@ -90,5 +95,52 @@ def test_models_list_and_download_offline(cmd):
     if cmd == "list":
         assert "not downloaded" in res.output and "fix:" in res.output
         assert res.output.startswith("VLM (brief)") and "Qwen/Qwen2.5-VL-7B-Instruct" in res.output
-    else:  # offline: nothing fetched, the error lists what is missing
-        assert isinstance(res.exception, ModelMissingError)
+        assert "ZhengPeng7/BiRefNet" in res.output
+    else:  # offline: nothing fetched, one line per model, then the fix
+        assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+        lines = res.output.splitlines()
+        assert lines[:6] == [
+            "FAILED  VLM (brief): Qwen/Qwen2.5-VL-7B-Instruct (about 16.6 GB): not in the cache, and downloads are off",
+            "FAILED  SDXL base: stabilityai/stable-diffusion-xl-base-1.0 (about 7 GB): not in the cache, and downloads are off",
+            "FAILED  ControlNet union (promax): xinsir/controlnet-union-sdxl-1.0 (about 2.5 GB): not in the cache, and downloads are off",
+            "FAILED  VAE override: madebyollin/sdxl-vae-fp16-fix (about 0.3 GB): not in the cache, and downloads are off",
+            "FAILED  bag detector (scene: no second bag): google/owlv2-base-patch16-ensemble (about 0.6 GB): "
+            "not in the cache, and downloads are off",
+            "FAILED  segmenter (BiRefNet), for photos whose border is not uniform: ZhengPeng7/BiRefNet (about 0.9 GB): "
+            "not in the cache, and downloads are off",
+        ]
+        assert lines[6].startswith(
+            "6 models not downloaded; fix: unset HF_HUB_OFFLINE and run this again, or copy "
+        )
+        assert "Traceback" not in res.output
+
+
+def test_models_download_that_cannot_reach_the_hub_says_so_per_model(monkeypatch):
+    """Fetching allowed, but the hub cannot be reached (huggingface_hub was imported offline, so
+    it refuses at once, as it does without a network): a line per model, no traceback."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    res = CliRunner().invoke(main, ["models", "download", "--set", "analyze.vlm=rules"])
+    assert res.exit_code == 1, res.output
+    failed = [line for line in res.output.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 5, res.output
+    assert all(": not fetched: " in line for line in failed)
+    assert "Traceback" not in res.output and "Error:" not in res.output
+    assert "5 models not downloaded; fix: check the network and run this again" in res.output
+
+
+def test_fetch_problems_are_said_in_words():
+    import socket
+
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from autoshoot.hub import fetch_problem
+
+    try:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except OSError as err:
+            raise LocalEntryNotFoundError("An error happened while trying to locate the files") from err
+    except LocalEntryNotFoundError as err:
+        assert fetch_problem(err) == "the Hugging Face hub cannot be reached (no network?)"
+    assert fetch_problem(OSError(28, "No space left on device")) == "the disk is full"
+    assert fetch_problem(ValueError("something else\nmore")) == "something else"

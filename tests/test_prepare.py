@@ -255,7 +255,10 @@ def test_missing_models_say_how_to_provide_them(tmp_path, monkeypatch):
         ModelMissingError, match=r"download https://github.com/danielgatis/rembg/.*/u2net.onnx"
     ):
         SEGMENTERS.create("rembg", load_config("tiny", overrides={"prepare.rembg_model": "u2net"}))
-    with pytest.raises(ModelMissingError, match="huggingface-cli download ZhengPeng7/BiRefNet"):
+    with pytest.raises(
+        ModelMissingError,
+        match=r"(?s)BiRefNet segmenter: ZhengPeng7/BiRefNet .*fix: run `autoshoot models download` \(about 0.9 GB",
+    ):
         SEGMENTERS.create("birefnet", load_config("default", overrides={"run.offline": True}))
 
 

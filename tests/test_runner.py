@@ -283,10 +283,10 @@ def test_models_that_cannot_be_fetched_stop_the_run_before_the_first_sku(tmp_pat
         run_catalog(catalog, run, load_config("default"), quiet=True)
     text = str(err.value)
     assert text.startswith(
-        "These models are missing, so nothing was run:\n  - vlm (brief): Qwen/Qwen2.5-VL-7B-Instruct: could not be fetched"
+        "These models are missing, so nothing was run:\n  - vlm (brief): Qwen/Qwen2.5-VL-7B-Instruct: not fetched: "
     )
     assert "--set analyze.vlm=rules" in text
-    assert not (run / "SKU-0").exists()
+    assert not run.exists()  # nothing was run, and no empty RUN folder is left behind
 
 
 def test_offline_runs_name_every_missing_model(tmp_path: Path) -> None:

@@ -204,7 +204,8 @@ def test_a_missing_model_folder_is_reported_before_loading(tmp_path):
     assert (
         "not in the Hugging Face cache" in where
         and "autoshoot models download" in fix
-        and "example/not-cached-vl" in fix
+        and "example/not-cached-vl" in where
+        and "HF_HOME" in fix
     )
 
 

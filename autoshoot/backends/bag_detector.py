@@ -271,20 +271,22 @@ def load_detector(source: str, offline: bool) -> tuple[Any, Any]:
         processor = AutoProcessor.from_pretrained(path, local_files_only=offline)
         model = AutoModelForZeroShotObjectDetection.from_pretrained(path, local_files_only=offline)
     except OSError as err:
-        raise ModelMissingError([("bag detector", source, bag_model_hint(source))]) from err
+        from autoshoot.hub import fetch_problem
+
+        where = f"{source} ({fetch_problem(err)})"
+        raise ModelMissingError([("bag detector", where, bag_model_hint(source))]) from err
     logger.info("bag detector %s loaded (%s)", source, type(model).__name__)
     return model, processor
 
 
-def bag_model_hint(source: str) -> str:
-    """How to provide a missing detector, or to turn the rule off."""
+def bag_model_hint(source: str, config: Any = None) -> str:
+    """How to provide a missing detector, or to turn the rule off (``hub.download_hint``'s wording)."""
+    from autoshoot.hub import download_hint, is_local_source
+
     off = "or turn the second-bag rule off with --set score.bag_detector=none"
-    if source.startswith(("/", ".", "~")) or os.path.exists(os.path.expanduser(source)):
-        return f"the folder {source} needs the detector's config.json and weights; fix score.bag_model, {off}"
-    return (
-        f"`autoshoot models download` fetches {source} from the Hugging Face hub (or run without "
-        f"--offline / HF_HUB_OFFLINE); or set score.bag_model to a local folder; {off}"
-    )
+    if is_local_source(source):
+        return f"{download_hint(source, config)} (it needs the detector's config.json and weights); {off}"
+    return f"{download_hint(source, config)}; or set score.bag_model to a local folder; {off}"
 
 
 def processor_input_size(processor: Any) -> tuple[int, int | None] | None:

@@ -262,15 +262,16 @@ def fetch_model(source: str, offline: bool) -> str:
             return ""
         snapshot_download(source, allow_patterns=list(MODEL_FILES))
     except Exception as err:  # no network, a wrong id, a gated repo
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        return f"could not be fetched from the hub ({type(err).__name__}: {reason})"
+        from autoshoot.hub import fetch_problem
+
+        return f"not fetched: {fetch_problem(err)}"
     return ""
 
 
-def missing_model_fix(source: str) -> str:
+def missing_model_fix(source: str, config: Any = None) -> str:
     """What to do when the VLM at ``source`` (a hub id or a local folder) is not there."""
     other = "" if is_local_source(source) else "; or set analyze.model to a local folder"
-    return f"{download_hint(source)}{other}; or use the model-free brief with --set analyze.vlm=rules"
+    return f"{download_hint(source, config)}{other}; or use the model-free brief with --set analyze.vlm=rules"
 
 
 def model_is_available(source: str, offline: bool) -> tuple[bool, str]:

@@ -907,7 +907,10 @@ def load_components(ms: ModelSet, dtype: Any, offline: bool) -> Components:
                 base, dtype=dtype, variant=ms.variant or None, local_files_only=offline
             )
     except (OSError, ValueError) as err:
-        raise ModelMissingError([("SDXL base", ms.base, fetch_hint(ms.base) + f" ({err})")]) from err
+        from autoshoot.hub import fetch_problem
+
+        where = f"{ms.base} ({fetch_problem(err)})"
+        raise ModelMissingError([("SDXL base", where, fetch_hint(ms.base))]) from err
     # 2. VAE override
     if ms.vae:
         try:
@@ -1014,9 +1017,9 @@ def apply_loras(pipe: Any, loras: tuple) -> list[str]:
 
 
 def fetch_hint(source: str) -> str:
-    """``download_hint``, plus, for a hub id, that loading may fetch it when allowed to."""
-    hint = download_hint(source)
-    return hint if is_local_source(source) else f"{hint}, or allow fetching (no --offline / HF_HUB_OFFLINE)"
+    """``download_hint``: the one wording of how to provide a model (it says how to allow
+    fetching when --offline or HF_HUB_OFFLINE forbade it)."""
+    return download_hint(source)
 
 
 # ---------------------------------------------------------------------------------------

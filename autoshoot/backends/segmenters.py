@@ -195,7 +195,7 @@ class BiRefNetSegmenter:
         offline = is_offline(config)
         if offline and not Path(source).expanduser().exists() and not hub_cached(source):
             raise ModelMissingError(
-                [birefnet_missing(source, "not in the local hub cache and fetching is off")]
+                [birefnet_missing(source, "not in the local hub cache and fetching is off", config)]
             )
         self.model, self.device = load_birefnet_transformers(source, offline=offline)
 
@@ -231,9 +231,9 @@ def load_birefnet_transformers(source: str, offline: bool) -> tuple[Any, str]:
             source, trust_remote_code=True, local_files_only=offline or env_offline()
         )
     except (OSError, ValueError, ImportError) as err:
-        raise ModelMissingError(
-            [birefnet_missing(source, str(err).splitlines()[0] if str(err) else "")]
-        ) from err
+        from autoshoot.hub import fetch_problem
+
+        raise ModelMissingError([birefnet_missing(source, fetch_problem(err))]) from err
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
     if device == "cuda":
@@ -241,16 +241,44 @@ def load_birefnet_transformers(source: str, offline: bool) -> tuple[Any, str]:
     return model, device
 
 
-def birefnet_missing(source: str, detail: str = "") -> tuple[str, str, str]:
+def birefnet_missing(source: str, detail: str = "", config: Any = None) -> tuple[str, str, str]:
+    from autoshoot.hub import download_hint
+
     where = source + (f" ({detail})" if detail else "")
     return (
         "BiRefNet segmenter",
         where,
-        f"run `huggingface-cli download {source}` while online (it needs trust_remote_code), or set "
-        "prepare.birefnet_model to a local folder or to a .onnx export "
-        f"({REMBG_RELEASES}/{REMBG_MODELS['birefnet-general'].filename}), "
+        f"{download_hint(source, config)}; or set prepare.birefnet_model to a local folder or to a .onnx "
+        f"export ({REMBG_RELEASES}/{REMBG_MODELS['birefnet-general'].filename}); "
         "or pass --segmenter plain for packshots on a white background",
     )
+
+
+def segmenter_model_entries(config: Any) -> list[Any]:
+    """The hub model of the profile's segmenter, for ``autoshoot models`` and the up-front fetch.
+
+    BiRefNet from the hub (the ``birefnet`` segmenter, or ``auto``'s model for photographic
+    backgrounds). A local folder or .onnx file and rembg's files are checked where they load.
+    """
+    from autoshoot.stages.render import ModelEntry
+
+    pc = config.prepare
+    name = pc.model_segmenter if pc.segmenter == "auto" else pc.segmenter
+    source = pc.birefnet_model
+    if name != "birefnet" or source.endswith(".onnx"):
+        return []
+    role = "segmenter (BiRefNet)" + (
+        ", for photos whose border is not uniform" if pc.segmenter == "auto" else ""
+    )
+    return [
+        ModelEntry(
+            role,
+            source,
+            "remote_code",
+            files=("config.json",),
+            patterns=("*.json", "*.py", "*.safetensors"),
+        )
+    ]
 
 
 def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str]]:
@@ -279,7 +307,7 @@ def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str
             return []  # fetched on first use
         if hub_cached(source):
             return []
-        return [birefnet_missing(source, "not in the local hub cache and fetching is off")]
+        return [birefnet_missing(source, "not in the local hub cache and fetching is off", config)]
     return []
 
 

@@ -1,4 +1,5 @@
-"""``autoshoot models list|download|check``: the models a profile uses (VLM, SDXL, bag detector).
+"""``autoshoot models list|download|check``: the models a profile uses (VLM, SDXL, bag detector,
+segmenter).
 
     autoshoot models list  [--profile P]   what the profile loads, and where each one is
     autoshoot models download [--profile P] fetch the hub models (progress bars, resumable)
@@ -16,7 +17,6 @@ from typing import Any
 import click
 
 from autoshoot.commands.common import config_options, make_config
-from autoshoot.stages.render import download_command
 
 
 @click.group()
@@ -51,41 +51,73 @@ def list_models(profile: str | None, config_file: str | None, set_: tuple[str, .
 def download_models(
     profile: str | None, config_file: str | None, set_: tuple[str, ...], offline: bool | None
 ) -> None:
-    """Fetch every hub model of the profile into the Hugging Face cache (resumes partial files)."""
-    from autoshoot.errors import ModelMissingError
+    """Fetch every hub model of the profile into the Hugging Face cache (resumes partial files).
+
+    One line per model that could not be provided, saying why and what to do; exit 1 then.
+    """
+    from autoshoot.hub import DOWNLOAD_SIZES, env_offline, fetch_problem, hf_home, is_local_source, is_offline
     from autoshoot.stages.render import entry_missing_files, fetch_entry
 
     config = make_config(profile, config_file, set_, **{"run.offline": offline})
-    missing = []
+    offline = is_offline(config)
+    failed: list[str] = []  # hub models that did not come
+
+    def report(role: str, source: str, problem: str = "", fix: str = "") -> None:
+        if not problem:
+            click.echo(f"ok      {role}: {source}")
+            return
+        size = f" (about {DOWNLOAD_SIZES[source]})" if source in DOWNLOAD_SIZES else ""
+        click.echo(f"FAILED  {role}: {source}{size}: {problem}" + (f"; fix: {fix}" if fix else ""))
+        failed.append(source)
+
+    # 1. the brief's VLM
     if config.analyze.vlm == "qwen":
         from autoshoot.backends.qwen_vl import fetch_model, model_is_available
-        from autoshoot.hub import is_offline
 
-        click.echo(f"VLM (brief): fetching {config.analyze.model}", err=True)
-        why = fetch_model(config.analyze.model, is_offline(config))
-        ok, absent = model_is_available(config.analyze.model, True)
-        if why or not ok:
-            missing.append(("VLM (brief)", config.analyze.model, why or absent))
+        source = config.analyze.model
+        if not offline:
+            click.echo(f"VLM (brief): fetching {source}", err=True)
+        why = fetch_model(source, offline)
+        ok, absent = model_is_available(source, True)
+        if ok and not why:
+            report("VLM (brief)", source)
+        else:
+            local = is_local_source(source)
+            report(
+                "VLM (brief)", source, why or (absent if local else "not in the cache, and downloads are off")
+            )
+    # 2. the files of every other model: local ones are checked, hub ones fetched
     for entry, fix in model_entries_with_fixes(config):
         if entry.kind == "tiny":
-            click.echo(f"{entry.role}: nothing to download")
-            continue
-        if entry.local:
+            report(entry.role, "nothing to download")
+        elif entry.local:
+            report(entry.role, entry.source, "not found" if entry_missing_files(entry) else "", fix)
+        elif offline:
             gone = entry_missing_files(entry)
-            click.echo(f"{entry.role}: local {entry.source} " + ("ok" if not gone else "MISSING"))
-            if gone:
-                missing.append((entry.role, entry.source, fix))
-            continue
-        if config.run.offline:
-            if entry_missing_files(entry):
-                missing.append(
-                    (entry.role, entry.source, "run without --offline / HF_HUB_OFFLINE to fetch it")
-                )
-            continue
-        click.echo(f"{entry.role}: fetching {entry.source} ({', '.join(entry.patterns)})", err=True)
-        fetch_entry(entry)
-    if missing:
-        raise ModelMissingError(missing)
+            report(entry.role, entry.source, "not in the cache, and downloads are off" if gone else "")
+        else:
+            click.echo(f"{entry.role}: fetching {entry.source} ({', '.join(entry.patterns)})", err=True)
+            try:
+                fetch_entry(entry)
+            except Exception as err:  # no network, a wrong id, a gated repo, a full disk
+                report(entry.role, entry.source, f"not fetched: {fetch_problem(err)}")
+            else:
+                report(entry.role, entry.source)
+    # 3. one fix for the hub models that did not come
+    if failed:
+        how = (
+            "unset HF_HUB_OFFLINE and run this again"
+            if env_offline()
+            else "run this again without --offline"
+            if offline
+            else "check the network and run this again"
+        )
+        click.echo(
+            f"{len(failed)} model{'s' if len(failed) > 1 else ''} not downloaded; fix: {how}, or copy the "
+            f"Hugging Face cache of a machine that has them into HF_HOME ({hf_home()})",
+            err=True,
+        )
+        sys.exit(1)
     click.echo("all models are here")
 
 
@@ -119,12 +151,15 @@ def check_models(profile: str | None, config_file: str | None, set_: tuple[str, 
 def model_entries_with_fixes(config) -> list[tuple[Any, str]]:  # type: ignore[no-untyped-def]
     """Every file-backed model of the profile with how to provide it: SDXL's (render, refine,
     composite), then the scene rule's bag detector (score)."""
+    from autoshoot.backends.segmenters import birefnet_missing, segmenter_model_entries
     from autoshoot.stages.render import how_to_get, model_entries
     from autoshoot.stages.score import bag_model_entries, bag_model_fix
 
-    return [(e, how_to_get(e, config)) for e in model_entries(config)] + [
-        (e, bag_model_fix(e, config)) for e in bag_model_entries(config)
-    ]
+    return (
+        [(e, how_to_get(e, config)) for e in model_entries(config)]
+        + [(e, bag_model_fix(e, config)) for e in bag_model_entries(config)]
+        + [(e, birefnet_missing(e.source, config=config)[2]) for e in segmenter_model_entries(config)]
+    )
 
 
 def vlm_state(config) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
@@ -136,14 +171,14 @@ def vlm_state(config) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
     ok, why = model_is_available(config.analyze.model, True)  # is it here now?
     if ok:
         return "ok", ""
-    return "not downloaded", (
-        f"`{download_command(config)}` fetches it, or set analyze.model to a local folder"
-    )
+    from autoshoot.backends.qwen_vl import missing_model_fix
+
+    return "not downloaded", missing_model_fix(config.analyze.model, config)
 
 
 def load_config_only(entry) -> str:  # type: ignore[no-untyped-def]
     """Load the entry's config without weights; '' when it loads, else the problem."""
-    if entry.kind in ("tiny", "lora", "single_file"):
+    if entry.kind in ("tiny", "lora", "single_file", "remote_code"):
         return ""
     try:
         if entry.kind == "transformers":

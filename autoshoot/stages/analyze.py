@@ -62,7 +62,7 @@ class AnalyzeStage(Stage):
         ok, why = model_is_available(settings.model, is_offline(config))
         if ok:
             return []
-        return [("vlm (brief)", f"{settings.model}: {why}", missing_model_fix(settings.model))]
+        return [("vlm (brief)", f"{settings.model}: {why}", missing_model_fix(settings.model, config))]
 
     def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
         settings = config.analyze
@@ -78,7 +78,7 @@ class AnalyzeStage(Stage):
             (
                 "vlm (brief)",
                 f"{settings.model}: {why}",
-                f"check the network; or {missing_model_fix(settings.model)}",
+                missing_model_fix(settings.model, config),
             )
         ]
 

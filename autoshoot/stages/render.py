@@ -250,8 +250,9 @@ def model_entries(config: Config) -> list[ModelEntry]:
 
 
 def download_command(config: Config) -> str:
-    profile = config.run.profile
-    return "autoshoot models download" + ("" if profile == "default" else f" --profile {profile}")
+    from autoshoot.hub import models_download_command
+
+    return models_download_command(config)
 
 
 def model_specs(config: Config) -> list[ModelSpec]:
@@ -261,9 +262,9 @@ def model_specs(config: Config) -> list[ModelSpec]:
 def how_to_get(entry: ModelEntry, config: Config) -> str:
     if entry.kind == "tiny":
         return "nothing to fetch"
-    if entry.local:
-        return f"put the file(s) at {entry.source}, or change the path in your profile"
-    return f"`{download_command(config)}` fetches it from the Hugging Face hub (or run without --offline)"
+    from autoshoot.hub import download_hint
+
+    return download_hint(entry.source, config)
 
 
 def entry_missing_files(entry: ModelEntry) -> list[str]:
@@ -295,11 +296,7 @@ def fetch_entry(entry: ModelEntry) -> str:
 def fetch_missing_models(config: Config) -> list[tuple[str, str, str]]:
     """Fetch the render models that are not in the cache yet (never offline); return those that
     could not be fetched, as (what, where and why, how to fix)."""
-    fix = (
-        f"check the network, or run `{download_command(config)}` on a machine that reaches the "
-        "hub and copy its Hugging Face cache, or point the profile at local files"
-    )
-    return fetch_missing_entries(config, model_entries(config), lambda entry: fix)
+    return fetch_missing_entries(config, model_entries(config), lambda entry: how_to_get(entry, config))
 
 
 def fetch_missing_entries(
@@ -316,14 +313,9 @@ def fetch_missing_entries(
         try:
             fetch_entry(entry)
         except Exception as err:  # no network, a wrong id, a gated repo
-            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            failed.append(
-                (
-                    entry.role,
-                    f"{entry.source}: could not be fetched from the hub ({type(err).__name__}: {reason})",
-                    fix(entry),
-                )
-            )
+            from autoshoot.hub import fetch_problem
+
+            failed.append((entry.role, f"{entry.source}: not fetched: {fetch_problem(err)}", fix(entry)))
     return failed
 
 

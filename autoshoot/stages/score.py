@@ -71,7 +71,7 @@ class ScoreStage(Stage):
         return fetch_missing_entries(
             config,
             bag_model_entries(config),
-            lambda entry: "check the network; " + bag_model_fix(entry, config),
+            lambda entry: bag_model_fix(entry, config),
         )
 
     def run(self, job: Job, out: Path) -> dict[str, Any]:
@@ -230,12 +230,11 @@ def bag_model_entries(config: Config) -> list[Any]:
 
 def bag_model_fix(entry: Any, config: Config) -> str:
     """How to provide the detector, or to turn the rule off."""
-    from autoshoot.stages.render import how_to_get
+    from autoshoot.backends.bag_detector import bag_model_hint
 
-    fix = how_to_get(entry, config)
     if entry.kind == "tiny":
-        return fix
-    return f"{fix}; or set score.bag_model to a local folder; or turn the rule off with --set score.bag_detector=none"
+        return "nothing to fetch"
+    return bag_model_hint(entry.source, config)
 
 
 def missing_bag_models(config: Config) -> list[tuple[str, str, str]]:
