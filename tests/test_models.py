@@ -61,7 +61,7 @@ def test_models_check_cli_exit_codes(tmp_path):
     assert "MISSING SDXL base: stabilityai/stable-diffusion-xl-base-1.0" in res.output
     assert "fix: run `autoshoot models download` (about 7 GB; it needs network)" in res.output
     assert (
-        "MISSING segmenter (BiRefNet), for photos whose border is not uniform: ZhengPeng7/BiRefNet"
+        "MISSING BiRefNet segmenter, for photos whose border is not uniform: ZhengPeng7/BiRefNet"
         in res.output
     )
 
@@ -106,7 +106,7 @@ def test_models_list_and_download_offline(cmd):
             "FAILED  VAE override: madebyollin/sdxl-vae-fp16-fix (about 0.3 GB): not in the cache, and downloads are off",
             "FAILED  bag detector (scene: no second bag): google/owlv2-base-patch16-ensemble (about 0.6 GB): "
             "not in the cache, and downloads are off",
-            "FAILED  segmenter (BiRefNet), for photos whose border is not uniform: ZhengPeng7/BiRefNet (about 0.9 GB): "
+            "FAILED  BiRefNet segmenter, for photos whose border is not uniform: ZhengPeng7/BiRefNet (about 0.9 GB): "
             "not in the cache, and downloads are off",
         ]
         assert lines[6].startswith(

@@ -267,7 +267,7 @@ def segmenter_model_entries(config: Any) -> list[Any]:
     source = pc.birefnet_model
     if name != "birefnet" or source.endswith(".onnx"):
         return []
-    role = "segmenter (BiRefNet)" + (
+    role = "BiRefNet segmenter" + (
         ", for photos whose border is not uniform" if pc.segmenter == "auto" else ""
     )
     return [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from autoshoot.commands.common import config_options, make_config
+from autoshoot.commands.common import config_options, make_config, offline_option, require_models
 
 
 def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
@@ -61,6 +61,7 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, str]:
     help="Also write brief.json and prompt.txt here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@offline_option
 @config_options
 def analyze(
     image: str,
@@ -74,6 +75,7 @@ def analyze(
     override_items: tuple[str, ...],
     out_dir: str | None,
     as_json: bool,
+    offline: bool | None,
     profile: str | None,
     config_file: str | None,
     set_: tuple[str, ...],
@@ -81,15 +83,14 @@ def analyze(
     """Write the brief (persona, setting, pose, shot) and the render prompts for IMAGE."""
     from autoshoot.backends import VLMS
     from autoshoot.brief import BriefRequest, OverrideError
-    from autoshoot.errors import ModelMissingError
     from autoshoot.stages.analyze import AnalyzeStage, brand_profile, describe_or_fallback, finish_brief
 
     # 1. config and checks, before any model is loaded
-    config = make_config(profile, config_file, set_, **{"analyze.vlm": vlm, "analyze.model": model})
+    config = make_config(
+        profile, config_file, set_, **{"analyze.vlm": vlm, "analyze.model": model, "run.offline": offline}
+    )
     VLMS.check(config.analyze.vlm)
-    missing = AnalyzeStage().check_models(config)
-    if missing:
-        raise ModelMissingError(missing)
+    require_models(config, [AnalyzeStage()])
     overrides = {**brand_profile(config, brand), **parse_overrides(override_items)}
 
     # 2. the brief

@@ -30,6 +30,26 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def offline_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--offline", is_flag=True, default=None, help="Never fetch models (also HF_HUB_OFFLINE=1)."
+    )(func)
+
+
+def require_models(config: Config, stages: list[Any]) -> None:
+    """Stop at once when a model the command needs is absent, as ``shoot`` does before its first
+    SKU: first those that may not be fetched (offline, local paths), then those that fail to
+    download. Without this, a loader would retry the hub for minutes before failing."""
+    from autoshoot.errors import ModelMissingError
+
+    for method in ("check_models", "fetch_models"):
+        missing: list[tuple[str, str, str]] = []
+        for stage in stages:
+            missing += [m for m in getattr(stage, method)(config) if m not in missing]
+        if missing:
+            raise ModelMissingError(missing)
+
+
 def make_config(profile: str | None, config_file: str | None, set_: tuple[str, ...], **flags: Any) -> Config:
     """Build the config; ``flags`` maps dotted keys to CLI flag values (None = not given)."""
     overrides = parse_set_option(set_)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from autoshoot.commands.common import config_options, make_config
+from autoshoot.commands.common import config_options, make_config, offline_option, require_models
 from autoshoot.vocab import CATEGORIES, HOLD_POSES, SHOTS
 
 
@@ -34,6 +34,7 @@ def parse_size_cm(value: str | None) -> tuple[float, float] | None:
 @click.option(
     "--category", type=click.Choice(CATEGORIES), default=None, help="Product category (default: other)."
 )
+@offline_option
 @config_options
 def prepare(
     image: str,
@@ -43,6 +44,7 @@ def prepare(
     hold_pose: str | None,
     size_cm: str | None,
     category: str | None,
+    offline: bool | None,
     profile: str | None,
     config_file: str | None,
     set_: tuple[str, ...],
@@ -55,8 +57,12 @@ def prepare(
     from pathlib import Path
 
     from autoshoot.geometry.pipeline import ProductHints, run_prepare
+    from autoshoot.stages.prepare import PrepareStage
 
-    config = make_config(profile, config_file, set_, **{"prepare.segmenter": segmenter})
+    config = make_config(
+        profile, config_file, set_, **{"prepare.segmenter": segmenter, "run.offline": offline}
+    )
+    require_models(config, [PrepareStage()])
     hints = ProductHints(
         category=category or "other", size_cm=parse_size_cm(size_cm), hold_pose=hold_pose, shot=shot
     )

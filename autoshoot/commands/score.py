@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from autoshoot.commands.common import config_options, make_config
+from autoshoot.commands.common import config_options, make_config, offline_option, require_models
 
 
 def parse_grip(value: str | None) -> tuple[float, float] | None:
@@ -61,6 +61,7 @@ def read_prepared(
 @click.option(
     "--overlay-dir", type=click.Path(file_okay=False), default=None, help="Write landmark overlays here."
 )
+@offline_option
 @config_options
 def score(
     images: tuple[str, ...],
@@ -68,6 +69,7 @@ def score(
     prepared: str | None,
     as_json: bool,
     overlay_dir: str | None,
+    offline: bool | None,
     profile: str | None,
     config_file: str | None,
     set_: tuple[str, ...],
@@ -77,16 +79,13 @@ def score(
 
     from autoshoot.backends import HAND_SCORERS
     from autoshoot.backends.mediapipe_hands import draw_overlay, prepare_image
-    from autoshoot.errors import ModelMissingError
     from autoshoot.stages.score import ScoreStage
 
-    config = make_config(profile, config_file, set_)
+    config = make_config(profile, config_file, set_, **{"run.offline": offline})
     grip_xy, polygon, product_box = read_prepared(prepared)
     if grip is not None:
         grip_xy = parse_grip(grip)
-    missing = ScoreStage().check_models(config)
-    if missing:
-        raise ModelMissingError(missing)
+    require_models(config, [ScoreStage()])
     scorer = HAND_SCORERS.create(config.score.scorer, config)
     results: list[dict[str, Any]] = []
     failed = 0

@@ -52,6 +52,16 @@ class PrepareStage(Stage):
 
         return missing_segmenter_models(config, pc.segmenter)
 
+    def fetch_models(self, config: Config) -> list[tuple[str, str, str]]:
+        # only for an explicit ``birefnet``: ``auto`` needs it for some photos only (see above)
+        if config.prepare.segmenter != "birefnet":
+            return []
+        from autoshoot.backends.segmenters import birefnet_missing, segmenter_model_entries
+        from autoshoot.stages.render import fetch_missing_entries
+
+        entries = segmenter_model_entries(config)
+        return fetch_missing_entries(config, entries, lambda e: birefnet_missing(e.source, config=config)[2])
+
     def run(self, job: Job, out: Path) -> dict[str, Any]:
         from autoshoot.geometry.pipeline import hints_from_brief, run_prepare
 

@@ -1,0 +1,71 @@
+"""What a new user meets first: commands that fail fast and say why, help text, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import write_photo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def autoshoot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "autoshoot", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "model"),
+    [
+        (["analyze", "{image}"], "vlm (brief): Qwen/Qwen2.5-VL-7B-Instruct: not fetched: "),
+        (
+            ["score", "{image}"],
+            "bag detector (scene: no second bag): google/owlv2-base-patch16-ensemble: not fetched: ",
+        ),
+        (
+            ["prepare", "{image}", "--out", "{out}", "--segmenter", "birefnet"],
+            "BiRefNet segmenter: ZhengPeng7/BiRefNet: not fetched: ",
+        ),
+    ],
+)
+def test_commands_without_the_hub_fail_fast_with_shoots_message(
+    tmp_path: Path, command: list[str], model: str
+) -> None:
+    """No hub (a closed local port), downloads allowed: the model is fetched up front and the
+    command stops in seconds with the missing-model message, instead of retrying for minutes."""
+    image = write_photo(tmp_path / "bag.png")
+    argv = [a.format(image=image, out=tmp_path / "prep") for a in command]
+    start = time.perf_counter()
+    proc = autoshoot(
+        *argv, env={"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    )
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("Error: These models are missing, so nothing was run:\n  - " + model), (
+        proc.stderr
+    )
+    assert "the Hugging Face hub cannot be reached (no network?)" in proc.stderr
+    assert "Retrying" not in proc.stderr and "Traceback" not in proc.stderr
+    assert seconds < 30
+
+
+@pytest.mark.parametrize("command", ["analyze", "score", "prepare"])
+def test_commands_that_load_models_take_offline(tmp_path: Path, command: str) -> None:
+    image = write_photo(tmp_path / "bag.png")
+    extra = ["--out", str(tmp_path / "prep"), "--segmenter", "birefnet"] if command == "prepare" else []
+    proc = autoshoot(command, str(image), *extra, "--offline", env={"HF_HUB_OFFLINE": "0"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "not in the" in proc.stderr and "or run without --offline to let it download" in proc.stderr
