@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 CHECK_CACHE = ".image-checks.json"
 TRASH_MARK = ".trash-"
+NOT_RUN = "not run:"  # the reason of a valid row that an interruption left for the next run
 
 
 # ---------------------------------------------------------------------------------------
@@ -573,6 +574,12 @@ class RunSummary:
     processed: int  # SKUs whose stages ran in this run (not skipped)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
+    done_before: int = 0  # SKUs finished by an earlier run on this folder
+
+    @property
+    def not_run(self) -> int:
+        """Valid SKUs left for the next run (an interruption); results.csv marks them failed."""
+        return sum(1 for r in self.results if r.status == "failed" and r.reason.startswith(NOT_RUN))
 
     @property
     def exit_code(self) -> int:
@@ -581,8 +588,12 @@ class RunSummary:
         return 1 if self.counts.get("failed", 0) else 0
 
     def text(self) -> str:
-        counts = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in ("accepted", "review", "failed"))
-        lines = [f"{len(self.results)} SKUs: {counts}  ({self.processed} run now, the rest already done)"]
+        failed = self.counts.get("failed", 0) - self.not_run
+        counts = f"{self.counts.get('accepted', 0)} accepted, {self.counts.get('review', 0)} review, {failed} failed"
+        if self.not_run:
+            counts += f", {self.not_run} not run (interrupted)"
+        runs = f"{self.processed} run now" + (f", {self.done_before} done before" if self.done_before else "")
+        lines = [f"{len(self.results)} SKUs: {counts}  ({runs})"]
         if self.processed:
             lines.append(f"{self.seconds:.1f} s in all, {self.seconds / self.processed:.2f} s per SKU run")
         if self.stage_seconds:
@@ -834,7 +845,8 @@ def _run_catalog(
     return RunSummary(
         run_dir=remote.uri if remote else run,
         results=ordered,
-        counts=counts,
+        counts={k: sum(1 for r in ordered if r.status == k) for k in ("accepted", "review", "failed")},
+        done_before=sum(1 for p in plans if p.result),
         seconds=time.perf_counter() - started,
         processed=processed,
         stage_seconds=engine.stage_seconds,  # set: a failed start raised above
@@ -855,7 +867,7 @@ def collect_results(catalog: Catalog, results: dict[str, ShotResult]) -> list[Sh
                     row=row.row_number,
                     sku=row.sku,
                     status="failed",
-                    reason="not run: the run was interrupted; run the same command again to resume",
+                    reason=f"{NOT_RUN} the run was interrupted; run the same command again to resume",
                 )
             )
     return ordered

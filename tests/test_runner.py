@@ -55,6 +55,7 @@ def test_run_writes_results_then_resumes_without_work(tmp_path: Path) -> None:
     summary = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
     assert summary.counts == {"accepted": 3, "review": 0, "failed": 1}
     assert summary.exit_code == 1
+    assert summary.text().splitlines()[0] == "4 SKUs: 3 accepted, 0 review, 1 failed  (3 run now)"
     results = read_results(run)
     assert [r["sku"] for r in results] == ["SKU-0", "SKU-1", "SKU-2", "MISSING"]
     assert results[0]["status"] == "accepted" and results[0]["best_image"] == "SKU-0/best.png"
@@ -82,6 +83,9 @@ def test_run_writes_results_then_resumes_without_work(tmp_path: Path) -> None:
     again = run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
     assert [c for c in calls if c[1] != "batch of 0"] == []
     assert again.processed == 0
+    assert (
+        again.text().splitlines()[0] == "4 SKUs: 3 accepted, 0 review, 1 failed  (0 run now, 3 done before)"
+    )
     assert read_results(run) == results
     assert leftovers(run) == []
 
@@ -246,6 +250,7 @@ from fakes import fake_stages
 from autoshoot.config import Config
 from autoshoot.runner import run_catalog
 summary = run_catalog(sys.argv[1], sys.argv[2], Config(), quiet=True, stages=fake_stages([], sleep={"render": 0.4}))
+print(summary.text().splitlines()[0], flush=True)
 print("processed", summary.processed, flush=True)
 sys.exit(summary.exit_code)
 """
@@ -269,6 +274,10 @@ def test_sigint_finishes_the_current_sku_then_stops(tmp_path: Path) -> None:
     assert 1 <= done < 6 and statuses[:done] == ["accepted"] * done
     assert all(r["reason"].startswith("not run: the run was interrupted") for r in read_results(run)[done:])
     assert leftovers(run) == []
+    # the terminal summary agrees with results.csv
+    assert out.splitlines()[0] == (
+        f"6 SKUs: {done} accepted, 0 review, 0 failed, {6 - done} not run (interrupted)  ({done} run now)"
+    )
 
 
 def test_models_that_cannot_be_fetched_stop_the_run_before_the_first_sku(tmp_path: Path, monkeypatch) -> None:
