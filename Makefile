@@ -9,6 +9,16 @@ CATALOG ?=
 OUT    ?= runs/$(shell date +%Y-%m-%d)
 ARGS   ?=
 
+# GNU make exits 2 whenever a recipe fails, whatever the recipe's own code. RUN_AUTOSHOOT says
+# what autoshoot's own exit code was, and make's "Error N" line repeats it.
+RUN_AUTOSHOOT = rc=0; "$$@" || rc=$$?; case $$rc in \
+	0) ;; \
+	1) echo "autoshoot exited 1: some SKU failed (see the reasons in results.csv)" >&2 ;; \
+	2) echo "autoshoot exited 2: a usage, catalog or config error, or missing models (nothing was run)" >&2 ;; \
+	130) echo "autoshoot exited 130: interrupted (run the same command again to resume)" >&2 ;; \
+	*) echo "autoshoot exited $$rc" >&2 ;; \
+	esac; exit $$rc
+
 .PHONY: install shoot test demo lint clean help
 
 help:
@@ -28,13 +38,13 @@ install: $(STAMP)
 
 shoot: $(STAMP)
 	@test -n "$(CATALOG)" || { echo "usage: make shoot CATALOG=path/to/catalog.csv [OUT=runs/<date>]"; exit 2; }
-	$(BIN)/autoshoot shoot "$(CATALOG)" --out "$(OUT)" $(ARGS)
+	@set -- $(BIN)/autoshoot shoot "$(CATALOG)" --out "$(OUT)" $(ARGS); echo "$$@"; $(RUN_AUTOSHOOT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 demo: $(STAMP)
-	$(BIN)/autoshoot shoot catalogs/example.csv --out runs/demo --profile tiny $(ARGS)
+	@set -- $(BIN)/autoshoot shoot catalogs/example.csv --out runs/demo --profile tiny $(ARGS); echo "$$@"; $(RUN_AUTOSHOOT)
 	@echo "open runs/demo/report.html"
 
 lint: $(STAMP)

@@ -69,3 +69,53 @@ def test_commands_that_load_models_take_offline(tmp_path: Path, command: str) ->
     proc = autoshoot(command, str(image), *extra, "--offline", env={"HF_HUB_OFFLINE": "0"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "not in the" in proc.stderr and "or run without --offline to let it download" in proc.stderr
+
+
+def test_shoot_help_lists_every_exit_code() -> None:
+    from click.testing import CliRunner
+
+    from autoshoot.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["shoot", "--help"]).output.split())
+    assert (
+        "Exit code 0 when every SKU is accepted or in review, 1 when any failed, 2 for a usage, catalog "
+        "or config error or missing models (nothing is run), 130 when interrupted." in text
+    )
+
+
+def test_make_shoot_says_autoshoots_own_exit_code(tmp_path: Path) -> None:
+    """make exits 2 for any failed recipe; `make shoot` says what autoshoot's own code was."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    (venv / "bin" / "autoshoot").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m autoshoot "$@"\n')
+    (venv / "bin" / "autoshoot").chmod(0o755)
+    (venv / ".installed").touch()  # newer than pyproject.toml: nothing to install
+    write_photo(tmp_path / "a.png")
+    (tmp_path / "c.csv").write_text("sku,image\nA,missing.png\n")
+    for catalog, code, meaning in [
+        (tmp_path / "c.csv", 1, "some SKU failed"),
+        (tmp_path / "none.csv", 2, "a usage, catalog or config error"),
+    ]:
+        proc = subprocess.run(
+            [
+                "make",
+                "-s",
+                "shoot",
+                f"VENV={venv}",
+                f"CATALOG={catalog}",
+                f"OUT={tmp_path / 'run'}",
+                "ARGS=-q --profile tiny",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"autoshoot exited {code}: {meaning}" in proc.stderr
+        assert f"Error {code}" in proc.stderr

@@ -92,7 +92,8 @@ def shoot(
 
     CATALOG and --out may be object-store URIs (s3://, gs://; pip install 'autoshoot[cloud]').
     Resumable: run the same command again and finished SKUs and stages are skipped. Exit code
-    0 when every SKU is accepted or in review, 1 when any failed, 130 when interrupted.
+    0 when every SKU is accepted or in review, 1 when any failed, 2 for a usage, catalog or
+    config error or missing models (nothing is run), 130 when interrupted.
     """
     from autoshoot import runner
     from autoshoot.cli import configure_logging
