@@ -767,6 +767,16 @@ def run_catalog(
         close_run_folder(run)
 
 
+def remove_stray_temp_files(run_dir: Path) -> None:
+    """Remove the temp files of RUN's own files (``.report.html.tmp-…``) that a killed run left.
+
+    Called while holding the run's lock, so no live writer owns them.
+    """
+    for child in run_dir.iterdir():
+        if child.name.startswith(".") and TMP_MARK in child.name and child.is_file():
+            child.unlink(missing_ok=True)
+
+
 def remove_unused_run_folder(run_dir: Path) -> None:
     """Remove a RUN folder that holds only what a run writes before its first SKU."""
     before_any_sku = {"config.yaml", ".lock", CHECK_CACHE}
@@ -794,6 +804,7 @@ def _run_catalog(
     lock = remote.lock() if remote else run_lock(local_dir)
     with lock as held, _Interrupt() as interrupt:
         # 2. save the effective config and plan: which SKUs and stages are still to do
+        remove_stray_temp_files(local_dir)  # a run killed while writing the top-level files
         save_config(config, local_dir / "config.yaml")
         if remote:
             remote.put([(local_dir / "config.yaml", "config.yaml")])

@@ -331,3 +331,16 @@ def test_a_kill_between_the_last_stage_and_the_result_is_finished_on_resume(tmp_
     run_catalog(catalog, run, config(), quiet=True, stages=fake_stages(calls))
     assert [c for c in calls if c[1] == "SKU-1"] == [("rank", "SKU-1")]
     assert read_results(run) == before and (run / "SKU-1" / "best.png").is_file()
+
+
+def test_the_next_run_removes_temp_files_of_the_top_level_files(tmp_path: Path) -> None:
+    """A kill while results, report or config were being written leaves their temp files."""
+    catalog = make_catalog(tmp_path, n=1, with_invalid=False)
+    run = tmp_path / "run"
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    stray = [".results.parquet.tmp-k1.parquet", ".report.html.tmp-k2.html", ".config.yaml.tmp-k3.yaml"]
+    for name in stray:
+        (run / name).write_text("half written")
+    run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    assert leftovers(run) == []
+    assert (run / "report.html").is_file() and (run / "results.parquet").is_file()
