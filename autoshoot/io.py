@@ -2,6 +2,10 @@
 
 A reader (or a rerun after SIGKILL) sees either the old file or the complete new one, never
 a partial one. Temp files are named ``.<name>.tmp-<random>`` so that cleanup can find them.
+
+``tempfile`` makes its files 0600 and its folders 0700 whatever the umask; the renamed result
+would keep that, so a teammate or a web server could not read a report. Files and folders made
+here get the modes the umask gives ordinary ones (0644 and 0755 under umask 022).
 """
 
 from __future__ import annotations
@@ -17,6 +21,32 @@ from typing import Any
 TMP_MARK = ".tmp-"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it straight back
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike[str], folder: bool = False) -> None:
+    """Give a ``tempfile`` file or folder the mode an ordinary one would get."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
+def make_temp_dir(prefix: str, parent: Path) -> Path:
+    """``tempfile.mkdtemp`` in ``parent``, with the umask's mode (it will be renamed into place)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    honour_umask(path, folder=True)
+    return path
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and then move the temp file onto ``path`` atomically."""
     path = Path(path)
@@ -25,6 +55,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        honour_umask(tmp_path)
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())

@@ -27,7 +27,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -39,7 +38,7 @@ from typing import Any
 from autoshoot.catalog import Catalog, ImageCheckCache, Row, allow_image_pixels, load_catalog
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError, RunLockedError
-from autoshoot.io import TMP_MARK, atomic_write_json, read_json
+from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
@@ -164,7 +163,7 @@ class SkuStore:
 
     def new_stage_dir(self, name: str) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{name}{TMP_MARK}", dir=self.dir))
+        return make_temp_dir(f".{name}{TMP_MARK}", self.dir)
 
     def commit_stage(self, name: str, tmp: Path, entry: dict[str, Any]) -> Path:
         """Move ``tmp`` into place as ``<stage>/`` and record it; safe against SIGKILL anywhere.

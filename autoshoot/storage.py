@@ -195,9 +195,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
 def download(fs: Any, path: str, target: Path) -> Path:
     """``fs``'s ``path`` into ``target``, atomically (a temp name, then a rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    from autoshoot.io import honour_umask
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)
     try:
+        honour_umask(tmp)
         fs.get_file(path, tmp)
         os.replace(tmp, target)
     finally:

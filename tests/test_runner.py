@@ -344,3 +344,20 @@ def test_the_next_run_removes_temp_files_of_the_top_level_files(tmp_path: Path) 
     run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
     assert leftovers(run) == []
     assert (run / "report.html").is_file() and (run / "results.parquet").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_run_files_and_folders_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """A teammate or a web server can read the RUN folder when the umask says so."""
+    catalog = make_catalog(tmp_path, n=1, with_invalid=False)
+    run = tmp_path / "run"
+    old = os.umask(umask)
+    try:
+        run_catalog(catalog, run, config(), quiet=True, stages=fake_stages([]))
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(run)): p.stat().st_mode & 0o777 for p in run.rglob("*") if p.name != ".lock"}
+    assert modes["report.html"] == modes["results.csv"] == modes["config.yaml"] == 0o666 & ~umask
+    assert modes["SKU-0/render"] == modes["SKU-0/composite"] == 0o777 & ~umask
+    wrong = {name: oct(mode) for name, mode in modes.items() if mode not in (0o666 & ~umask, 0o777 & ~umask)}
+    assert wrong == {}
