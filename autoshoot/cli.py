@@ -84,7 +84,10 @@ def quiet_libraries() -> None:
 def run_main() -> None:
     """Console-script entry: library errors become one message and exit code 2."""
     from autoshoot.errors import AutoshootError
+    from autoshoot.io import filter_native_stderr
 
+    if verbosity(sys.argv[1:]) < 2:
+        filter_native_stderr()  # MediaPipe's start-up notes, even with -q
     try:
         main(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -98,3 +101,13 @@ def run_main() -> None:
     except AutoshootError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+
+
+def verbosity(argv: list[str]) -> int:
+    """The count of -v given before the command (``-vv``, ``-v -v``, ``--verbose``)."""
+    count = 0
+    for arg in argv:
+        if not arg.startswith("-"):
+            break
+        count += 1 if arg == "--verbose" else arg.count("v") if arg.strip("-v") == "" else 0
+    return count

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -115,3 +116,69 @@ def native_stderr_silenced():  # type: ignore[no-untyped-def]
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+# What native libraries print straight to fd 2 that says nothing to a user (MediaPipe's absl and
+# TFLite start-up notes). GLOG_minloglevel no longer reaches MediaPipe 0.10's absl logging, and
+# its graph threads write these lines at any time, so they are filtered where they arrive.
+NATIVE_NOISE = re.compile(
+    rb"inference_feedback_manager\.cc:\d+\] Feedback manager requires"
+    rb"|All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|Created TensorFlow Lite XNNPACK delegate for CPU"
+)
+
+
+def filter_native_stderr() -> bool:
+    """Send fd 2 through a filter that drops ``NATIVE_NOISE`` lines; True when installed.
+
+    Python's own ``sys.stderr`` (messages, progress bars, tracebacks) moves to a copy of the
+    original stream, so it never waits on the filter; only what native code writes to fd 2
+    passes through it. For the console command only (``autoshoot -vv`` leaves fd 2 alone).
+    """
+    import sys
+    import threading
+
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, AttributeError, ValueError):
+        return False
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    sys.stderr = open(  # noqa: SIM115 - the process's stderr from now on
+        terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+    )
+    forwarder = threading.Thread(target=_forward_native, args=(read_end, terminal), daemon=True)
+    forwarder.start()
+
+    def drain() -> None:  # at exit: end the pipe, let the last native lines through
+        os.dup2(terminal, 2)
+        forwarder.join(timeout=2.0)
+
+    import atexit
+
+    atexit.register(drain)
+    return True
+
+
+def _forward_native(read_end: int, terminal: int) -> None:
+    """Copy whole lines from the pipe to the terminal, without the noise (a native library may
+    write one line in several pieces, so an unfinished line waits for its end)."""
+    pending = b""
+    while True:
+        try:
+            data = os.read(read_end, 65536)
+        except OSError:
+            data = b""
+        lines = (pending + data).splitlines(keepends=True)
+        pending = lines.pop() if data and lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        keep_all = os.environ.get("AUTOSHOOT_NATIVE_LOGS") == "1"  # shoot -vv
+        kept = b"".join(line for line in lines if keep_all or not NATIVE_NOISE.search(line))
+        try:
+            if kept:
+                os.write(terminal, kept)
+        except OSError:
+            return
+        if not data:
+            return

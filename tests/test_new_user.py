@@ -119,3 +119,34 @@ def test_make_shoot_says_autoshoots_own_exit_code(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert f"autoshoot exited {code}: {meaning}" in proc.stderr
         assert f"Error {code}" in proc.stderr
+
+
+NATIVE = r"""
+import os, sys
+from autoshoot.io import filter_native_stderr
+assert filter_native_stderr()
+os.write(2, b"INFO: ")
+os.write(2, b"Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+os.write(2, b"W0000 00:00:1.5 17 inference_feedback_manager.cc:114] Feedback manager requires a model with a single signature inference. Disabling support for feedback tensors.\n")
+os.write(2, b"E0000 a real native error\n")
+print("from python", file=sys.stderr)
+"""
+
+
+def test_native_start_up_notes_are_filtered_from_stderr() -> None:
+    """MediaPipe's absl/TFLite notes go; a native error and Python's own output stay."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NATIVE], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stderr.splitlines()) == ["E0000 a real native error", "from python"]
+
+
+def test_verbosity_counts_the_v_before_the_command() -> None:
+    from autoshoot.cli import verbosity
+
+    assert [
+        verbosity(a) for a in (["shoot"], ["-v", "shoot"], ["-vv", "shoot"], ["-v", "--verbose", "x"])
+    ] == [0, 1, 2, 2]
+    assert verbosity(["shoot", "-vv"]) == 0  # shoot's own -v is not the group's

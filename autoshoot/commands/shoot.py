@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -133,19 +134,26 @@ def shoot(
     if 0 < config.render.vram <= 8:
         # fewer, growable blocks: the allocator then reserves close to what is in use
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    if quiet:
-        silence_loading_bars()
+    silence_loading_bars(downloads=quiet)
     summary = runner.run_catalog(catalog, out, config, force=force, quiet=quiet, catalog=parsed)
     if not quiet:
         click.echo(summary.text(), err=True)
     sys.exit(summary.exit_code)
 
 
-def silence_loading_bars() -> None:
-    """-q: no model-loading or download bars either (the SKU bar is already off)."""
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # huggingface_hub and transformers
-    try:
-        from diffusers.utils import logging as diffusers_logging
-    except ImportError:
-        return
-    diffusers_logging.disable_progress_bar()
+def silence_loading_bars(downloads: bool) -> None:
+    """No model-loading bars ("Loading pipeline components", "Loading weights", "Writing model
+    shards"): they would overlap the SKU bar. Download bars stay, as they show a long wait,
+    except with -q (``downloads``), which turns every bar off."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+    if downloads:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    hub_bars = not are_progress_bars_disabled()
+    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+        try:
+            importlib.import_module(module).disable_progress_bar()
+        except ImportError:
+            pass
+    if hub_bars and not downloads:
+        enable_progress_bars()  # transformers turned the hub's off too
