@@ -23,6 +23,7 @@ from autoshoot.types import ShotResult
 logger = logging.getLogger(__name__)
 
 BLOCK_FILE = "report_block.html"
+BLOCK_VERSION = 2  # raise when a SKU's block looks different: cached blocks are then made afresh
 RESULT_COLUMNS = (
     "row",
     "sku",
@@ -77,20 +78,37 @@ def write_results(run_dir: Path, results: list[ShotResult]) -> None:
 # the contact sheet
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
+body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222;overflow-wrap:anywhere}
 h1{margin:0 0 .3em}.summary{margin:.3em 0 1em}
 .banner{background:#fff3cd;border:1px solid #e0c36a;padding:.6em 1em;margin:1em 0}
-.filters button{margin-right:.4em;padding:.3em .8em;border:1px solid #999;background:#fff;cursor:pointer}
+.filters button{margin:0 .4em .4em 0;padding:.3em .8em;border:1px solid #999;background:#fff;cursor:pointer}
 .filters button.on{background:#222;color:#fff}
 .sku{background:#fff;border:1px solid #ddd;border-radius:6px;margin:1em 0;padding:.8em}
 .sku h2{font-size:1.05em;margin:0 0 .4em}
 .badge{display:inline-block;padding:.1em .6em;border-radius:1em;font-size:.85em;color:#fff}
 .accepted{background:#2e7d32}.review{background:#ef6c00}.failed{background:#c62828}
-.row{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}
-figure{margin:0;width:220px}figure img{width:220px;height:auto;border:3px solid transparent;background:#eee}
-figure.best img{border-color:#2e7d32}figcaption{font-size:.8em;line-height:1.3}
-.reasons{color:#555}.meta{font-size:.85em;color:#444}details{font-size:.85em;margin-top:.4em}
+.row{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start;margin-top:.5em}
+figure{margin:0;width:220px;position:relative}
+figure img{display:block;width:100%;height:auto;border:3px solid transparent;background:#eee;box-sizing:border-box}
+figure.best img{border:6px solid #2e7d32}
+figure.best .pick{position:absolute;top:.5em;left:.5em;background:#2e7d32;color:#fff;font-weight:700;
+ font-size:.85em;padding:.15em .55em;border-radius:3px;letter-spacing:.03em}
+figcaption{font-size:.85em;line-height:1.35;margin-top:.2em}
+.reasons{color:#555}.meta{font-size:.85em;color:#444}details{font-size:.85em;margin-top:.5em}
+.flags{margin:.3em 0}.flag{display:inline-block;font-size:.8em;background:#eef;border:1px solid #ccd;
+ border-radius:3px;padding:.05em .45em;margin:0 .3em .3em 0}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%}
+@media (max-width:600px){body{margin:.6em}.row{gap:.5em}figure{width:calc(50% - .25em)}}
 """
+
+# what each flag of results.csv means, in words (unknown flags are shown with spaces for "_")
+FLAG_TEXT = {
+    "no_handle": "no handle found: held without a grip",
+    "tiny_models_noise": "tiny test models: the pictures are noise",
+    "brief_fallback": "brief partly filled by rules",
+    "vlm_error": "the VLM failed on this photo",
+    "vlm_retry": "the VLM needed a second try",
+}
 
 _JS = """
 function show(status){
@@ -105,7 +123,8 @@ function show(status){
 def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Path:
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "review", "failed")}
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>autoshoot report</title>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>autoshoot report</title>",
         f"<style>{_CSS}</style><script>{_JS}</script></head><body>",
         "<h1>autoshoot report</h1>",
         f"<div class='summary'>{len(results)} SKUs: {counts['accepted']} accepted, {counts['review']} review, "
@@ -175,7 +194,7 @@ def write_sku_block(run_dir: Path, result: ShotResult) -> None:
 
 def _block_tag(result: ShotResult) -> str:
     digest = hashlib.sha256(json.dumps(result_record(result), sort_keys=True).encode()).hexdigest()
-    return f"<!-- autoshoot block {digest} -->"
+    return f"<!-- autoshoot block v{BLOCK_VERSION} {digest} -->"
 
 
 def sku_block(run_dir: Path, result: ShotResult) -> str:
@@ -183,20 +202,29 @@ def sku_block(run_dir: Path, result: ShotResult) -> str:
 
     sku_dir = run_dir / sku_folder_name(result.sku) if result.sku else None
     score = "" if result.hand_score is None else f" &middot; hand score {result.hand_score:.2f}"
-    flags = f" &middot; flags: {_e(result.flags)}" if result.flags else ""
+    sku = result.sku or "(no SKU)"
     out = [
         f"<div class='sku' data-status='{result.status}'>",
-        f"<h2>{_e(result.sku or '(no SKU)')} <span class='badge {result.status}'>{result.status}</span></h2>",
+        f"<h2>{_e(sku)} <span class='badge {result.status}'>{result.status}</span></h2>",
         f"<div class='meta'>row {result.row}{score} &middot; {result.n_candidates} candidates &middot; "
-        f"{result.seconds:.1f} s{flags}</div>",
+        f"{result.seconds:.1f} s</div>",
     ]
+    if result.flags:
+        out.append(
+            "<div class='flags'>" + "".join(flag_chip(f) for f in result.flags.split(";") if f) + "</div>"
+        )
     if result.reason:
         out.append(f"<div class='meta'>reason: {_e(result.reason)}</div>")
     figures: list[str] = []
     if sku_dir is not None and sku_dir.is_dir():
-        figures += _figure(run_dir, sku_dir / "input.jpg", "input")
+        figures += _figure(run_dir, sku_dir / "input.jpg", "input photo", alt=f"{sku}: the input photo")
+        debug = sku_dir / "prepare" / "debug.png"
+        link = f" &middot; <a href='{_rel(run_dir, debug)}'>geometry</a>" if debug.is_file() else ""
         figures += _figure(
-            run_dir, sku_dir / "prepare" / "debug.png", "prepared canvas: mask, handle, grip, erased gap"
+            run_dir,
+            sku_dir / "prepare" / "canvas.png",
+            f"prepared canvas{link}",
+            alt=f"{sku}: the product placed on the canvas the render starts from",
         )
         figures += candidate_figures(run_dir, sku_dir, result)
         brief = _read(sku_dir / "analyze" / "stage.json")
@@ -230,23 +258,34 @@ def candidate_figures(run_dir: Path, sku_dir: Path, result: ShotResult) -> list[
                 if overlay and overlay.is_file()
                 else ""
             )
+            hand_score = float(cand["hand_score"])
             caption = (
-                f"candidate {index}{' (best)' if best else ''}: score {float(cand['hand_score']):.2f}{link}"
-                f"<br><span class='reasons'>{_e(reasons)}</span>"
+                f"{'<b>' if best else ''}candidate {index}{' (best)' if best else ''}: score "
+                f"{hand_score:.2f}{'</b>' if best else ''}{link}<br><span class='reasons'>{_e(reasons)}</span>"
             )
-            figures += _figure(run_dir, images.get(index), caption, css="best" if best else "")
+            alt = f"{result.sku}: candidate {index}{', the best pick' if best else ''}, hand score {hand_score:.2f}"
+            figure = _figure(run_dir, images.get(index), caption, css="best" if best else "", alt=alt)
+            figures = figure + figures if best else figures + figure  # the best pick first
     else:  # failed before scoring: show whatever candidates exist
         for index, path in sorted(images.items()):
-            figures += _figure(run_dir, path, f"candidate {index} (not scored)")
+            alt = f"{result.sku}: candidate {index}, not scored"
+            figures += _figure(run_dir, path, f"candidate {index} (not scored)", alt=alt)
     return figures
 
 
-def _figure(run_dir: Path, path: Path | None, caption: str, css: str = "") -> list[str]:
+def flag_chip(flag: str) -> str:
+    """A flag of results.csv in words; the code itself is the tooltip."""
+    text = FLAG_TEXT.get(flag, flag.replace("_", " "))
+    return f"<span class='flag' title='{_e(flag)}'>{_e(text)}</span>"
+
+
+def _figure(run_dir: Path, path: Path | None, caption: str, css: str = "", alt: str = "") -> list[str]:
     if path is None or not path.is_file():
         return []
     rel = _rel(run_dir, path)
+    pick = "<span class='pick'>BEST PICK</span>" if css == "best" else ""
     return [
-        f"<figure class='{css}'><a href='{rel}'><img loading='lazy' src='{rel}' alt=''></a>"
+        f"<figure class='{css}'><a href='{rel}'><img loading='lazy' src='{rel}' alt='{_e(alt)}'></a>{pick}"
         f"<figcaption>{caption}</figcaption></figure>"
     ]
 
