@@ -31,7 +31,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray,cloud]"
+	@# setuptools warns about every editable install on the build backend's stderr, which --quiet keeps
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[dev,ray,cloud]"
 	@touch $(STAMP)
 
 install: $(STAMP)
