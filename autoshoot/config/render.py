@@ -135,9 +135,21 @@ class RenderConfig:
     hand_mesh: str = "capsule"  # name in autoshoot.backends.HAND_MESHES
     hand_search_pad: float = 0.2  # ROI around the grip, as a fraction of the canvas's long side
 
-    # -- composite --------------------------------------------------------------------------
+    # -- composite: the delivered picture ---------------------------------------------------
     composite_scale: float = 1.01  # about the product's centre
     composite_feather_px: float = 1.5  # outline only; inside the mask pixels are exact
+    output_long_side: int = 2048  # px; each refined candidate is upscaled to this, then composited
+    # name in autoshoot.backends.UPSCALERS: esrgan | sdxl-tile | lanczos | tiny
+    # (autoshoot/backends/upscaler.py says why esrgan is the default; bench/upscale_gpu.py times them)
+    upscaler: str = "esrgan"
+    # esrgan: a hub repo and the weights file in it, or a local .pth/.safetensors (file then "")
+    upscaler_model: str = "ai-forever/Real-ESRGAN"
+    upscaler_file: str = "RealESRGAN_x2.pth"  # Real-ESRGAN x2 (RRDB, 16.7 M parameters)
+    upscaler_tile: int = 0  # esrgan: run on tiles of this many input px (bounds memory); 0 = whole
+    # sdxl-tile: img2img strength, its schedule's steps, the union ControlNet's tile-mode scale
+    upscale_strength: float = 0.3
+    upscale_steps: int = 20
+    upscale_tile_control: float = 1.0
 
     # -- speed / memory -----------------------------------------------------------------------
     compile: bool = False  # torch.compile the UNet and ControlNet (slow first call; cached)
@@ -175,9 +187,22 @@ class RenderConfig:
 
 
 def check_speed_options(rc: RenderConfig) -> None:
-    """Reject speed settings that cannot run when the config is built, before any SKU starts,
-    naming the setting and the fix."""
+    """Reject speed and output settings that cannot run when the config is built, before any
+    SKU starts, naming the setting and the fix."""
+    from autoshoot.backends import UPSCALERS
     from autoshoot.errors import ConfigError
+
+    UPSCALERS.check(rc.upscaler)  # an unknown name lists the valid ones
+    if rc.output_long_side < 64:
+        raise ConfigError(
+            f"render.output_long_side is {rc.output_long_side}; the delivered picture needs at least "
+            "64 px on its long side; fix: --set render.output_long_side=2048"
+        )
+    if not 0.0 < rc.upscale_strength <= 1.0:
+        raise ConfigError(
+            f"render.upscale_strength is {rc.upscale_strength}; it is a fraction in (0, 1]; fix: "
+            "--set render.upscale_strength=0.3"
+        )
 
     if rc.controlnet_every < 1:
         raise ConfigError(
@@ -229,5 +254,6 @@ PROFILES: dict[str, dict] = {
         "refine_start_step": 2,
         "batch_size": 2,
         "refine_min_window": 64,
+        "upscaler": "tiny",  # the default final size, from a tiny ESRGAN built in code
     },
 }

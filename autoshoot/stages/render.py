@@ -183,7 +183,7 @@ def resize_edges(edges: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class ModelEntry:
     role: str
     source: str  # hub id, local folder or local file; "tiny" for the built-in random set
-    kind: str  # "pipeline" | "single_file" | "config_only" | "union" | "controlnet" | "vae" | "lora" | "tiny"
+    kind: str  # "pipeline" | "single_file" | "config_only" | "union" | "controlnet" | "vae" | "lora" | "upscaler" | "tiny"
     files: tuple[str, ...] = ()  # files that must be there (a hub repo: in the cache)
     patterns: tuple[str, ...] = ()  # what `models download` fetches from a hub repo
     subfolder: str = ""
@@ -199,7 +199,10 @@ def model_entries(config: Config) -> list[ModelEntry]:
 
     ms = resolve_model_set(config.render)
     if ms.tiny:
-        return [ModelEntry("SDXL tiny random components (built in code, no download)", "tiny", "tiny")]
+        return [
+            ModelEntry("SDXL tiny random components (built in code, no download)", "tiny", "tiny"),
+            *upscaler_entries(config),
+        ]
     out: list[ModelEntry] = []
     base = ms.base
     if base.endswith((".safetensors", ".ckpt")):
@@ -246,7 +249,19 @@ def model_entries(config: Config) -> list[ModelEntry]:
         out.append(ModelEntry("VAE override", ms.vae, "vae", files=files, patterns=files))
     for i, lora in enumerate(ms.loras):
         out.append(ModelEntry(f"LoRA {i + 1} (weight {lora.weight})", lora.path, "lora", files=("",)))
-    return out
+    return out + upscaler_entries(config)
+
+
+def upscaler_entries(config: Config) -> list[ModelEntry]:
+    """The composite's upscaler weights (``render.upscaler`` esrgan); the others load nothing."""
+    rc = config.render
+    if rc.upscaler != "esrgan":
+        return []
+    role = "upscaler (ESRGAN family, through spandrel)"
+    if is_local_source(rc.upscaler_model):
+        return [ModelEntry(role, rc.upscaler_model, "upscaler", files=("",))]
+    files = (rc.upscaler_file,)
+    return [ModelEntry(role, rc.upscaler_model, "upscaler", files=files, patterns=files)]
 
 
 def download_command(config: Config) -> str:
