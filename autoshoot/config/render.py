@@ -43,6 +43,11 @@ UNION_MODES = {
 }
 
 
+# SDXL's training buckets near 1 MP (w, h), portrait and square; the landscape forms swap them.
+_PORTRAIT_BUCKETS = ((1024, 1024), (896, 1152), (832, 1216), (768, 1344), (640, 1536))
+SDXL_BUCKETS = _PORTRAIT_BUCKETS + tuple((h, w) for w, h in _PORTRAIT_BUCKETS[1:])
+
+
 @dataclass(frozen=True)
 class LoraSpec:
     path: str  # local .safetensors, kohya or diffusers format
@@ -92,7 +97,9 @@ class RenderConfig:
         default_factory=lambda: {"default": ModelSet(), "tiny": TINY_MODEL_SET}
     )
     dtype: Literal["fp16", "bf16", "fp32"] = "fp16"  # fp32 on the CPU whatever this says
-    long_side: int = 1024  # the model's working resolution (long side, multiple of 64)
+    # the model's working scale: stage 1 renders at SDXL's ~1 MP bucket nearest the canvas's
+    # shape (SDXL_BUCKETS) times long_side / 1024; stage 2's square hand window is long_side px
+    long_side: int = 1024
 
     # -- stage 1 --------------------------------------------------------------------------
     steps: int = 30

@@ -118,11 +118,11 @@ def render_candidates(
     canvas: (H, W, 3) uint8 RGB; inpaint: (H, W) uint8, 255 = inpaint; canny: (H, W) uint8 edges.
     Returns N × (H, W, 3) uint8 RGB at the canvas size, and info (scales seen, seconds, notes).
     """
-    from autoshoot.backends.sdxl import DenoiseRequest, control_schedule, fit_size
+    from autoshoot.backends.sdxl import DenoiseRequest, control_schedule
 
-    # 1. to the model resolution
+    # 1. to the model resolution: SDXL's ~1 MP bucket of the canvas's shape
     h, w = canvas.shape[:2]
-    mw, mh = fit_size(w, h, rc.long_side)
+    mw, mh = model_size(w, h, rc.long_side)
     canvas_m = resize(canvas, (mw, mh))
     mask_m = resize(inpaint, (mw, mh), nearest=True)
     canny_m = resize_edges(canny, (mw, mh))
@@ -152,6 +152,22 @@ def render_candidates(
     steps_seen = [s[0] for s in res.scales_seen[: rc.steps]]
     info = {"model_size": [mw, mh], "scales_seen": steps_seen, "seconds": res.seconds, "notes": res.notes}
     return images, info
+
+
+def model_size(width: int, height: int, long_side: int = 1024) -> tuple[int, int]:
+    """Stage 1's (w, h): the SDXL training bucket (about 1 MP: 1024x1024, 896x1152, 832x1216,
+    768x1344, 640x1536 and their landscape forms) nearest the canvas's aspect ratio, scaled by
+    ``long_side`` / 1024 (1024 is SDXL's own scale; the tiny profile uses 256), each side a
+    multiple of 64. A canvas made from a bucket renders at its own size, not squeezed to a
+    1024-px long side (a 832x1216 canvas used to render at 704x1024: 0.72 MP)."""
+    import math
+
+    from autoshoot.config.render import SDXL_BUCKETS
+
+    aspect = math.log(width / height)
+    bw, bh = min(SDXL_BUCKETS, key=lambda b: (abs(math.log(b[0] / b[1]) - aspect), -b[0] * b[1]))
+    s = long_side / 1024
+    return max(64, int(round(bw * s / 64)) * 64), max(64, int(round(bh * s / 64)) * 64)
 
 
 def resize(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
