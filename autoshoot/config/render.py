@@ -59,7 +59,13 @@ class LoraSpec:
 class ModelSet:
     """Where the SDXL models come from. Every entry is a hub id, a local folder or a local file."""
 
-    base: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    # The photoreal default: RealVisXL V5.0 (an SDXL finetune for photographs of people), in
+    # diffusers layout with fp16 weights on the hub. Why: plain SDXL base renders people with
+    # waxy skin and a painterly look; the reference workflow uses a photoreal finetune
+    # (Juggernaut XL); RealVisXL V5.0 is published in diffusers format with an fp16 variant, so it
+    # loads like SDXL base through the same code. Others are one setting away (MODEL_SETS):
+    # --set render.model_set=sdxl-base (plain SDXL base) or =juggernaut (Juggernaut XL v9).
+    base: str = "SG161222/RealVisXL_V5.0"
     # For a single-file ``base`` (e.g. Juggernaut XL): a diffusers SDXL folder or hub id whose
     # configs and tokenizers describe the checkpoint (no weights are read from it).
     base_config: str = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -72,10 +78,17 @@ class ModelSet:
     controlnet_config: str = "config_promax.json"
     # separate: one ControlNetModel per mode (canny, depth, scribble), hub ids or local folders.
     controlnets: dict[str, str] = field(default_factory=dict)
-    vae: str = "madebyollin/sdxl-vae-fp16-fix"  # "" keeps the base model's VAE
+    # The VAE: the finetunes above keep SDXL's own VAE, which overflows to NaN in fp16 (black
+    # pictures); sdxl-vae-fp16-fix is that VAE rescaled to decode the same pictures in fp16, the
+    # VAE these checkpoints are paired with for fp16 inference. "" keeps the base model's VAE.
+    vae: str = "madebyollin/sdxl-vae-fp16-fix"
     loras: tuple[LoraSpec, ...] = ()
     tiny: bool = False  # random tiny components built in code (tests, demo); no download
 
+
+# Named SDXL model sets: ``--set render.model_set=NAME`` (a profile file can add its own).
+SDXL_BASE_MODEL_SET = ModelSet(base="stabilityai/stable-diffusion-xl-base-1.0")
+JUGGERNAUT_MODEL_SET = ModelSet(base="RunDiffusion/Juggernaut-XL-v9", variant="")
 
 TINY_MODEL_SET = ModelSet(
     base="tiny",
@@ -94,7 +107,12 @@ class RenderConfig:
     backend: str = "sdxl"  # name in autoshoot.backends.RENDERERS
     model_set: str = "default"  # key in model_sets
     model_sets: dict[str, ModelSet] = field(
-        default_factory=lambda: {"default": ModelSet(), "tiny": TINY_MODEL_SET}
+        default_factory=lambda: {
+            "default": ModelSet(),
+            "sdxl-base": SDXL_BASE_MODEL_SET,
+            "juggernaut": JUGGERNAUT_MODEL_SET,
+            "tiny": TINY_MODEL_SET,
+        }
     )
     dtype: Literal["fp16", "bf16", "fp32"] = "fp16"  # fp32 on the CPU whatever this says
     # the model's working scale: stage 1 renders at SDXL's ~1 MP bucket nearest the canvas's
