@@ -82,6 +82,7 @@ class RenderStage(Stage):
             "canvas_size": [int(canvas.shape[1]), int(canvas.shape[0])],
             "model_size": info["model_size"],
             "steps": rc.steps,
+            "sampler": rc.sampler,
             "control_scales_seen": info["scales_seen"],
             "seconds": info["seconds"],
             "handle": prep.get("handle"),
