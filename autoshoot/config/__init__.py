@@ -54,6 +54,7 @@ class RunConfig:
     # Ray: workers that only write the briefs (the VLM), batching across the whole catalog, so
     # that the other workers never load the VLM; 0 = each worker writes its own SKUs' briefs
     vlm_workers: int = 0
+    prompts: str = ""  # a folder of prompt templates to use instead of the shipped prompts/ (--prompts)
 
 
 @dataclass(frozen=True)
