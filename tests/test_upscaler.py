@@ -89,15 +89,15 @@ def test_tiles_give_the_whole_picture_result(monkeypatch):
 
     from autoshoot.backends import UPSCALERS
 
-    up = UPSCALERS.create("tiny", tiny_config(**{"render.upscaler_tile": 96}))
-    img = picture(200, 150, seed=3)
+    up = UPSCALERS.create("tiny", tiny_config(**{"render.upscaler_tile": 160}))
+    img = picture(400, 300, seed=3)
     whole = up.descriptor(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0)
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0
     with torch.inference_mode():
         tiled = up.run_tiled(x, overlap=40)
     assert tiled.shape == whole.shape
     assert float((tiled - whole).abs().max()) < 1e-5
-    assert up.upscale(img, (400, 300)).shape == (300, 400, 3)  # the tiled path end to end
+    assert up.upscale(img, (800, 600)).shape == (600, 800, 3)  # the tiled path end to end
 
 
 def test_lanczos_upscaler_is_a_plain_resize():

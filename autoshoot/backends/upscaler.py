@@ -174,7 +174,8 @@ class SpandrelUpscaler:
         _, c, h, w = x.shape
         s = self.scale
         out = torch.zeros((1, c, h * s, w * s), dtype=x.dtype, device=x.device)
-        step = max(1, self.tile - 2 * overlap)
+        overlap = min(overlap, self.tile // 4)  # each tile keeps at least half its side
+        step = self.tile - 2 * overlap
         for y0 in range(0, h, step):
             for x0 in range(0, w, step):
                 # the tile with its overlap, clipped to the picture

@@ -267,6 +267,11 @@ def check_speed_options(rc: RenderConfig) -> None:
             f"render.output_long_side is {rc.output_long_side}; the delivered picture needs at least "
             "64 px on its long side; fix: --set render.output_long_side=2048"
         )
+    if rc.upscaler_tile and rc.upscaler_tile < 32:
+        raise ConfigError(
+            f"render.upscaler_tile is {rc.upscaler_tile}; tiles need at least 32 px (0 runs the whole "
+            "picture at once); fix: --set render.upscaler_tile=512"
+        )
     if not 0.0 < rc.upscale_strength <= 1.0:
         raise ConfigError(
             f"render.upscale_strength is {rc.upscale_strength}; it is a fraction in (0, 1]; fix: "

@@ -172,11 +172,42 @@ def warp_product(
     (area-averaged when shrinking, Lanczos-3 when growing) and ``inside`` (h, w) bool, where the
     placed mask covers at least half of the pixel.
     """
+    placed, soft = resample_product(image, keep, matrix, size, [image, keep.astype(np.float32) / 255.0])
+    return np.clip(np.rint(placed), 0, 255).astype(np.uint8), soft >= 0.5
+
+
+def resample_product(
+    image: np.ndarray, keep: np.ndarray, matrix: np.ndarray, size: tuple[int, int], arrays: list[np.ndarray]
+) -> list[np.ndarray]:
+    """``resample_affine`` of each input-size array, computed only around the product: the input
+    is cropped to the product's box plus the reach of one output pixel's footprint (and the
+    feather band), and the output to where that crop lands; elsewhere the result is 0. Inside
+    the product and its band this equals resampling the whole photo."""
     from autoshoot.geometry.resample import resample_affine
 
-    placed = np.clip(np.rint(resample_affine(image, matrix, size)), 0, 255).astype(np.uint8)
-    soft = resample_affine(keep.astype(np.float32) / 255.0, matrix, size)
-    return placed, soft >= 0.5
+    w_out, h_out = int(size[0]), int(size[1])
+    ys, xs = np.nonzero(keep)
+    if len(xs) == 0:
+        return [np.zeros((h_out, w_out, *a.shape[2:]), np.float32) for a in arrays]
+    kx, ky = float(matrix[0, 0]), float(matrix[1, 1])
+    pad = int(np.ceil(4.0 / min(kx, ky, 1.0))) + 4  # input px: a 2-px band's footprint, and Lanczos' 3
+    h, w = keep.shape[:2]
+    x0, x1 = max(0, int(xs.min()) - pad), min(w, int(xs.max()) + 1 + pad)
+    y0, y1 = max(0, int(ys.min()) - pad), min(h, int(ys.max()) + 1 + pad)
+    # where the crop's pixel edges land in the output
+    ox0 = max(0, int(np.floor(kx * (x0 - 0.5) + matrix[0, 2] + 0.5)))
+    ox1 = min(w_out, int(np.ceil(kx * (x1 - 0.5) + matrix[0, 2] + 0.5)))
+    oy0 = max(0, int(np.floor(ky * (y0 - 0.5) + matrix[1, 2] + 0.5)))
+    oy1 = min(h_out, int(np.ceil(ky * (y1 - 0.5) + matrix[1, 2] + 0.5)))
+    out = [np.zeros((h_out, w_out, *a.shape[2:]), np.float32) for a in arrays]
+    if ox1 <= ox0 or oy1 <= oy0:
+        return out
+    m = np.array(
+        [[kx, 0.0, matrix[0, 2] + kx * x0 - ox0], [0.0, ky, matrix[1, 2] + ky * y0 - oy0]], np.float64
+    )
+    for dst, a in zip(out, arrays, strict=True):
+        dst[oy0:oy1, ox0:ox1] = resample_affine(a[y0:y1, x0:x1], m, (ox1 - ox0, oy1 - oy0))
+    return out
 
 
 def place_product(
@@ -189,12 +220,11 @@ def place_product(
     """
     import cv2
 
-    from autoshoot.geometry.resample import resample_affine
-
-    placed, inside = warp_product(image, keep, matrix, size)
     w = keep.astype(np.float32) / 255.0
-    premult = resample_affine(image.astype(np.float32) * w[..., None], matrix, size)
-    weight = np.clip(resample_affine(w, matrix, size), 0.0, None)
+    placed, soft, premult = resample_product(image, keep, matrix, size, [image, w, image * w[..., None]])
+    placed = np.clip(np.rint(placed), 0, 255).astype(np.uint8)
+    inside = soft >= 0.5
+    weight = np.clip(soft, 0.0, None)
     band_rgb = np.clip(premult / np.maximum(weight, 1e-3)[..., None], 0.0, 255.0)
     if feather_px > 0:
         dist = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 3)
