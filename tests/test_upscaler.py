@@ -100,6 +100,14 @@ def test_tiles_give_the_whole_picture_result(monkeypatch):
     assert up.upscale(img, (800, 600)).shape == (600, 800, 3)  # the tiled path end to end
 
 
+def test_low_vram_mode_tiles_the_upscale():
+    from autoshoot.backends import UPSCALERS
+
+    assert UPSCALERS.create("tiny", tiny_config()).tile == 0
+    assert UPSCALERS.create("tiny", tiny_config(**{"render.vram": 8})).tile == 512
+    assert UPSCALERS.create("tiny", tiny_config(**{"render.vram": 8, "render.upscaler_tile": 256})).tile == 256
+
+
 def test_lanczos_upscaler_is_a_plain_resize():
     import cv2
 
