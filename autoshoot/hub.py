@@ -30,7 +30,9 @@ def is_local_source(source: str) -> bool:
 # approximate download sizes of the default hub models (what `autoshoot models download` fetches)
 DOWNLOAD_SIZES = {
     "Qwen/Qwen2.5-VL-7B-Instruct": "16.6 GB",
+    "SG161222/RealVisXL_V5.0": "7 GB",
     "stabilityai/stable-diffusion-xl-base-1.0": "7 GB",
+    "ai-forever/Real-ESRGAN": "0.07 GB",
     "xinsir/controlnet-union-sdxl-1.0": "2.5 GB",
     "madebyollin/sdxl-vae-fp16-fix": "0.3 GB",
     "google/owlv2-base-patch16-ensemble": "0.6 GB",

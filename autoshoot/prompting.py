@@ -1,5 +1,11 @@
 """Jinja2 rendering of the templates in ``prompts/``: the VLM instruction and the render prompts.
 
+Where the templates are found (``prompts_dir``), first hit wins:
+
+    AUTOSHOOT_PROMPTS   a user's own folder (``--prompts DIR`` or ``run.prompts`` set it)
+    autoshoot/prompts/  inside an installed wheel (setup.py maps the top-level prompts/ there)
+    prompts/            the top-level folder of a source checkout or an editable install
+
 ``prompt_version()`` names the templates' version and content hash; the analyze stage puts it
 in its cache key, so editing a template re-runs the briefs (and everything after them).
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -23,8 +30,44 @@ from autoshoot.vocab import CATEGORIES, HANDLES, HOLD_POSES, SHOTS
 
 # Bump when a template's meaning changes; the content hash is added automatically.
 PROMPT_VERSION = "1"
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 TEMPLATES = ("vlm_instruction.j2", "vlm_repair.j2", "render_prompt.j2", "negative_prompt.j2")
+PROMPTS_ENV = "AUTOSHOOT_PROMPTS"
+PACKAGED_PROMPTS = Path(__file__).resolve().parent / "prompts"  # a wheel's copy
+SOURCE_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"  # the top-level folder
+
+
+def has_templates(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in TEMPLATES)
+
+
+def shipped_prompts_dir() -> Path:
+    """The templates that come with autoshoot: a wheel's copy, else the source tree's prompts/."""
+    return PACKAGED_PROMPTS if has_templates(PACKAGED_PROMPTS) else SOURCE_PROMPTS
+
+
+def prompts_dir() -> Path:
+    """The folder the templates are read from now (see the module docstring)."""
+    user = os.environ.get(PROMPTS_ENV, "").strip()
+    return Path(user).expanduser().resolve() if user else shipped_prompts_dir()
+
+
+def use_prompts_dir(folder: str | Path) -> Path:
+    """Read the templates from ``folder`` from now on (in this process and the workers it
+    starts). It must hold every template; a missing one is named with the fix."""
+    path = Path(folder).expanduser().resolve()
+    missing = [name for name in TEMPLATES if not (path / name).is_file()]
+    if missing:
+        from autoshoot.errors import ConfigError
+
+        raise ConfigError(
+            f"--prompts {folder}: {', '.join(missing)} missing there; a prompts folder needs all of "
+            f"{', '.join(TEMPLATES)}; fix: copy the shipped ones from {shipped_prompts_dir()} and edit them"
+        )
+    os.environ[PROMPTS_ENV] = str(path)
+    return path
+
+
+PROMPTS_DIR = shipped_prompts_dir()  # the shipped templates (the default)
 
 POSE_HELP = (
     "beside_hip: arm hanging, bag beside the hip; in_front: bag held in front of the thighs; "
@@ -63,16 +106,20 @@ EXAMPLE_BRIEF: dict[str, Any] = {
 }
 
 
-@functools.lru_cache(maxsize=1)
 def _environment() -> Any:
+    return _environment_for(prompts_dir())
+
+
+@functools.lru_cache(maxsize=4)
+def _environment_for(folder: Path) -> Any:
     import jinja2
 
-    if not PROMPTS_DIR.is_dir():
+    if not folder.is_dir():
         raise FileNotFoundError(
-            f"the prompt templates are missing: {PROMPTS_DIR} does not exist; reinstall autoshoot"
+            f"the prompt templates are missing: {folder} does not exist; reinstall autoshoot"
         )
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROMPTS_DIR)),
+        loader=jinja2.FileSystemLoader(str(folder)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
@@ -81,13 +128,18 @@ def _environment() -> Any:
     return env
 
 
-@functools.lru_cache(maxsize=1)
 def prompt_version() -> str:
-    """``"<PROMPT_VERSION>-<sha of the templates>"``: part of the analyze stage's cache key."""
+    """``"<PROMPT_VERSION>-<sha of the templates>"``: part of the analyze stage's cache key
+    (a user's own templates get their own key)."""
+    return _prompt_version_for(prompts_dir())
+
+
+@functools.lru_cache(maxsize=4)
+def _prompt_version_for(folder: Path) -> str:
     digest = hashlib.sha256()
     for name in TEMPLATES:
         digest.update(name.encode())
-        digest.update((PROMPTS_DIR / name).read_bytes())
+        digest.update((folder / name).read_bytes())
     return f"{PROMPT_VERSION}-{digest.hexdigest()[:10]}"
 
 

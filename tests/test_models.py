@@ -17,14 +17,28 @@ def test_default_profile_offline_names_every_missing_model_and_the_fix():
     missing = RenderStage().check_models(config)
 
     roles = [m[0] for m in missing]
-    assert roles == ["SDXL base", "ControlNet union (promax)", "VAE override"]
+    assert roles == [
+        "SDXL base",
+        "ControlNet union (promax)",
+        "VAE override",
+        "upscaler (ESRGAN family, through spandrel)",
+    ]
     sources = [m[1] for m in missing]
-    assert sources[0].startswith("stabilityai/stable-diffusion-xl-base-1.0 (not in the cache")
+    assert sources[0].startswith("SG161222/RealVisXL_V5.0 (not in the cache")  # the photoreal default
     assert "diffusion_pytorch_model_promax.safetensors" in sources[1]
+    assert sources[3].startswith("ai-forever/Real-ESRGAN (not in the cache: RealESRGAN_x2.pth")
     assert all("autoshoot models download" in m[2] for m in missing)
     text = str(ModelMissingError(missing))
     assert "nothing was run" in text and "madebyollin/sdxl-vae-fp16-fix" in text
     assert RefineStage().check_models(config) == missing
+
+
+def test_plain_sdxl_base_is_one_setting_away():
+    config = load_config("default", overrides={"run.offline": True, "render.model_set": "sdxl-base"})
+    missing = RenderStage().check_models(config)
+    assert missing[0][1].startswith("stabilityai/stable-diffusion-xl-base-1.0 (not in the cache")
+    config = load_config("default", overrides={"run.offline": True, "render.model_set": "juggernaut"})
+    assert RenderStage().check_models(config)[0][1].startswith("RunDiffusion/Juggernaut-XL-v9")
 
 
 def test_tiny_profile_needs_nothing():
@@ -58,7 +72,7 @@ def test_models_check_cli_exit_codes(tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["models", "check"])
     assert res.exit_code == 1
-    assert "MISSING SDXL base: stabilityai/stable-diffusion-xl-base-1.0" in res.output
+    assert "MISSING SDXL base: SG161222/RealVisXL_V5.0" in res.output
     assert "fix: run `autoshoot models download` (about 7 GB; it needs network)" in res.output
     assert (
         "MISSING BiRefNet segmenter, for photos whose border is not uniform: ZhengPeng7/BiRefNet"
@@ -79,6 +93,7 @@ def test_models_check_loads_local_configs_without_weights(tmp_path):
         "base: default\nanalyze:\n  vlm: rules\nrender:\n  model_sets:\n    default:\n"
         f"      base: {ms.base}\n      variant: ''\n      controlnet: {ms.controlnet}\n"
         "      controlnet_weights: ''\n      controlnet_config: ''\n      vae: ''\n"
+        "  upscaler: lanczos\n"
         "score:\n  bag_detector: none\n"  # the bag detector's folder is checked in test_bag_detector.py
         "prepare:\n  segmenter: plain\n"
     )

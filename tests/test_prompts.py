@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 from autoshoot.brief import Brief, apply_overrides
 from autoshoot.prompting import (
@@ -87,3 +88,121 @@ def test_instruction_carries_schema_catalog_and_coordinates():
 def test_prompt_version_names_the_template_contents():
     version = prompt_version()
     assert version.startswith(PROMPT_VERSION + "-") and len(version) > len(PROMPT_VERSION) + 6
+
+
+# --- where the templates are found ---------------------------------------------------------
+
+
+def test_the_templates_live_in_the_top_level_prompts_folder():
+    from pathlib import Path
+
+    from autoshoot.prompting import TEMPLATES, prompts_dir, shipped_prompts_dir
+
+    root = Path(__file__).resolve().parent.parent
+    assert shipped_prompts_dir() == root / "prompts" == prompts_dir()
+    assert all((root / "prompts" / name).is_file() for name in TEMPLATES)
+
+
+def copy_templates(folder):
+    import shutil
+
+    from autoshoot.prompting import TEMPLATES, shipped_prompts_dir
+
+    folder.mkdir()
+    for name in TEMPLATES:
+        shutil.copy(shipped_prompts_dir() / name, folder / name)
+    return folder
+
+
+def test_a_users_own_prompts_folder(tmp_path, monkeypatch):
+    from autoshoot.prompting import PROMPTS_ENV, use_prompts_dir
+
+    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    shipped_version, shipped_negative = prompt_version(), render_negative_prompt()
+    mine = copy_templates(tmp_path / "mine")
+    (mine / "negative_prompt.j2").write_text("blurry, a second bag\n")
+    use_prompts_dir(mine)
+    assert render_negative_prompt() == "blurry, a second bag"
+    assert prompt_version() != shipped_version  # the briefs' cache key follows the templates
+    monkeypatch.delenv(PROMPTS_ENV)
+    assert render_negative_prompt() == shipped_negative and prompt_version() == shipped_version
+
+
+def test_a_prompts_folder_missing_a_template_is_refused(tmp_path, monkeypatch):
+    import pytest
+
+    from autoshoot.errors import ConfigError
+    from autoshoot.prompting import PROMPTS_ENV, use_prompts_dir
+
+    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    mine = copy_templates(tmp_path / "mine")
+    (mine / "vlm_repair.j2").unlink()
+    with pytest.raises(ConfigError, match="vlm_repair.j2 missing there.*fix: copy the shipped ones"):
+        use_prompts_dir(mine)
+    import os
+
+    assert PROMPTS_ENV not in os.environ
+
+
+def test_prompts_option_on_the_command_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from autoshoot.cli import main
+    from autoshoot.prompting import PROMPTS_ENV
+
+    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    mine = copy_templates(tmp_path / "mine")
+    (mine / "negative_prompt.j2").write_text("studio negative\n")
+    image = tmp_path / "red.png"
+    Image.new("RGB", (300, 300), (200, 30, 30)).save(image)
+    res = CliRunner().invoke(
+        main, ["analyze", str(image), "--profile", "tiny", "--json", "--prompts", str(mine)]
+    )
+    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["negative_prompt"] == "studio negative"
+    (mine / "render_prompt.j2").unlink()
+    res = CliRunner().invoke(main, ["analyze", str(image), "--profile", "tiny", "--prompts", str(mine)])
+    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    assert res.exit_code != 0 and "render_prompt.j2 missing there" in str(res.exception)
+
+
+def test_a_non_editable_install_finds_the_templates(tmp_path):
+    """Build the wheel (no network: the installed setuptools, no build isolation), install it
+    into a bare folder, and render from there with the source tree off the path."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed in this environment (needed to build the wheel offline)")
+    root = Path(__file__).resolve().parent.parent
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(root)],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PIP_NO_INDEX": "1"},
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("autoshoot-*.whl")
+    inst = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert inst.returncode == 0, inst.stderr
+    code = (
+        "import autoshoot.prompting as p; "
+        "print(p.__file__); print(p.prompts_dir()); print(p.render_negative_prompt()[:40])"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AUTOSHOOT_PROMPTS")}
+    env["PYTHONPATH"] = str(site)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    module, folder, negative = run.stdout.splitlines()
+    assert module.startswith(str(site)) and folder == str(site / "autoshoot" / "prompts")
+    assert negative  # rendered from the wheel's copy

@@ -122,3 +122,23 @@ def test_bad_request_sizes_are_refused():
     )  # fmt: skip
     with pytest.raises(ValueError, match="multiples of 64"):
         tiny_renderer.denoise(req)
+
+
+def test_stage1_renders_each_shot_at_its_sdxl_bucket():
+    from autoshoot.config.prepare import PrepareConfig
+    from autoshoot.geometry.place import canvas_size_for
+    from autoshoot.stages.render import model_size
+
+    # the shot canvases are SDXL ~1 MP buckets and render at their own size
+    pc = PrepareConfig()
+    for shot, bucket in (("full_body", (832, 1216)), ("half_body", (896, 1152)), ("close", (1024, 1024))):
+        assert canvas_size_for(shot, pc) == bucket
+        assert model_size(*bucket) == bucket
+        assert 0.98e6 < bucket[0] * bucket[1] < 1.06e6
+    # the landscape forms, and the nearest bucket for a canvas of any other shape
+    assert model_size(1216, 832) == (1216, 832) and model_size(1152, 896) == (1152, 896)
+    assert model_size(768, 1344) == (768, 1344)
+    assert model_size(700, 1000) == (832, 1216)  # aspect 0.70: nearest is 0.684
+    assert model_size(400, 400) == (1024, 1024)  # a small canvas still renders at 1 MP
+    # the tiny profile scales the buckets by long_side / 1024, in multiples of 64
+    assert model_size(208, 304, 256) == (192, 320)

@@ -22,6 +22,13 @@ SEGMENTERS.register("rembg", "autoshoot.backends.segmenters:RembgSegmenter")
 RENDERERS = Registry("render backend")
 RENDERERS.register("sdxl", "autoshoot.backends.sdxl:SDXLRenderer")
 
+# The delivered picture: refined candidate → render.output_long_side (autoshoot.backends.upscaler).
+UPSCALERS = Registry("upscaler")
+UPSCALERS.register("esrgan", "autoshoot.backends.upscaler:SpandrelUpscaler")
+UPSCALERS.register("sdxl-tile", "autoshoot.backends.upscaler:TileControlNetUpscaler")
+UPSCALERS.register("lanczos", "autoshoot.backends.upscaler:ResizeUpscaler")
+UPSCALERS.register("tiny", "autoshoot.backends.upscaler:tiny_upscaler")
+
 HAND_SCORERS = Registry("hand scorer")
 HAND_SCORERS.register("mediapipe", "autoshoot.backends.mediapipe_hands:MediaPipeHandScorer")
 

@@ -10,7 +10,20 @@ import click
 from autoshoot.config import Config, load_config, parse_set_option
 
 
+def _remember_prompts(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta["autoshoot.prompts"] = value
+
+
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--prompts",
+        type=click.Path(file_okay=False),
+        expose_value=False,
+        callback=_remember_prompts,
+        metavar="DIR",
+        help="Read the prompt templates from DIR (a copy of prompts/ to edit) instead of the shipped ones.",
+    )(func)
     func = click.option(
         "--set",
         "set_",
@@ -56,8 +69,16 @@ def make_config(profile: str | None, config_file: str | None, set_: tuple[str, .
     for key, value in flags.items():
         if value is not None:
             overrides[key] = value
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("autoshoot.prompts"):
+        overrides["run.prompts"] = ctx.meta["autoshoot.prompts"]
     from autoshoot.hub import env_offline
 
     if env_offline():
         overrides.setdefault("run.offline", True)
-    return load_config(profile=profile, config_file=config_file, overrides=overrides)
+    config = load_config(profile=profile, config_file=config_file, overrides=overrides)
+    if config.run.prompts:
+        from autoshoot.prompting import use_prompts_dir
+
+        use_prompts_dir(config.run.prompts)  # checked now; workers inherit it
+    return config

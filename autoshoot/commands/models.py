@@ -178,7 +178,7 @@ def vlm_state(config) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
 
 def load_config_only(entry) -> str:  # type: ignore[no-untyped-def]
     """Load the entry's config without weights; '' when it loads, else the problem."""
-    if entry.kind in ("tiny", "lora", "single_file", "remote_code"):
+    if entry.kind in ("tiny", "lora", "single_file", "remote_code", "upscaler"):
         return ""
     try:
         if entry.kind == "transformers":

@@ -54,6 +54,7 @@ class RunConfig:
     # Ray: workers that only write the briefs (the VLM), batching across the whole catalog, so
     # that the other workers never load the VLM; 0 = each worker writes its own SKUs' briefs
     vlm_workers: int = 0
+    prompts: str = ""  # a folder of prompt templates to use instead of the shipped prompts/ (--prompts)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,27 @@ def load_config(
     merged: dict[str, Any] = {}
     for layer in layers:
         _deep_merge(merged, layer)
+    apply_sampler_steps(merged, layers)
     return build(Config, merged, "")
+
+
+def apply_sampler_steps(merged: dict[str, Any], layers: list[dict[str, Any]]) -> None:
+    """A sampler brings its step counts (config.render.SAMPLERS): a layer that sets
+    ``render.sampler`` also sets the steps, unless that layer or a later one sets them itself."""
+    from autoshoot.config.render import SAMPLERS, STEP_KEYS
+
+    last = None
+    for n, layer in enumerate(layers):
+        if isinstance(layer.get("render"), dict) and "sampler" in layer["render"]:
+            last = n
+    if last is None or merged["render"]["sampler"] not in SAMPLERS:
+        return  # the default sampler, or an unknown name (the config check names the valid ones)
+    preset = SAMPLERS[merged["render"]["sampler"]]
+    for key in STEP_KEYS:
+        if not any(
+            isinstance(layer.get("render"), dict) and key in layer["render"] for layer in layers[last:]
+        ):
+            merged["render"][key] = preset[key]
 
 
 def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:

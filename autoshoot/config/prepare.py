@@ -20,7 +20,8 @@ CANVAS_PRESETS = ((1024, 1024), (896, 1152), (832, 1216), (768, 1344))
 
 
 def _default_shot_canvas() -> dict[str, tuple[int, int]]:
-    return {"full_body": (768, 1344), "half_body": (832, 1216), "close": (1024, 1024)}
+    # SDXL ~1 MP buckets (stage 1 renders each at its own size)
+    return {"full_body": (832, 1216), "half_body": (896, 1152), "close": (1024, 1024)}
 
 
 def _default_category_size_cm() -> dict[str, tuple[float, float]]:

@@ -43,6 +43,48 @@ UNION_MODES = {
 }
 
 
+# Samplers: the step rule (autoshoot.backends.sdxl.sampler_step), Karras sigma spacing, and the
+# step counts that come with them (stage 1's steps; stage 2 re-runs the last quarter of a
+# schedule a third longer, as the reference's 30 → 40 of 40). DPM++ 2M Karras at 25 steps is
+# what photoreal SDXL finetunes such as RealVisXL recommend; Euler at 30 is the reference.
+SAMPLERS: dict[str, dict] = {
+    "euler": {
+        "rule": "euler",
+        "karras": False,
+        "steps": 30,
+        "refine_steps_total": 40,
+        "refine_start_step": 30,
+    },
+    "euler_karras": {
+        "rule": "euler",
+        "karras": True,
+        "steps": 30,
+        "refine_steps_total": 40,
+        "refine_start_step": 30,
+    },
+    "dpmpp_2m": {
+        "rule": "dpmpp_2m",
+        "karras": False,
+        "steps": 25,
+        "refine_steps_total": 33,
+        "refine_start_step": 25,
+    },
+    "dpmpp_2m_karras": {
+        "rule": "dpmpp_2m",
+        "karras": True,
+        "steps": 25,
+        "refine_steps_total": 33,
+        "refine_start_step": 25,
+    },
+}
+STEP_KEYS = ("steps", "refine_steps_total", "refine_start_step")
+
+
+# SDXL's training buckets near 1 MP (w, h), portrait and square; the landscape forms swap them.
+_PORTRAIT_BUCKETS = ((1024, 1024), (896, 1152), (832, 1216), (768, 1344), (640, 1536))
+SDXL_BUCKETS = _PORTRAIT_BUCKETS + tuple((h, w) for w, h in _PORTRAIT_BUCKETS[1:])
+
+
 @dataclass(frozen=True)
 class LoraSpec:
     path: str  # local .safetensors, kohya or diffusers format
@@ -54,7 +96,13 @@ class LoraSpec:
 class ModelSet:
     """Where the SDXL models come from. Every entry is a hub id, a local folder or a local file."""
 
-    base: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    # The photoreal default: RealVisXL V5.0 (an SDXL finetune for photographs of people), in
+    # diffusers layout with fp16 weights on the hub. Why: plain SDXL base renders people with
+    # waxy skin and a painterly look; the reference workflow uses a photoreal finetune
+    # (Juggernaut XL); RealVisXL V5.0 is published in diffusers format with an fp16 variant, so it
+    # loads like SDXL base through the same code. Others are one setting away (MODEL_SETS):
+    # --set render.model_set=sdxl-base (plain SDXL base) or =juggernaut (Juggernaut XL v9).
+    base: str = "SG161222/RealVisXL_V5.0"
     # For a single-file ``base`` (e.g. Juggernaut XL): a diffusers SDXL folder or hub id whose
     # configs and tokenizers describe the checkpoint (no weights are read from it).
     base_config: str = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -67,10 +115,17 @@ class ModelSet:
     controlnet_config: str = "config_promax.json"
     # separate: one ControlNetModel per mode (canny, depth, scribble), hub ids or local folders.
     controlnets: dict[str, str] = field(default_factory=dict)
-    vae: str = "madebyollin/sdxl-vae-fp16-fix"  # "" keeps the base model's VAE
+    # The VAE: the finetunes above keep SDXL's own VAE, which overflows to NaN in fp16 (black
+    # pictures); sdxl-vae-fp16-fix is that VAE rescaled to decode the same pictures in fp16, the
+    # VAE these checkpoints are paired with for fp16 inference. "" keeps the base model's VAE.
+    vae: str = "madebyollin/sdxl-vae-fp16-fix"
     loras: tuple[LoraSpec, ...] = ()
     tiny: bool = False  # random tiny components built in code (tests, demo); no download
 
+
+# Named SDXL model sets: ``--set render.model_set=NAME`` (a profile file can add its own).
+SDXL_BASE_MODEL_SET = ModelSet(base="stabilityai/stable-diffusion-xl-base-1.0")
+JUGGERNAUT_MODEL_SET = ModelSet(base="RunDiffusion/Juggernaut-XL-v9", variant="")
 
 TINY_MODEL_SET = ModelSet(
     base="tiny",
@@ -89,15 +144,24 @@ class RenderConfig:
     backend: str = "sdxl"  # name in autoshoot.backends.RENDERERS
     model_set: str = "default"  # key in model_sets
     model_sets: dict[str, ModelSet] = field(
-        default_factory=lambda: {"default": ModelSet(), "tiny": TINY_MODEL_SET}
+        default_factory=lambda: {
+            "default": ModelSet(),
+            "sdxl-base": SDXL_BASE_MODEL_SET,
+            "juggernaut": JUGGERNAUT_MODEL_SET,
+            "tiny": TINY_MODEL_SET,
+        }
     )
     dtype: Literal["fp16", "bf16", "fp32"] = "fp16"  # fp32 on the CPU whatever this says
-    long_side: int = 1024  # the model's working resolution (long side, multiple of 64)
+    # the model's working scale: stage 1 renders at SDXL's ~1 MP bucket nearest the canvas's
+    # shape (SDXL_BUCKETS) times long_side / 1024; stage 2's square hand window is long_side px
+    long_side: int = 1024
 
     # -- stage 1 --------------------------------------------------------------------------
     steps: int = 30
     cfg: float = 6.0
-    sampler: Literal["euler"] = "euler"
+    # "euler" (the reference), "euler_karras", "dpmpp_2m", "dpmpp_2m_karras" (SAMPLERS); choosing
+    # one with --set render.sampler=NAME also brings its step counts unless steps are set too
+    sampler: str = "euler"
     control_mode: str = "canny"  # UNION_MODES key of the stage-1 condition
     control_scale_early: float = 0.4
     control_scale_late: float = 0.9
@@ -135,9 +199,21 @@ class RenderConfig:
     hand_mesh: str = "capsule"  # name in autoshoot.backends.HAND_MESHES
     hand_search_pad: float = 0.2  # ROI around the grip, as a fraction of the canvas's long side
 
-    # -- composite --------------------------------------------------------------------------
+    # -- composite: the delivered picture ---------------------------------------------------
     composite_scale: float = 1.01  # about the product's centre
     composite_feather_px: float = 1.5  # outline only; inside the mask pixels are exact
+    output_long_side: int = 2048  # px; each refined candidate is upscaled to this, then composited
+    # name in autoshoot.backends.UPSCALERS: esrgan | sdxl-tile | lanczos | tiny
+    # (autoshoot/backends/upscaler.py says why esrgan is the default; bench/upscale_gpu.py times them)
+    upscaler: str = "esrgan"
+    # esrgan: a hub repo and the weights file in it, or a local .pth/.safetensors (file then "")
+    upscaler_model: str = "ai-forever/Real-ESRGAN"
+    upscaler_file: str = "RealESRGAN_x2.pth"  # Real-ESRGAN x2 (RRDB, 16.7 M parameters)
+    upscaler_tile: int = 0  # esrgan: run on tiles of this many input px (bounds memory); 0 = whole
+    # sdxl-tile: img2img strength, its schedule's steps, the union ControlNet's tile-mode scale
+    upscale_strength: float = 0.3
+    upscale_steps: int = 20
+    upscale_tile_control: float = 1.0
 
     # -- speed / memory -----------------------------------------------------------------------
     compile: bool = False  # torch.compile the UNet and ControlNet (slow first call; cached)
@@ -175,9 +251,32 @@ class RenderConfig:
 
 
 def check_speed_options(rc: RenderConfig) -> None:
-    """Reject speed settings that cannot run when the config is built, before any SKU starts,
-    naming the setting and the fix."""
+    """Reject speed and output settings that cannot run when the config is built, before any
+    SKU starts, naming the setting and the fix."""
+    from autoshoot.backends import UPSCALERS
     from autoshoot.errors import ConfigError
+
+    UPSCALERS.check(rc.upscaler)  # an unknown name lists the valid ones
+    if rc.sampler not in SAMPLERS:
+        raise ConfigError(
+            f"unknown render.sampler {rc.sampler!r}; valid names are: {', '.join(SAMPLERS)}; "
+            "fix: e.g. --set render.sampler=dpmpp_2m_karras"
+        )
+    if rc.output_long_side < 64:
+        raise ConfigError(
+            f"render.output_long_side is {rc.output_long_side}; the delivered picture needs at least "
+            "64 px on its long side; fix: --set render.output_long_side=2048"
+        )
+    if rc.upscaler_tile and rc.upscaler_tile < 32:
+        raise ConfigError(
+            f"render.upscaler_tile is {rc.upscaler_tile}; tiles need at least 32 px (0 runs the whole "
+            "picture at once); fix: --set render.upscaler_tile=512"
+        )
+    if not 0.0 < rc.upscale_strength <= 1.0:
+        raise ConfigError(
+            f"render.upscale_strength is {rc.upscale_strength}; it is a fraction in (0, 1]; fix: "
+            "--set render.upscale_strength=0.3"
+        )
 
     if rc.controlnet_every < 1:
         raise ConfigError(
@@ -229,5 +328,6 @@ PROFILES: dict[str, dict] = {
         "refine_start_step": 2,
         "batch_size": 2,
         "refine_min_window": 64,
+        "upscaler": "tiny",  # the default final size, from a tiny ESRGAN built in code
     },
 }

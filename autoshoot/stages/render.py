@@ -82,6 +82,7 @@ class RenderStage(Stage):
             "canvas_size": [int(canvas.shape[1]), int(canvas.shape[0])],
             "model_size": info["model_size"],
             "steps": rc.steps,
+            "sampler": rc.sampler,
             "control_scales_seen": info["scales_seen"],
             "seconds": info["seconds"],
             "handle": prep.get("handle"),
@@ -118,11 +119,11 @@ def render_candidates(
     canvas: (H, W, 3) uint8 RGB; inpaint: (H, W) uint8, 255 = inpaint; canny: (H, W) uint8 edges.
     Returns N × (H, W, 3) uint8 RGB at the canvas size, and info (scales seen, seconds, notes).
     """
-    from autoshoot.backends.sdxl import DenoiseRequest, control_schedule, fit_size
+    from autoshoot.backends.sdxl import DenoiseRequest, control_schedule
 
-    # 1. to the model resolution
+    # 1. to the model resolution: SDXL's ~1 MP bucket of the canvas's shape
     h, w = canvas.shape[:2]
-    mw, mh = fit_size(w, h, rc.long_side)
+    mw, mh = model_size(w, h, rc.long_side)
     canvas_m = resize(canvas, (mw, mh))
     mask_m = resize(inpaint, (mw, mh), nearest=True)
     canny_m = resize_edges(canny, (mw, mh))
@@ -154,6 +155,22 @@ def render_candidates(
     return images, info
 
 
+def model_size(width: int, height: int, long_side: int = 1024) -> tuple[int, int]:
+    """Stage 1's (w, h): the SDXL training bucket (about 1 MP: 1024x1024, 896x1152, 832x1216,
+    768x1344, 640x1536 and their landscape forms) nearest the canvas's aspect ratio, scaled by
+    ``long_side`` / 1024 (1024 is SDXL's own scale; the tiny profile uses 256), each side a
+    multiple of 64. A canvas made from a bucket renders at its own size, not squeezed to a
+    1024-px long side (a 832x1216 canvas used to render at 704x1024: 0.72 MP)."""
+    import math
+
+    from autoshoot.config.render import SDXL_BUCKETS
+
+    aspect = math.log(width / height)
+    bw, bh = min(SDXL_BUCKETS, key=lambda b: (abs(math.log(b[0] / b[1]) - aspect), -b[0] * b[1]))
+    s = long_side / 1024
+    return max(64, int(round(bw * s / 64)) * 64), max(64, int(round(bh * s / 64)) * 64)
+
+
 def resize(image: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
     """Resize an (H, W[, C]) uint8 array to size (w, h): area when shrinking, Lanczos when growing."""
     import cv2
@@ -183,7 +200,7 @@ def resize_edges(edges: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class ModelEntry:
     role: str
     source: str  # hub id, local folder or local file; "tiny" for the built-in random set
-    kind: str  # "pipeline" | "single_file" | "config_only" | "union" | "controlnet" | "vae" | "lora" | "tiny"
+    kind: str  # "pipeline" | "single_file" | "config_only" | "union" | "controlnet" | "vae" | "lora" | "upscaler" | "tiny"
     files: tuple[str, ...] = ()  # files that must be there (a hub repo: in the cache)
     patterns: tuple[str, ...] = ()  # what `models download` fetches from a hub repo
     subfolder: str = ""
@@ -199,7 +216,10 @@ def model_entries(config: Config) -> list[ModelEntry]:
 
     ms = resolve_model_set(config.render)
     if ms.tiny:
-        return [ModelEntry("SDXL tiny random components (built in code, no download)", "tiny", "tiny")]
+        return [
+            ModelEntry("SDXL tiny random components (built in code, no download)", "tiny", "tiny"),
+            *upscaler_entries(config),
+        ]
     out: list[ModelEntry] = []
     base = ms.base
     if base.endswith((".safetensors", ".ckpt")):
@@ -246,7 +266,19 @@ def model_entries(config: Config) -> list[ModelEntry]:
         out.append(ModelEntry("VAE override", ms.vae, "vae", files=files, patterns=files))
     for i, lora in enumerate(ms.loras):
         out.append(ModelEntry(f"LoRA {i + 1} (weight {lora.weight})", lora.path, "lora", files=("",)))
-    return out
+    return out + upscaler_entries(config)
+
+
+def upscaler_entries(config: Config) -> list[ModelEntry]:
+    """The composite's upscaler weights (``render.upscaler`` esrgan); the others load nothing."""
+    rc = config.render
+    if rc.upscaler != "esrgan":
+        return []
+    role = "upscaler (ESRGAN family, through spandrel)"
+    if is_local_source(rc.upscaler_model):
+        return [ModelEntry(role, rc.upscaler_model, "upscaler", files=("",))]
+    files = (rc.upscaler_file,)
+    return [ModelEntry(role, rc.upscaler_model, "upscaler", files=files, patterns=files)]
 
 
 def download_command(config: Config) -> str:

@@ -87,6 +87,8 @@ class ScoreStage(Stage):
             raise RuntimeError("the composite stage produced no candidates to score")
         grip, polygon = read_grip(job)
         product_box = read_product_box(job)
+        # the candidates are at the final size: canvas px → final px
+        grip, polygon, product_box = to_final_size(composite, grip, polygon, product_box)
         # 2. the scorer, built once per run
         scorer = job.sessions.get(
             f"hand_scorer:{config.score.scorer}", lambda: HAND_SCORERS.create(config.score.scorer, config)
@@ -135,6 +137,30 @@ class ScoreStage(Stage):
             "product_box": None if product_box is None else [round(v, 1) for v in product_box],
             "candidates": scored,
         }
+
+
+def to_final_size(
+    composite: dict[str, Any],
+    grip: tuple[float, float] | None,
+    polygon: list[tuple[float, float]] | None,
+    box: tuple[float, float, float, float] | None,
+) -> tuple[Any, Any, Any]:
+    """Canvas-pixel grip, polygon and XYXY box mapped to the composite's final size (a resize
+    maps pixel edges to edges: c → (c + 0.5)·f - 0.5); unchanged when the composite is at the
+    canvas size or does not say (an older RUN)."""
+    if not composite.get("final_size") or not composite.get("canvas_size"):
+        return grip, polygon, box
+    (fw, fh), (cw, ch) = composite["final_size"], composite["canvas_size"]
+    fx, fy = float(fw) / float(cw), float(fh) / float(ch)
+
+    def pt(x: float, y: float) -> tuple[float, float]:
+        return ((x + 0.5) * fx - 0.5, (y + 0.5) * fy - 0.5)
+
+    grip = None if grip is None else pt(*grip)
+    polygon = None if polygon is None else [pt(*p) for p in polygon]
+    if box is not None:
+        box = (*pt(box[0], box[1]), *pt(box[2], box[3]))
+    return grip, polygon, box
 
 
 def read_grip(job: Job) -> tuple[tuple[float, float] | None, list[tuple[float, float]] | None]:
