@@ -300,8 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nAUC (hand_score)         {result['auc']:.3f}   target >= 0.9")
     print(f"AUC (without scene)      {result['auc_hand_only']:.3f}")
-    print(f"B_* photos >= {result['threshold']:.2f}       {result['bag_photos_good']}   (those with a visible hand)")
-    print(f"no hand found < {result['threshold']:.2f}     {result['no_hand_below_threshold']}   (fail closed)")
+    print(
+        f"B_* photos >= {result['threshold']:.2f}       {result['bag_photos_good']}   (those with a visible hand)"
+    )
+    print(
+        f"no hand found < {result['threshold']:.2f}     {result['no_hand_below_threshold']}   (fail closed)"
+    )
     if "auc_all_augmented" in result:
         per = ", ".join(f"{k} {v:.3f}" for k, v in result["auc_per_augmentation"].items())
         print(f"AUC augmented            {result['auc_all_augmented']:.3f}   ({per})")

@@ -105,7 +105,9 @@ def test_low_vram_mode_tiles_the_upscale():
 
     assert UPSCALERS.create("tiny", tiny_config()).tile == 0
     assert UPSCALERS.create("tiny", tiny_config(**{"render.vram": 8})).tile == 512
-    assert UPSCALERS.create("tiny", tiny_config(**{"render.vram": 8, "render.upscaler_tile": 256})).tile == 256
+    assert (
+        UPSCALERS.create("tiny", tiny_config(**{"render.vram": 8, "render.upscaler_tile": 256})).tile == 256
+    )
 
 
 def test_lanczos_upscaler_is_a_plain_resize():
