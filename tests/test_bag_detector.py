@@ -382,7 +382,13 @@ def test_an_offline_run_stops_before_the_first_sku_when_the_detector_is_missing(
     write_photo(tmp_path / "a.png")
     catalog = write_catalog(tmp_path, [{"sku": "A", "image": "a.png"}])
     config = load_config(
-        "default", overrides={"run.offline": True, "analyze.vlm": "rules", "render.model_set": "tiny"}
+        "default",
+        overrides={
+            "run.offline": True,
+            "analyze.vlm": "rules",
+            "render.model_set": "tiny",
+            "render.upscaler": "tiny",
+        },
     )
     with pytest.raises(ModelMissingError) as err:
         run_catalog(catalog, tmp_path / "run", config, quiet=True)
