@@ -33,7 +33,7 @@ def test_one_wording_for_every_missing_model(monkeypatch):
     monkeypatch.setenv("HF_HOME", "/data/hf")
     online = load_config("default")
     fixes = [fix for _, fix in model_entries_with_fixes(online)]
-    assert len(fixes) == 5  # SDXL base, ControlNet, VAE, bag detector, BiRefNet
+    assert len(fixes) == 6  # SDXL base, ControlNet, VAE, upscaler, bag detector, BiRefNet
     for fix in fixes:
         assert fix.startswith("run `autoshoot models download` (about ")
         assert "copy the Hugging Face cache of a machine that ran it into HF_HOME (/data/hf)" in fix

@@ -114,18 +114,20 @@ def test_models_list_and_download_offline(cmd):
     else:  # offline: nothing fetched, one line per model, then the fix
         assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
         lines = res.output.splitlines()
-        assert lines[:6] == [
+        assert lines[:7] == [
             "FAILED  VLM (brief): Qwen/Qwen2.5-VL-7B-Instruct (about 16.6 GB): not in the cache, and downloads are off",
-            "FAILED  SDXL base: stabilityai/stable-diffusion-xl-base-1.0 (about 7 GB): not in the cache, and downloads are off",
+            "FAILED  SDXL base: SG161222/RealVisXL_V5.0 (about 7 GB): not in the cache, and downloads are off",
             "FAILED  ControlNet union (promax): xinsir/controlnet-union-sdxl-1.0 (about 2.5 GB): not in the cache, and downloads are off",
             "FAILED  VAE override: madebyollin/sdxl-vae-fp16-fix (about 0.3 GB): not in the cache, and downloads are off",
+            "FAILED  upscaler (ESRGAN family, through spandrel): ai-forever/Real-ESRGAN (about 0.07 GB): "
+            "not in the cache, and downloads are off",
             "FAILED  bag detector (scene: no second bag): google/owlv2-base-patch16-ensemble (about 0.6 GB): "
             "not in the cache, and downloads are off",
             "FAILED  BiRefNet segmenter, for photos whose border is not uniform: ZhengPeng7/BiRefNet (about 0.9 GB): "
             "not in the cache, and downloads are off",
         ]
-        assert lines[6].startswith(
-            "6 models not downloaded; fix: unset HF_HUB_OFFLINE and run this again, or copy "
+        assert lines[7].startswith(
+            "7 models not downloaded; fix: unset HF_HUB_OFFLINE and run this again, or copy "
         )
         assert "Traceback" not in res.output
 
@@ -137,10 +139,10 @@ def test_models_download_that_cannot_reach_the_hub_says_so_per_model(monkeypatch
     res = CliRunner().invoke(main, ["models", "download", "--set", "analyze.vlm=rules"])
     assert res.exit_code == 1, res.output
     failed = [line for line in res.output.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 5, res.output
+    assert len(failed) == 6, res.output
     assert all(": not fetched: " in line for line in failed)
     assert "Traceback" not in res.output and "Error:" not in res.output
-    assert "5 models not downloaded; fix: check the network and run this again" in res.output
+    assert "6 models not downloaded; fix: check the network and run this again" in res.output
 
 
 def test_fetch_problems_are_said_in_words():
