@@ -36,7 +36,11 @@ class ScoreConfig:
     stability_tolerance: float = 0.12  # mean landmark shift (palm lengths) that is still stable
     scene: bool = True  # face detection + pose: one person, no hands without a body
     grip_near: float = 0.6  # hand farther than this (palm lengths) from the erase polygon → bad
-    no_hand_score: float = 0.7  # hand_score of an image with no hand when no grip is expected (neutral)
+    # fail closed (autoshoot.hands.policy): no hand found caps hand_score at no_hand_score, below
+    # accept_threshold; no person found multiplies it by no_person_factor
+    no_hand_score: float = 0.4
+    no_person_factor: float = 0.3
+    close_up_frac: float = 0.25  # a hand box this share of the image diagonal: a close-up
     max_hands: int = 2
     weights: dict[str, float] = field(default_factory=_default_weights)
 
