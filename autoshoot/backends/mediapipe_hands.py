@@ -246,6 +246,22 @@ class HandDetector:
         # 4. merge duplicates across passes
         return merge_hands(passes, regions)
 
+    def detect_tiles(self, image: np.ndarray, grid: int = 3) -> list[DetectedHand]:
+        """Hands in ``grid`` x ``grid`` overlapping tiles, each half the image's long side,
+        upscaled to ``crop_size``: a slower search for small hands where the full frame found
+        none. ``image``: HxWx3 uint8 RGB."""
+        h, w = image.shape[:2]
+        passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]] = []
+        regions: list[Box] = []
+        side = max(h, w) / 2
+        for i in range(grid):
+            for j in range(grid):
+                cx, cy = w * (j + 0.5) / grid, h * (i + 0.5) / grid
+                box = expand_box((cx, cy, cx, cy), 1.0, side, w, h)
+                passes.append((f"tile{i}{j}", self.crop_size / side, self.detect_crop(image, box)))
+                regions.append(tuple(float(v) for v in box))
+        return merge_hands(passes, regions)
+
 
 def merge_hands(
     passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]],
@@ -468,6 +484,8 @@ class MediaPipeHandScorer:
         hands = self.detector.detect(image, roi=roi)[: max(c.max_hands, 1) + 2]
         if not hands and scene is not None and scene.wrists:
             hands = self.detect_at_wrists(image, scene)  # small or partly hidden hands
+        if not hands and c.tile_search:  # look harder before failing closed
+            hands = self.detector.detect_tiles(image)[: max(c.max_hands, 1) + 2]
         bags = self.count_bags(image, product_box)
         # 3. per-hand anatomy and stability
         reports = [self.check_hand(image, hand, scene) for hand in hands]
