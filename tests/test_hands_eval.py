@@ -41,11 +41,14 @@ def test_held_out_figures(evaluation):
     # Regression figures of the held-out part, as measured (the targets are AUC >= 0.9 and no
     # malformed hand accepted; they are NOT met). Two of the four held-out malformed hands
     # (six digits; boneless over-long fingers) have a plausible 21-landmark skeleton, so no
-    # landmark rule can see them; two of the four real grips are not found by MediaPipe and
-    # fail closed. These bounds catch a regression, and must be raised as the scorer improves.
+    # landmark rule can see them; one of the four real grips (greyscale) is not found by
+    # MediaPipe even in tiles, and fails closed. These bounds catch a regression, and must be raised as the scorer improves.
+    # Measured: AUC 0.53 [0.13, 0.94]; accepted precision 0.60, recall 0.75; malformed
+    # accepted 0.50 (C_hand_ai_malformed_13, _15); per-hand anatomy AUC 0.83 (7 of 9 found).
     _, result = evaluation
     held = result["parts"]["held_out"]
-    assert held["auc"] >= 0.4
+    assert held["auc"] >= 0.5
+    assert held["recall"] >= 0.75
     assert held["malformed_accepted"] <= 0.5
     assert held["no_hand_accepted"] == 0
     assert held["auc_anatomy_per_hand"] >= 0.8
