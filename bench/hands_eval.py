@@ -62,7 +62,7 @@ def read_labels(path: Path = LABELS) -> dict[str, list[dict[str, Any]]]:
 
 
 def image_kind(hands: list[dict[str, Any]]) -> str:
-    """"malformed" if any labelled hand is, "real" if all are, "no hand" without any."""
+    """ "malformed" if any labelled hand is, "real" if all are, "no hand" without any."""
     if not hands:
         return "no hand"
     return "malformed" if any(h["label"] == "malformed" for h in hands) else "real"
@@ -73,7 +73,7 @@ def is_sample(name: str) -> bool:
 
 
 def part_of(name: str, packshots: list[str]) -> str:
-    """"held_out" or "fit" (see the module docstring)."""
+    """ "held_out" or "fit" (see the module docstring)."""
     m = re.match(r"^C_hand_.*_(\d+)\.", name)
     if m:
         return "held_out" if int(m.group(1)) >= 11 else "fit"
@@ -179,11 +179,7 @@ def fit_threshold(scores: list[float], kinds: list[str], grid: tuple[float, ...]
     """The accept threshold fitted on one part: among the grid values that accept no malformed
     image and no image without a hand, those with the best recall of real images; the centre
     of that range (rounded to the grid), so the threshold sits in the gap rather than on an edge."""
-    safe = [
-        t
-        for t in grid
-        if not any(s >= t and k != "real" for s, k in zip(scores, kinds, strict=True))
-    ]
+    safe = [t for t in grid if not any(s >= t and k != "real" for s, k in zip(scores, kinds, strict=True))]
     if not safe:
         return grid[-1]
     best = max(accept_metrics(scores, kinds, t)["recall"] for t in safe)
@@ -203,7 +199,9 @@ def part_metrics(rows: list[dict[str, Any]], threshold: float) -> dict[str, floa
     }
 
 
-def bootstrap(rows: list[dict[str, Any]], threshold: float, n: int = 2000, seed: int = 0) -> dict[str, list[float]]:
+def bootstrap(
+    rows: list[dict[str, Any]], threshold: float, n: int = 2000, seed: int = 0
+) -> dict[str, list[float]]:
     """95% percentile intervals of ``part_metrics``: images resampled within their kind."""
     import numpy as np
 
@@ -494,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  AUC (without scene)      {fmt('auc_hand_only')}")
         print(f"  accepted: precision      {fmt('precision')}")
         print(f"  accepted: recall         {fmt('recall')}")
-        print(f"  malformed accepted       {fmt('malformed_accepted')}   target 0 on held_out {p['malformed_accepted_files']}")
+        print(
+            f"  malformed accepted       {fmt('malformed_accepted')}   target 0 on held_out {p['malformed_accepted_files']}"
+        )
         print(f"  no-hand images accepted  {p['no_hand_accepted']}")
         print(
             f"  per hand: {p['hands_found']}/{p['hands_labelled']} labelled hands found, anatomy AUC {p['auc_anatomy_per_hand']:.3f}"

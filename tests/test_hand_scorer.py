@@ -154,7 +154,11 @@ def test_people_holding_bags_are_good(scorer, samples_dir):
 def test_fails_closed_without_a_visible_hand(scorer, samples_dir):
     # a person whose hands are out of sight, and bare packshots: never accepted, and say why
     threshold = scorer.config.accept_threshold
-    for name in ("B_carrying_tote_05.png", "A_packshot_tote_white_01.jpg", "A_packshot_backpack_white_31.jpg"):
+    for name in (
+        "B_carrying_tote_05.png",
+        "A_packshot_tote_white_01.jpg",
+        "A_packshot_backpack_white_31.jpg",
+    ):
         result = scorer.score(load(samples_dir, name))
         assert result.hand_score < threshold, name
         assert "no hand found where one should be visible" in result.reasons, name

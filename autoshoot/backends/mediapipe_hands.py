@@ -4,7 +4,7 @@ MediaPipe is a detector, not a judge of quality: its handedness confidence is as
 AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, then an
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
-their anatomy (``autoshoot.hand_anatomy``), their stability under a flip, the grip and the
+their anatomy (``autoshoot.hands.anatomy``), their stability under a flip, the grip and the
 scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
 that check runs a zero-shot detector from ``autoshoot.backends.bag_detector``).
 
@@ -398,14 +398,17 @@ class MediaPipeHandScorer:
 
     Components, each in [0, 1]:
       confidence  MediaPipe's handedness confidence and the share of passes that found the hand
-      anatomy     ``autoshoot.hand_anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
+      anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
       stability   landmarks of a horizontally flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
       scene       one face or body, no hands without a body, at most ``max_hands`` hands, and
                   no bag besides the product (``score.bag_detector``; "2 bags")
 
     ``hand_score`` is their weighted geometric mean (weights from the config), so one failed
-    component (no hand at the grip, two people) sinks the score.
+    component (no hand at the grip, two people) sinks the score. The policy is
+    ``autoshoot.hands.policy``: a close-up (``shot="close"``, or a hand filling the frame) is
+    not a hand without a body, and the score fails closed: no hand found (after the grip
+    crop, crops at the pose's wrists and 3x3 tiles), or nobody, is below the accept threshold.
 
     Args:
         config: a Config (or a ScoreConfig; the bag detector then picks its device itself).
@@ -542,7 +545,8 @@ class MediaPipeHandScorer:
         regions: list[Box] = []
         for k, (x, y) in enumerate(scene.wrists):
             box = expand_box((x, y, x, y), 1.0, side, w, h)
-            passes.append((f"wrist{k}", c.crop_size / max(box[2] - box[0], 1), self.detector.detect_crop(image, box)))
+            zoom = c.crop_size / max(box[2] - box[0], 1)
+            passes.append((f"wrist{k}", zoom, self.detector.detect_crop(image, box)))
             regions.append(tuple(float(v) for v in box))
         return merge_hands(passes, regions)[: max(c.max_hands, 1) + 2]
 

@@ -83,7 +83,9 @@ def hands(
                 with Image.open(path) as im:
                     image = prepare_image(im)
             except (OSError, UnidentifiedImageError) as err:
-                click.echo(f"Error: cannot read {path!r}: {err}; check the path and that it is an image", err=True)
+                click.echo(
+                    f"Error: cannot read {path!r}: {err}; check the path and that it is an image", err=True
+                )
                 failed += 1
                 continue
             results.append(describe_hands(config, detector, image, path, grip_xy, out))
@@ -146,7 +148,9 @@ def describe_hands(
         )
     for i, entry in enumerate(entries):
         entry["guidance"] = (
-            write_guidance(config, image, np.asarray(entry["corrected"]), Path(out), f"{Path(path).stem}_hand{i}")
+            write_guidance(
+                config, image, np.asarray(entry["corrected"]), Path(out), f"{Path(path).stem}_hand{i}"
+            )
             if out
             else None
         )

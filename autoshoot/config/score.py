@@ -30,7 +30,9 @@ class ScoreConfig:
     crop_factor: float = 2.5  # the crop around the grip is this many times the grip box
     grip_box_frac: float = 0.1  # the box around the grip: this fraction of the image's long side
     refine_crops: bool = True  # re-detect small hands found at full frame on an upscaled crop
-    tile_search: bool = True  # no hand found: search 3x3 upscaled tiles (+9 MediaPipe calls) before failing closed
+    tile_search: bool = (
+        True  # no hand found: search 3x3 upscaled tiles (+9 MediaPipe calls) before failing closed
+    )
 
     # components
     stability: bool = True  # re-run each hand on a flipped crop: +1 MediaPipe call per hand
