@@ -101,31 +101,33 @@ def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[floa
 def finger_points(index: int, params: np.ndarray) -> np.ndarray:
     """(3, 3) canonical-frame positions of a finger's three joints after its base (MCP; for the
     thumb the CMC): params = (4 angles in radians, length factor)."""
-    name = FINGERS[index]
-    bones = np.asarray(CANONICAL_BONES[name]) * params[4]
+    return finger_points_batch(index, np.asarray(params, dtype=np.float64)[None])[0]
+
+
+def finger_points_batch(index: int, params: np.ndarray) -> np.ndarray:
+    """``finger_points`` for (n, 5) parameter rows at once: (n, 3, 3)."""
+    bones = np.asarray(CANONICAL_BONES[FINGERS[index]])[None, :, None] * params[:, 4, None, None]
     if index == 0:
-        yaw, pitch, m, ip = params[:4]
+        yaw, pitch, m, ip = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
         c, s = np.cos(yaw), np.sin(yaw)
-        t = np.array([c * _THUMB_REST[0] - s * _THUMB_REST[1], s * _THUMB_REST[0] + c * _THUMB_REST[1], 0.0])
-        t /= np.linalg.norm(t)
-        d = np.cos(pitch) * t + np.sin(pitch) * _TOWARD_PALM
-        b = _THUMB_BEND - (_THUMB_BEND @ d) * d
-        b /= np.linalg.norm(b)
+        t = np.stack(
+            [c * _THUMB_REST[0] - s * _THUMB_REST[1], s * _THUMB_REST[0] + c * _THUMB_REST[1], 0.0 * c],
+            axis=1,
+        )
+        t /= np.linalg.norm(t, axis=1, keepdims=True)
+        d = np.cos(pitch)[:, None] * t + np.sin(pitch)[:, None] * _TOWARD_PALM
+        b = _THUMB_BEND - (d @ _THUMB_BEND)[:, None] * d
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
         base = _TEMPLATE[1]
-        cum = (0.0, m, m + ip)
+        cum = np.stack([0.0 * m, m, m + ip], axis=1)
     else:
-        abd, f1, f2, f3 = params[:4]
-        a = np.radians((index - 2.5) * SPREAD_DEG) + abd
-        d = np.array([np.sin(a), -np.cos(a), 0.0])
-        b = _TOWARD_PALM
+        a = np.radians((index - 2.5) * SPREAD_DEG) + params[:, 0]
+        d = np.stack([np.sin(a), -np.cos(a), 0.0 * a], axis=1)
+        b = np.broadcast_to(_TOWARD_PALM, d.shape)
         base = _TEMPLATE[FINGER_JOINTS[index][0]]
-        cum = (f1, f1 + f2, f1 + f2 + f3)
-    out = np.empty((3, 3))
-    p = base
-    for k in range(3):
-        p = p + bones[k] * (np.cos(cum[k]) * d + np.sin(cum[k]) * b)
-        out[k] = p
-    return out
+        cum = np.cumsum(params[:, 1:4], axis=1)
+    segs = bones * (np.cos(cum)[:, :, None] * d[:, None, :] + np.sin(cum)[:, :, None] * b[:, None, :])
+    return base + np.cumsum(segs, axis=1)
 
 
 def pose_hand(angles_deg: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
@@ -182,13 +184,32 @@ def fit_hand(landmarks: np.ndarray, z_weight: float = Z_WEIGHT) -> HandFit:
         if previous is not None:  # fingers do not run through their neighbour
             lo[0] = min(max(lo[0], previous - rest - np.radians(MAX_CONVERGE_DEG)), hi[0] - 1e-3)
 
-        def residuals(p: np.ndarray, f: int = f, target: np.ndarray = target) -> np.ndarray:
-            diff = (finger_points(f, p) - target) @ to_image.T
-            prior = [0.5 * (p[4] - 1.0)]  # lengths stay near the anthropometric ones
-            return np.concatenate([diff.ravel(), prior])
+        def residuals_batch(ps: np.ndarray, f: int = f, target: np.ndarray = target) -> np.ndarray:
+            diff = (finger_points_batch(f, ps) - target) @ to_image.T
+            prior = 0.5 * (ps[:, 4:5] - 1.0)  # lengths stay near the anthropometric ones
+            return np.concatenate([diff.reshape(len(ps), -1), prior], axis=1)
+
+        def residuals(p: np.ndarray, f: int = f) -> np.ndarray:
+            return residuals_batch(p[None])[0]
+
+        def jacobian(p: np.ndarray, lo: np.ndarray = lo, hi: np.ndarray = hi) -> np.ndarray:
+            # forward differences, all five in one batched evaluation (backward at an upper bound)
+            step = np.where(p + 1e-6 <= hi, 1e-6, -1e-6)
+            rows = residuals_batch(np.vstack([p, p + np.diag(step)]))
+            return ((rows[1:] - rows[0]) / step[:, None]).T
 
         x0 = np.clip(initial_guess(f, target), lo + 1e-6, hi - 1e-6)
-        sol = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale=1.0, max_nfev=60)
+        sol = least_squares(
+            residuals,
+            x0,
+            jac=jacobian,
+            bounds=(lo, hi),
+            method="trf",
+            ftol=1e-5,
+            xtol=1e-5,
+            gtol=1e-5,
+            max_nfev=60,
+        )
         angles[f] = np.degrees(sol.x[:4])
         lengths[f] = sol.x[4]
         model[list(FINGER_JOINTS[f][1:])] = finger_points(f, sol.x)
