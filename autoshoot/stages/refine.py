@@ -46,7 +46,7 @@ class HandWindow:
 
 class RefineStage(Stage):
     name = "refine"
-    version = "1"
+    version = "2"  # 2: a canonical gripping hand where none is found
     config_sections = ("render",)
 
     def models(self, config: Config) -> list[ModelSpec]:
