@@ -53,3 +53,21 @@ def test_outlines_mark_label_changes():
     label[3:7, 3:7] = 2
     edge = draw_outlines(label, 1)
     assert edge[3, 5] == 255 and edge[5, 5] == 0 and edge[0, 0] == 0
+
+
+def test_kinematic_mesh_draws_the_corrected_hand():
+    from autoshoot.hands.anatomy import canonical_hand
+
+    hand = canonical_hand(palm_length=60.0, curl_deg=10.0) + np.array([128.0, 170.0, 0.0])
+    bad = hand.copy()
+    bad[2:5] = bad[1] + 1.6 * (bad[2:5] - bad[1])  # a 1.6x thumb
+    mesh = HAND_MESHES.create("kinematic", None)
+    drawn_as_detected = CapsuleHandMesh().render(bad, (256, 256))
+    corrected = mesh.render(bad, (256, 256))
+    x, y = np.round(bad[4, :2]).astype(int)  # the long thumb's tip
+    assert drawn_as_detected.mask[y, x] == 255
+    assert corrected.mask[y, x] == 0  # the corrected thumb does not reach it
+    tip = np.round(mesh.correct(bad)[4, :2]).astype(int)
+    assert corrected.mask[tip[1], tip[0]] == 255
+    for a in (corrected.depth, corrected.scribble, corrected.mask):
+        assert a.shape == (256, 256) and a.dtype == np.uint8

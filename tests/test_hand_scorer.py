@@ -127,10 +127,14 @@ def test_grip_component(scorer, samples_dir):
 def test_no_hand(scorer):
     blank = np.full((512, 512, 3), 200, dtype=np.uint8)
     free = scorer.score(blank)
-    assert free.hands == [] and free.reasons == ["no hand visible", "no person found"]
+    assert free.hands == [] and free.reasons == [
+        "no hand found where one should be visible",
+        "no person found",
+    ]
     # nobody in the picture (e.g. a failed render): below the threshold, so it goes to review
-    assert free.hand_score == pytest.approx(0.3 * scorer.config.no_hand_score)
-    assert free.hand_score < scorer.config.accept_threshold
+    c = scorer.config
+    assert free.hand_score == pytest.approx(c.no_hand_score * c.no_person_factor)
+    assert free.hand_score < c.accept_threshold
     gripped = scorer.score(blank, grip=(256, 256))
     assert "no hand at the grip" in gripped.reasons
     assert gripped.hand_score < 0.2
@@ -144,11 +148,32 @@ def test_scene_counts_faces(scorer, samples_dir):
 
 def test_people_holding_bags_are_good(scorer, samples_dir):
     threshold = scorer.config.accept_threshold
-    seen = scorer.score(load(samples_dir, "B_holding_backpack_strap_01.jpg"))
-    assert seen.hand_score >= threshold
-    # the tote hangs from a shoulder and no hand is in the picture: nothing to judge, so review
-    hidden = scorer.score(load(samples_dir, "B_carrying_tote_05.png"))
-    assert "no hand visible" in hidden.reasons and hidden.hand_score < threshold
+    assert scorer.score(load(samples_dir, "B_holding_backpack_strap_01.jpg")).hand_score >= threshold
+
+
+def test_fails_closed_without_a_visible_hand(scorer, samples_dir):
+    # a person whose hands are out of sight, and bare packshots: never accepted, and say why
+    threshold = scorer.config.accept_threshold
+    for name in (
+        "B_carrying_tote_05.png",
+        "A_packshot_tote_white_01.jpg",
+        "A_packshot_backpack_white_31.jpg",
+    ):
+        result = scorer.score(load(samples_dir, name))
+        assert result.hand_score < threshold, name
+        assert "no hand found where one should be visible" in result.reasons, name
+
+
+def test_a_close_up_is_not_a_hand_without_a_body(scorer, samples_dir):
+    image = load(samples_dir, "C_hand_real_grip_01.png")
+    h, w = image.shape[:2]
+    hand = scorer.score(image).hands[0]
+    x0, y0, x1, y1 = (int(v) for v in hand["bbox"])
+    # a tight crop of the hand alone: no face, no body
+    crop = np.ascontiguousarray(image[max(0, y0 - 40) : y1 + 40, max(0, x0 - 40) : x1 + 40])
+    close = scorer.score(crop, shot="close")
+    assert "hands without a body" not in close.reasons
+    assert close.components["scene"] == 1.0
 
 
 def test_overlay_draws_the_skeleton(scorer, samples_dir):

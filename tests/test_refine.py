@@ -23,6 +23,7 @@ from autoshoot.stages.refine import (
     HandWindow,
     RefineStage,
     build_refine_inputs,
+    canonical_grip_hand,
     hand_window_box,
     paste_window,
 )
@@ -34,6 +35,7 @@ def run_render_then_refine(tmp_path, dirs, renderer, detector):
     sessions = Sessions()
     sessions.get("renderer:sdxl", lambda: renderer)
     sessions.get("hand_detector", lambda: detector)
+    sessions.get("scene_detector", NoScene)
     job = make_job(tmp_path, config, sessions, dict(dirs), seed=5, candidates=2)
     (tmp_path / "render").mkdir()
     stage1 = RenderStage().run(job, tmp_path / "render")
@@ -41,6 +43,15 @@ def run_render_then_refine(tmp_path, dirs, renderer, detector):
     job.inputs["render"] = tmp_path / "render"
     (tmp_path / "refine").mkdir()
     return RefineStage().run(job, tmp_path / "refine"), tmp_path
+
+
+class NoScene:
+    """Random-weight renders show nobody: no face, no pose."""
+
+    def detect(self, image):
+        from autoshoot.backends.mediapipe_hands import Scene
+
+        return Scene()
 
 
 def test_refine_repaints_only_the_hand_window(tmp_path):
@@ -65,17 +76,35 @@ def test_refine_repaints_only_the_hand_window(tmp_path):
         assert np.abs(after[by0:by1, bx0:bx1] - before[by0:by1, bx0:bx1]).mean() > 0.5
 
 
-def test_no_hand_skips_and_says_why(tmp_path):
+def test_no_hand_at_the_grip_refines_a_canonical_gripping_hand(tmp_path):
+    # stage 1 may draw a hand too malformed for MediaPipe: stage 2 is not skipped
     pipeline_dirs = make_pipeline_dirs(tmp_path)
     tiny_renderer = shared_tiny_renderer()
     result, root = run_render_then_refine(tmp_path, pipeline_dirs, tiny_renderer, FakeHandDetector(None))
 
-    assert result["refined"] == 0
+    assert result["refined"] == 2
+    gx, gy = grip_canvas()
     for c in result["candidates"]:
-        assert "hand refine skipped: no hand found near the grip" in c["notes"]
-        before = np.asarray(Image.open(root / "render" / f"c{c['index']}.png"))
-        after = np.asarray(Image.open(root / "refine" / c["image"]))
-        assert np.array_equal(before, after)
+        assert "no hand found near the grip: refined with a canonical gripping hand" in c["notes"]
+        assert "hand refined" in c["notes"]
+        x0, y0, x1, y1 = c["hand_window"]
+        assert x0 < gx < x1 and y0 < gy < y1  # the window is round the grip
+        before = np.asarray(Image.open(root / "render" / f"c{c['index']}.png"), dtype=np.int16)
+        after = np.asarray(Image.open(root / "refine" / c["image"]), dtype=np.int16)
+        assert np.abs(after[y0:y1, x0:x1] - before[y0:y1, x0:x1]).mean() > 0.5
+
+
+def test_canonical_grip_hand_follows_the_pose():
+    from autoshoot.backends.mediapipe_hands import Scene
+
+    image = np.zeros((600, 800, 3), np.uint8)
+    scene = Scene(faces=[((380.0, 40.0, 480.0, 160.0), 0.9)], body=True, wrists=[(300.0, 420.0)])
+    hand = canonical_grip_hand(image, (300.0, 340.0), scene)
+    palm = np.linalg.norm(hand[9] - hand[0])
+    assert palm == pytest.approx(55.0, rel=0.05)  # 0.55 of the face width
+    assert hand[0, 1] > 340.0  # the wrist towards the pose's wrist, below the grip
+    nobody = canonical_grip_hand(image, (300.0, 340.0), None)
+    assert np.linalg.norm(nobody[9] - nobody[0]) == pytest.approx(0.065 * 800, rel=0.05)
 
 
 def test_refine_inputs_hold_depth_scribble_and_canny_at_model_size():

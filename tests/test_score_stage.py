@@ -187,3 +187,27 @@ def test_tiny_profile_scores_with_the_tiny_random_detector(tmp_path):
         said = [r for r in cand["reasons"] if r.endswith(" bags")]
         assert said == ([f"{n_second + 1} bags"] if n_second else [])
     job.sessions.close()
+
+
+def test_score_stage_passes_the_briefs_shot_to_the_scorer(tmp_path):
+    # a close-up brief must reach the scorer, which then does not call a lone hand "without a body"
+    from autoshoot.types import HandScore
+
+    class RecordingScorer:
+        def __init__(self):
+            self.shots = []
+
+        def score(self, image, **kwargs):
+            self.shots.append(kwargs.get("shot"))
+            return HandScore(file=kwargs.get("file", ""), hand_score=0.5, hands=[], reasons=[], components={})
+
+    job = make_job(tmp_path, None, config=load_config("tiny"))
+    analyze = tmp_path / "analyze"
+    analyze.mkdir()
+    atomic_write_json(analyze / "stage.json", {"brief": {"shot": "close"}, "prompt": "p"})
+    job.inputs["analyze"] = analyze
+    scorer = job.sessions.get("hand_scorer:mediapipe", RecordingScorer)
+    out = tmp_path / "score"
+    out.mkdir()
+    ScoreStage().run(job, out)
+    assert scorer.shots == ["close", "close"]

@@ -38,7 +38,8 @@ BAG_DETECTORS.register("none", "autoshoot.backends.bag_detector:NoBagDetector")
 BAG_DETECTORS.register("zeroshot", "autoshoot.backends.bag_detector:ZeroShotBagDetector")
 
 HAND_MESHES = Registry("hand mesh")
-HAND_MESHES.register("capsule", "autoshoot.backends.hand_mesh:CapsuleHandMesh")
+HAND_MESHES.register("capsule", "autoshoot.hands.mesh:CapsuleHandMesh")
+HAND_MESHES.register("kinematic", "autoshoot.hands.mesh:KinematicHandMesh")
 
 # Optional aesthetic / prompt-alignment scorers for the rank stage (score.aesthetic).
 AESTHETIC_SCORERS = Registry("aesthetic scorer")

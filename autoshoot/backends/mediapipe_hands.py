@@ -4,7 +4,7 @@ MediaPipe is a detector, not a judge of quality: its handedness confidence is as
 AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, then an
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
-their anatomy (``autoshoot.hand_anatomy``), their stability under a flip, the grip and the
+their anatomy (``autoshoot.hands.anatomy``), their stability under a flip, the grip and the
 scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
 that check runs a zero-shot detector from ``autoshoot.backends.bag_detector``).
 
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from autoshoot.hands.policy import combine_components, fail_closed, is_close_up, score_scene
 from autoshoot.io import native_stderr_silenced
 from autoshoot.types import HandScore
 
@@ -245,6 +246,22 @@ class HandDetector:
         # 4. merge duplicates across passes
         return merge_hands(passes, regions)
 
+    def detect_tiles(self, image: np.ndarray, grid: int = 3) -> list[DetectedHand]:
+        """Hands in ``grid`` x ``grid`` overlapping tiles, each half the image's long side,
+        upscaled to ``crop_size``: a slower search for small hands where the full frame found
+        none. ``image``: HxWx3 uint8 RGB."""
+        h, w = image.shape[:2]
+        passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]] = []
+        regions: list[Box] = []
+        side = max(h, w) / 2
+        for i in range(grid):
+            for j in range(grid):
+                cx, cy = w * (j + 0.5) / grid, h * (i + 0.5) / grid
+                box = expand_box((cx, cy, cx, cy), 1.0, side, w, h)
+                passes.append((f"tile{i}{j}", self.crop_size / side, self.detect_crop(image, box)))
+                regions.append(tuple(float(v) for v in box))
+        return merge_hands(passes, regions)
+
 
 def merge_hands(
     passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]],
@@ -304,6 +321,7 @@ class Scene:
     body: bool = False
     body_box: Box | None = None  # XYXY around the visible pose landmarks
     person_fraction: float = 0.0  # share of pixels the person segmenter calls "person"
+    wrists: list[tuple[float, float]] = field(default_factory=list)  # visible pose wrists, pixels
 
     @property
     def has_person(self) -> bool:
@@ -355,6 +373,10 @@ class SceneDetector:
             if len(pts) >= 4:
                 scene.body = True
                 scene.body_box = landmarks_bbox(pts)
+            for k in (15, 16):  # the pose's left and right wrists
+                p = pose.pose_landmarks.landmark[k]
+                if p.visibility > 0.5 and 0 <= p.x <= 1 and 0 <= p.y <= 1:
+                    scene.wrists.append((float(p.x * w), float(p.y * h)))
         return scene
 
 
@@ -376,14 +398,17 @@ class MediaPipeHandScorer:
 
     Components, each in [0, 1]:
       confidence  MediaPipe's handedness confidence and the share of passes that found the hand
-      anatomy     ``autoshoot.hand_anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
+      anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
       stability   landmarks of a horizontally flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
       scene       one face or body, no hands without a body, at most ``max_hands`` hands, and
                   no bag besides the product (``score.bag_detector``; "2 bags")
 
     ``hand_score`` is their weighted geometric mean (weights from the config), so one failed
-    component (no hand at the grip, two people) sinks the score.
+    component (no hand at the grip, two people) sinks the score. The policy is
+    ``autoshoot.hands.policy``: a close-up (``shot="close"``, or a hand filling the frame) is
+    not a hand without a body, and the score fails closed: no hand found (after the grip
+    crop, crops at the pose's wrists and 3x3 tiles), or nobody, is below the accept threshold.
 
     Args:
         config: a Config (or a ScoreConfig; the bag detector then picks its device itself).
@@ -394,7 +419,7 @@ class MediaPipeHandScorer:
 
     def __init__(self, config: Any, bag_detector: Any = None):
         from autoshoot.backends import BAG_DETECTORS
-        from autoshoot.hand_anatomy import AnatomyLimits
+        from autoshoot.hands.anatomy import AnatomyLimits
 
         self.config = getattr(config, "score", config)  # a Config or a ScoreConfig
         c = self.config
@@ -430,6 +455,7 @@ class MediaPipeHandScorer:
         erase_polygon: np.ndarray | list | None = None,
         file: str = "",
         product_box: Box | list | None = None,
+        shot: str | None = None,
     ) -> HandScore:
         """Score one image.
 
@@ -440,6 +466,8 @@ class MediaPipeHandScorer:
             file: the name reported in the result.
             product_box: XYXY pixels of the image where the product was placed, or None; a
                 detected bag that does not overlap it is a second bag.
+            shot: the brief's shot ("close", "half_body", "full_body") or None; a close-up
+                is not penalised for hands without a body.
         Returns:
             ``autoshoot.types.HandScore``; ``hands`` hold each hand's landmarks and checks,
             ``bags`` the distinct bags found (empty when the bag rule is off).
@@ -447,7 +475,9 @@ class MediaPipeHandScorer:
         image = prepare_image(image)
         h, w = image.shape[:2]
         c = self.config
-        # 1. detect hands: full frame, plus an upscaled crop around the grip
+        # 1. the scene: faces, a body, its wrists (also the person's scale for the palm check)
+        scene = self.scene_detector.detect(image) if self.scene_detector is not None else None
+        # 2. detect hands: full frame, plus an upscaled crop around the grip
         roi = None
         if grip is not None:
             half = c.grip_box_frac * max(h, w) / 2
@@ -455,8 +485,10 @@ class MediaPipeHandScorer:
         # two passes may find up to 2 * max_hands distinct hands; more than max_hands is
         # itself a finding (scene), but judging a few extra bounds the cost
         hands = self.detector.detect(image, roi=roi)[: max(c.max_hands, 1) + 2]
-        # 2. the scene: faces and a body (also the person's scale for the palm check)
-        scene = self.scene_detector.detect(image) if self.scene_detector is not None else None
+        if not hands and scene is not None and scene.wrists:
+            hands = self.detect_at_wrists(image, scene)  # small or partly hidden hands
+        if not hands and c.tile_search:  # look harder before failing closed
+            hands = self.detector.detect_tiles(image)[: max(c.max_hands, 1) + 2]
         bags = self.count_bags(image, product_box)
         # 3. per-hand anatomy and stability
         reports = [self.check_hand(image, hand, scene) for hand in hands]
@@ -475,22 +507,22 @@ class MediaPipeHandScorer:
                     for i, r in enumerate(reports)
                     if r["stability"] < 0.5
                 ]
-        elif grip is None:
-            reasons.append("no hand visible")
         if grip is not None:
             components["grip"], grip_reasons = self.score_grip(hands, reports, grip, erase_polygon)
             reasons += grip_reasons
         if scene is not None:
-            components["scene"], scene_reasons = score_scene(scene, hands, c.max_hands, bags, c.bag_penalty)
+            close_up = is_close_up(shot, [hand.bbox for hand in hands], (w, h), c.close_up_frac)
+            components["scene"], scene_reasons = score_scene(
+                scene, hands, c.max_hands, bags, c.bag_penalty, close_up=close_up
+            )
             reasons += scene_reasons
-        # 5. combine
-        hand_score = combine_components(components, c.weights)
-        if not reports and grip is None:
-            # nothing to judge: neutral, but only when there is a person in the picture at all
-            hand_score = c.no_hand_score * components.get("scene", 1.0)
-            if scene is not None and not scene.has_person:
-                hand_score *= 0.3
-                reasons.append("no person found")
+        # 5. combine, then fail closed: no hand, or nobody, is below the accept threshold
+        hand_score = combine_components(components, c.weights) if components else 1.0
+        has_person = None if scene is None else bool(hands) or scene.has_person
+        hand_score, closed = fail_closed(
+            hand_score, bool(hands), has_person, c.no_hand_score, c.no_person_factor
+        )
+        reasons += closed
         return HandScore(
             file=file,
             hand_score=round(hand_score, 4),
@@ -501,6 +533,22 @@ class MediaPipeHandScorer:
         )
 
     # -- helpers ------------------------------------------------------------------------
+
+    def detect_at_wrists(self, image: np.ndarray, scene: Scene) -> list[DetectedHand]:
+        """Hands in upscaled crops around the pose's wrists (the full frame found none): a
+        hand is about a face wide, so each crop is 2.5 face widths (or a fifth of the image)."""
+        h, w = image.shape[:2]
+        c = self.config
+        side = 2.5 * max((f[0][2] - f[0][0] for f in scene.faces), default=0.08 * max(h, w))
+        side = max(side, 0.2 * max(h, w))
+        passes = []
+        regions: list[Box] = []
+        for k, (x, y) in enumerate(scene.wrists):
+            box = expand_box((x, y, x, y), 1.0, side, w, h)
+            zoom = c.crop_size / max(box[2] - box[0], 1)
+            passes.append((f"wrist{k}", zoom, self.detector.detect_crop(image, box)))
+            regions.append(tuple(float(v) for v in box))
+        return merge_hands(passes, regions)[: max(c.max_hands, 1) + 2]
 
     def count_bags(self, image: np.ndarray, product_box: Box | list | None) -> Any:
         """The bags in the image and which of them are not the product (a ``BagCount``), or
@@ -522,7 +570,7 @@ class MediaPipeHandScorer:
 
     def check_hand(self, image: np.ndarray, hand: DetectedHand, scene: Scene | None) -> dict[str, Any]:
         """Anatomy, confidence and stability of one hand (JSON-able dict)."""
-        from autoshoot.hand_anatomy import check_anatomy
+        from autoshoot.hands.anatomy import check_anatomy
 
         face_width = nearest_face_width(scene, hand) if scene is not None else None
         anatomy = check_anatomy(hand.landmarks, face_width=face_width, limits=self.limits)
@@ -624,7 +672,7 @@ def measure_cover(
 
 def measure_wrap(landmarks: np.ndarray) -> float:
     """How much the four fingers curl, in [0, 1]: 0 straight, 1 bent ~90 deg at PIP+DIP."""
-    from autoshoot.hand_anatomy import CHAINS
+    from autoshoot.hands.anatomy import CHAINS
 
     bends = []
     for chain in CHAINS[1:]:
@@ -644,46 +692,6 @@ def nearest_face_width(scene: Scene, hand: DetectedHand) -> float | None:
         scene.faces, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 - hx, (f[0][1] + f[0][3]) / 2 - hy)
     )
     return float(box[2] - box[0])
-
-
-def score_scene(
-    scene: Scene,
-    hands: list[DetectedHand],
-    max_hands: int,
-    bags: Any = None,
-    bag_penalty: float = 0.35,
-) -> tuple[float, list[str]]:
-    """Exactly one person: one face (or a body seen from behind), no hands without a body; and
-    no bag besides the product (``bags``: a ``BagCount`` from ``find_second_bags``, or None
-    when the rule is off): ``bag_penalty`` per second bag."""
-    score = 1.0
-    reasons = []
-    n_faces = len(scene.faces)
-    if n_faces > 1:
-        score *= 0.35 ** (n_faces - 1)
-        reasons.append(f"{n_faces} faces")
-    if hands and n_faces == 0 and not scene.body:
-        score *= 0.7
-        reasons.append("hands without a body")
-    if len(hands) > max_hands:
-        score *= 0.4
-        reasons.append(f"{len(hands)} hands")
-    if bags is not None and bags.second:
-        score *= bag_penalty ** len(bags.second)
-        reasons.append(f"{bags.n_bags} bags")
-    return max(score, 0.0), reasons
-
-
-def combine_components(components: dict[str, float], weights: dict[str, float]) -> float:
-    """Weighted geometric mean of the components present (each floored at 0.01)."""
-    total, acc = 0.0, 0.0
-    for name, value in components.items():
-        wgt = float(weights.get(name, 0.0))
-        if wgt <= 0:
-            continue
-        total += wgt
-        acc += wgt * np.log(max(float(value), 0.01))
-    return float(np.exp(acc / total)) if total > 0 else 0.0
 
 
 def prepare_image(image: Any) -> np.ndarray:
@@ -734,7 +742,7 @@ def draw_overlay(
     """
     import cv2
 
-    from autoshoot.hand_anatomy import CHAINS
+    from autoshoot.hands.anatomy import CHAINS
 
     out = np.ascontiguousarray(prepare_image(image).copy())
     thick = max(1, round(max(out.shape[:2]) / 400))

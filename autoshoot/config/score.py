@@ -30,15 +30,20 @@ class ScoreConfig:
     crop_factor: float = 2.5  # the crop around the grip is this many times the grip box
     grip_box_frac: float = 0.1  # the box around the grip: this fraction of the image's long side
     refine_crops: bool = True  # re-detect small hands found at full frame on an upscaled crop
+    tile_search: bool = (
+        True  # no hand found: search 3x3 upscaled tiles (+9 MediaPipe calls) before failing closed
+    )
 
     # components
     stability: bool = True  # re-run each hand on a flipped crop: +1 MediaPipe call per hand
     stability_tolerance: float = 0.12  # mean landmark shift (palm lengths) that is still stable
     scene: bool = True  # face detection + pose: one person, no hands without a body
     grip_near: float = 0.6  # hand farther than this (palm lengths) from the erase polygon → bad
-    # hand_score of an image where no hand is found and no grip was expected: below the accept
-    # threshold, so a detector miss goes to review instead of passing unseen (fail closed)
-    no_hand_score: float = 0.35
+    # fail closed (autoshoot.hands.policy): no hand found caps hand_score at no_hand_score, below
+    # accept_threshold; no person found multiplies it by no_person_factor
+    no_hand_score: float = 0.4
+    no_person_factor: float = 0.3
+    close_up_frac: float = 0.25  # a hand box this share of the image diagonal: a close-up
     max_hands: int = 2
     weights: dict[str, float] = field(default_factory=_default_weights)
 

@@ -4,8 +4,12 @@ hand's depth map and "sharp glove" scribble from a ``HandMesh``, and re-run the 
 (30→40 of 40, after injecting latent noise) with depth 1.0, scribble 0.8 and canny 0.35 through
 the union ControlNet in one call. The window is pasted back with a feathered mask.
 
-A candidate with no hand near the grip (or a SKU with no grip) is passed through unchanged and
-its notes say why. All candidates that have a hand are refined in one batched call.
+The guidance is drawn from the corrected hand (``render.hand_mesh``, by default the anatomical
+kinematic hand fitted to the landmarks). When MediaPipe finds no hand near the grip (stage 1
+may have drawn one too malformed to detect), the window is built round a canonical gripping
+hand placed from the pose (the nearest wrist) and the grip, and refined all the same. Only a
+SKU with no grip is passed through unchanged, and its notes say why. All candidates are
+refined in one batched call.
 
 Writes r<i>.png at the canvas size; returns {"candidates": [{"index", "seed", "image", "notes"}]}.
 """
@@ -42,7 +46,7 @@ class HandWindow:
 
 class RefineStage(Stage):
     name = "refine"
-    version = "1"
+    version = "2"  # 2: a canonical gripping hand where none is found
     config_sections = ("render",)
 
     def models(self, config: Config) -> list[ModelSpec]:
@@ -80,6 +84,8 @@ class RefineStage(Stage):
             windows.append(window)
             if window is None:
                 notes[i].append(f"hand refine skipped: {why}")
+            elif why:
+                notes[i].append(why)
         # 3. refine the candidates that have a hand, in one batch
         todo = [i for i, w in enumerate(windows) if w is not None]
         seconds: dict[str, float] = {}
@@ -138,21 +144,61 @@ class RefineStage(Stage):
         )
         detector = job.sessions.get("hand_detector", make_hand_detector)
         hands = detector.detect(image, roi=roi)
-        if not hands:
-            return None, "no hand found near the grip"
-        best = min(hands, key=lambda hd: distance_to_hand(np.asarray(hd.landmarks), grip))
-        lms = np.asarray(best.landmarks, dtype=np.float64)
-        if distance_to_hand(lms, grip) > pad:
-            return None, "the hands found are far from the grip"
+        lms = hand_near_grip(hands, grip, pad)
+        why = ""
+        if lms is None:
+            scene = job.sessions.get("scene_detector", make_scene_detector).detect(image)
+            lms = canonical_grip_hand(image, grip, scene)
+            why = "no hand found near the grip: refined with a canonical gripping hand"
         return HandWindow(
             box=hand_window_box(lms, (w, h), rc.refine_window, rc.refine_min_window), landmarks=lms
-        ), ""
+        ), why
 
 
 def make_hand_detector() -> Any:
     from autoshoot.backends.mediapipe_hands import HandDetector
 
     return HandDetector()
+
+
+def make_scene_detector() -> Any:
+    from autoshoot.backends.mediapipe_hands import SceneDetector
+
+    return SceneDetector()
+
+
+def hand_near_grip(hands: list[Any], grip: tuple[float, float], pad: float) -> np.ndarray | None:
+    """(21, 3) float64 landmarks of the detected hand nearest the grip, or None when there is
+    none within ``pad`` pixels of it."""
+    if not hands:
+        return None
+    best = min(hands, key=lambda hd: distance_to_hand(np.asarray(hd.landmarks), grip))
+    lms = np.asarray(best.landmarks, dtype=np.float64)
+    return lms if distance_to_hand(lms, grip) <= pad else None
+
+
+def canonical_grip_hand(image: np.ndarray, grip: tuple[float, float], scene: Any = None) -> np.ndarray:
+    """The canonical gripping hand (``autoshoot.hands.kinematic.gripping_hand``) at ``grip``:
+    its palm 0.55 of the person's face width (adult proportions), or 6.5% of the image's long
+    side without a face; its wrist towards the pose's wrist nearest the grip (within three
+    palm lengths), else below the grip. ``scene``: a ``Scene`` from the MediaPipe adapter, or
+    None. Returns (21, 3) float64 pixels."""
+    from autoshoot.hands.kinematic import gripping_hand
+
+    h, w = image.shape[:2]
+    faces = list(getattr(scene, "faces", []) or [])
+    if faces:
+        face_w = max(float(box[2] - box[0]) for box, _ in faces)
+        palm = 0.55 * face_w
+    else:
+        palm = 0.065 * max(h, w)
+    wrist = None
+    wrists = list(getattr(scene, "wrists", []) or [])
+    if wrists:
+        near = min(wrists, key=lambda p: np.hypot(p[0] - grip[0], p[1] - grip[1]))
+        if np.hypot(near[0] - grip[0], near[1] - grip[1]) <= 3.0 * palm:
+            wrist = near
+    return gripping_hand(grip, palm, wrist=wrist)
 
 
 def get_hand_mesh(job: Job) -> Any:

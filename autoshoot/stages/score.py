@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 class ScoreStage(Stage):
     name: ClassVar[str] = "score"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: fails closed (no hand, nobody), close-ups, tile search
     config_sections: ClassVar[tuple[str, ...]] = ("score",)
 
     def models(self, config: Config) -> list[ModelSpec]:
@@ -89,6 +89,7 @@ class ScoreStage(Stage):
         product_box = read_product_box(job)
         # the candidates are at the final size: canvas px → final px
         grip, polygon, product_box = to_final_size(composite, grip, polygon, product_box)
+        shot = read_shot(job)
         # 2. the scorer, built once per run
         scorer = job.sessions.get(
             f"hand_scorer:{config.score.scorer}", lambda: HAND_SCORERS.create(config.score.scorer, config)
@@ -103,7 +104,12 @@ class ScoreStage(Stage):
             with Image.open(path) as im:
                 image = prepare_image(im)
             result = scorer.score(
-                image, grip=grip, erase_polygon=polygon, file=cand["image"], product_box=product_box
+                image,
+                grip=grip,
+                erase_polygon=polygon,
+                file=cand["image"],
+                product_box=product_box,
+                shot=shot,
             )
             overlay = f"overlay_{int(cand['index'])}.png"
             label = f"#{cand['index']} {result.hand_score:.2f}"
@@ -199,6 +205,14 @@ def grip_from_prepared(
     if polygon is not None and len(polygon) < 3:
         polygon = None
     return grip, polygon  # type: ignore[return-value]
+
+
+def read_shot(job: Job) -> str | None:
+    """The brief's shot ("close", "half_body", "full_body"), or None without an analyze stage."""
+    if "analyze" not in job.inputs:
+        return None
+    brief = job.input_json("analyze").get("brief") or {}
+    return brief.get("shot")
 
 
 def read_product_box(job: Job) -> tuple[float, float, float, float] | None:
