@@ -21,7 +21,10 @@ COMMANDS = {
     "analyze": ("autoshoot.commands.analyze:analyze", "Write the brief and prompts for one product photo."),
     "prepare": ("autoshoot.commands.prepare:prepare", "Segment, find the handle, erase the grip gap, place."),
     "score": ("autoshoot.commands.score:score", "Score the hands in images (JSON with --json)."),
-    "hands": ("autoshoot.commands.hands:hands", "Detected and corrected hand landmarks (and stage-2 guidance)."),
+    "hands": (
+        "autoshoot.commands.hands:hands",
+        "Detected and corrected hand landmarks (and stage-2 guidance).",
+    ),
     "models": ("autoshoot.commands.models:models", "List, download or check the models of a profile."),
 }
 

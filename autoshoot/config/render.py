@@ -196,7 +196,9 @@ class RenderConfig:
     refine_min_window: int = 96  # px of the canvas
     refine_mask_dilate: float = 0.35  # hand mask grown by this × the hand extent
     refine_feather_px: int = 12  # paste-back feather
-    hand_mesh: str = "kinematic"  # name in autoshoot.backends.HAND_MESHES ("capsule": the landmarks as detected)
+    hand_mesh: str = (
+        "kinematic"  # name in autoshoot.backends.HAND_MESHES ("capsule": the landmarks as detected)
+    )
     hand_search_pad: float = 0.2  # ROI around the grip, as a fraction of the canvas's long side
 
     # -- composite: the delivered picture ---------------------------------------------------
