@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoshoot.budget import fit_to_budget, is_out_of_memory, out_of_memory_fix
 from autoshoot.catalog import Catalog, ImageCheckCache, Row, load_catalog
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError, RunLockedError
 from autoshoot.io import TMP_MARK, atomic_write_json, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
+from autoshoot.residency import GIB
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
 from autoshoot.storage import RemoteRun, close_run_folder, is_uri, local_path, open_run_folder
@@ -239,7 +241,7 @@ class SkuWorker:
         self.config = config
         self.run_dir = Path(run_dir)
         self.stages = stages if stages is not None else build_stages()
-        self.sessions = Sessions()
+        self.sessions = Sessions.for_config(config)
         self.stage_seconds: dict[str, float] = {}
         self.section_hashes = config_hashes(self.stages, config)
 
@@ -307,8 +309,10 @@ class SkuWorker:
         started = time.perf_counter()
         jobs, stores, failed, per_sku_seconds = self._start(plans)
 
-        # 1. batchable stages first, across the SKUs that need them (the VLM brief)
+        # 1. batchable stages first, across the SKUs that need them (the VLM brief); then their
+        #    models (the VLM) leave the GPU, so that the render has the budget to itself
         self._run_batchable(plans, jobs, stores, failed, per_sku_seconds)
+        self.release_batchable_models()
 
         # 2. the other stages, one SKU at a time
         for n, plan in enumerate(plans):
@@ -329,6 +333,15 @@ class SkuWorker:
                         break
             yield self._finish_safely(plan, job, store, failed.get(sku), per_sku_seconds[sku])
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
+
+    def release_batchable_models(self) -> None:
+        """After the brief phase of a chunk: move its models (the VLM) off the GPU, within a
+        budget; with no budget they stay (nothing else competes for room)."""
+        if self.sessions.budget is None:
+            return
+        keys = [k for stage in self.stages if stage.batchable for k in self.sessions.used_by(stage.name)]
+        if keys:
+            self.sessions.release(*keys)
 
     def process_batchable(self, plans: list[Plan]) -> Iterator[tuple[Plan, ShotResult | None, float]]:
         """Only the batchable stages (the VLM brief) of these SKUs, batched across all of them.
@@ -411,9 +424,14 @@ class SkuWorker:
         flags_before = [list(j.flags) for j in batch_jobs]
         started = time.perf_counter()
         try:
-            outcomes = stage.run_batch(batch_jobs, outs)
+            with self.sessions.stage(stage.name):
+                outcomes = stage.run_batch(batch_jobs, outs)
         except Exception as err:  # the whole batch failed: every SKU in it fails
             outcomes = [err] * len(group)
+        oom = [o for o in outcomes if isinstance(o, BaseException) and is_out_of_memory(o)]
+        resident_at_oom = self.sessions.describe() if oom else ""
+        if oom:  # start the next SKU from a clean GPU: every model off it, the cache emptied
+            self.sessions.release()
         seconds = (time.perf_counter() - started) / max(1, len(group))
         self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds * len(group)
         for plan, job, out, outcome, before in zip(group, batch_jobs, outs, outcomes, flags_before):
@@ -422,8 +440,15 @@ class SkuWorker:
             per_sku_seconds[sku] += seconds
             if isinstance(outcome, BaseException):
                 shutil.rmtree(out, ignore_errors=True)
-                failed[sku] = one_line_reason(stage.name, outcome)
-                logger.info("%s: %s failed: %s", sku, stage.name, failed[sku])
+                if is_out_of_memory(outcome):
+                    failed[sku] = f"{stage.name}: " + out_of_memory_fix(
+                        self.sessions.label, self.sessions.budget and self.sessions.budget / GIB
+                    )
+                    store.log(f"{stage.name}: GPU memory when it failed: {resident_at_oom}")
+                    logger.warning("%s: %s failed: %s (%s)", sku, stage.name, failed[sku], resident_at_oom)
+                else:
+                    failed[sku] = one_line_reason(stage.name, outcome)
+                    logger.info("%s: %s failed: %s", sku, stage.name, failed[sku])
                 store.log(
                     f"{stage.name} failed: {failed[sku]}\n" + "".join(traceback.format_exception(outcome))
                 )
@@ -610,6 +635,30 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         fh.close()
 
 
+RUN_LOG = "run.log"
+
+
+@contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """RUN/run.log keeps the run's model residency lines (load, move, release, with sizes and
+    devices; the budget; out-of-memory failures), whatever the verbosity, so someone who hits
+    out-of-memory can see what was resident. ``-v`` shows the same lines on stderr."""
+    residency = logging.getLogger("autoshoot.residency")
+    handler = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    level = residency.level
+    if residency.getEffectiveLevel() > logging.INFO:
+        residency.setLevel(logging.INFO)  # without -v (no stderr handler) only the file has them
+    residency.addHandler(handler)
+    try:
+        yield
+    finally:
+        residency.removeHandler(handler)
+        residency.setLevel(level)
+        handler.close()
+
+
 class _Interrupt:
     """SIGINT sets a flag; the run finishes the SKU in hand, writes results and stops."""
 
@@ -755,8 +804,10 @@ def _run_catalog(
     # 1. validate every row before any model loads
     catalog = catalog or validate_for_run(catalog_path, config, run)
     lock = remote.lock() if remote else run_lock(local_dir)
-    with lock as held, _Interrupt() as interrupt:
-        # 2. save the effective config and plan: which SKUs and stages are still to do
+    with lock as held, _Interrupt() as interrupt, run_log(local_dir):
+        # 2. fit the run to the GPU budget (--vram); save the effective config and plan: which
+        #    SKUs and stages are still to do
+        config = fit_to_budget(config)
         save_config(config, local_dir / "config.yaml")
         if remote:
             remote.put([(local_dir / "config.yaml", "config.yaml")])

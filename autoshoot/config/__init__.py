@@ -54,6 +54,14 @@ class RunConfig:
     # Ray: workers that only write the briefs (the VLM), batching across the whole catalog, so
     # that the other workers never load the VLM; 0 = each worker writes its own SKUs' briefs
     vlm_workers: int = 0
+    # GPU memory budget in GiB for every model of the run and its activations (autoshoot.budget,
+    # autoshoot.residency): "auto" = the GPU's free memory when the run starts; 0 = no limit
+    vram: str | float = "auto"
+
+    def __post_init__(self) -> None:
+        from autoshoot.residency import parse_vram
+
+        parse_vram(self.vram)  # a clear message for a bad value, before any work
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,17 @@ def get_renderer(job: Job) -> Any:
 
     config = job.config
     return job.sessions.get(
-        f"renderer:{config.render.backend}", lambda: RENDERERS.create(config.render.backend, config)
+        f"renderer:{config.render.backend}",
+        lambda: RENDERERS.create(config.render.backend, config),
+        work_gib=render_work_gib(config.render),
     )
+
+
+def render_work_gib(rc: Any) -> float:
+    """GPU memory a render call needs besides the weights: about 1.75 GiB per candidate in a UNet
+    call at 1024² (7 GiB for 4, measured by bench/render_gpu.py), scaling with the pixels."""
+    batch = rc.low_vram_batch_size if 0 < rc.vram <= 8 else rc.batch_size
+    return 1.75 * max(1, batch) * (rc.long_side / 1024) ** 2
 
 
 def render_candidates(
