@@ -183,6 +183,10 @@ class Residency:
                     self._offload(entry)
             empty_cache()
 
+    def fits(self, extra_bytes: int) -> bool:
+        """Whether ``extra_bytes`` more fit beside what is resident now."""
+        return self.budget is None or self.resident_bytes() + extra_bytes <= self.budget
+
     def keys_matching(self, prefix: str) -> list[str]:
         return [k for k in self.entries if k.startswith(prefix)]
 

@@ -51,6 +51,9 @@ from autoshoot.types import ShotResult
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# GPU memory the per-SKU stages need before their models are measured: SDXL with the union
+# ControlNet (6.6 GiB in fp16) and 4 candidates' activations (7 GiB), BiRefNet and OWLv2 (1 GiB)
+PER_SKU_MODELS_GIB = 15.0
 CHECK_CACHE = ".image-checks.json"
 TRASH_MARK = ".trash-"
 
@@ -335,12 +338,16 @@ class SkuWorker:
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
 
     def release_batchable_models(self) -> None:
-        """After the brief phase of a chunk: move its models (the VLM) off the GPU, within a
-        budget; with no budget they stay (nothing else competes for room)."""
+        """After the brief phase of a chunk: move its models (the VLM) off the GPU when the
+        other stages' models would not fit beside them; they stay where everything fits (no
+        budget, or a large one), which saves moving 15 GiB each way per chunk."""
         if self.sessions.budget is None:
             return
         keys = [k for stage in self.stages if stage.batchable for k in self.sessions.used_by(stage.name)]
-        if keys:
+        others = [e for e in self.sessions.entries.values() if e.key not in keys and e.size + e.work]
+        # the per-SKU stages' models and activations: as measured, or an estimate before they load
+        need = sum(e.size + e.work for e in others) if others else int(PER_SKU_MODELS_GIB * GIB)
+        if keys and not self.sessions.fits(need):
             self.sessions.release(*keys)
 
     def process_batchable(self, plans: list[Plan]) -> Iterator[tuple[Plan, ShotResult | None, float]]:

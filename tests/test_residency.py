@@ -272,6 +272,20 @@ def test_a_chunk_briefs_every_sku_then_releases_the_vlm_then_renders(tmp_path: P
     assert "load vlm (7.00 GiB on cuda)" in log and "offload vlm" in log and "budget 12 GiB" in log
 
 
+def test_a_large_budget_keeps_the_vlm_on_the_gpu_between_chunks(tmp_path: Path) -> None:
+    calls: list = []
+    run_catalog(
+        catalog_of(tmp_path, 3),
+        tmp_path / "run",
+        budget_config("40", batch=2),
+        quiet=True,
+        stages=model_stages(calls),
+    )
+    # 7 + 1 + 6 fit in 40: nothing moves, and the VLM is built once
+    assert not [c for c in calls if c[0] in ("offload", "onload")]
+    assert calls.count(("build", "vlm")) == 1
+
+
 def test_out_of_memory_fails_that_sku_names_the_budget_and_the_run_goes_on(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     calls: list = []
