@@ -170,9 +170,10 @@ class Residency:
                 entry.pins.clear()
 
     def release(self, *keys: str, drop: bool = False) -> None:
-        """Move these models (all when none named) off the GPU now, or drop them."""
+        """Move these models off the GPU now, or drop them; with no keys, every model that no
+        running stage holds (another thread's stage may be using one)."""
         with self.lock:
-            for key in keys or list(self.entries):
+            for key in keys or [k for k, e in self.entries.items() if not e.pinned]:
                 entry = self.entries.get(key)
                 if entry is None or not entry.built:
                     continue

@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -246,6 +247,7 @@ class SkuWorker:
         self.stages = stages if stages is not None else build_stages()
         self.sessions = Sessions.for_config(config)
         self.stage_seconds: dict[str, float] = {}
+        self.seconds_lock = threading.Lock()
         self.section_hashes = config_hashes(self.stages, config)
 
     @property
@@ -317,25 +319,101 @@ class SkuWorker:
         self._run_batchable(plans, jobs, stores, failed, per_sku_seconds)
         self.release_batchable_models()
 
-        # 2. the other stages, one SKU at a time
-        for n, plan in enumerate(plans):
-            if n and should_stop():
-                break
-            sku = plan.row.sku
-            job, store = jobs[sku], stores[sku]
-            if sku not in failed:
-                for stage in self.stages:
-                    if stage.batchable:  # ran in step 1 (or was already done)
-                        job.inputs.setdefault(stage.name, store.stage_dir(stage.name))
-                        continue
-                    if stage.name not in plan.todo:
-                        job.inputs[stage.name] = store.stage_dir(stage.name)
-                        continue
-                    self._run_stage_batch(stage, [plan], jobs, stores, failed, per_sku_seconds)
-                    if sku in failed:
-                        break
-            yield self._finish_safely(plan, job, store, failed.get(sku), per_sku_seconds[sku])
+        # 2. the other stages, SKU by SKU: while SKU i renders, SKU i+1 is prepared and SKU i-1
+        #    composited and scored in threads (run.overlap), so the GPU does not wait on them
+        state = (jobs, stores, failed, per_sku_seconds)
+        pre, gpu, post = self.lanes()
+        if self.overlap_enabled() and gpu and len(plans) > 1:
+            yield from self._process_overlapped(plans, state, (pre, gpu, post), should_stop)
+        else:
+            for n, plan in enumerate(plans):
+                if n and should_stop():
+                    break
+                self._run_lane(plan, self.stages, state)
+                yield self._finish_lane(plan, state)
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
+
+    # -- the per-SKU stages, and their overlap ------------------------------------------
+
+    def lanes(self) -> tuple[list[Stage], list[Stage], list[Stage]]:
+        """The per-SKU stages split around the GPU-bound ones (``Stage.uses_gpu``): before
+        (prepare), the GPU lane (render, refine) and after (composite, score, rank)."""
+        heavy = [i for i, stage in enumerate(self.stages) if getattr(stage, "uses_gpu", False)]
+        if not heavy:
+            return list(self.stages), [], []
+        first, last = heavy[0], heavy[-1]
+        return self.stages[:first], self.stages[first : last + 1], self.stages[last + 1 :]
+
+    def overlap_enabled(self) -> bool:
+        """run.overlap: on, off, or auto (on when this process renders on a CUDA GPU)."""
+        mode = str(getattr(self.config.run, "overlap", "auto"))
+        if mode in ("on", "off"):
+            return mode == "on"
+        if str(self.config.run.device) == "cpu":
+            return False
+        try:
+            import torch
+        except ImportError:
+            return False
+        return bool(torch.cuda.is_available())
+
+    def _run_lane(self, plan: Plan, stages: list[Stage], state: tuple) -> None:
+        """These stages of one SKU, in order, until one fails."""
+        jobs, stores, failed, per_sku_seconds = state
+        sku = plan.row.sku
+        job, store = jobs[sku], stores[sku]
+        for stage in stages:
+            if sku in failed:
+                return
+            if stage.batchable:  # ran across the chunk first (or was already done)
+                job.inputs.setdefault(stage.name, store.stage_dir(stage.name))
+                continue
+            if stage.name not in plan.todo:
+                job.inputs[stage.name] = store.stage_dir(stage.name)
+                continue
+            self._run_stage_batch(stage, [plan], jobs, stores, failed, per_sku_seconds)
+
+    def _finish_lane(self, plan: Plan, state: tuple) -> ShotResult:
+        jobs, stores, failed, per_sku_seconds = state
+        sku = plan.row.sku
+        return self._finish_safely(plan, jobs[sku], stores[sku], failed.get(sku), per_sku_seconds[sku])
+
+    def _process_overlapped(
+        self,
+        plans: list[Plan],
+        state: tuple,
+        lanes: tuple[list[Stage], list[Stage], list[Stage]],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[ShotResult]:
+        """Step i: the GPU lane of SKU i here, the stages before it for SKU i+1 and those after
+        it for SKU i-1 in two threads (MediaPipe, OpenCV and torch release the GIL). Results
+        are yielded in order, each as soon as its SKU's last stage is done."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pre, gpu, post = lanes
+        n = len(plans)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="autoshoot-lane") as pool:
+            ready: Future = pool.submit(self._run_lane, plans[0], pre, state)
+            for i in range(n + 1):
+                stopping = 0 < i < n and should_stop()
+                after = pool.submit(self._run_lane_and_finish, plans[i - 1], post, state) if i else None
+                nxt = None
+                if i < n and not stopping:
+                    ready.result()  # SKU i is prepared
+                    if i + 1 < n:
+                        nxt = pool.submit(self._run_lane, plans[i + 1], pre, state)
+                    self._run_lane(plans[i], gpu, state)
+                if after is not None:
+                    yield after.result()
+                if stopping:
+                    ready.result()  # a prepared SKU keeps its committed stages for the next run
+                    return
+                if nxt is not None:
+                    ready = nxt
+
+    def _run_lane_and_finish(self, plan: Plan, stages: list[Stage], state: tuple) -> ShotResult:
+        self._run_lane(plan, stages, state)
+        return self._finish_lane(plan, state)
 
     def release_batchable_models(self) -> None:
         """After the brief phase of a chunk: move its models (the VLM) off the GPU when the
@@ -437,10 +515,11 @@ class SkuWorker:
             outcomes = [err] * len(group)
         oom = [o for o in outcomes if isinstance(o, BaseException) and is_out_of_memory(o)]
         resident_at_oom = self.sessions.describe() if oom else ""
-        if oom:  # start the next SKU from a clean GPU: every model off it, the cache emptied
+        if oom:  # start the next SKU from a clean GPU: every model not in use off it, cache emptied
             self.sessions.release()
         seconds = (time.perf_counter() - started) / max(1, len(group))
-        self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds * len(group)
+        with self.seconds_lock:  # lanes of several SKUs run at once (run.overlap)
+            self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds * len(group)
         for plan, job, out, outcome, before in zip(group, batch_jobs, outs, outcomes, flags_before):
             sku = plan.row.sku
             store = stores[sku]

@@ -317,3 +317,97 @@ def test_out_of_memory_is_recognised_by_type_and_message() -> None:
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB"))
     assert not is_out_of_memory(ValueError("bad"))
+
+
+# ---------------------------------------------------------------------------------------
+# the overlap: prepare(i+1) and score(i-1) while SKU i renders
+
+
+class TimedStage(FakeStage):
+    """Records when it ran, and in which thread; render and refine are the GPU lane."""
+
+    def __init__(self, name: str, spans: list, sleep: float, fail_sku: str = ""):
+        super().__init__(name, [], fail_sku=fail_sku, sleep=sleep)
+        self.spans = spans
+        self.uses_gpu = name in ("render", "refine")  # type: ignore[misc]
+
+    def run(self, job: Job, out: Path) -> dict[str, Any]:
+        import threading
+        import time
+
+        start = time.perf_counter()
+        try:
+            return super().run(job, out)
+        finally:
+            self.spans.append(
+                (self.name, job.sku, start, time.perf_counter(), threading.current_thread().name)
+            )
+
+
+class TimedBriefStage(FakeBatchStage, TimedStage):
+    pass
+
+
+def timed_stages(spans: list, fail_sku: str = "") -> list:
+    sleeps = {"prepare": 0.15, "render": 0.3, "refine": 0.1, "composite": 0.05, "score": 0.15}
+    return [
+        (TimedBriefStage if name == "analyze" else TimedStage)(
+            name, spans, sleeps.get(name, 0.0), fail_sku if name == "prepare" else ""
+        )
+        for name in STAGE_ORDER
+    ]
+
+
+def overlap_config(mode: str) -> Config:
+    base = Config()
+    return dataclasses.replace(base, run=dataclasses.replace(base.run, device="cpu", overlap=mode))
+
+
+def span(spans: list, name: str, sku: str) -> tuple[float, float]:
+    return next((s[2], s[3]) for s in spans if s[0] == name and s[1] == sku)
+
+
+def test_overlap_prepares_the_next_sku_and_scores_the_last_while_one_renders(tmp_path: Path) -> None:
+    spans: list = []
+    summary = run_catalog(
+        catalog_of(tmp_path, 4),
+        tmp_path / "run",
+        overlap_config("on"),
+        quiet=True,
+        stages=timed_stages(spans),
+    )
+    assert summary.counts["accepted"] + summary.counts["review"] == 4
+    assert [r.sku for r in summary.results] == ["SKU-0", "SKU-1", "SKU-2", "SKU-3"]
+    render1 = span(spans, "render", "SKU-1")
+    # SKU-2's prepare and SKU-0's score ran during SKU-1's render, in other threads
+    for name, sku in (("prepare", "SKU-2"), ("score", "SKU-0")):
+        start, end = span(spans, name, sku)
+        assert start < render1[1] and end > render1[0], (name, sku)
+    lanes = {s[0]: s[4] for s in spans if s[1] == "SKU-1"}
+    assert lanes["render"] == lanes["refine"] != lanes["prepare"]
+    # each SKU's own stages still ran in order
+    for sku in ("SKU-0", "SKU-1", "SKU-2", "SKU-3"):
+        order = [s[0] for s in sorted((s for s in spans if s[1] == sku), key=lambda s: s[2])]
+        assert order == list(STAGE_ORDER)
+
+
+def test_overlap_is_faster_than_one_sku_at_a_time_and_isolates_failures(tmp_path: Path) -> None:
+    import time
+
+    times = {}
+    for mode in ("off", "on"):
+        spans: list = []
+        started = time.perf_counter()
+        summary = run_catalog(
+            catalog_of(tmp_path / mode, 4),
+            tmp_path / mode / "run",
+            overlap_config(mode),
+            quiet=True,
+            stages=timed_stages(spans, fail_sku="SKU-1"),
+        )
+        times[mode] = time.perf_counter() - started
+        by_sku = {r.sku: r.status for r in summary.results}
+        assert by_sku["SKU-1"] == "failed" and all(by_sku[s] != "failed" for s in ("SKU-0", "SKU-2", "SKU-3"))
+        assert not [s for s in spans if s[1] == "SKU-1" and s[0] in ("render", "score")]
+    # serial: 4 x 0.75 s of per-SKU stages (less SKU-1's); overlapped: mostly the GPU lane's 0.4 s
+    assert times["on"] < times["off"] - 0.4

@@ -90,6 +90,9 @@ class Stage:
     version: ClassVar[str] = "1"  # bump when the stage's output changes for the same config
     config_sections: ClassVar[tuple[str, ...]] = ()  # dotted config sections it depends on
     job_params: ClassVar[tuple[str, ...]] = ()  # Job attributes that change the output, e.g. ("seed",)
+    # GPU-bound (render, refine): the runner runs the stages before and after these for the
+    # neighbouring SKUs in threads meanwhile (run.overlap)
+    uses_gpu: ClassVar[bool] = False
 
     @property
     def batchable(self) -> bool:

@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class RenderStage(Stage):
+    uses_gpu: ClassVar[bool] = True  # the runner's GPU lane (run.overlap)
     name = "render"
     version = "1"
     config_sections = ("render",)
