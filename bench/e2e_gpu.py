@@ -594,9 +594,13 @@ def summarise(run_dir: Path, budget: str, wall: float, rc: int, sampler: BusySam
 
 def print_table(results: list[dict[str, Any]]) -> str:
     stages = ("analyze", "prepare", "render", "refine", "composite", "score", "rank")
-    head = "| budget | done/failed | peak alloc GiB | peak reserved GiB | s per SKU (steady) | SKUs/h (steady) | GPU busy (steady) | "
+    base = next((r for r in results if r["budget"] == "uncapped" and r.get("steady_s_per_sku")), None)
+    for r in results:  # the baseline of the same run: each budget's time per SKU vs uncapped
+        mine = r.get("steady_s_per_sku")
+        r["vs_uncapped"] = round(mine / base["steady_s_per_sku"], 2) if base and mine else None
+    head = "| budget | vs uncapped | done/failed | peak alloc GiB | peak reserved GiB | s per SKU (steady) | SKUs/h (steady) | GPU busy (steady) | "
     head += " | ".join(stages) + " |"
-    lines = [head, "|" + "---|" * (7 + len(stages))]
+    lines = [head, "|" + "---|" * (8 + len(stages))]
     for r in results:
 
         def pct(x: Any) -> str:
@@ -604,6 +608,7 @@ def print_table(results: list[dict[str, Any]]) -> str:
 
         cells = [
             r["budget"] if r["budget"] == "uncapped" else f"{r['budget']} GiB",
+            f"{r['vs_uncapped']}x" if r.get("vs_uncapped") else "-",
             f"{r['finished']}/{r['failed']}",
             f"{r.get('peak_allocated_gib', 0):.1f}",
             f"{r.get('peak_reserved_gib', 0):.1f}",
