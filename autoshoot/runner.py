@@ -730,7 +730,7 @@ def run_log(run_dir: Path) -> Iterator[None]:
     devices; the budget; out-of-memory failures), whatever the verbosity, so someone who hits
     out-of-memory can see what was resident. ``-v`` shows the same lines on stderr."""
     residency = logging.getLogger("autoshoot.residency")
-    handler = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+    handler = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8", delay=True)  # made at the first line
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     level = residency.level
