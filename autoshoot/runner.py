@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -35,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autoshoot.budget import fit_to_budget, is_out_of_memory, out_of_memory_fix
 from autoshoot.catalog import Catalog, ImageCheckCache, Row, allow_image_pixels, load_catalog
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError, RunLockedError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
+from autoshoot.residency import GIB
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
 from autoshoot.storage import RemoteRun, close_run_folder, is_uri, local_path, open_run_folder
@@ -48,6 +51,9 @@ from autoshoot.types import ShotResult
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# GPU memory the per-SKU stages need before their models are measured: SDXL with the union
+# ControlNet (6.6 GiB in fp16) and 4 candidates' activations (7 GiB), BiRefNet and OWLv2 (1 GiB)
+PER_SKU_MODELS_GIB = 15.0
 CHECK_CACHE = ".image-checks.json"
 TRASH_MARK = ".trash-"
 NOT_RUN = "not run:"  # the reason of a valid row that an interruption left for the next run
@@ -66,7 +72,7 @@ def build_stages(names: tuple[str, ...] = STAGE_ORDER) -> list[Stage]:
 
 
 # the RUN folder's own files: a SKU folder must never take one of these names
-RUN_FILES = frozenset({"config.yaml", "results.csv", "results.parquet", "report.html"})
+RUN_FILES = frozenset({"config.yaml", "results.csv", "results.parquet", "report.html", "run.log"})
 MAX_SKU_FOLDER = 100  # characters; file systems allow 255 bytes per name
 
 
@@ -249,8 +255,9 @@ class SkuWorker:
         self.config = config
         self.run_dir = Path(run_dir)
         self.stages = stages if stages is not None else build_stages()
-        self.sessions = Sessions()
+        self.sessions = Sessions.for_config(config)
         self.stage_seconds: dict[str, float] = {}
+        self.seconds_lock = threading.Lock()
         self.section_hashes = config_hashes(self.stages, config)
         allow_image_pixels(config.run.max_image_pixels)  # a Ray worker opens photos too
 
@@ -318,28 +325,119 @@ class SkuWorker:
         started = time.perf_counter()
         jobs, stores, failed, per_sku_seconds = self._start(plans)
 
-        # 1. batchable stages first, across the SKUs that need them (the VLM brief)
+        # 1. batchable stages first, across the SKUs that need them (the VLM brief); then their
+        #    models (the VLM) leave the GPU, so that the render has the budget to itself
         self._run_batchable(plans, jobs, stores, failed, per_sku_seconds)
+        self.release_batchable_models()
 
-        # 2. the other stages, one SKU at a time
-        for n, plan in enumerate(plans):
-            if n and should_stop():
-                break
-            sku = plan.row.sku
-            job, store = jobs[sku], stores[sku]
-            if sku not in failed:
-                for stage in self.stages:
-                    if stage.batchable:  # ran in step 1 (or was already done)
-                        job.inputs.setdefault(stage.name, store.stage_dir(stage.name))
-                        continue
-                    if stage.name not in plan.todo:
-                        job.inputs[stage.name] = store.stage_dir(stage.name)
-                        continue
-                    self._run_stage_batch(stage, [plan], jobs, stores, failed, per_sku_seconds)
-                    if sku in failed:
-                        break
-            yield self._finish_safely(plan, job, store, failed.get(sku), per_sku_seconds[sku])
+        # 2. the other stages, SKU by SKU: while SKU i renders, SKU i+1 is prepared and SKU i-1
+        #    composited and scored in threads (run.overlap), so the GPU does not wait on them
+        state = (jobs, stores, failed, per_sku_seconds)
+        pre, gpu, post = self.lanes()
+        if self.overlap_enabled() and gpu and len(plans) > 1:
+            yield from self._process_overlapped(plans, state, (pre, gpu, post), should_stop)
+        else:
+            for n, plan in enumerate(plans):
+                if n and should_stop():
+                    break
+                self._run_lane(plan, self.stages, state)
+                yield self._finish_lane(plan, state)
         logger.debug("processed %d SKUs in %.2f s", len(plans), time.perf_counter() - started)
+
+    # -- the per-SKU stages, and their overlap ------------------------------------------
+
+    def lanes(self) -> tuple[list[Stage], list[Stage], list[Stage]]:
+        """The per-SKU stages split around the GPU-bound ones (``Stage.uses_gpu``): before
+        (prepare), the GPU lane (render, refine) and after (composite, score, rank)."""
+        heavy = [i for i, stage in enumerate(self.stages) if getattr(stage, "uses_gpu", False)]
+        if not heavy:
+            return list(self.stages), [], []
+        first, last = heavy[0], heavy[-1]
+        return self.stages[:first], self.stages[first : last + 1], self.stages[last + 1 :]
+
+    def overlap_enabled(self) -> bool:
+        """run.overlap: on, off, or auto (on when this process renders on a CUDA GPU)."""
+        mode = str(getattr(self.config.run, "overlap", "auto"))
+        if mode in ("on", "off"):
+            return mode == "on"
+        if str(self.config.run.device) == "cpu":
+            return False
+        try:
+            import torch
+        except ImportError:
+            return False
+        return bool(torch.cuda.is_available())
+
+    def _run_lane(self, plan: Plan, stages: list[Stage], state: tuple) -> None:
+        """These stages of one SKU, in order, until one fails."""
+        jobs, stores, failed, per_sku_seconds = state
+        sku = plan.row.sku
+        job, store = jobs[sku], stores[sku]
+        for stage in stages:
+            if sku in failed:
+                return
+            if stage.batchable:  # ran across the chunk first (or was already done)
+                job.inputs.setdefault(stage.name, store.stage_dir(stage.name))
+                continue
+            if stage.name not in plan.todo:
+                job.inputs[stage.name] = store.stage_dir(stage.name)
+                continue
+            self._run_stage_batch(stage, [plan], jobs, stores, failed, per_sku_seconds)
+
+    def _finish_lane(self, plan: Plan, state: tuple) -> ShotResult:
+        jobs, stores, failed, per_sku_seconds = state
+        sku = plan.row.sku
+        return self._finish_safely(plan, jobs[sku], stores[sku], failed.get(sku), per_sku_seconds[sku])
+
+    def _process_overlapped(
+        self,
+        plans: list[Plan],
+        state: tuple,
+        lanes: tuple[list[Stage], list[Stage], list[Stage]],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[ShotResult]:
+        """Step i: the GPU lane of SKU i here, the stages before it for SKU i+1 and those after
+        it for SKU i-1 in two threads (MediaPipe, OpenCV and torch release the GIL). Results
+        are yielded in order, each as soon as its SKU's last stage is done."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pre, gpu, post = lanes
+        n = len(plans)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="autoshoot-lane") as pool:
+            ready: Future = pool.submit(self._run_lane, plans[0], pre, state)
+            for i in range(n + 1):
+                stopping = 0 < i < n and should_stop()
+                after = pool.submit(self._run_lane_and_finish, plans[i - 1], post, state) if i else None
+                nxt = None
+                if i < n and not stopping:
+                    ready.result()  # SKU i is prepared
+                    if i + 1 < n:
+                        nxt = pool.submit(self._run_lane, plans[i + 1], pre, state)
+                    self._run_lane(plans[i], gpu, state)
+                if after is not None:
+                    yield after.result()
+                if stopping:
+                    ready.result()  # a prepared SKU keeps its committed stages for the next run
+                    return
+                if nxt is not None:
+                    ready = nxt
+
+    def _run_lane_and_finish(self, plan: Plan, stages: list[Stage], state: tuple) -> ShotResult:
+        self._run_lane(plan, stages, state)
+        return self._finish_lane(plan, state)
+
+    def release_batchable_models(self) -> None:
+        """After the brief phase of a chunk: move its models (the VLM) off the GPU when the
+        other stages' models would not fit beside them; they stay where everything fits (no
+        budget, or a large one), which saves moving 15 GiB each way per chunk."""
+        if self.sessions.budget is None:
+            return
+        keys = [k for stage in self.stages if stage.batchable for k in self.sessions.used_by(stage.name)]
+        others = [e for e in self.sessions.entries.values() if e.key not in keys and e.size + e.work]
+        # the per-SKU stages' models and activations: as measured, or an estimate before they load
+        need = sum(e.size + e.work for e in others) if others else int(PER_SKU_MODELS_GIB * GIB)
+        if keys and not self.sessions.fits(need):
+            self.sessions.release(*keys)
 
     def process_batchable(self, plans: list[Plan]) -> Iterator[tuple[Plan, ShotResult | None, float]]:
         """Only the batchable stages (the VLM brief) of these SKUs, batched across all of them.
@@ -422,19 +520,32 @@ class SkuWorker:
         flags_before = [list(j.flags) for j in batch_jobs]
         started = time.perf_counter()
         try:
-            outcomes = stage.run_batch(batch_jobs, outs)
+            with self.sessions.stage(stage.name):
+                outcomes = stage.run_batch(batch_jobs, outs)
         except Exception as err:  # the whole batch failed: every SKU in it fails
             outcomes = [err] * len(group)
+        oom = [o for o in outcomes if isinstance(o, BaseException) and is_out_of_memory(o)]
+        resident_at_oom = self.sessions.describe() if oom else ""
+        if oom:  # start the next SKU from a clean GPU: every model not in use off it, cache emptied
+            self.sessions.release()
         seconds = (time.perf_counter() - started) / max(1, len(group))
-        self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds * len(group)
+        with self.seconds_lock:  # lanes of several SKUs run at once (run.overlap)
+            self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds * len(group)
         for plan, job, out, outcome, before in zip(group, batch_jobs, outs, outcomes, flags_before):
             sku = plan.row.sku
             store = stores[sku]
             per_sku_seconds[sku] += seconds
             if isinstance(outcome, BaseException):
                 shutil.rmtree(out, ignore_errors=True)
-                failed[sku] = one_line_reason(stage.name, outcome)
-                logger.info("%s: %s failed: %s", sku, stage.name, failed[sku])
+                if is_out_of_memory(outcome):
+                    failed[sku] = f"{stage.name}: " + out_of_memory_fix(
+                        self.sessions.label, self.sessions.budget and self.sessions.budget / GIB
+                    )
+                    store.log(f"{stage.name}: GPU memory when it failed: {resident_at_oom}")
+                    logger.warning("%s: %s failed: %s (%s)", sku, stage.name, failed[sku], resident_at_oom)
+                else:
+                    failed[sku] = one_line_reason(stage.name, outcome)
+                    logger.info("%s: %s failed: %s", sku, stage.name, failed[sku])
                 store.log(
                     f"{stage.name} failed: {failed[sku]}\n" + "".join(traceback.format_exception(outcome))
                 )
@@ -631,6 +742,30 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         fh.close()
 
 
+RUN_LOG = "run.log"
+
+
+@contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """RUN/run.log keeps the run's model residency lines (load, move, release, with sizes and
+    devices; the budget; out-of-memory failures), whatever the verbosity, so someone who hits
+    out-of-memory can see what was resident. ``-v`` shows the same lines on stderr."""
+    residency = logging.getLogger("autoshoot.residency")
+    handler = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8", delay=True)  # made at the first line
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    level = residency.level
+    if residency.getEffectiveLevel() > logging.INFO:
+        residency.setLevel(logging.INFO)  # without -v (no stderr handler) only the file has them
+    residency.addHandler(handler)
+    try:
+        yield
+    finally:
+        residency.removeHandler(handler)
+        residency.setLevel(level)
+        handler.close()
+
+
 class _Interrupt:
     """SIGINT sets a flag; the run finishes the SKU in hand, writes results and stops."""
 
@@ -778,7 +913,7 @@ def remove_stray_temp_files(run_dir: Path) -> None:
 
 def remove_unused_run_folder(run_dir: Path) -> None:
     """Remove a RUN folder that holds only what a run writes before its first SKU."""
-    before_any_sku = {"config.yaml", ".lock", CHECK_CACHE}
+    before_any_sku = {"config.yaml", ".lock", CHECK_CACHE, RUN_LOG}
     try:
         if {p.name for p in run_dir.iterdir()} <= before_any_sku:
             shutil.rmtree(run_dir)
@@ -801,9 +936,11 @@ def _run_catalog(
     # 1. validate every row before any model loads
     catalog = catalog or validate_for_run(catalog_path, config, run)
     lock = remote.lock() if remote else run_lock(local_dir)
-    with lock as held, _Interrupt() as interrupt:
-        # 2. save the effective config and plan: which SKUs and stages are still to do
+    with lock as held, _Interrupt() as interrupt, run_log(local_dir):
+        # 2. fit the run to the GPU budget (--vram); save the effective config and plan: which
+        #    SKUs and stages are still to do
         remove_stray_temp_files(local_dir)  # a run killed while writing the top-level files
+        config = fit_to_budget(config)
         save_config(config, local_dir / "config.yaml")
         if remote:
             remote.put([(local_dir / "config.yaml", "config.yaml")])

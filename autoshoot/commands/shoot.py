@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from autoshoot.commands.common import config_options, make_config
+from autoshoot.residency import parse_vram
 from autoshoot.storage import close_run_folder, is_uri, open_run_folder
 
 
@@ -58,9 +59,11 @@ from autoshoot.storage import close_run_folder, is_uri, open_run_folder
 )
 @click.option(
     "--vram",
-    type=click.IntRange(0),
     default=None,
-    help="GPU memory budget in GiB; 8 or less turns on the low-VRAM mode (0 = no limit).",
+    metavar="GIB|auto",
+    help="GPU memory budget in GiB for every model of the run and its activations; auto (default): "
+    "the GPU's free memory at the start; 0: no limit. Small budgets pick a smaller VLM and the "
+    "low-VRAM render (README: GPU memory budgets).",
 )
 @click.option("--force", is_flag=True, help="Redo every stage of every SKU, even when done.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; load no model.")
@@ -83,7 +86,7 @@ def shoot(
     vlm_gpus: int | None,
     compile_: bool | None,
     fp8: bool | None,
-    vram: int | None,
+    vram: str | None,
     force: bool,
     dry_run: bool,
     quiet: bool,
@@ -114,7 +117,7 @@ def shoot(
             "run.vlm_workers": vlm_gpus,
             "render.compile": compile_,
             "render.fp8_matmul": fp8,
-            "render.vram": vram,
+            "run.vram": vram,
         },
     )
     out = run_dir or f"runs/{time.strftime('%Y-%m-%d')}"
@@ -131,8 +134,9 @@ def shoot(
         finally:
             close_run_folder(run)
         return
-    if 0 < config.render.vram <= 8:
-        # fewer, growable blocks: the allocator then reserves close to what is in use
+    if parse_vram(config.run.vram) != 0 or 0 < config.render.vram <= 8:
+        # within a budget: growable blocks, so the allocator reserves close to what is in use
+        # and memory freed by a model leaving the GPU serves the next one
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     silence_loading_bars(downloads=quiet)
     summary = runner.run_catalog(catalog, out, config, force=force, quiet=quiet, catalog=parsed)

@@ -22,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from autoshoot.config.analyze import PROFILES as _ANALYZE_PROFILES
 from autoshoot.config.analyze import AnalyzeConfig
@@ -55,6 +55,17 @@ class RunConfig:
     # that the other workers never load the VLM; 0 = each worker writes its own SKUs' briefs
     vlm_workers: int = 0
     prompts: str = ""  # a folder of prompt templates to use instead of the shipped prompts/ (--prompts)
+    # GPU memory budget in GiB for every model of the run and its activations (autoshoot.budget,
+    # autoshoot.residency): "auto" = the GPU's free memory when the run starts; 0 = no limit
+    vram: str | float = "auto"
+    # while SKU i renders, prepare SKU i+1 and composite/score SKU i-1 in threads; auto = on
+    # when rendering on a CUDA GPU
+    overlap: Literal["auto", "on", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        from autoshoot.residency import parse_vram
+
+        parse_vram(self.vram)  # a clear message for a bad value, before any work
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,13 @@ class OpenAIConfig:
     coords: Literal["pixels", "rel1000"] = "pixels"  # Qwen2.5-VL: pixels; Qwen3-VL: rel1000
 
 
+VRAM_MODELS = {
+    "20": "Qwen/Qwen2.5-VL-7B-Instruct",  # 15.5 GiB of bf16 weights
+    "10": "Qwen/Qwen2.5-VL-3B-Instruct",  # 7.0 GiB
+    "0": "Qwen/Qwen3-VL-2B-Instruct",  # 4.0 GiB
+}
+
+
 @dataclass(frozen=True)
 class AnalyzeConfig:
     vlm: str = "rules"  # name in autoshoot.backends.VLMS: rules | qwen | openai
@@ -38,6 +45,9 @@ class AnalyzeConfig:
     # brand → fixed brief fields (override columns: persona, garments, setting, lighting, ...),
     # applied to every SKU of that brand before the row's own override columns
     brands: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the VLM per GPU budget ({min GiB: model}, autoshoot.budget): used while ``model`` is the
+    # entry for the largest budget; name another model, or set {} to keep yours at any budget
+    vram_models: dict[str, str] = field(default_factory=lambda: dict(VRAM_MODELS))
 
 
 class _CopyingProfiles(dict):

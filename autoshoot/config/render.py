@@ -240,7 +240,9 @@ class RenderConfig:
     # norm converted the layout back and forth (copies were 14% of a step); measured 5% slower
     # eager and 4-15% slower with compile_scope "blocks" on an H200 (bench/render_gpu.py)
     channels_last: bool = False
-    vram: int = 0  # GiB budget; 0 = no limit; <= 8 turns on the low-VRAM mode
+    # 1..8: the low-VRAM render mode (fp8 weight storage, small batches); set from the run's
+    # budget (run.vram, `--vram`) by autoshoot.budget when left at 0
+    vram: int = 0
     low_vram_method: Literal["layerwise_fp8", "group_offload"] = "layerwise_fp8"
     # candidates per UNet call in the low-VRAM mode (CFG doubles it); halved on out-of-memory.
     # fp8 storage keeps the weights near 3 GiB, so a batch of 2 still fits 8 GiB (the VAE

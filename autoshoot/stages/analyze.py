@@ -118,7 +118,9 @@ class AnalyzeStage(Stage):
         requests = [request_from_job(job) for job in jobs]
         # 2. the VLM, built once per run
         key = f"vlm:{settings.vlm}:{settings.model if settings.vlm == 'qwen' else ''}"
-        vlm = jobs[0].sessions.get(key, lambda: VLMS.create(settings.vlm, config))
+        # its size is measured when it loads; generate's activations and KV cache grow with the batch
+        work = 0.5 + 0.25 * max(1, settings.batch_size) if settings.vlm == "qwen" else 0.0
+        vlm = jobs[0].sessions.get(key, lambda: VLMS.create(settings.vlm, config), work_gib=work)
         # 3. all briefs in one batched call
         results = describe_or_fallback(vlm, requests)
         # 4. overrides, prompts and files per SKU

@@ -7,16 +7,19 @@ care about partial writes, resume or caching.
 
 A stage reads what earlier stages produced through ``job.input_dir(name)`` and
 ``job.input_json(name)``. Models come from ``job.sessions.get(key, factory)``, which builds
-each model once per run (and only if some SKU actually needs it).
+each model once per run (and only if some SKU actually needs it) and keeps the run's models
+inside its GPU budget (``autoshoot.residency``): ``size_gib=`` and ``work_gib=`` declare a
+model's size and the activations its use needs, when they are known before it is built.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from autoshoot.residency import Residency
 
 if TYPE_CHECKING:
     from autoshoot.catalog import Row
@@ -32,26 +35,22 @@ class ModelSpec:
     how_to_get: str = ""  # the command or step that provides it
 
 
-class Sessions:
-    """Models built once per run, lazily, keyed by name."""
+class Sessions(Residency):
+    """The run's models, built once, lazily, keyed by name, inside one GPU budget.
 
-    def __init__(self) -> None:
-        self._items: dict[str, Any] = {}
+    ``Sessions()`` has no budget (nothing is evicted): the CPU path and tests. The runner builds
+    ``Sessions.for_config(config)``, whose budget is ``run.vram`` (resolved at the run's start).
+    """
 
-    def get(self, key: str, factory: Callable[[], Any]) -> Any:
-        if key not in self._items:
-            self._items[key] = factory()
-        return self._items[key]
+    @classmethod
+    def for_config(cls, config: Config) -> Sessions:
+        from autoshoot.residency import GIB, parse_vram
 
-    def loaded(self) -> list[str]:
-        return list(self._items)
-
-    def close(self) -> None:
-        for item in self._items.values():
-            close = getattr(item, "close", None)
-            if callable(close):
-                close()
-        self._items.clear()
+        budget = parse_vram(getattr(config.run, "vram", "auto"))
+        device = config.run.device if str(config.run.device).startswith("cuda") else "cuda"
+        if not budget or str(config.run.device) == "cpu":  # no limit, or "auto" left unresolved
+            return cls(None, device)
+        return cls(int(budget * GIB), device, label=f"{budget:g} GiB")
 
 
 @dataclass
@@ -91,6 +90,9 @@ class Stage:
     version: ClassVar[str] = "1"  # bump when the stage's output changes for the same config
     config_sections: ClassVar[tuple[str, ...]] = ()  # dotted config sections it depends on
     job_params: ClassVar[tuple[str, ...]] = ()  # Job attributes that change the output, e.g. ("seed",)
+    # GPU-bound (render, refine): the runner runs the stages before and after these for the
+    # neighbouring SKUs in threads meanwhile (run.overlap)
+    uses_gpu: ClassVar[bool] = False
 
     @property
     def batchable(self) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class HandWindow:
 
 
 class RefineStage(Stage):
+    uses_gpu: ClassVar[bool] = True  # the runner's GPU lane (run.overlap)
     name = "refine"
     version = "2"  # 2: a canonical gripping hand where none is found
     config_sections = ("render",)

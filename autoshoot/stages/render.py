@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class RenderStage(Stage):
+    uses_gpu: ClassVar[bool] = True  # the runner's GPU lane (run.overlap)
     name = "render"
     version = "1"
     config_sections = ("render",)
@@ -100,8 +101,17 @@ def get_renderer(job: Job) -> Any:
 
     config = job.config
     return job.sessions.get(
-        f"renderer:{config.render.backend}", lambda: RENDERERS.create(config.render.backend, config)
+        f"renderer:{config.render.backend}",
+        lambda: RENDERERS.create(config.render.backend, config),
+        work_gib=render_work_gib(config.render),
     )
+
+
+def render_work_gib(rc: Any) -> float:
+    """GPU memory a render call needs besides the weights: about 1.75 GiB per candidate in a UNet
+    call at 1024² (7 GiB for 4, measured by bench/render_gpu.py), scaling with the pixels."""
+    batch = rc.low_vram_batch_size if 0 < rc.vram <= 8 else rc.batch_size
+    return 1.75 * max(1, batch) * (rc.long_side / 1024) ** 2
 
 
 def render_candidates(
