@@ -252,3 +252,35 @@ def test_grabcut_refinement_keeps_the_product():
     result = segment(bag.image, config)
     assert mask_iou(result.mask, bag.mask) >= 0.97
     assert not result.mask[bag.hole[1], bag.hole[0]]
+
+
+def _body_with_ring(ring_center: tuple[int, int], ring_axes: tuple[int, int]) -> np.ndarray:
+    """A 300x240 body on a 600x600 frame with a thin elliptic ring (a loop) drawn on it."""
+    mask = np.zeros((600, 600), np.uint8)
+    cv2.rectangle(mask, (150, 200), (450, 520), 255, -1)
+    cv2.ellipse(mask, ring_center, ring_axes, 0, 0, 360, 255, 10)
+    return mask > 0
+
+
+def test_a_loop_half_way_down_the_side_is_not_a_handle():
+    # a strap ring hanging on the body's side half-way down (a messenger whose strap is out of
+    # view): thin, but neither above the body nor an arc from the top, so nothing is erased
+    mask = _body_with_ring((470, 400), (40, 40))
+    handle = find_handle(mask, CFG, category="messenger")
+    assert [o.role for o in handle.openings] == ["other"]
+    assert handle.kind == "none" and handle.grip is None
+    assert erase_polygon(handle, 10.0, CFG) == []
+
+
+def test_a_loop_above_the_body_is_a_carry_handle():
+    mask = _body_with_ring((300, 200), (70, 60))
+    handle = find_handle(mask, CFG, category="backpack")
+    assert handle.opening is not None and handle.opening.role == "carry"
+    assert handle.kind == "top_loop"
+    assert abs(handle.grip[0] - 300) < 10 and abs(handle.grip[1] - 145) < 10
+    # the brief saying "no handle" wins over the silhouette, and the disagreement is recorded
+    vetoed = find_handle(mask, CFG, category="backpack", brief_handle="none")
+    assert vetoed.kind == "none" and vetoed.grip is None and vetoed.disagreements
+    # the brief naming another kind sets the kind, and that is recorded too
+    twin = find_handle(mask, CFG, category="backpack", brief_handle="twin_loops")
+    assert twin.kind == "twin_loops" and any("twin_loops" in d for d in twin.disagreements)

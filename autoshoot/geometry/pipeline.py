@@ -202,20 +202,22 @@ def prepare_product(
         mask, pc, category=hints.category, brief_handle=hints.handle, handle_box=hints.handle_box
     )
     warnings += handle.notes if handle.kind != "none" else []
+    if handle.disagreements:
+        flags.append("handle_disagreement")
+        warnings += [f"handle signals disagree: {d}" for d in handle.disagreements]
     mark("handle")
     # 5. pose and real scale
     size_cm = hints.size_cm or pc.category_size_cm.get(hints.category) or pc.category_size_cm["other"]
     ppc = pixels_per_cm(bbox, size_cm)
     pose = hints.hold_pose or pc.default_hold_pose
     if handle.kind == "none":
+        # no graspable handle found with confidence: erase nothing, hold it without a grip
         flags.append("no_handle")
         if pose not in NON_GRIP_POSES:
-            warnings.append(f"no handle found: hold pose {pose} changed to {NON_GRIP_POSES[0]}")
+            warnings.append(f"no graspable handle found: hold pose {pose} changed to {NON_GRIP_POSES[0]}")
             pose = NON_GRIP_POSES[0]
-    elif hints.handle == "none":
-        warnings.append(f"the brief says no handle, but a {handle.kind} was found in the mask")
-    # 6. erase the grip gap (only a gripping pose needs one)
-    polygon = erase_polygon(handle, ppc, pc) if pose in GRIP_POSES else []
+    # 6. erase the grip gap (only a gripping pose on a found handle needs one)
+    polygon = erase_polygon(handle, ppc, pc) if pose in GRIP_POSES and handle.grip is not None else []
     erased = mask & ~polygon_mask(polygon, mask.shape)
     # 7. place
     shot = hints.shot or pc.default_shot
@@ -248,6 +250,8 @@ def prepare_product(
         "handle_thickness_px": round(handle.thickness, 2),
         "handle_direction": [round(v, 4) for v in handle.direction],
         "handle_topology": handle.topology_kind,
+        "handle_role": handle.opening.role if handle.opening is not None else None,
+        "handle_disagreements": handle.disagreements,
         "size_cm": list(size_cm),
         "px_per_cm": round(ppc, 4),
         "canvas_px_per_cm": round(plan.canvas_px_per_cm, 4),
