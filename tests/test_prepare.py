@@ -292,3 +292,31 @@ def test_cut_out_openings_are_blank_on_the_canvas(tmp_path):
     cx, cy = int(round(hx * s + ox)), int(round(hy * s + oy))
     assert (prepared.canvas[cy, cx] == config.prepare.canvas_color).all()
     assert prepared.inpaint[cy, cx] == 255
+
+
+def test_the_prompt_is_rendered_after_the_geometry(tmp_path):
+    """The brief says "holds it by its top handle beside her hip"; the bag has no handle, so
+    geometry switches to a pose without a grip, and the prompt that stage 1 uses says so."""
+    import copy
+
+    from autoshoot.brief import Brief
+    from autoshoot.prompting import EXAMPLE_BRIEF, render_prompt
+    from autoshoot.stages.prepare import final_prompt
+
+    brief = copy.deepcopy(EXAMPLE_BRIEF)
+    brief["product"].update(handle="top_loop", category="handbag")
+    brief.update(hold_pose="beside_hip", shot="full_body")
+    before = render_prompt(Brief.from_data(brief))
+    assert "by its top handle" in before
+    job = make_job(tmp_path, save_bag(tmp_path / "box.png", handle="none"), brief)
+    atomic_write_json(job.inputs["analyze"] / "stage.json", {"brief": brief, "prompt": before, "negative_prompt": "n"})
+    info = PrepareStage().run(job, tmp_path / "prepare")
+    assert info["handle"] == "none" and info["hold_pose"] in ("cradled", "under_arm")
+    assert "top handle" not in info["prompt"] and info["hold_pose"].replace("_", " ")[:5] in info["prompt"]
+    assert any(c.startswith("hold_pose beside_hip -> ") for c in info["prompt_changes"])
+    assert any(c.startswith("handle top_loop -> none") for c in info["prompt_changes"])
+    # the later stages take the final prompt, not the brief's
+    atomic_write_json(tmp_path / "prepare" / "stage.json", info)
+    job.inputs["prepare"] = tmp_path / "prepare"
+    assert final_prompt(job) == (info["prompt"], info["negative_prompt"])
+    assert final_prompt(job)[0] != before
