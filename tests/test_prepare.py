@@ -320,3 +320,18 @@ def test_the_prompt_is_rendered_after_the_geometry(tmp_path):
     job.inputs["prepare"] = tmp_path / "prepare"
     assert final_prompt(job) == (info["prompt"], info["negative_prompt"])
     assert final_prompt(job)[0] != before
+
+
+def test_an_implausible_size_is_flagged_not_placed(tmp_path):
+    image = save_bag(tmp_path / "bag.png")
+    config = load_config("tiny")
+    sane = run_prepare(image, tmp_path / "a", config, ProductHints(category="handbag", size_cm=(30.0, 22.0)))
+    assert sane.info["size_cm"] == [30.0, 22.0] and "size_implausible" not in sane.flags
+    # a 106 cm handbag: flagged, placed at the category's default size
+    odd = run_prepare(image, tmp_path / "b", config, ProductHints(category="handbag", size_cm=(40.0, 106.0)))
+    assert "size_implausible" in odd.flags
+    assert odd.info["size_cm"] == list(config.prepare.category_size_cm["handbag"])
+    assert any("106" in w and "implausible" in w for w in odd.info["warnings"])
+    assert odd.info["px_per_cm"] > sane.info["px_per_cm"] * 0.9  # not drawn at 106 cm
+    # a tiny "other" product (a 3 cm thing) is flagged too
+    assert "size_implausible" in run_prepare(image, tmp_path / "c", config, ProductHints(size_cm=(2.0, 3.0))).flags

@@ -38,6 +38,21 @@ def _default_category_size_cm() -> dict[str, tuple[float, float]]:
     }
 
 
+def _default_category_size_range_cm() -> dict[str, tuple[float, float]]:
+    # plausible longest side of the body in cm per category; a brief's size outside is flagged
+    return {
+        "handbag": (10.0, 50.0),
+        "tote": (20.0, 70.0),
+        "briefcase": (25.0, 60.0),
+        "laptop_bag": (25.0, 60.0),
+        "backpack": (20.0, 75.0),
+        "duffle": (30.0, 95.0),
+        "messenger": (20.0, 60.0),
+        "suitcase": (35.0, 100.0),
+        "other": (5.0, 80.0),
+    }
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     # --- segmentation ---------------------------------------------------------------
@@ -79,6 +94,9 @@ class PrepareConfig:
     erase_pad_min_px: float = 3.0
     erase_max_span_frac: float = 0.65  # the gap never takes more than this of the loop's width
     category_size_cm: dict[str, tuple[float, float]] = field(default_factory=_default_category_size_cm)
+    category_size_range_cm: dict[str, tuple[float, float]] = field(
+        default_factory=_default_category_size_range_cm
+    )
     # --- placement ------------------------------------------------------------------
     shot_canvas: dict[str, tuple[int, int]] = field(default_factory=_default_shot_canvas)
     canvas_scale: float = 1.0  # multiplies every canvas size (tiny profile: 0.25); sizes stay multiples of 8

@@ -207,7 +207,10 @@ def prepare_product(
         warnings += [f"handle signals disagree: {d}" for d in handle.disagreements]
     mark("handle")
     # 5. pose and real scale
-    size_cm = hints.size_cm or pc.category_size_cm.get(hints.category) or pc.category_size_cm["other"]
+    size_cm, size_warning = plausible_size(hints.size_cm, hints.category, pc)
+    if size_warning:
+        flags.append("size_implausible")
+        warnings.append(size_warning)
     ppc = pixels_per_cm(bbox, size_cm)
     pose = hints.hold_pose or pc.default_hold_pose
     if handle.kind == "none":
@@ -282,6 +285,25 @@ def prepare_product(
         canny=canny,
         debug=debug,
         flags=flags,
+    )
+
+
+def plausible_size(
+    size_cm: tuple[float, float] | None, category: str, pc: Any
+) -> tuple[tuple[float, float], str]:
+    """``(size to place at, warning)``: the brief's size when it is plausible for the category,
+    else the category's default size and a warning saying why (a bottle is not 106 cm tall)."""
+    default = pc.category_size_cm.get(category) or pc.category_size_cm["other"]
+    if size_cm is None:
+        return tuple(default), ""  # type: ignore[return-value]
+    low, high = pc.category_size_range_cm.get(category) or pc.category_size_range_cm["other"]
+    longest = max(size_cm)
+    if low <= longest <= high:
+        return size_cm, ""
+    return tuple(default), (  # type: ignore[return-value]
+        f"size {size_cm[0]:g}x{size_cm[1]:g} cm is implausible for a {category} (longest side "
+        f"{low:g}-{high:g} cm): placed at the category's {default[0]:g}x{default[1]:g} cm instead; "
+        "set size_cm in the catalog if the size is right"
     )
 
 
