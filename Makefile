@@ -22,6 +22,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev,ray,cloud]"
+	@# rembg's opencv-python-headless and mediapipe's opencv-contrib-python share cv2/ (same version): contrib on top
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps "$$(grep -o 'opencv-contrib-python==[0-9.]*' pyproject.toml)"
 	@touch $(STAMP)
 
 install: $(STAMP)

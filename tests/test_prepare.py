@@ -174,7 +174,7 @@ def test_stage_models_check(tmp_path):
     assert stage.check_models(load_config("default")) == []  # auto: model only needed for photos
     forced = load_config("default", overrides={"prepare.segmenter": "rembg", "run.offline": True})
     missing = stage.check_models(forced)
-    assert len(missing) == 1 and "u2net.onnx" in missing[0][2]
+    assert len(missing) == 1 and "birefnet-general.onnx" in missing[0][2]  # rembg's own file name
 
 
 def test_cli_prepare(tmp_path):
@@ -236,7 +236,10 @@ def export_tiny_onnx(path: Path) -> Path:
 def test_onnx_segmenters_load_and_predict(tmp_path, name, monkeypatch):
     model = export_tiny_onnx(tmp_path / ("u2netp.onnx" if name == "rembg" else "birefnet.onnx"))
     if name == "rembg":
+        # the rembg package's own u2netp session, on a random model where rembg keeps its models
+        # (the checksum of rembg's real file cannot match a random model)
         monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+        monkeypatch.setenv("MODEL_CHECKSUM_DISABLED", "1")
         config = load_config("tiny", overrides={"prepare.rembg_model": "u2netp"})
     else:
         config = load_config(
@@ -268,7 +271,7 @@ def test_auto_picks_plain_for_uniform_border_and_the_model_otherwise(tmp_path):
     frame = np.ones(photo.shape[:2], bool)
     frame[40:-40, 40:-40] = False
     photo[frame] = rng.integers(0, 255, (int(frame.sum()), 3), dtype=np.uint8)
-    assert choose_segmenter(photo, config) == ("birefnet", False)
+    assert choose_segmenter(photo, config) == ("rembg", False)
     Image.fromarray(photo).save(tmp_path / "photo.png")
     with pytest.raises(ModelMissingError, match="--segmenter plain"):
         run_prepare(tmp_path / "photo.png", tmp_path / "out", config)
@@ -335,3 +338,16 @@ def test_an_implausible_size_is_flagged_not_placed(tmp_path):
     assert odd.info["px_per_cm"] > sane.info["px_per_cm"] * 0.9  # not drawn at 106 cm
     # a tiny "other" product (a 3 cm thing) is flagged too
     assert "size_implausible" in run_prepare(image, tmp_path / "c", config, ProductHints(size_cm=(2.0, 3.0))).flags
+
+
+@pytest.mark.parametrize("filename", ["my_u2net.onnx", "BiRefNet-custom.onnx"])
+def test_rembg_runs_a_local_onnx_through_its_own_sessions(tmp_path, filename):
+    import rembg.sessions.birefnet_general as birefnet_general
+    from rembg.sessions.u2net_custom import U2netCustomSession
+
+    model = export_tiny_onnx(tmp_path / filename)
+    seg = SEGMENTERS.create("rembg", load_config("tiny", overrides={"prepare.rembg_model": str(model)}))
+    expected = birefnet_general.BiRefNetSessionGeneral if "BiRefNet" in filename else U2netCustomSession
+    assert isinstance(seg.session, expected)
+    alpha = seg.predict(draw_bag(size=(90, 110)).image)
+    assert alpha.shape == (110, 90) and alpha.dtype == np.float32 and alpha.max() <= 1.0

@@ -57,12 +57,13 @@ def _default_category_size_range_cm() -> dict[str, tuple[float, float]]:
 class PrepareConfig:
     # --- segmentation ---------------------------------------------------------------
     segmenter: str = "auto"  # auto | plain | birefnet | rembg
-    model_segmenter: str = "birefnet"  # what ``auto`` uses when the border is not uniform
+    model_segmenter: str = "rembg"  # what ``auto`` uses when the border is not uniform
     # BiRefNet: a hub id or local folder (transformers, trust_remote_code), or a local .onnx
     birefnet_model: str = "ZhengPeng7/BiRefNet"
     birefnet_size: int = 1024  # BiRefNet's input side
-    # rembg-style ONNX: a model name looked up in $U2NET_HOME (or ~/.u2net), or a .onnx path
-    rembg_model: str = "u2net"
+    # the rembg package: a session name (its model downloads into $U2NET_HOME, default ~/.u2net)
+    # or a .onnx path; birefnet-general is BiRefNet-general, the reference workflow's model
+    rembg_model: str = "birefnet-general"
     border_px: int = 4  # width of the image frame sampled for the background colour
     border_uniform_tol: float = 14.0  # a border pixel within this distance counts as background
     border_uniform_frac: float = 0.7  # border is "uniform" when this fraction of it is background
