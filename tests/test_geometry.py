@@ -284,3 +284,16 @@ def test_a_loop_above_the_body_is_a_carry_handle():
     # the brief naming another kind sets the kind, and that is recorded too
     twin = find_handle(mask, CFG, category="backpack", brief_handle="twin_loops")
     assert twin.kind == "twin_loops" and any("twin_loops" in d for d in twin.disagreements)
+
+
+def test_the_brief_grip_point_picks_the_opening_and_disagreement_is_recorded():
+    bag = draw_bag(handle="twin_loops")
+    mask = segment(bag.image).mask
+    openings = find_handle(mask, CFG).openings
+    right = max(openings, key=lambda o: o.bbox[0])
+    picked = find_handle(mask, CFG, brief_grip=(right.grip[0] + 3, right.grip[1] + 2))
+    assert picked.opening is not None and picked.opening.bbox == right.bbox
+    assert picked.grip == right.grip  # the grip itself comes from the mask
+    assert not picked.disagreements
+    far = find_handle(mask, CFG, brief_grip=(2.0, float(mask.shape[0] - 2)))
+    assert far.grip is not None and any("grip point" in d for d in far.disagreements)

@@ -351,3 +351,8 @@ def test_rembg_runs_a_local_onnx_through_its_own_sessions(tmp_path, filename):
     assert isinstance(seg.session, expected)
     alpha = seg.predict(draw_bag(size=(90, 110)).image)
     assert alpha.shape == (110, 90) and alpha.dtype == np.float32 and alpha.max() <= 1.0
+
+
+def test_hints_take_the_brief_grip_point():
+    assert hints_from_brief({"product": {"grip_point": [12, "30.5"]}}).grip_point == (12.0, 30.5)
+    assert hints_from_brief({"product": {"grip_point": "top"}}).grip_point is None

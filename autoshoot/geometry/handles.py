@@ -84,11 +84,15 @@ def find_handle(
     category: str | None = None,
     brief_handle: str | None = None,
     handle_box: tuple[float, float, float, float] | None = None,
+    brief_grip: tuple[float, float] | None = None,
 ) -> HandleResult:
     """Locate the handle opening, classify the handle and place the grip point.
 
     mask: HxW bool, True = product. ``handle_box`` (XYXY input px) from the brief restricts
-    the openings considered when any opening meets it.
+    the openings considered when any opening meets it; so does ``brief_grip`` (the VLM's grip
+    point, input px) to the opening whose grip is nearest, within ``brief_grip_frac`` of the
+    diagonal.
+    The grip itself always comes from the mask (the thin wall is the evidence).
 
     1. list the enclosed openings large enough to matter;
     2. measure the wall above each one; keep those under a thin wall;
@@ -138,11 +142,19 @@ def find_handle(
         if brief_handle in ("top_loop", "twin_loops", "strap_loop"):
             result.disagreements = disagreements + [f"brief says {brief_handle}, no graspable opening found"]
         return result
+    chosen = None  # an opening the brief's grip point names
+    if brief_grip is not None and candidates:
+        reach = config.brief_grip_frac * diag
+        nearest = min(candidates, key=lambda o: np.hypot(o.grip[0] - brief_grip[0], o.grip[1] - brief_grip[1]))
+        if np.hypot(nearest.grip[0] - brief_grip[0], nearest.grip[1] - brief_grip[1]) <= reach:
+            chosen = nearest
+        else:
+            disagreements.append("the brief's grip point is far from every graspable opening")
     # 5. the carry handle sits on top and has the largest opening: area, discounted by how far
     # below the highest apex an opening's top is (a tilted photo may lift a side strap a little)
     top_y = min(o.apex_y for o in candidates)
     fall = max(1.0, config.apex_falloff_frac * bh)
-    best = max(candidates, key=lambda o: (o.area * np.exp(-(o.apex_y - top_y) / fall), -o.apex_y))
+    best = chosen or max(candidates, key=lambda o: (o.area * np.exp(-(o.apex_y - top_y) / fall), -o.apex_y))
     direction, thickness = handle_direction(best)
     # 6. kind
     topology = classify_topology(best, candidates, bh, config)

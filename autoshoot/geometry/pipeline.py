@@ -49,6 +49,7 @@ class ProductHints:
     handle_box: tuple[float, float, float, float] | None = None  # XYXY input px
     hold_pose: str | None = None
     shot: str | None = None
+    grip_point: tuple[float, float] | None = None  # the VLM's grip, input px
 
 
 @dataclass
@@ -91,6 +92,13 @@ def hints_from_brief(brief: dict[str, Any] | None) -> ProductHints:
             handle_box = tuple(float(v) for v in box)
     except (TypeError, ValueError):
         handle_box = None
+    point = product.get("grip_point")
+    grip_point = None
+    try:
+        if point is not None and len(point) == 2:
+            grip_point = (float(point[0]), float(point[1]))
+    except (TypeError, ValueError):
+        grip_point = None
     handle = product.get("handle")
     pose = brief.get("hold_pose")
     shot = brief.get("shot")
@@ -99,6 +107,7 @@ def hints_from_brief(brief: dict[str, Any] | None) -> ProductHints:
         size_cm=size_cm,
         handle=handle if handle in ("top_loop", "twin_loops", "strap_loop", "none") else None,
         handle_box=handle_box,  # type: ignore[arg-type]
+        grip_point=grip_point,
         hold_pose=pose if pose in HOLD_POSES else None,
         shot=shot if shot in SHOTS else None,
     )
@@ -199,7 +208,12 @@ def prepare_product(
     mark("clean")
     # 4. handle
     handle = find_handle(
-        mask, pc, category=hints.category, brief_handle=hints.handle, handle_box=hints.handle_box
+        mask,
+        pc,
+        category=hints.category,
+        brief_handle=hints.handle,
+        handle_box=hints.handle_box,
+        brief_grip=hints.grip_point,
     )
     warnings += handle.notes if handle.kind != "none" else []
     if handle.disagreements:
