@@ -297,3 +297,33 @@ def test_the_brief_grip_point_picks_the_opening_and_disagreement_is_recorded():
     assert not picked.disagreements
     far = find_handle(mask, CFG, brief_grip=(2.0, float(mask.shape[0] - 2)))
     assert far.grip is not None and any("grip point" in d for d in far.disagreements)
+
+
+def _on_photo(bag, seed: int = 3) -> np.ndarray:
+    """The synthetic bag pasted on a photo-like background: smooth blotches of foliage colours."""
+    rng = np.random.default_rng(seed)
+    h, w = bag.mask.shape
+    noise = cv2.resize(rng.random((h // 24, w // 24, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    base = np.array([70, 120, 60], np.float32)
+    photo = np.clip(base + 60 * (noise - 0.5), 0, 255).astype(np.uint8)
+    return np.where(bag.mask[..., None], bag.image, photo)
+
+
+def test_background_seen_through_a_loop_is_cut_on_a_photo_background():
+    from autoshoot.geometry.segment import estimate_background
+
+    bag = draw_bag(size=(480, 600))
+    image = _on_photo(bag)
+    border = estimate_background(image, CFG)
+    assert not border.is_uniform(CFG)
+    # a model's matte that kept the loop's inside (the opening filled)
+    filled = bag.mask | enclosed_background(bag.mask)
+    assert filled[bag.hole[1], bag.hole[0]]
+    result = clean_mask(filled.astype(np.float32), image, CFG, border)
+    assert not result.mask[bag.hole[1], bag.hole[0]], "the background inside the loop must be cut"
+    assert result.holes_removed >= 1
+    assert mask_iou(result.mask, bag.mask) >= 0.97
+    # a handle the colour of the background behind it is product, not a hole: it stays
+    green = draw_bag(size=(480, 600), handle_color=(70, 120, 60))
+    kept = clean_mask(green.mask.astype(np.float32), _on_photo(green), CFG)
+    assert mask_iou(kept.mask, green.mask) >= 0.99

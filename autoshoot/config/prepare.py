@@ -76,6 +76,12 @@ class PrepareConfig:
     # but it can nibble thin straps at its reduced size, so it is off by default)
     grabcut_side: int = 512  # GrabCut runs at this long side
     matte_px: float = 1.5  # width of the soft edge of the canvas matte
+    seen_through_cut: bool = True  # photo backgrounds: cut the background a model kept inside loops
+    seen_through_band_frac: float = 0.04  # background colours are sampled this far outside (of the diagonal)
+    seen_through_colors: int = 6  # k-means colours per palette
+    seen_through_zone_frac: float = 0.6  # ... in this upper part of the product's height
+    seen_through_ratio: float = 0.5  # a pixel is background when this much closer to its colours (Lab)
+    seen_through_max_distance: float = 18.0  # ... and at most this far from one of them (Lab units)
     min_speck_frac: float = 0.0005  # holes and blobs smaller than this fraction of the bbox are noise
     several_objects_frac: float = 0.05  # a second blob this large (vs the largest) warns
     # --- handle ---------------------------------------------------------------------
