@@ -33,6 +33,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	@# setuptools warns about every editable install on the build backend's stderr, which --quiet keeps
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e ".[dev,ray,cloud]"
+	@# rembg's opencv-python-headless and mediapipe's opencv-contrib-python share cv2/ (same version): contrib on top
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps "$$(grep -o 'opencv-contrib-python==[0-9.]*' pyproject.toml)"
 	@touch $(STAMP)
 
 install: $(STAMP)

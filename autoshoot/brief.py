@@ -83,6 +83,9 @@ class Product(_Strict):
     handle_box: tuple[float, float, float, float] | None = Field(
         default=None, description="carry handle XYXY in input-image pixels, or null"
     )
+    grip_point: tuple[float, float] | None = Field(
+        default=None, description="where a hand grips the handle, (x, y) in input-image pixels, or null"
+    )
 
     @field_validator("size_cm")
     @classmethod
@@ -105,6 +108,13 @@ class Product(_Strict):
                 raise ValueError(
                     f"handle_box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {list(value)}"
                 )
+        return value
+
+    @field_validator("grip_point")
+    @classmethod
+    def _check_point(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and min(value) < 0:
+            raise ValueError(f"grip_point must be [x, y] inside the image, got {list(value)}")
         return value
 
     @field_validator("colours")
@@ -329,6 +339,7 @@ def apply_overrides(brief: Brief, overrides: dict[str, str]) -> Brief:
         data["hold_pose"] = "cradled"
     if product["handle"] != brief.product.handle:
         product["handle_box"] = product["handle_box"] if product["handle"] != "none" else None
+        product["grip_point"] = product.get("grip_point") if product["handle"] != "none" else None
 
     try:
         return Brief.from_data(data)

@@ -8,7 +8,7 @@
                                                       ▼
                                   fill_from_rules: failing fields come from ``rules``
 
-Coordinate conventions of ``product.handle_box`` in an answer:
+Coordinate conventions of ``product.handle_box`` and ``product.grip_point`` in an answer:
 - ``"pixels"``: absolute pixels of the image the model saw, after its resize (Qwen2.5-VL);
 - ``"rel1000"``: 0..1000 relative to that image's width and height (Qwen3-VL).
 Both become XYXY pixels of the INPUT image.
@@ -329,6 +329,29 @@ def convert_box(
     return [round(x0, 1), round(y0, 1), round(x1, 1), round(y1, 1)]
 
 
+def convert_point(
+    point: list[float],
+    convention: str,
+    seen_size: tuple[int, int],
+    input_size: tuple[int, int],
+) -> list[float] | None:
+    """A grip point from the model's convention → (x, y) pixels of the input image; None when
+    it is not 2 numbers or lies outside the image."""
+    if len(point) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point):
+        return None
+    if convention not in COORD_CONVENTIONS:
+        raise ValueError(f"coordinate convention {convention!r}: use one of {', '.join(COORD_CONVENTIONS)}")
+    in_w, in_h = input_size
+    if convention == "rel1000":
+        sx, sy = in_w / 1000.0, in_h / 1000.0
+    else:
+        sx, sy = in_w / float(seen_size[0]), in_h / float(seen_size[1])
+    x, y = point[0] * sx, point[1] * sy
+    if not (0 <= x <= in_w and 0 <= y <= in_h):
+        return None
+    return [round(x, 1), round(y, 1)]
+
+
 # ---------------------------------------------------------------------------------------
 # 4. the whole parse, and the fallback
 
@@ -362,6 +385,8 @@ def parse_answer(
     product = data.get("product")
     if isinstance(product, dict) and isinstance(product.get("handle_box"), list):
         product["handle_box"] = convert_box(product["handle_box"], convention, seen_size, input_size)
+    if isinstance(product, dict) and isinstance(product.get("grip_point"), list):
+        product["grip_point"] = convert_point(product["grip_point"], convention, seen_size, input_size)
     # 3. validate
     try:
         return ParseOutcome(Brief.from_data(data), data, [])

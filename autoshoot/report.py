@@ -232,6 +232,9 @@ def sku_block(run_dir: Path, result: ShotResult) -> str:
         brief = None
     if figures:
         out.append("<div class='row'>" + "".join(figures) + "</div>")
+    final = _read(sku_dir / "prepare" / "stage.json") if sku_dir is not None else None
+    if brief and final and final.get("prompt"):  # the prompt the models used: after the geometry
+        brief = {**brief, "prompt": final["prompt"]}
     if brief and brief.get("prompt"):
         out.append(
             f"<details><summary>brief and prompt</summary><p>{_e(brief['prompt'])}</p>"

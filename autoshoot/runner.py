@@ -692,10 +692,16 @@ class RunSummary:
         return sum(1 for r in self.results if r.status == "failed" and r.reason.startswith(NOT_RUN))
 
     @property
+    def vlm_failed_all(self) -> bool:
+        """Every SKU with a brief got it from the rules fallback (the VLM failed for all)."""
+        briefed = [r for r in self.results if r.status != "failed" or "brief_fallback" in r.flags.split(";")]
+        return bool(briefed) and all("brief_fallback" in r.flags.split(";") for r in briefed)
+
+    @property
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if self.counts.get("failed", 0) else 0
+        return 1 if self.counts.get("failed", 0) or self.vlm_failed_all else 0
 
     def text(self) -> str:
         failed = self.counts.get("failed", 0) - self.not_run
@@ -710,6 +716,11 @@ class RunSummary:
             parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items())
             lines.append(f"time per stage: {parts}")
         lines.append(f"results: {self.run_dir}/results.csv  report: {self.run_dir}/report.html")
+        if self.vlm_failed_all:
+            lines.append(
+                "the VLM failed for every SKU: all briefs fell back to the rules (flag brief_fallback; "
+                "its answers are in <sku>/analyze/vlm_answer.txt); check analyze.vlm and its model"
+            )
         if self.interrupted:
             lines.append("interrupted: finished SKUs are saved; run the same command again to resume")
         return "\n".join(lines)

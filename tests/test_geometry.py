@@ -252,3 +252,80 @@ def test_grabcut_refinement_keeps_the_product():
     result = segment(bag.image, config)
     assert mask_iou(result.mask, bag.mask) >= 0.97
     assert not result.mask[bag.hole[1], bag.hole[0]]
+
+
+def _body_with_ring(ring_center: tuple[int, int], ring_axes: tuple[int, int]) -> np.ndarray:
+    """A 300x240 body on a 600x600 frame with a thin elliptic ring (a loop) drawn on it."""
+    mask = np.zeros((600, 600), np.uint8)
+    cv2.rectangle(mask, (150, 200), (450, 520), 255, -1)
+    cv2.ellipse(mask, ring_center, ring_axes, 0, 0, 360, 255, 10)
+    return mask > 0
+
+
+def test_a_loop_half_way_down_the_side_is_not_a_handle():
+    # a strap ring hanging on the body's side half-way down (a messenger whose strap is out of
+    # view): thin, but neither above the body nor an arc from the top, so nothing is erased
+    mask = _body_with_ring((470, 400), (40, 40))
+    handle = find_handle(mask, CFG, category="messenger")
+    assert [o.role for o in handle.openings] == ["other"]
+    assert handle.kind == "none" and handle.grip is None
+    assert erase_polygon(handle, 10.0, CFG) == []
+
+
+def test_a_loop_above_the_body_is_a_carry_handle():
+    mask = _body_with_ring((300, 200), (70, 60))
+    handle = find_handle(mask, CFG, category="backpack")
+    assert handle.opening is not None and handle.opening.role == "carry"
+    assert handle.kind == "top_loop"
+    assert abs(handle.grip[0] - 300) < 10 and abs(handle.grip[1] - 145) < 10
+    # the brief saying "no handle" wins over the silhouette, and the disagreement is recorded
+    vetoed = find_handle(mask, CFG, category="backpack", brief_handle="none")
+    assert vetoed.kind == "none" and vetoed.grip is None and vetoed.disagreements
+    # the brief naming another kind sets the kind, and that is recorded too
+    twin = find_handle(mask, CFG, category="backpack", brief_handle="twin_loops")
+    assert twin.kind == "twin_loops" and any("twin_loops" in d for d in twin.disagreements)
+
+
+def test_the_brief_grip_point_picks_the_opening_and_disagreement_is_recorded():
+    bag = draw_bag(handle="twin_loops")
+    mask = segment(bag.image).mask
+    openings = find_handle(mask, CFG).openings
+    right = max(openings, key=lambda o: o.bbox[0])
+    picked = find_handle(mask, CFG, brief_grip=(right.grip[0] + 3, right.grip[1] + 2))
+    assert picked.opening is not None and picked.opening.bbox == right.bbox
+    assert picked.grip == right.grip  # the grip itself comes from the mask
+    assert not picked.disagreements
+    far = find_handle(mask, CFG, brief_grip=(2.0, float(mask.shape[0] - 2)))
+    assert far.grip is not None and any("grip point" in d for d in far.disagreements)
+
+
+def _on_photo(bag, seed: int = 3) -> np.ndarray:
+    """The synthetic bag pasted on a photo-like background: smooth blotches of foliage colours."""
+    rng = np.random.default_rng(seed)
+    h, w = bag.mask.shape
+    noise = cv2.resize(
+        rng.random((h // 24, w // 24, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
+    base = np.array([70, 120, 60], np.float32)
+    photo = np.clip(base + 60 * (noise - 0.5), 0, 255).astype(np.uint8)
+    return np.where(bag.mask[..., None], bag.image, photo)
+
+
+def test_background_seen_through_a_loop_is_cut_on_a_photo_background():
+    from autoshoot.geometry.segment import estimate_background
+
+    bag = draw_bag(size=(480, 600))
+    image = _on_photo(bag)
+    border = estimate_background(image, CFG)
+    assert not border.is_uniform(CFG)
+    # a model's matte that kept the loop's inside (the opening filled)
+    filled = bag.mask | enclosed_background(bag.mask)
+    assert filled[bag.hole[1], bag.hole[0]]
+    result = clean_mask(filled.astype(np.float32), image, CFG, border)
+    assert not result.mask[bag.hole[1], bag.hole[0]], "the background inside the loop must be cut"
+    assert result.holes_removed >= 1
+    assert mask_iou(result.mask, bag.mask) >= 0.97
+    # a handle the colour of the background behind it is product, not a hole: it stays
+    green = draw_bag(size=(480, 600), handle_color=(70, 120, 60))
+    kept = clean_mask(green.mask.astype(np.float32), _on_photo(green), CFG)
+    assert mask_iou(kept.mask, green.mask) >= 0.99

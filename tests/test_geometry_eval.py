@@ -17,44 +17,37 @@ def load_bench():
     return module
 
 
-@pytest.fixture(scope="module")
-def auto_report(samples_dir):
-    return load_bench().run(samples_dir, segmenter="auto", speed_side=0)
-
-
 @pytest.mark.samples
-def test_white_packshot_figures_do_not_regress(auto_report):
-    """Floors just under what the geometry measured on all 27 white packshots when 24 were added
-    (IoU min 0.61 / mean 0.935, grip 72%, hole 96%, kind 74%); the issue's targets are below."""
-    white = auto_report["summary"]["plain"]
-    assert white["n"] >= 27 and white["segmenters"] == ["plain"]
-    assert white["mean_bbox_iou"] >= 0.93
-    assert white["grip_ok_frac"] >= 0.70
-    assert white["hole_bg_frac"] >= 0.95
-    assert white["kind_right_frac"] >= 0.70
-    # photographic backgrounds need a model; without weights the run says so per image
-    photo = [r for r in auto_report["results"] if r["background"] == "photo"]
-    assert photo and all("model missing" in r["note"] for r in photo)
-
-
-@pytest.mark.samples
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 is open: handle kind right on 74%, grip on 72%, box IoU down to 0.61 on grey "
-    "studio renders, against targets of 90%, 90% and 0.95",
-)
-def test_white_packshots_meet_the_targets(samples_dir):
+def test_white_packshots_hold_their_figures(samples_dir):
+    """The figures measured on the packshots not used for fitting (``held_out``) and on the
+    fitted ones must not drop. They are below the issue's targets (kind 90%, grip 90%, IoU
+    0.95 everywhere); ``python bench/geometry_eval.py`` lists what is missed and why."""
     bench = load_bench()
     report = bench.run(samples_dir, segmenter="auto", speed_side=0)
-    white = report["summary"]["plain"]
-    assert white["n"] >= 8
-    assert white["segmenters"] == ["plain"]  # auto picks plain for every white packshot
-    assert white["min_bbox_iou"] >= bench.TARGETS["min_bbox_iou"]
-    assert white["grip_ok_frac"] >= bench.TARGETS["grip_ok_frac"]
-    assert white["hole_bg_frac"] == 1.0
-    assert white["kind_right_frac"] >= bench.TARGETS["kind_right_frac"]
-    assert white["topology_right_frac"] >= 0.85  # the openings alone, without the category prior
-    assert bench.check_targets(report["summary"], None) == []
+    held, fit = report["summary"]["held_out/plain"], report["summary"]["fit/plain"]
+    assert held["n"] >= 8 and fit["n"] >= 8
+    # a product never sits on both sides of the split
+    sides = {}
+    for r in report["results"]:
+        sides.setdefault(bench.product_of(r["file"]), set()).add(r["split"])
+    assert all(len(s) == 1 for s in sides.values())
+    # never cut into a bag without a visible handle
+    assert held["no_handle_n"] >= 1 and held["no_handle_erased"] == 0
+    assert report["summary"]["plain"]["no_handle_erased"] == 0
+    # held-out figures (measured: kind 8/10, grip 5/9, hole points 8/9, min IoU 0.72)
+    assert held["kind_right_frac"] >= 0.8
+    assert held["grip_ok_frac"] >= 0.55
+    assert held["hole_bg_frac"] >= 0.88
+    assert held["min_bbox_iou"] >= 0.7
+    # fitted figures (measured: kind 14/17, grip 13/16, every hole point background)
+    assert fit["kind_right_frac"] >= 0.82
+    assert fit["grip_ok_frac"] >= 0.8
+    assert fit["hole_bg_frac"] == 1.0
+    # the misses are reported, not hidden
+    misses = bench.check_targets(report["summary"], None)
+    assert any("handle kind" in m for m in misses) == (
+        held["kind_right_frac"] < bench.TARGETS["kind_right_frac"]
+    )
     # photographic backgrounds need a model; without weights the run says so per image
     photo = [r for r in report["results"] if r["background"] == "photo"]
     assert photo and all("model missing" in r["note"] for r in photo)

@@ -174,7 +174,7 @@ def test_stage_models_check(tmp_path):
     assert stage.check_models(load_config("default")) == []  # auto: model only needed for photos
     forced = load_config("default", overrides={"prepare.segmenter": "rembg", "run.offline": True})
     missing = stage.check_models(forced)
-    assert len(missing) == 1 and "u2net.onnx" in missing[0][2]
+    assert len(missing) == 1 and "birefnet-general.onnx" in missing[0][2]  # rembg's own file name
 
 
 def test_cli_prepare(tmp_path):
@@ -236,7 +236,10 @@ def export_tiny_onnx(path: Path) -> Path:
 def test_onnx_segmenters_load_and_predict(tmp_path, name, monkeypatch):
     model = export_tiny_onnx(tmp_path / ("u2netp.onnx" if name == "rembg" else "birefnet.onnx"))
     if name == "rembg":
+        # the rembg package's own u2netp session, on a random model where rembg keeps its models
+        # (the checksum of rembg's real file cannot match a random model)
         monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+        monkeypatch.setenv("MODEL_CHECKSUM_DISABLED", "1")
         config = load_config("tiny", overrides={"prepare.rembg_model": "u2netp"})
     else:
         config = load_config(
@@ -271,7 +274,7 @@ def test_auto_picks_plain_for_uniform_border_and_the_model_otherwise(tmp_path):
     frame = np.ones(photo.shape[:2], bool)
     frame[40:-40, 40:-40] = False
     photo[frame] = rng.integers(0, 255, (int(frame.sum()), 3), dtype=np.uint8)
-    assert choose_segmenter(photo, config) == ("birefnet", False)
+    assert choose_segmenter(photo, config) == ("rembg", False)
     Image.fromarray(photo).save(tmp_path / "photo.png")
     with pytest.raises(ModelMissingError, match="--segmenter plain"):
         run_prepare(tmp_path / "photo.png", tmp_path / "out", config)
@@ -295,3 +298,69 @@ def test_cut_out_openings_are_blank_on_the_canvas(tmp_path):
     cx, cy = int(round(hx * s + ox)), int(round(hy * s + oy))
     assert (prepared.canvas[cy, cx] == config.prepare.canvas_color).all()
     assert prepared.inpaint[cy, cx] == 255
+
+
+def test_the_prompt_is_rendered_after_the_geometry(tmp_path):
+    """The brief says "holds it by its top handle beside her hip"; the bag has no handle, so
+    geometry switches to a pose without a grip, and the prompt that stage 1 uses says so."""
+    import copy
+
+    from autoshoot.brief import Brief
+    from autoshoot.prompting import EXAMPLE_BRIEF, render_prompt
+    from autoshoot.stages.prepare import final_prompt
+
+    brief = copy.deepcopy(EXAMPLE_BRIEF)
+    brief["product"].update(handle="top_loop", category="handbag")
+    brief.update(hold_pose="beside_hip", shot="full_body")
+    before = render_prompt(Brief.from_data(brief))
+    assert "by its top handle" in before
+    job = make_job(tmp_path, save_bag(tmp_path / "box.png", handle="none"), brief)
+    atomic_write_json(
+        job.inputs["analyze"] / "stage.json", {"brief": brief, "prompt": before, "negative_prompt": "n"}
+    )
+    info = PrepareStage().run(job, tmp_path / "prepare")
+    assert info["handle"] == "none" and info["hold_pose"] in ("cradled", "under_arm")
+    assert "top handle" not in info["prompt"] and info["hold_pose"].replace("_", " ")[:5] in info["prompt"]
+    assert any(c.startswith("hold_pose beside_hip -> ") for c in info["prompt_changes"])
+    assert any(c.startswith("handle top_loop -> none") for c in info["prompt_changes"])
+    # the later stages take the final prompt, not the brief's
+    atomic_write_json(tmp_path / "prepare" / "stage.json", info)
+    job.inputs["prepare"] = tmp_path / "prepare"
+    assert final_prompt(job) == (info["prompt"], info["negative_prompt"])
+    assert final_prompt(job)[0] != before
+
+
+def test_an_implausible_size_is_flagged_not_placed(tmp_path):
+    image = save_bag(tmp_path / "bag.png")
+    config = load_config("tiny")
+    sane = run_prepare(image, tmp_path / "a", config, ProductHints(category="handbag", size_cm=(30.0, 22.0)))
+    assert sane.info["size_cm"] == [30.0, 22.0] and "size_implausible" not in sane.flags
+    # a 106 cm handbag: flagged, placed at the category's default size
+    odd = run_prepare(image, tmp_path / "b", config, ProductHints(category="handbag", size_cm=(40.0, 106.0)))
+    assert "size_implausible" in odd.flags
+    assert odd.info["size_cm"] == list(config.prepare.category_size_cm["handbag"])
+    assert any("106" in w and "implausible" in w for w in odd.info["warnings"])
+    assert odd.info["px_per_cm"] > sane.info["px_per_cm"] * 0.9  # not drawn at 106 cm
+    # a tiny "other" product (a 3 cm thing) is flagged too
+    assert (
+        "size_implausible"
+        in run_prepare(image, tmp_path / "c", config, ProductHints(size_cm=(2.0, 3.0))).flags
+    )
+
+
+@pytest.mark.parametrize("filename", ["my_u2net.onnx", "BiRefNet-custom.onnx"])
+def test_rembg_runs_a_local_onnx_through_its_own_sessions(tmp_path, filename):
+    import rembg.sessions.birefnet_general as birefnet_general
+    from rembg.sessions.u2net_custom import U2netCustomSession
+
+    model = export_tiny_onnx(tmp_path / filename)
+    seg = SEGMENTERS.create("rembg", load_config("tiny", overrides={"prepare.rembg_model": str(model)}))
+    expected = birefnet_general.BiRefNetSessionGeneral if "BiRefNet" in filename else U2netCustomSession
+    assert isinstance(seg.session, expected)
+    alpha = seg.predict(draw_bag(size=(90, 110)).image)
+    assert alpha.shape == (110, 90) and alpha.dtype == np.float32 and alpha.max() <= 1.0
+
+
+def test_hints_take_the_brief_grip_point():
+    assert hints_from_brief({"product": {"grip_point": [12, "30.5"]}}).grip_point == (12.0, 30.5)
+    assert hints_from_brief({"product": {"grip_point": "top"}}).grip_point is None

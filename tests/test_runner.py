@@ -361,3 +361,31 @@ def test_run_files_and_folders_follow_the_umask(tmp_path: Path, umask: int) -> N
     assert modes["SKU-0/render"] == modes["SKU-0/composite"] == 0o777 & ~umask
     wrong = {name: oct(mode) for name, mode in modes.items() if mode not in (0o666 & ~umask, 0o777 & ~umask)}
     assert wrong == {}
+
+
+def test_a_run_whose_vlm_failed_for_every_sku_says_so_and_exits_1(tmp_path: Path) -> None:
+    from autoshoot.runner import RunSummary
+    from autoshoot.types import ShotResult
+
+    def summary(*flags: str, statuses: tuple[str, ...] = ()) -> RunSummary:
+        statuses = statuses or ("accepted",) * len(flags)
+        results = [
+            ShotResult(row=i + 2, sku=f"S{i}", status=st, flags=f)  # type: ignore[arg-type]
+            for i, (f, st) in enumerate(zip(flags, statuses))
+        ]
+        counts = {k: sum(r.status == k for r in results) for k in ("accepted", "review", "failed")}
+        return RunSummary(
+            run_dir=tmp_path, results=results, counts=counts, seconds=1.0, processed=len(results)
+        )
+
+    every = summary("brief_fallback;vlm_error", "brief_fallback;no_handle")
+    assert every.vlm_failed_all and every.exit_code == 1
+    assert "the VLM failed for every SKU" in every.text()
+    # one good brief: the fallbacks are flagged per SKU, the run itself is fine
+    some = summary("brief_fallback;vlm_error", "no_handle")
+    assert not some.vlm_failed_all and some.exit_code == 0
+    assert "every SKU" not in some.text()
+    # a SKU that failed before it had a brief (unreadable photo) does not hide the VLM's failure
+    mixed = summary("brief_fallback", "", statuses=("accepted", "failed"))
+    assert mixed.vlm_failed_all and mixed.exit_code == 1
+    assert not summary().vlm_failed_all

@@ -133,3 +133,19 @@ def test_box_edge_cases():
     assert convert_box([5, 5, 5, 9], "pixels", (100, 100), (200, 200)) is None  # empty
     with pytest.raises(ValueError, match="use one of"):
         convert_box([0, 0, 1, 1], "norm", (1, 1), (1, 1))
+
+
+@pytest.mark.parametrize(
+    ("convention", "point", "expected"),
+    [
+        ("pixels", [406, 126], (406 * 1080 / 812, 126 * 1340 / 1008)),  # Qwen2.5-VL: pixels it saw
+        ("rel1000", [500, 100], (540.0, 134.0)),  # Qwen3-VL: 0..1000
+    ],
+)
+def test_the_grip_point_is_converted_like_the_handle_box(convention, point, expected):
+    data = answer_with(product__grip_point=point)
+    brief = parse_answer(json.dumps(data), convention, SEEN, INPUT).brief
+    assert brief.product.grip_point == pytest.approx(expected, abs=0.1)
+    # outside the image: dropped rather than trusted
+    data = answer_with(product__grip_point=[5000, 10] if convention == "pixels" else [1200, 10])
+    assert parse_answer(json.dumps(data), convention, SEEN, INPUT).brief.product.grip_point is None

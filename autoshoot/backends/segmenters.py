@@ -1,4 +1,4 @@
-"""Segmenters: ``plain`` (no model), ``birefnet`` and ``rembg`` (ONNX or transformers).
+"""Segmenters: ``plain`` (no model), ``birefnet`` and ``rembg`` (the rembg package).
 
 Every segmenter is built once per run as ``Cls(config)`` (``autoshoot.config.Config``) and
 answers ``predict(image)``:
@@ -7,11 +7,13 @@ answers ``predict(image)``:
 
 ``birefnet`` loads BiRefNet either from the hub / a local folder through transformers
 (``trust_remote_code``, as its authors publish it) or from a local ``.onnx`` file.
-``rembg`` runs rembg's ONNX models (u2net, isnet, BiRefNet exports) with onnxruntime and
-rembg's own pre- and post-processing, without importing rembg: the rembg wheel pulls
-opencv-python-headless, which would overwrite mediapipe's opencv-contrib-python (one cv2
-folder). The model files are the ones rembg downloads, in ``$U2NET_HOME`` (default
-``~/.u2net``).
+``rembg`` is the rembg package itself: ``rembg.new_session(name)`` with any of its sessions
+(``birefnet-general``, the default, ``u2net``, ``isnet-general-use``, ...), which downloads
+its model into ``$U2NET_HOME`` (default ``~/.u2net``) as ``<name>.onnx`` on first use; a
+``.onnx`` path runs through rembg's ``u2net_custom`` session, or its BiRefNet session when the
+file name says BiRefNet. Offline, a missing model file is a clear error before any download.
+rembg needs opencv-python-headless, which shares the ``cv2`` folder with mediapipe's
+opencv-contrib-python: both are pinned to the same version (see DEVELOPERS.md).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class OnnxRecipe:
     sigmoid: bool = False  # BiRefNet outputs logits
 
 
-# rembg model name → file and processing (as in rembg's sessions)
+# rembg model name → release file and processing (as in rembg's sessions); the BiRefNet ONNX
+# export is also what ``birefnet_model`` may point at
 REMBG_MODELS = {
     "u2net": OnnxRecipe("u2net.onnx", 320),
     "u2netp": OnnxRecipe("u2netp.onnx", 320),
@@ -61,7 +64,10 @@ REMBG_MODELS = {
 
 
 def u2net_home() -> Path:
-    return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net")
+    """Where rembg keeps its models (the same rule as rembg's sessions)."""
+    return Path(
+        os.environ.get("U2NET_HOME") or Path(os.environ.get("XDG_DATA_HOME", "~")).expanduser() / ".u2net"
+    ).expanduser()
 
 
 class PlainSegmenter:
@@ -118,58 +124,75 @@ class OnnxMattingSession:
 
 
 class RembgSegmenter:
-    """rembg's ONNX models through onnxruntime: ``prepare.rembg_model`` is a name or a .onnx path."""
+    """The rembg package: ``prepare.rembg_model`` is a rembg session name or a .onnx path."""
 
     name = "rembg"
 
     def __init__(self, config: Any):
-        path, recipe = resolve_rembg_model(config.prepare.rembg_model)
-        self.session = OnnxMattingSession(path, recipe)
+        model = config.prepare.rembg_model
+        if model.endswith(".onnx") or is_offline(config) or env_offline():
+            missing = rembg_model_missing(model, fetch=False)
+            if missing:
+                raise ModelMissingError(missing)
+        self.session = rembg_session(model)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        return self.session.predict(image)
+        from PIL import Image
+
+        mask = self.session.predict(Image.fromarray(image))[0]
+        return np.asarray(mask.convert("L"), np.float32) / 255.0
 
 
-def resolve_rembg_model(name: str) -> tuple[Path, OnnxRecipe]:
-    """The file and recipe of a rembg model name or a .onnx path; a clear error when absent."""
-    if name.endswith(".onnx"):
-        path = Path(name).expanduser()
-        stem = path.name.lower()
-        recipe = next((r for r in REMBG_MODELS.values() if r.filename.lower() == stem), None)
-        if recipe is None:
-            recipe = (
-                OnnxRecipe(path.name, 1024, sigmoid=True)
-                if "birefnet" in stem
-                else OnnxRecipe(path.name, 320)
-            )
-        if not path.is_file():
-            raise ModelMissingError([("rembg segmenter", str(path), "check the path in prepare.rembg_model")])
-        return path, recipe
-    if name not in REMBG_MODELS:
+def rembg_session(model: str) -> Any:
+    """``rembg.new_session(model)``; a .onnx path runs through rembg's own session classes."""
+    try:
+        import rembg
+    except ImportError as err:
         raise ModelMissingError(
-            [
-                (
-                    "rembg segmenter",
-                    name,
-                    f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)} or a .onnx path",
-                )
-            ]
-        )
-    recipe = REMBG_MODELS[name]
-    path = u2net_home() / recipe.filename
-    if not path.is_file():
-        raise ModelMissingError([rembg_missing(name)])
-    return path, recipe
+            [("rembg segmenter", "the rembg package", f"reinstall autoshoot (`make install`): {err}")]
+        ) from err
+    if not model.endswith(".onnx"):
+        try:
+            return rembg.new_session(model)
+        except ValueError as err:  # not a rembg session name
+            raise ModelMissingError(
+                [("rembg segmenter", model, f"set prepare.rembg_model to a rembg session or a .onnx path: {err}")]
+            ) from err
+    path = str(Path(model).expanduser())
+    if "birefnet" not in Path(path).name.lower():
+        return rembg.new_session("u2net_custom", model_path=path)
+    import onnxruntime as ort
+    from rembg.sessions.birefnet_general import BiRefNetSessionGeneral
+
+    class LocalBiRefNet(BiRefNetSessionGeneral):
+        @classmethod
+        def download_models(cls, *args: Any, **kwargs: Any) -> str:
+            return path
+
+    return LocalBiRefNet("birefnet-general", ort.SessionOptions())
+
+
+def rembg_model_missing(model: str, fetch: bool) -> list[tuple[str, str, str]]:
+    """The rembg model file when it is absent ([] when present, or when rembg may fetch it)."""
+    if model.endswith(".onnx"):
+        ok = Path(model).expanduser().is_file()
+        return [] if ok else [("rembg segmenter", model, "check the path in prepare.rembg_model")]
+    if fetch:
+        return []  # rembg downloads it into ~/.u2net on first use
+    if (u2net_home() / f"{model}.onnx").is_file():
+        return []
+    return [rembg_missing(model)]
 
 
 def rembg_missing(name: str) -> tuple[str, str, str]:
-    recipe = REMBG_MODELS[name]
-    path = u2net_home() / recipe.filename
+    path = u2net_home() / f"{name}.onnx"
+    recipe = REMBG_MODELS.get(name)
+    source = f"{REMBG_RELEASES}/{recipe.filename}" if recipe else f"rembg's {name} model"
     return (
         f"rembg segmenter {name!r}",
         str(path),
-        f"download {REMBG_RELEASES}/{recipe.filename} to {path} (or set U2NET_HOME), "
-        "or pass --segmenter plain for packshots on a white background",
+        f"run once online (rembg downloads it into {u2net_home()}), or download {source} to {path} "
+        "(or set U2NET_HOME), or pass --segmenter plain for packshots on a white background",
     )
 
 
@@ -285,15 +308,7 @@ def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str
     """Absent model files of segmenter ``name``, without importing torch or onnxruntime."""
     pc = config.prepare
     if name == "rembg":
-        model = pc.rembg_model
-        if model.endswith(".onnx"):
-            ok = Path(model).expanduser().is_file()
-            return [] if ok else [("rembg segmenter", model, "check the path in prepare.rembg_model")]
-        if model not in REMBG_MODELS:
-            return [
-                ("rembg segmenter", model, f"set prepare.rembg_model to one of {', '.join(REMBG_MODELS)}")
-            ]
-        return [] if (u2net_home() / REMBG_MODELS[model].filename).is_file() else [rembg_missing(model)]
+        return rembg_model_missing(pc.rembg_model, fetch=not is_offline(config))
     if name == "birefnet":
         source = pc.birefnet_model
         path = Path(source).expanduser()

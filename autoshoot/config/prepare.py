@@ -39,16 +39,32 @@ def _default_category_size_cm() -> dict[str, tuple[float, float]]:
     }
 
 
+def _default_category_size_range_cm() -> dict[str, tuple[float, float]]:
+    # plausible longest side of the body in cm per category; a brief's size outside is flagged
+    return {
+        "handbag": (10.0, 50.0),
+        "tote": (20.0, 70.0),
+        "briefcase": (25.0, 60.0),
+        "laptop_bag": (25.0, 60.0),
+        "backpack": (20.0, 75.0),
+        "duffle": (30.0, 95.0),
+        "messenger": (20.0, 60.0),
+        "suitcase": (35.0, 100.0),
+        "other": (5.0, 80.0),
+    }
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     # --- segmentation ---------------------------------------------------------------
     segmenter: str = "auto"  # auto | plain | birefnet | rembg
-    model_segmenter: str = "birefnet"  # what ``auto`` uses when the border is not uniform
+    model_segmenter: str = "rembg"  # what ``auto`` uses when the border is not uniform
     # BiRefNet: a hub id or local folder (transformers, trust_remote_code), or a local .onnx
     birefnet_model: str = "ZhengPeng7/BiRefNet"
     birefnet_size: int = 1024  # BiRefNet's input side
-    # rembg-style ONNX: a model name looked up in $U2NET_HOME (or ~/.u2net), or a .onnx path
-    rembg_model: str = "u2net"
+    # the rembg package: a session name (its model downloads into $U2NET_HOME, default ~/.u2net)
+    # or a .onnx path; birefnet-general is BiRefNet-general, the reference workflow's model
+    rembg_model: str = "birefnet-general"
     border_px: int = 4  # width of the image frame sampled for the background colour
     border_uniform_tol: float = 14.0  # a border pixel within this distance counts as background
     border_uniform_frac: float = 0.7  # border is "uniform" when this fraction of it is background
@@ -61,6 +77,12 @@ class PrepareConfig:
     # but it can nibble thin straps at its reduced size, so it is off by default)
     grabcut_side: int = 512  # GrabCut runs at this long side
     matte_px: float = 1.5  # width of the soft edge of the canvas matte
+    seen_through_cut: bool = True  # photo backgrounds: cut the background a model kept inside loops
+    seen_through_band_frac: float = 0.04  # background colours are sampled this far outside (of the diagonal)
+    seen_through_colors: int = 6  # k-means colours per palette
+    seen_through_zone_frac: float = 0.6  # ... in this upper part of the product's height
+    seen_through_ratio: float = 0.5  # a pixel is background when this much closer to its colours (Lab)
+    seen_through_max_distance: float = 18.0  # ... and at most this far from one of them (Lab units)
     min_speck_frac: float = 0.0005  # holes and blobs smaller than this fraction of the bbox are noise
     several_objects_frac: float = 0.05  # a second blob this large (vs the largest) warns
     # --- handle ---------------------------------------------------------------------
@@ -70,6 +92,10 @@ class PrepareConfig:
     strap_loop_height_frac: float = 0.45  # opening height / product height above which it is a strap
     apex_falloff_frac: float = 0.03  # an opening's weight falls e-fold per 3% of the height below the top one
     grip_top_run_frac: float = 0.1  # the loop's top run reaches this far (of its width) below the apex
+    body_open_frac: float = 0.04  # the body is the mask opened with a disk this wide (of the diagonal)
+    carry_max_below_frac: float = 0.1  # a carry handle's opening ends this close (of the height) to the body's top
+    strap_max_apex_frac: float = 0.1  # a strap's arc starts this close (of the height) to the product's top
+    brief_grip_frac: float = 0.1  # the brief's grip point picks openings whose grip is this close (of the diagonal)
     twin_apex_frac: float = 0.12  # openings whose tops are this close (of the height) are twins
     # --- erase ----------------------------------------------------------------------
     palm_cm: float = 8.5  # the gap is as wide as a gripping hand
@@ -77,6 +103,9 @@ class PrepareConfig:
     erase_pad_min_px: float = 3.0
     erase_max_span_frac: float = 0.65  # the gap never takes more than this of the loop's width
     category_size_cm: dict[str, tuple[float, float]] = field(default_factory=_default_category_size_cm)
+    category_size_range_cm: dict[str, tuple[float, float]] = field(
+        default_factory=_default_category_size_range_cm
+    )
     # --- placement ------------------------------------------------------------------
     shot_canvas: dict[str, tuple[int, int]] = field(default_factory=_default_shot_canvas)
     canvas_scale: float = 1.0  # multiplies every canvas size (tiny profile: 0.25); sizes stay multiples of 8

@@ -5,6 +5,20 @@ background seen through a handle loop). It belongs to a handle when the product 
 of it is thin (a wall of at most ``handle_max_wall_frac`` of the product's diagonal). The
 grip point is the middle of that thin wall at the middle of the loop's topmost span.
 
+Where an opening sits relative to the body says what it can be:
+
+- a **carry handle** (``top_loop``, ``twin_loops``) stands above the body: its opening ends
+  where the body starts (the first row at least half as wide as the body's widest row);
+- a **strap** (``strap_loop``) runs down beside the body: its opening reaches well below the
+  body's top, and its arc starts near the product's top;
+- any other opening (a gap between a buckle and the flap, a strap hanging half-way down) is
+  not graspable. With no graspable opening the kind is ``none``: nothing is erased.
+
+The brief's kind is a second opinion: it wins for the kind of a found handle (the VLM tells a
+tote's two handles from one better than a silhouette does), and a brief that says ``none``
+wins over an opening (never cut into a bag the VLM saw no handle on). Every disagreement is
+recorded in ``HandleResult.disagreements``.
+
 Array contracts: ``mask`` is HxW bool (True = product). Points are (x, y) input pixels;
 boxes are XYXY input pixels.
 """
@@ -48,6 +62,7 @@ class Opening:
     span: tuple[int, int]  # x range of the thin wall (the loop's width)
     midline: list[tuple[float, float]] = field(default_factory=list)  # centre of the wall per ray
     normal: tuple[float, float] = (0.0, -1.0)  # unit normal of the handle at the grip, outwards
+    role: str = "other"  # carry (above the body) | strap (down beside it) | other (not graspable)
 
 
 @dataclass
@@ -60,6 +75,7 @@ class HandleResult:
     openings: list[Opening] = field(default_factory=list)  # every qualifying opening
     topology_kind: str = "none"  # what the openings alone say, before priors
     notes: list[str] = field(default_factory=list)
+    disagreements: list[str] = field(default_factory=list)  # signals that did not agree
 
 
 def find_handle(
@@ -68,19 +84,25 @@ def find_handle(
     category: str | None = None,
     brief_handle: str | None = None,
     handle_box: tuple[float, float, float, float] | None = None,
+    brief_grip: tuple[float, float] | None = None,
 ) -> HandleResult:
     """Locate the handle opening, classify the handle and place the grip point.
 
     mask: HxW bool, True = product. ``handle_box`` (XYXY input px) from the brief restricts
-    the openings considered when any opening meets it.
+    the openings considered when any opening meets it; so does ``brief_grip`` (the VLM's grip
+    point, input px) to the opening whose grip is nearest, within ``brief_grip_frac`` of the
+    diagonal.
+    The grip itself always comes from the mask (the thin wall is the evidence).
 
     1. list the enclosed openings large enough to matter;
     2. measure the wall above each one; keep those under a thin wall;
-    3. apply the brief's handle box as a prior;
-    4. pick the highest opening; the grip is the middle of its topmost span;
-    5. classify: the brief's handle, else the topology and the category.
+    3. sort them: carry handles above the body, straps beside it, the rest not graspable;
+    4. apply the brief's handle box as a prior;
+    5. pick the highest, largest opening; the grip is the middle of its topmost span;
+    6. classify: the brief's handle, else the topology and the category.
     """
     notes: list[str] = []
+    disagreements: list[str] = []
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return HandleResult(kind="none", grip=None, notes=["empty mask"])
@@ -98,28 +120,50 @@ def find_handle(
         opening = measure_opening(mask, labels, i, stats[i], diag, config)
         if opening is not None:
             openings.append(opening)
-    # 3. prior: the brief's handle box
-    candidates = openings
-    if handle_box is not None and openings:
-        inside = [o for o in openings if boxes_meet(o, handle_box)]
+    # 3. where each opening sits relative to the body; only carry and strap openings are graspable
+    body_top = body_top_row(mask, config)
+    top = int(ys.min())
+    for o in openings:
+        o.role = opening_role(o, top, body_top, int(bh), config)
+    graspable = [o for o in openings if o.role != "other"]
+    carry = [o for o in graspable if o.role == "carry"]
+    candidates = carry or graspable
+    # 4. prior: the brief's handle box
+    if handle_box is not None and graspable:
+        inside = [o for o in graspable if boxes_meet(o, handle_box)]
         if inside:
-            candidates = inside
+            candidates = [o for o in inside if o.role == "carry"] or inside
         else:
-            notes.append("no opening meets the brief's handle box; ignored the box")
+            notes.append("no graspable opening meets the brief's handle box; ignored the box")
+            disagreements.append("handle_box")
     if not candidates:
-        return HandleResult(kind="none", grip=None, openings=openings, notes=notes + ["no thin loop found"])
-    # 4. the carry handle sits on top and has the largest opening: area, discounted by how far
+        why = "no thin loop found" if not openings else "no opening above the body or along a strap"
+        result = HandleResult(kind="none", grip=None, openings=openings, notes=notes + [why])
+        if brief_handle in ("top_loop", "twin_loops", "strap_loop"):
+            result.disagreements = disagreements + [f"brief says {brief_handle}, no graspable opening found"]
+        return result
+    chosen = None  # an opening the brief's grip point names
+    if brief_grip is not None and candidates:
+        reach = config.brief_grip_frac * diag
+        nearest = min(candidates, key=lambda o: np.hypot(o.grip[0] - brief_grip[0], o.grip[1] - brief_grip[1]))
+        if np.hypot(nearest.grip[0] - brief_grip[0], nearest.grip[1] - brief_grip[1]) <= reach:
+            chosen = nearest
+        else:
+            disagreements.append("the brief's grip point is far from every graspable opening")
+    # 5. the carry handle sits on top and has the largest opening: area, discounted by how far
     # below the highest apex an opening's top is (a tilted photo may lift a side strap a little)
     top_y = min(o.apex_y for o in candidates)
     fall = max(1.0, config.apex_falloff_frac * bh)
-    best = max(candidates, key=lambda o: (o.area * np.exp(-(o.apex_y - top_y) / fall), -o.apex_y))
+    best = chosen or max(candidates, key=lambda o: (o.area * np.exp(-(o.apex_y - top_y) / fall), -o.apex_y))
     direction, thickness = handle_direction(best)
-    # 5. kind
+    # 6. kind
     topology = classify_topology(best, candidates, bh, config)
     kind = choose_kind(topology, category, brief_handle)
     if kind != topology:
         notes.append(f"handle kind {kind} from the brief/category (topology says {topology})")
-    return HandleResult(
+    if brief_handle in ("top_loop", "twin_loops", "strap_loop") and brief_handle != topology:
+        disagreements.append(f"brief says {brief_handle}, the mask says {topology}")
+    result = HandleResult(
         kind=kind,
         grip=best.grip,
         thickness=thickness,
@@ -128,7 +172,48 @@ def find_handle(
         openings=openings,
         topology_kind=topology,
         notes=notes,
+        disagreements=disagreements,
     )
+    if brief_handle == "none":
+        # the VLM saw no handle: trust it over a silhouette, never cut into the bag
+        result.notes.append(f"the brief says no handle; the {kind} found in the mask is not used")
+        result.disagreements.append(f"brief says none, the mask shows a {topology}")
+        result.kind, result.grip, result.opening = "none", None, None
+    return result
+
+
+def body_top_row(mask: np.ndarray, config: PrepareConfig) -> int:
+    """The body's top: the first row of the body at least half as wide as its widest row.
+
+    The body is the largest part of the mask opened with a disk of ``body_open_frac`` of the
+    product's diagonal, which removes handles and straps (thin) but keeps the body (thick). The opening runs on a
+    copy at most 256 px long, so it costs about a millisecond.
+    """
+    ys, xs = np.nonzero(mask)
+    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8)
+    k = min(1.0, 256.0 / max(crop.shape))
+    small = cv2.resize(crop, (max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))), interpolation=cv2.INTER_AREA)
+    r = max(1, int(round(config.body_open_frac * float(np.hypot(*small.shape)))))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    body = cv2.morphologyEx(small, cv2.MORPH_OPEN, disk)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(body)
+    if n > 2:  # thick straps that stand apart from the body are not the body
+        body = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    counts = body.sum(axis=1)
+    if counts.max() == 0:
+        counts = small.sum(axis=1)
+    return int(ys.min() + np.flatnonzero(counts >= 0.5 * counts.max())[0] / k)
+
+
+def opening_role(opening: Opening, top: int, body_top: int, product_h: int, config: PrepareConfig) -> str:
+    """carry: the opening ends about where the body starts; strap: it runs down well below the
+    body's top and its arc starts near the product's top; other: neither (not graspable)."""
+    below = (opening.bbox[3] - body_top) / max(1, product_h)
+    if below <= config.carry_max_below_frac:
+        return "carry"
+    if (opening.apex_y - top) / max(1, product_h) <= config.strap_max_apex_frac:
+        return "strap"
+    return "other"
 
 
 def measure_opening(
@@ -181,6 +266,13 @@ def measure_opening(
     # 4. the apex: the highest point where a thin ray leaves the product
     tx, ty, tnx, tny, tl = ex[thin], ey[thin], nx[thin], ny[thin], length[thin]
     out_x, out_y = tx + tnx * tl, ty + tny * tl
+    # the handle spans the opening: a slanted ray from a corner that leaves the product far to
+    # the side (through the base of a strap beside the loop) does not set the apex
+    margin = 0.1 * w
+    over = (out_x >= x0 - margin) & (out_x <= x0 + w + margin)
+    if over.sum() >= 3:
+        tx, ty, tnx, tny, tl = tx[over], ty[over], tnx[over], tny[over], tl[over]
+        out_x, out_y = out_x[over], out_y[over]
     apex = float(out_y.min())
     typical = float(np.percentile(tl, 30))  # a low percentile: stacked handles make some rays long
     tol = max(2.0, 0.5 * typical)
@@ -240,7 +332,7 @@ def handle_direction(opening: Opening) -> tuple[tuple[float, float], float]:
 def classify_topology(best: Opening, openings: list[Opening], product_h: int, config: PrepareConfig) -> str:
     """What the openings alone say: strap_loop (tall), twin_loops (several tops), top_loop."""
     x0, y0, x1, y1 = best.bbox
-    if (y1 - best.apex_y) >= config.strap_loop_height_frac * product_h:
+    if best.role == "strap" or (y1 - best.apex_y) >= config.strap_loop_height_frac * product_h:
         return "strap_loop"
     # twins: other openings whose tops are about as high and that sit beside this one
     width = x1 - x0
@@ -261,8 +353,8 @@ def choose_kind(topology: str, category: str | None, brief_handle: str | None) -
     """The brief's handle when it names one, else the category's usual kind for a top loop."""
     if brief_handle in ("top_loop", "twin_loops", "strap_loop"):
         return brief_handle
-    if topology == "strap_loop":
-        return topology
+    if topology == "strap_loop" and CATEGORY_HANDLE.get(category or "") != "twin_loops":
+        return topology  # (a tote's or duffle's long handles make tall openings too)
     if category in CATEGORY_HANDLE:
         return CATEGORY_HANDLE[category]
     return topology

@@ -49,6 +49,7 @@ class ProductHints:
     handle_box: tuple[float, float, float, float] | None = None  # XYXY input px
     hold_pose: str | None = None
     shot: str | None = None
+    grip_point: tuple[float, float] | None = None  # the VLM's grip, input px
 
 
 @dataclass
@@ -91,6 +92,13 @@ def hints_from_brief(brief: dict[str, Any] | None) -> ProductHints:
             handle_box = tuple(float(v) for v in box)
     except (TypeError, ValueError):
         handle_box = None
+    point = product.get("grip_point")
+    grip_point = None
+    try:
+        if point is not None and len(point) == 2:
+            grip_point = (float(point[0]), float(point[1]))
+    except (TypeError, ValueError):
+        grip_point = None
     handle = product.get("handle")
     pose = brief.get("hold_pose")
     shot = brief.get("shot")
@@ -99,6 +107,7 @@ def hints_from_brief(brief: dict[str, Any] | None) -> ProductHints:
         size_cm=size_cm,
         handle=handle if handle in ("top_loop", "twin_loops", "strap_loop", "none") else None,
         handle_box=handle_box,  # type: ignore[arg-type]
+        grip_point=grip_point,
         hold_pose=pose if pose in HOLD_POSES else None,
         shot=shot if shot in SHOTS else None,
     )
@@ -199,23 +208,33 @@ def prepare_product(
     mark("clean")
     # 4. handle
     handle = find_handle(
-        mask, pc, category=hints.category, brief_handle=hints.handle, handle_box=hints.handle_box
+        mask,
+        pc,
+        category=hints.category,
+        brief_handle=hints.handle,
+        handle_box=hints.handle_box,
+        brief_grip=hints.grip_point,
     )
     warnings += handle.notes if handle.kind != "none" else []
+    if handle.disagreements:
+        flags.append("handle_disagreement")
+        warnings += [f"handle signals disagree: {d}" for d in handle.disagreements]
     mark("handle")
     # 5. pose and real scale
-    size_cm = hints.size_cm or pc.category_size_cm.get(hints.category) or pc.category_size_cm["other"]
+    size_cm, size_warning = plausible_size(hints.size_cm, hints.category, pc)
+    if size_warning:
+        flags.append("size_implausible")
+        warnings.append(size_warning)
     ppc = pixels_per_cm(bbox, size_cm)
     pose = hints.hold_pose or pc.default_hold_pose
     if handle.kind == "none":
+        # no graspable handle found with confidence: erase nothing, hold it without a grip
         flags.append("no_handle")
         if pose not in NON_GRIP_POSES:
-            warnings.append(f"no handle found: hold pose {pose} changed to {NON_GRIP_POSES[0]}")
+            warnings.append(f"no graspable handle found: hold pose {pose} changed to {NON_GRIP_POSES[0]}")
             pose = NON_GRIP_POSES[0]
-    elif hints.handle == "none":
-        warnings.append(f"the brief says no handle, but a {handle.kind} was found in the mask")
-    # 6. erase the grip gap (only a gripping pose needs one)
-    polygon = erase_polygon(handle, ppc, pc) if pose in GRIP_POSES else []
+    # 6. erase the grip gap (only a gripping pose on a found handle needs one)
+    polygon = erase_polygon(handle, ppc, pc) if pose in GRIP_POSES and handle.grip is not None else []
     erased = mask & ~polygon_mask(polygon, mask.shape)
     # 7. place
     shot = hints.shot or pc.default_shot
@@ -248,6 +267,8 @@ def prepare_product(
         "handle_thickness_px": round(handle.thickness, 2),
         "handle_direction": [round(v, 4) for v in handle.direction],
         "handle_topology": handle.topology_kind,
+        "handle_role": handle.opening.role if handle.opening is not None else None,
+        "handle_disagreements": handle.disagreements,
         "size_cm": list(size_cm),
         "px_per_cm": round(ppc, 4),
         "canvas_px_per_cm": round(plan.canvas_px_per_cm, 4),
@@ -278,6 +299,25 @@ def prepare_product(
         canny=canny,
         debug=debug,
         flags=flags,
+    )
+
+
+def plausible_size(
+    size_cm: tuple[float, float] | None, category: str, pc: Any
+) -> tuple[tuple[float, float], str]:
+    """``(size to place at, warning)``: the brief's size when it is plausible for the category,
+    else the category's default size and a warning saying why (a bottle is not 106 cm tall)."""
+    default = pc.category_size_cm.get(category) or pc.category_size_cm["other"]
+    if size_cm is None:
+        return tuple(default), ""  # type: ignore[return-value]
+    low, high = pc.category_size_range_cm.get(category) or pc.category_size_range_cm["other"]
+    longest = max(size_cm)
+    if low <= longest <= high:
+        return size_cm, ""
+    return tuple(default), (  # type: ignore[return-value]
+        f"size {size_cm[0]:g}x{size_cm[1]:g} cm is implausible for a {category} (longest side "
+        f"{low:g}-{high:g} cm): placed at the category's {default[0]:g}x{default[1]:g} cm instead; "
+        "set size_cm in the catalog if the size is right"
     )
 
 

@@ -217,7 +217,9 @@ def clean_mask(
     2. keep the largest blob (warn when another is large);
     3. fill specks (tiny holes) and drop crumbs;
     4. when the border is uniform: cut out enclosed regions whose colour matches the
-       background (the white slivers between double straps that models keep);
+       background (the white slivers between double straps that models keep); on a
+       photographic background: cut out the background a model kept inside handle loops
+       (``cut_background_seen_through``);
     5. warn when the product touches the image border (cropped).
     """
     warnings: list[str] = []
@@ -248,6 +250,8 @@ def clean_mask(
     border = border or estimate_background(image, config)
     if border.is_uniform(config):
         mask, removed = cut_background_colored(mask, image, border, config, min_area)
+    elif config.seen_through_cut:
+        mask, removed = cut_background_seen_through(mask, image, config, min_area)
     # 5. cropped?
     if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
         warnings.append("product touches the image border: it is probably cropped")
@@ -299,4 +303,78 @@ def cut_background_colored(
         if float(dist[region].mean()) <= tight * 0.6:
             out[region] = False
             removed += 1
+    return out, removed
+
+
+def cut_background_seen_through(
+    mask: np.ndarray, image: np.ndarray, config: PrepareConfig, min_area: int
+) -> tuple[np.ndarray, int]:
+    """Photographic backgrounds: remove the background a model kept inside handle loops.
+
+    mask: HxW bool; image: HxWx3 uint8 RGB. Returns (mask, number of regions removed).
+
+    The background's colours are sampled in a band just outside the product and the
+    product's below its upper part (each summarised by a few k-means colours, in Lab). A region is cut
+    when its pixels are much closer to the background's colours than to the product's, it lies
+    in the product's upper part (``seen_through_zone_frac`` of its height, where loops are),
+    and it is enclosed by the product (it never touches the background outside: a handle the
+    colour of the grass behind it stays).
+    """
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return mask, 0
+    diag = float(np.hypot(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
+    band = max(3, int(config.seen_through_band_frac * diag))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    grown = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    shrunk = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    outside = grown & ~mask
+    if outside.sum() < 50 or shrunk.sum() < 50:
+        return mask, 0
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    rng = np.random.default_rng(0)
+
+    def palette(region: np.ndarray) -> np.ndarray:
+        pixels = lab[region]
+        if len(pixels) > 4000:
+            pixels = pixels[rng.choice(len(pixels), 4000, replace=False)]
+        k = min(config.seen_through_colors, len(pixels))
+        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+        cv2.setRNGSeed(0)
+        _, _, centers = cv2.kmeans(pixels, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+        return centers
+
+    def nearest(pixels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+        return np.sqrt(((pixels[:, None, :] - centers[None, :, :]) ** 2).sum(-1)).min(axis=1)
+
+    zone = mask.copy()
+    # loops stand on the upper part (a filled loop is as thick as a body, so the body's top
+    # from ``handles.body_top_row`` may be above it)
+    cut_row = int(ys.min() + config.seen_through_zone_frac * (ys.max() - ys.min() + 1))
+    zone[cut_row:] = False
+    # the product's colours come from below that part (the upper part may hold the kept background)
+    body = shrunk.copy()
+    body[:cut_row] = False
+    bg_colors, product_colors = palette(outside), palette(body if body.sum() >= 50 else shrunk)
+    if not zone.any():
+        return mask, 0
+    zy, zx = np.nonzero(zone)
+    pixels = lab[zy, zx]
+    d_bg, d_product = nearest(pixels, bg_colors), nearest(pixels, product_colors)
+    like = np.zeros(mask.shape, bool)
+    like[zy, zx] = (d_bg < config.seen_through_ratio * d_product) & (d_bg <= config.seen_through_max_distance)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(like.astype(np.uint8), connectivity=4)
+    background_outside = (~mask) & reaches_frame(~mask)
+    out, removed = mask.copy(), 0
+    for i in range(1, n):
+        if stats[i, cv2.CC_STAT_AREA] < min_area:
+            continue
+        x, y, w, h = stats[i, :4]
+        window = (slice(max(0, y - 2), y + h + 2), slice(max(0, x - 2), x + w + 2))
+        region = labels[window] == i
+        ring = cv2.dilate(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~region
+        if (ring & background_outside[window]).any():
+            continue  # it touches the background outside: an edge of the product, not a loop's inside
+        out[window][region] = False
+        removed += 1
     return out, removed

@@ -70,9 +70,9 @@ class RankStage(Stage):
 
         name = job.config.score.aesthetic
         scorer = job.sessions.get(f"aesthetic:{name}", lambda: AESTHETIC_SCORERS.create(name, job.config))
-        prompt = ""
-        if "analyze" in job.inputs:
-            prompt = str(job.input_json("analyze").get("prompt", ""))
+        from autoshoot.stages.prepare import final_prompt
+
+        prompt = final_prompt(job)[0]
         score_dir = job.input_dir("score")
         images = []
         for cand in scored:

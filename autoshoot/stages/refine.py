@@ -93,8 +93,9 @@ class RefineStage(Stage):
         if todo and rc.refine_enabled:
             renderer = get_renderer(job)
             mesh = get_hand_mesh(job)
-            prompt = job.input_json("analyze").get("prompt", "")
-            negative = job.input_json("analyze").get("negative_prompt", "")
+            from autoshoot.stages.prepare import final_prompt
+
+            prompt, negative = final_prompt(job)
             seeds = [int(stage1["candidates"][i]["seed"]) for i in todo]
             refined, seconds = refine_windows(
                 renderer,

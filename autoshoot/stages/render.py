@@ -61,9 +61,10 @@ class RenderStage(Stage):
         canvas = np.asarray(Image.open(prep_dir / "canvas.png").convert("RGB"))
         inpaint = np.asarray(Image.open(prep_dir / "inpaint_mask.png").convert("L"))
         canny = np.asarray(Image.open(prep_dir / "control_canny.png").convert("L"))
-        # 2. the prompt from the brief
-        brief = job.input_json("analyze")
-        prompt, negative = brief.get("prompt", ""), brief.get("negative_prompt", "")
+        # 2. the final prompt: rendered after the geometry from its handle, pose and shot
+        from autoshoot.stages.prepare import final_prompt
+
+        prompt, negative = final_prompt(job)
         if not prompt:
             raise ValueError("the analyze stage gave no prompt; rerun analyze for this SKU")
         # 3. one seed per candidate, derived from the SKU's seed
