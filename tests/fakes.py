@@ -163,10 +163,13 @@ class RecordingBagDetector:
         pass
 
 
-def local_reference(catalog: Path, out: Path, sets: list[str] | tuple[str, ...] = ()) -> None:
+def local_reference(
+    catalog: Path, out: Path, sets: list[str] | tuple[str, ...] = (), exit_code: int = 0
+) -> None:
     """The local engine on the tiny profile, in a subprocess with one thread: the reference a
     Ray run is compared with. Some stages' float results depend on the thread count, and each
-    Ray CPU worker has one CPU (Ray sets OMP_NUM_THREADS=1 in it)."""
+    Ray CPU worker has one CPU (Ray sets OMP_NUM_THREADS=1 in it). ``exit_code``: what the run
+    must exit with (1 when a random-weight VLM fails every brief)."""
     args = [
         sys.executable,
         "-m",
@@ -184,4 +187,4 @@ def local_reference(catalog: Path, out: Path, sets: list[str] | tuple[str, ...] 
     proc = subprocess.run(
         args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == exit_code, proc.stderr[-3000:]

@@ -74,10 +74,7 @@ def test_models_check_cli_exit_codes(tmp_path):
     assert res.exit_code == 1
     assert "MISSING SDXL base: SG161222/RealVisXL_V5.0" in res.output
     assert "fix: run `autoshoot models download` (about 7 GB; it needs network)" in res.output
-    assert (
-        "MISSING BiRefNet segmenter, for photos whose border is not uniform: ZhengPeng7/BiRefNet"
-        in res.output
-    )
+    assert "MISSING rembg segmenter birefnet-general, for photos whose border is not uniform: " in res.output
 
     res = runner.invoke(main, ["models", "check", "--profile", "tiny"])
     assert res.exit_code == 0, res.output
@@ -110,11 +107,11 @@ def test_models_list_and_download_offline(cmd):
     if cmd == "list":
         assert "not downloaded" in res.output and "fix:" in res.output
         assert res.output.startswith("VLM (brief)") and "Qwen/Qwen2.5-VL-7B-Instruct" in res.output
-        assert "ZhengPeng7/BiRefNet" in res.output
+        assert "rembg segmenter birefnet-general" in res.output and "birefnet-general.onnx" in res.output
     else:  # offline: nothing fetched, one line per model, then the fix
         assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
         lines = res.output.splitlines()
-        assert lines[:7] == [
+        assert lines[:6] == [
             "FAILED  VLM (brief): Qwen/Qwen2.5-VL-7B-Instruct (about 16.6 GB): not in the cache, and downloads are off",
             "FAILED  SDXL base: SG161222/RealVisXL_V5.0 (about 7 GB): not in the cache, and downloads are off",
             "FAILED  ControlNet union (promax): xinsir/controlnet-union-sdxl-1.0 (about 2.5 GB): not in the cache, and downloads are off",
@@ -123,9 +120,11 @@ def test_models_list_and_download_offline(cmd):
             "not in the cache, and downloads are off",
             "FAILED  bag detector (scene: no second bag): google/owlv2-base-patch16-ensemble (about 0.6 GB): "
             "not in the cache, and downloads are off",
-            "FAILED  BiRefNet segmenter, for photos whose border is not uniform: ZhengPeng7/BiRefNet (about 0.9 GB): "
-            "not in the cache, and downloads are off",
         ]
+        assert lines[6].startswith(
+            "FAILED  rembg segmenter birefnet-general, for photos whose border is not uniform: "
+        )
+        assert lines[6].endswith("birefnet-general.onnx: not downloaded, and downloads are off")
         assert lines[7].startswith(
             "7 models not downloaded; fix: unset HF_HUB_OFFLINE and run this again, or copy "
         )
@@ -136,13 +135,17 @@ def test_models_download_that_cannot_reach_the_hub_says_so_per_model(monkeypatch
     """Fetching allowed, but the hub cannot be reached (huggingface_hub was imported offline, so
     it refuses at once, as it does without a network): a line per model, no traceback."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    res = CliRunner().invoke(main, ["models", "download", "--set", "analyze.vlm=rules"])
+    # prepare.segmenter=plain: rembg's own download would reach the network (hub models are
+    # refused at once, since huggingface_hub was imported offline)
+    res = CliRunner().invoke(
+        main, ["models", "download", "--set", "analyze.vlm=rules", "--set", "prepare.segmenter=plain"]
+    )
     assert res.exit_code == 1, res.output
     failed = [line for line in res.output.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 6, res.output
+    assert len(failed) == 5, res.output
     assert all(": not fetched: " in line for line in failed)
     assert "Traceback" not in res.output and "Error:" not in res.output
-    assert "6 models not downloaded; fix: check the network and run this again" in res.output
+    assert "5 models not downloaded; fix: check the network and run this again" in res.output
 
 
 def test_fetch_problems_are_said_in_words():

@@ -156,7 +156,13 @@ def rembg_session(model: str) -> Any:
             return rembg.new_session(model)
         except ValueError as err:  # not a rembg session name
             raise ModelMissingError(
-                [("rembg segmenter", model, f"set prepare.rembg_model to a rembg session or a .onnx path: {err}")]
+                [
+                    (
+                        "rembg segmenter",
+                        model,
+                        f"set prepare.rembg_model to a rembg session or a .onnx path: {err}",
+                    )
+                ]
             ) from err
     path = str(Path(model).expanduser())
     if "birefnet" not in Path(path).name.lower():
@@ -278,30 +284,44 @@ def birefnet_missing(source: str, detail: str = "", config: Any = None) -> tuple
 
 
 def segmenter_model_entries(config: Any) -> list[Any]:
-    """The hub model of the profile's segmenter, for ``autoshoot models`` and the up-front fetch.
+    """The model file of the profile's segmenter, for ``autoshoot models`` and the up-front fetch.
 
-    BiRefNet from the hub (the ``birefnet`` segmenter, or ``auto``'s model for photographic
-    backgrounds). A local folder or .onnx file and rembg's files are checked where they load.
+    rembg's session file (``~/.u2net/<session>.onnx``, kind ``rembg``: rembg downloads it
+    itself), or BiRefNet from the hub (the ``birefnet`` segmenter). For ``auto`` it is the model
+    of photographic backgrounds. A local folder or .onnx file is checked where it loads.
     """
     from autoshoot.stages.render import ModelEntry
 
     pc = config.prepare
     name = pc.model_segmenter if pc.segmenter == "auto" else pc.segmenter
+    why = ", for photos whose border is not uniform" if pc.segmenter == "auto" else ""
+    if name == "rembg" and not pc.rembg_model.endswith(".onnx"):
+        path = u2net_home() / f"{pc.rembg_model}.onnx"
+        return [ModelEntry(f"rembg segmenter {pc.rembg_model}{why}", str(path), "rembg", files=("",))]
     source = pc.birefnet_model
     if name != "birefnet" or source.endswith(".onnx"):
         return []
-    role = "BiRefNet segmenter" + (
-        ", for photos whose border is not uniform" if pc.segmenter == "auto" else ""
-    )
     return [
         ModelEntry(
-            role,
+            "BiRefNet segmenter" + why,
             source,
             "remote_code",
             files=("config.json",),
             patterns=("*.json", "*.py", "*.safetensors"),
         )
     ]
+
+
+def segmenter_fix(entry: Any, config: Any) -> str:
+    """How to provide a segmenter entry of :func:`segmenter_model_entries`."""
+    if entry.kind == "rembg":
+        return rembg_missing(Path(entry.source).stem)[2]
+    return birefnet_missing(entry.source, config=config)[2]
+
+
+def fetch_rembg_model(name: str) -> None:
+    """rembg's own download of session ``name`` into ~/.u2net (or U2NET_HOME)."""
+    rembg_session(name)
 
 
 def missing_segmenter_models(config: Any, name: str) -> list[tuple[str, str, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -90,6 +91,19 @@ def download_models(
     for entry, fix in model_entries_with_fixes(config):
         if entry.kind == "tiny":
             report(entry.role, "nothing to download")
+        elif entry.kind == "rembg" and entry_missing_files(entry):
+            from autoshoot.backends.segmenters import fetch_rembg_model
+
+            if offline:
+                report(entry.role, entry.source, "not downloaded, and downloads are off")
+                continue
+            click.echo(f"{entry.role}: rembg fetches {entry.source}", err=True)
+            try:
+                fetch_rembg_model(Path(entry.source).stem)
+            except Exception as err:  # no network, a full disk
+                report(entry.role, entry.source, f"not fetched: {fetch_problem(err)}", fix)
+            else:
+                report(entry.role, entry.source)
         elif entry.local:
             report(entry.role, entry.source, "not found" if entry_missing_files(entry) else "", fix)
         elif offline:
@@ -151,14 +165,14 @@ def check_models(profile: str | None, config_file: str | None, set_: tuple[str, 
 def model_entries_with_fixes(config) -> list[tuple[Any, str]]:  # type: ignore[no-untyped-def]
     """Every file-backed model of the profile with how to provide it: SDXL's (render, refine,
     composite), then the scene rule's bag detector (score)."""
-    from autoshoot.backends.segmenters import birefnet_missing, segmenter_model_entries
+    from autoshoot.backends.segmenters import segmenter_fix, segmenter_model_entries
     from autoshoot.stages.render import how_to_get, model_entries
     from autoshoot.stages.score import bag_model_entries, bag_model_fix
 
     return (
         [(e, how_to_get(e, config)) for e in model_entries(config)]
         + [(e, bag_model_fix(e, config)) for e in bag_model_entries(config)]
-        + [(e, birefnet_missing(e.source, config=config)[2]) for e in segmenter_model_entries(config)]
+        + [(e, segmenter_fix(e, config)) for e in segmenter_model_entries(config)]
     )
 
 
@@ -178,7 +192,7 @@ def vlm_state(config) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
 
 def load_config_only(entry) -> str:  # type: ignore[no-untyped-def]
     """Load the entry's config without weights; '' when it loads, else the problem."""
-    if entry.kind in ("tiny", "lora", "single_file", "remote_code", "upscaler"):
+    if entry.kind in ("tiny", "lora", "single_file", "remote_code", "upscaler", "rembg"):
         return ""
     try:
         if entry.kind == "transformers":

@@ -93,9 +93,13 @@ class PrepareConfig:
     apex_falloff_frac: float = 0.03  # an opening's weight falls e-fold per 3% of the height below the top one
     grip_top_run_frac: float = 0.1  # the loop's top run reaches this far (of its width) below the apex
     body_open_frac: float = 0.04  # the body is the mask opened with a disk this wide (of the diagonal)
-    carry_max_below_frac: float = 0.1  # a carry handle's opening ends this close (of the height) to the body's top
+    carry_max_below_frac: float = (
+        0.1  # a carry handle's opening ends this close (of the height) to the body's top
+    )
     strap_max_apex_frac: float = 0.1  # a strap's arc starts this close (of the height) to the product's top
-    brief_grip_frac: float = 0.1  # the brief's grip point picks openings whose grip is this close (of the diagonal)
+    brief_grip_frac: float = (
+        0.1  # the brief's grip point picks openings whose grip is this close (of the diagonal)
+    )
     twin_apex_frac: float = 0.12  # openings whose tops are this close (of the height) are twins
     # --- erase ----------------------------------------------------------------------
     palm_cm: float = 8.5  # the gap is as wide as a gripping hand

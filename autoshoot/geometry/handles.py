@@ -145,7 +145,9 @@ def find_handle(
     chosen = None  # an opening the brief's grip point names
     if brief_grip is not None and candidates:
         reach = config.brief_grip_frac * diag
-        nearest = min(candidates, key=lambda o: np.hypot(o.grip[0] - brief_grip[0], o.grip[1] - brief_grip[1]))
+        nearest = min(
+            candidates, key=lambda o: np.hypot(o.grip[0] - brief_grip[0], o.grip[1] - brief_grip[1])
+        )
         if np.hypot(nearest.grip[0] - brief_grip[0], nearest.grip[1] - brief_grip[1]) <= reach:
             chosen = nearest
         else:
@@ -192,7 +194,11 @@ def body_top_row(mask: np.ndarray, config: PrepareConfig) -> int:
     ys, xs = np.nonzero(mask)
     crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8)
     k = min(1.0, 256.0 / max(crop.shape))
-    small = cv2.resize(crop, (max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        crop,
+        (max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))),
+        interpolation=cv2.INTER_AREA,
+    )
     r = max(1, int(round(config.body_open_frac * float(np.hypot(*small.shape)))))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     body = cv2.morphologyEx(small, cv2.MORPH_OPEN, disk)
