@@ -49,6 +49,79 @@ def gib(n_bytes: float) -> str:
     return f"{n_bytes / GIB:.2f} GiB"
 
 
+def one_call_at_a_time(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A model's method that runs one call at a time per object. The runner keeps two SKUs in
+    the GPU lane and two in composite/score at once (``run.lanes``): their calls to the same
+    model take turns, so its activations are never held twice (the budget counts them once),
+    and the other SKU's CPU work runs meanwhile."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        lock = self.__dict__.get("_one_call_lock")
+        if lock is None:
+            with _LOCKS_LOCK:
+                lock = self.__dict__.setdefault("_one_call_lock", threading.RLock())
+        with lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+_LOCKS_LOCK = threading.Lock()
+
+
+class ModelPool:
+    """Instances of a CPU model that cannot share one between threads (a MediaPipe graph runs
+    one image at a time), one per concurrent caller: two SKUs scored at once (``run.lanes``),
+    or a SKU's candidates scored in parallel, run side by side instead of waiting on each
+    other. ``pool.method(...)`` borrows a free instance for the call (built by ``factory`` when
+    none is free), so there are never more instances than calls that ran at once; ``close``
+    closes them all."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self._factory = factory
+        self._free: list[Any] = []
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def instance(self) -> Iterator[Any]:
+        with self._lock:
+            obj = self._free.pop() if self._free else None
+        if obj is None:
+            obj = self._factory()
+            with self._lock:
+                self._all.append(obj)
+        try:
+            yield obj
+        finally:
+            with self._lock:
+                self._free.append(obj)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(("_", "residency_")):  # the manager's own hooks: none here
+            raise AttributeError(name)
+        with self.instance() as obj:
+            attr = getattr(obj, name)
+        if not callable(attr):
+            return attr
+
+        def borrowed(*args: Any, **kwargs: Any) -> Any:
+            with self.instance() as each:
+                return getattr(each, name)(*args, **kwargs)
+
+        return borrowed
+
+    def close(self) -> None:
+        with self._lock:
+            built, self._all, self._free = self._all, [], []
+        for obj in built:
+            close = getattr(obj, "close", None)
+            if close is not None:
+                close()
+
+
 @dataclass
 class Entry:
     key: str
@@ -59,7 +132,7 @@ class Entry:
     evict: Evict = "cpu"
     on_gpu: bool = False
     last_used: float = 0.0
-    pins: set[str] = field(default_factory=set)  # the running stages that hold it
+    pins: set[str] = field(default_factory=set)  # the running stages (per thread) that hold it
     users: set[str] = field(default_factory=set)  # the stages that asked for it
     # modules moved to the CPU by offload, so that onload returns exactly these
     moved: list[tuple[Any, Any]] = field(default_factory=list)
@@ -113,7 +186,7 @@ class Residency:
             if size_gib is not None:
                 entry.size = int(size_gib * GIB)
             stage = getattr(self.local, "stage", None) or ""
-            entry.pins.add(stage)
+            entry.pins.add(getattr(self.local, "pin", None) or stage)
             entry.last_used = self.clock()
             if stage:
                 entry.users.add(stage)
@@ -150,15 +223,18 @@ class Residency:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Around one stage's work: its models are pinned while it runs and unpinned after."""
-        previous = getattr(self.local, "stage", None)
-        self.local.stage = name
+        previous = getattr(self.local, "stage", None), getattr(self.local, "pin", None)
+        # the pin is this thread's: two SKUs in the same stage at once (run.lanes) hold their
+        # models until both are done
+        pin = f"{name}@{threading.get_ident()}"
+        self.local.stage, self.local.pin = name, pin
         try:
             yield
         finally:
-            self.local.stage = previous
+            self.local.stage, self.local.pin = previous
             with self.lock:
                 for entry in self.entries.values():
-                    entry.pins.discard(name)
+                    entry.pins.discard(pin)
 
     def used_by(self, stage: str) -> list[str]:
         return [k for k, e in self.entries.items() if stage in e.users]

@@ -396,31 +396,64 @@ class SkuWorker:
         lanes: tuple[list[Stage], list[Stage], list[Stage]],
         should_stop: Callable[[], bool],
     ) -> Iterator[ShotResult]:
-        """Step i: the GPU lane of SKU i here, the stages before it for SKU i+1 and those after
-        it for SKU i-1 in two threads (MediaPipe, OpenCV and torch release the GIL). Results
-        are yielded in order, each as soon as its SKU's last stage is done."""
+        """A pipeline of three pools: one thread prepares, ``run.lanes`` threads run the GPU lane
+        (render, refine) and as many composite and score. Two SKUs in the GPU lane at once keep
+        the GPU fed: each GPU model call holds its model's lock, so one SKU's model runs while
+        the other's CPU work (reading and saving pictures, the hand geometry) is done; MediaPipe,
+        OpenCV, zlib and torch release the GIL. Results are yielded in catalog order, each as
+        soon as its SKU's last stage is done; ``should_stop`` is asked before each SKU is queued and
+        before its GPU lane starts (a SKU stopped there keeps its prepare for the next run)."""
+        from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
 
         pre, gpu, post = lanes
-        n = len(plans)
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="autoshoot-lane") as pool:
-            ready: Future = pool.submit(self._run_lane, plans[0], pre, state)
-            for i in range(n + 1):
-                stopping = 0 < i < n and should_stop()
-                after = pool.submit(self._run_lane_and_finish, plans[i - 1], post, state) if i else None
-                nxt = None
-                if i < n and not stopping:
-                    ready.result()  # SKU i is prepared
-                    if i + 1 < n:
-                        nxt = pool.submit(self._run_lane, plans[i + 1], pre, state)
-                    self._run_lane(plans[i], gpu, state)
-                if after is not None:
-                    yield after.result()
-                if stopping:
-                    ready.result()  # a prepared SKU keeps its committed stages for the next run
-                    return
-                if nxt is not None:
-                    ready = nxt
+        width = max(1, int(getattr(self.config.run, "lanes", 2)))
+
+        stop = threading.Event()
+
+        def stopping() -> bool:
+            if not stop.is_set() and should_stop():
+                stop.set()
+            return stop.is_set()
+
+        def gpu_lane(plan: Plan, prepared: Future) -> bool:
+            prepared.result()  # a prepared SKU keeps its committed stages for the next run
+            if stopping():
+                return False
+            self._run_lane(plan, gpu, state)
+            return True
+
+        def post_lane(plan: Plan, rendered: Future) -> ShotResult | None:
+            if not rendered.result():
+                return None  # left for the next run
+            return self._run_lane_and_finish(plan, post, state)
+
+        pools = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="autoshoot-pre"),
+            ThreadPoolExecutor(max_workers=width, thread_name_prefix="autoshoot-gpu"),
+            ThreadPoolExecutor(max_workers=width, thread_name_prefix="autoshoot-post"),
+        ]
+        pre_pool, gpu_pool, post_pool = pools
+        in_flight: deque[Future] = deque()  # each SKU's post-lane future, in catalog order
+        try:
+            for i, plan in enumerate(plans):
+                if i and stopping():
+                    break
+                # at most one SKU per GPU and post thread, and one being prepared, in flight
+                while len(in_flight) > 2 * width:
+                    result = in_flight.popleft().result()
+                    if result is not None:
+                        yield result
+                prepared = pre_pool.submit(self._run_lane, plan, pre, state)
+                rendered = gpu_pool.submit(gpu_lane, plan, prepared)
+                in_flight.append(post_pool.submit(post_lane, plan, rendered))
+            while in_flight:
+                result = in_flight.popleft().result()
+                if result is not None:
+                    yield result
+        finally:
+            for pool in pools:  # a consumer that stops early still waits for the SKUs in hand
+                pool.shutdown(wait=True)
 
     def _run_lane_and_finish(self, plan: Plan, stages: list[Stage], state: tuple) -> ShotResult:
         self._run_lane(plan, stages, state)

@@ -2,13 +2,15 @@
 
     python bench/e2e_gpu.py --models DIR                  # build the models, then every budget
     python bench/e2e_gpu.py --models DIR --budgets 24,8   # some budgets
+    python bench/e2e_gpu.py --models DIR --budgets 24x1,24  # run.lanes=1 (the baseline), then 2
     python bench/e2e_gpu.py --models DIR --tiny --device cpu --budgets uncapped  # a smoke test
 
 1. Builds full-size random-weight models and saves them as local folders (once per DIR), so
    every loader of the run reads them as it reads a user's: a Qwen2.5-VL-7B-shaped VLM and the
    smaller ones the budget table picks below 20 GiB (Qwen2.5-VL-3B- and Qwen3-VL-2B-shaped),
    SDXL (UNet, both text encoders, VAE) in diffusers' layout, the union ControlNet (promax
-   layout), OWLv2 base patch16 (the second-bag rule) and a BiRefNet-sized segmenter. Tokenizers
+   layout), OWLv2 base patch16 (the second-bag rule), a BiRefNet-sized segmenter and the
+   composite's Real-ESRGAN x2 upscaler (to the 2048-px final). Tokenizers
    are built offline (word- or byte-level stand-ins). A profile file names the folders.
 2. Writes a catalog of ``--skus`` synthetic bag packshots (1024²).
 3. Per budget, in a fresh process: ``torch.cuda.set_per_process_memory_fraction`` caps the
@@ -186,14 +188,23 @@ class StandIn(PreTrainedModel):
 
 
 def model_paths(folder: Path) -> dict[str, str]:
-    names = ("vlm-7b", "vlm-3b", "vlm-2b", "sdxl", "owlv2", "birefnet")
+    names = ("vlm-7b", "vlm-3b", "vlm-2b", "sdxl", "owlv2", "birefnet", "esrgan")
     paths = {name: str(folder / name) for name in names}
     paths["controlnet"] = str(folder / "sdxl" / "controlnet")
+    paths["esrgan"] = str(folder / "esrgan" / "RealESRGAN_x2.pth")
     return paths
+
+
+def split_budget(budget: str) -> tuple[str, int]:
+    """``24`` or ``uncapped``, optionally with ``xN``: ``run.lanes=N`` (``24x1``: one SKU in
+    the GPU lane at a time, the baseline of ``run.lanes``)."""
+    base, _, lanes = budget.partition("x")
+    return base, int(lanes) if lanes else 0
 
 
 def vlm_for_budget(budget: str) -> str:
     """The VLM folder the budget table picks (analyze.vram_models below)."""
+    budget = split_budget(budget)[0]
     gib = 1000.0 if budget == "uncapped" else float(budget)
     return "vlm-7b" if gib >= 20 else "vlm-3b" if gib >= 10 else "vlm-2b"
 
@@ -214,6 +225,18 @@ def build_models(folder: Path, tiny: bool, device: str, vlms: set[str]) -> None:
     built(folder / "sdxl", lambda p: save_sdxl(p, tiny, device))
     built(folder / "owlv2", lambda p: save_owlv2(p, tiny))
     built(folder / "birefnet", lambda p: save_standin(p, tiny))
+    built(folder / "esrgan", lambda p: save_esrgan(p, tiny))
+
+
+def save_esrgan(path: Path, tiny: bool) -> None:
+    """The composite's upscaler: Real-ESRGAN x2's layout (RRDB, 16.7 M parameters; tiny: 8
+    filters, one block), random weights, as the .pth file spandrel reads."""
+    import torch
+
+    from autoshoot.backends.upscaler import realesrgan_x2plus
+
+    descriptor = realesrgan_x2plus(num_filters=8, num_blocks=1) if tiny else realesrgan_x2plus()
+    torch.save(descriptor.model.state_dict(), path / "RealESRGAN_x2.pth")
 
 
 def built(path: Path, make: Any) -> Path:
@@ -374,6 +397,8 @@ def write_profile(folder: Path, paths: dict[str, str], steps: int, tiny: bool) -
         f"steps = {steps}",
         f"refine_steps_total = {refine_total}",
         f"refine_start_step = {steps}",
+        'upscaler = "esrgan"',
+        f'upscaler_model = "{paths["esrgan"]}"',
         "[render.model_sets.bench]",
         f'base = "{paths["sdxl"]}"',
         'base_config = ""',
@@ -502,7 +527,8 @@ class BusySampler:
 def run_budget(args: Any, work: Path, budget: str, profile: Path, catalog: Path) -> dict[str, Any]:
     run_dir = work / f"run-{budget}"
     stats = work / f"stats-{budget}.json"
-    vram = "auto" if budget == "uncapped" else budget
+    base, lanes = split_budget(budget)
+    vram = "auto" if base == "uncapped" else base
     shoot = [
         str(catalog),
         "--out",
@@ -516,9 +542,11 @@ def run_budget(args: Any, work: Path, budget: str, profile: Path, catalog: Path)
     ]
     if args.device == "cpu":
         shoot += ["--set", "run.device=cpu"]
-    if budget == "uncapped":
+    if base == "uncapped":
         shoot += args.uncapped_flags.split()
-    cap = 0.0 if budget == "uncapped" else float(budget)
+    if lanes:
+        shoot += ["--set", f"run.lanes={lanes}"]
+    cap = 0.0 if base == "uncapped" else float(base)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(cap), str(stats), "--", *shoot]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     sampler = BusySampler()
@@ -555,10 +583,20 @@ def summarise(run_dir: Path, budget: str, wall: float, rc: int, sampler: BusySam
     reasons = []
     finished_at = []
     stage_seconds: dict[str, float] = {}
+    inside: dict[str, float] = {}  # the stages' own timers (stage.json "seconds"), summed
+    candidates = 0
     for manifest in run_dir.glob("*/manifest.json"):
         data = json.loads(manifest.read_text())
         for name, entry in data.get("stages", {}).items():
             stage_seconds[name] = stage_seconds.get(name, 0.0) + float(entry.get("seconds", 0.0))
+            stage_json = manifest.parent / name / "stage.json"
+            if name in ("render", "refine", "composite") and stage_json.is_file():
+                own = json.loads(stage_json.read_text())
+                for key, value in (own.get("seconds") or {}).items():
+                    if isinstance(value, (int, float)):
+                        inside[f"{name}.{key}"] = inside.get(f"{name}.{key}", 0.0) + float(value)
+                if name == "composite":
+                    candidates += len(own.get("candidates", []))
         result = data.get("result")
         if not result:
             continue
@@ -587,6 +625,13 @@ def summarise(run_dir: Path, budget: str, wall: float, rc: int, sampler: BusySam
         "s_per_sku": round(wall / max(1, done), 2),
         "steady_s_per_sku": round(3600 / steady, 2) if steady else None,
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "inside_seconds": {k: round(v, 2) for k, v in sorted(inside.items())},
+        "candidates": candidates,
+        # issue 17's figure: the upscale's seconds per candidate within the run (a lock wait
+        # included when two SKUs composite at once)
+        "upscale_s_per_candidate": round(inside.get("composite.upscale", 0.0) / candidates, 3)
+        if candidates
+        else None,
         "gpu_busy": sampler.share(started, started + wall),
         "gpu_busy_steady": busy_steady,
     }
@@ -607,7 +652,7 @@ def print_table(results: list[dict[str, Any]]) -> str:
             return f"{x * 100:.0f}%" if isinstance(x, float) else "-"
 
         cells = [
-            r["budget"] if r["budget"] == "uncapped" else f"{r['budget']} GiB",
+            r["budget"] if r["budget"].startswith("uncapped") else f"{r['budget']} GiB",
             f"{r['vs_uncapped']}x" if r.get("vs_uncapped") else "-",
             f"{r['finished']}/{r['failed']}",
             f"{r.get('peak_allocated_gib', 0):.1f}",
@@ -617,6 +662,21 @@ def print_table(results: list[dict[str, Any]]) -> str:
             f"{pct(r['gpu_busy'])} ({pct(r['gpu_busy_steady'])})",
         ] + [f"{r['stage_seconds'].get(s, 0):.1f}" for s in stages]
         lines.append("| " + " | ".join(cells) + " |")
+    # inside the GPU lane: the renderer's own (synchronised) timers against the stage's time;
+    # the rest of the stage is CPU work (reading, saving, hand geometry) the GPU waits through
+    # unless a second SKU's model call fills it (run.lanes)
+    lines += [
+        "",
+        "| budget | render: model / stage s | refine: model / stage s | upscale s per candidate |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        own, st = r.get("inside_seconds", {}), r["stage_seconds"]
+        model = {n: sum(v for k, v in own.items() if k.startswith(n + ".")) for n in ("render", "refine")}
+        lines.append(
+            f"| {r['budget']} | {model['render']:.1f} / {st.get('render', 0):.1f} | "
+            f"{model['refine']:.1f} / {st.get('refine', 0):.1f} | {r.get('upscale_s_per_candidate') or '-'} |"
+        )
     text = "\n".join(lines)
     print(text, flush=True)
     return text

@@ -15,7 +15,7 @@ from fakes import FakeBatchStage, FakeStage, write_catalog, write_photo
 from autoshoot.budget import fit_to_budget, is_out_of_memory
 from autoshoot.config import Config, load_config
 from autoshoot.errors import ConfigError
-from autoshoot.residency import GIB, Residency, parse_vram
+from autoshoot.residency import GIB, Residency, one_call_at_a_time, parse_vram
 from autoshoot.runner import run_catalog
 from autoshoot.stages import STAGE_ORDER
 from autoshoot.stages.base import Job, Sessions
@@ -358,9 +358,11 @@ def timed_stages(spans: list, fail_sku: str = "") -> list:
     ]
 
 
-def overlap_config(mode: str) -> Config:
+def overlap_config(mode: str, lanes: int = 1) -> Config:
     base = Config()
-    return dataclasses.replace(base, run=dataclasses.replace(base.run, device="cpu", overlap=mode))
+    return dataclasses.replace(
+        base, run=dataclasses.replace(base.run, device="cpu", overlap=mode, lanes=lanes)
+    )
 
 
 def span(spans: list, name: str, sku: str) -> tuple[float, float]:
@@ -379,10 +381,11 @@ def test_overlap_prepares_the_next_sku_and_scores_the_last_while_one_renders(tmp
     assert summary.counts["accepted"] + summary.counts["review"] == 4
     assert [r.sku for r in summary.results] == ["SKU-0", "SKU-1", "SKU-2", "SKU-3"]
     render1 = span(spans, "render", "SKU-1")
-    # SKU-2's prepare and SKU-0's score ran during SKU-1's render, in other threads
-    for name, sku in (("prepare", "SKU-2"), ("score", "SKU-0")):
-        start, end = span(spans, name, sku)
-        assert start < render1[1] and end > render1[0], (name, sku)
+    # SKU-2 was prepared (ahead, in another thread) by the time SKU-1's render ended, and
+    # SKU-0 was scored during SKU-1's render
+    assert span(spans, "prepare", "SKU-2")[1] < render1[1]
+    start, end = span(spans, "score", "SKU-0")
+    assert start < render1[1] and end > render1[0]
     lanes = {s[0]: s[4] for s in spans if s[1] == "SKU-1"}
     assert lanes["render"] == lanes["refine"] != lanes["prepare"]
     # each SKU's own stages still ran in order
@@ -411,3 +414,144 @@ def test_overlap_is_faster_than_one_sku_at_a_time_and_isolates_failures(tmp_path
         assert not [s for s in spans if s[1] == "SKU-1" and s[0] in ("render", "score")]
     # serial: 4 x 0.75 s of per-SKU stages (less SKU-1's); overlapped: mostly the GPU lane's 0.4 s
     assert times["on"] < times["off"] - 0.4
+
+
+# ---------------------------------------------------------------------------------------
+# two SKUs in the GPU lane at once (run.lanes): they take turns on the model
+
+
+class TurnTakingModel:
+    """A GPU model stand-in: each call holds the model 0.2 s; records how many calls overlap."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.inside = 0
+        self.most_inside = 0
+        self.calls = 0
+        self.count_lock = threading.Lock()
+
+    @one_call_at_a_time
+    def denoise(self) -> None:
+        import time
+
+        with self.count_lock:
+            self.inside += 1
+            self.calls += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.2)
+        with self.count_lock:
+            self.inside -= 1
+
+
+class TurnTakingStage(TimedStage):
+    """Render: 0.2 s on the shared model, then 0.2 s of CPU work (saving the pictures)."""
+
+    def __init__(self, name: str, spans: list, model: TurnTakingModel):
+        super().__init__(name, spans, sleep=0.2)
+        self.model = model
+
+    def run(self, job: Job, out: Path) -> dict[str, Any]:
+        self.model.denoise()
+        return super().run(job, out)
+
+
+def test_two_gpu_lanes_take_turns_on_the_model_while_the_other_does_its_cpu_work(tmp_path: Path) -> None:
+    import time
+
+    times, models = {}, {}
+    for lanes in (1, 2):
+        spans: list = []
+        model = TurnTakingModel()
+        stages = [
+            TurnTakingStage(s.name, spans, model) if s.name == "render" else s for s in timed_stages(spans)
+        ]
+        started = time.perf_counter()
+        summary = run_catalog(
+            catalog_of(tmp_path / str(lanes), 6),
+            tmp_path / str(lanes) / "run",
+            overlap_config("on", lanes=lanes),
+            quiet=True,
+            stages=stages,
+        )
+        times[lanes], models[lanes] = time.perf_counter() - started, model
+        # results in catalog order, every SKU rendered once, each SKU's stages in order
+        assert [r.sku for r in summary.results] == [f"SKU-{i}" for i in range(6)]
+        assert all(r.status != "failed" for r in summary.results)
+        assert model.calls == 6
+        for sku in (f"SKU-{i}" for i in range(6)):
+            order = [s[0] for s in sorted((s for s in spans if s[1] == sku), key=lambda s: s[2])]
+            assert order == list(STAGE_ORDER)
+        if lanes == 2:  # two SKUs were in the GPU lane at once, in two threads
+            gpu = sorted((s for s in spans if s[0] == "render"), key=lambda s: s[2])
+            assert any(b[2] < a[3] for a, b in itertools.pairwise(gpu))
+            assert len({s[4] for s in gpu}) == 2
+    # the model never ran two calls at once; the second lane hid the CPU work behind it
+    assert models[1].most_inside == models[2].most_inside == 1
+    # GPU lane per SKU: 0.2 s model + 0.2 s render CPU + 0.1 s refine; two lanes: ~the model's
+    assert times[2] < times[1] - 0.6
+
+
+def test_a_model_stays_pinned_until_every_thread_in_its_stage_is_done() -> None:
+    import threading
+
+    r, log = manager(10)
+    entered, leave = threading.Event(), threading.Event()
+
+    def second_lane() -> None:
+        with r.stage("render"):
+            r.get("renderer", lambda: FakeModel("renderer", log), size_gib=6)
+            entered.set()
+            leave.wait(5)
+
+    thread = threading.Thread(target=second_lane)
+    with r.stage("render"):
+        r.get("renderer", lambda: FakeModel("renderer", log), size_gib=6)
+        thread.start()
+        assert entered.wait(5)
+    # this thread's render is done, the other's is not: the renderer must stay on the GPU
+    r.get("upscaler", lambda: FakeModel("upscaler", log), size_gib=6)
+    assert ("offload", "renderer") not in log
+    leave.set()
+    thread.join()
+    r.get("upscaler2", lambda: FakeModel("upscaler2", log), size_gib=6)  # now it may leave
+    assert ("offload", "renderer") in log
+
+
+def test_a_model_pool_lends_one_instance_per_concurrent_call_and_closes_them_all() -> None:
+    import threading
+
+    from autoshoot.residency import ModelPool
+
+    built: list = []
+    inside, both_in = threading.Barrier(2, timeout=5), []
+
+    class Graph:  # a MediaPipe-like model: one image at a time per instance
+        def __init__(self) -> None:
+            self.busy = False
+            self.closed = False
+            self.side = 512
+            built.append(self)
+
+        def process(self, wait: bool) -> int:
+            assert not self.busy, "an instance was lent to two calls at once"
+            self.busy = True
+            if wait:
+                inside.wait()  # both calls are inside at the same time
+            self.busy = False
+            return id(self)
+
+        def close(self) -> None:
+            self.closed = True
+
+    pool = ModelPool(Graph)
+    assert pool.side == 512 and len(built) == 1  # attributes come from an instance
+    assert pool.process(False) == pool.process(False) == id(built[0])  # one at a time: reused
+    threads = [threading.Thread(target=lambda: both_in.append(pool.process(True))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 2 and len(set(both_in)) == 2  # two at once: two instances
+    pool.close()
+    assert all(g.closed for g in built)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -211,3 +212,27 @@ def test_score_stage_passes_the_briefs_shot_to_the_scorer(tmp_path):
     out.mkdir()
     ScoreStage().run(job, out)
     assert scorer.shots == ["close", "close"]
+
+
+@pytest.mark.samples
+def test_candidates_scored_in_parallel_score_as_they_do_one_by_one(tmp_path, samples_dir):
+    """score.parallel: each thread borrows its own MediaPipe graphs from the scorer's pool."""
+    pytest.importorskip("mediapipe")
+    results = {}
+    for parallel in (1, 2):
+        config = dataclasses.replace(
+            NO_BAG_RULE, score=dataclasses.replace(NO_BAG_RULE.score, parallel=parallel)
+        )
+        folder = tmp_path / str(parallel)
+        folder.mkdir()
+        job = make_job(folder, samples_dir, config=config)
+        out = folder / "score"
+        out.mkdir()
+        results[parallel] = ScoreStage().run(job, out)["candidates"]
+        scorer = job.sessions.get("hand_scorer:mediapipe", lambda: None)
+        # the pool built at most one set of graphs per candidate scored at once
+        assert 1 <= len(scorer.detector._all) <= parallel
+        job.sessions.close()
+    for one, two in zip(results[1], results[2], strict=True):
+        assert one["hand_score"] == pytest.approx(two["hand_score"], abs=1e-9)
+        assert one["reasons"] == two["reasons"]

@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from autoshoot.residency import one_call_at_a_time
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,6 +52,7 @@ class ClipAlignmentScorer:
         self.processor = processor if processor is not None else CLIPProcessor.from_pretrained(source)
         self.model.eval()
 
+    @one_call_at_a_time
     def score(self, images: list[np.ndarray], prompt: str) -> list[float]:
         import torch
 
@@ -81,6 +84,7 @@ class ImageRewardScorer:
             ) from err
         self.model = reward.load(_model_source(config, "ImageReward-v1.0"))
 
+    @one_call_at_a_time
     def score(self, images: list[np.ndarray], prompt: str) -> list[float]:
         from PIL import Image
 

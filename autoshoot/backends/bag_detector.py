@@ -28,6 +28,7 @@ import numpy as np
 
 from autoshoot.errors import ModelMissingError
 from autoshoot.hub import is_offline
+from autoshoot.residency import one_call_at_a_time
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class ZeroShotBagDetector:
     def close(self) -> None:
         self.model = None
 
+    @one_call_at_a_time
     def detect(self, image: np.ndarray) -> list[BagDetection]:
         """Detect bags.
 

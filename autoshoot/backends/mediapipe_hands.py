@@ -29,6 +29,7 @@ import numpy as np
 
 from autoshoot.hands.policy import combine_components, fail_closed, is_close_up, score_scene
 from autoshoot.io import native_stderr_silenced
+from autoshoot.residency import ModelPool
 from autoshoot.types import HandScore
 
 logger = logging.getLogger(__name__)
@@ -423,15 +424,20 @@ class MediaPipeHandScorer:
 
         self.config = getattr(config, "score", config)  # a Config or a ScoreConfig
         c = self.config
-        self.detector = HandDetector(
-            max_num_hands=c.max_hands,
-            model_complexity=c.model_complexity,
-            min_detection_confidence=c.min_detection_confidence,
-            crop_size=c.crop_size,
-            crop_factor=c.crop_factor,
-            refine_crops=c.refine_crops,
+        # a MediaPipe graph per concurrent call: SKUs and candidates scored at once run in parallel
+        self.detector = ModelPool(
+            lambda: HandDetector(
+                max_num_hands=c.max_hands,
+                model_complexity=c.model_complexity,
+                min_detection_confidence=c.min_detection_confidence,
+                crop_size=c.crop_size,
+                crop_factor=c.crop_factor,
+                refine_crops=c.refine_crops,
+            )
         )
-        self.scene_detector = SceneDetector() if c.scene else None
+        self.scene_detector = ModelPool(SceneDetector) if c.scene else None
+        with self.detector.instance():  # MediaPipe's errors (a missing model) surface here
+            pass
         self.bag_detector = None
         if c.scene:
             self.bag_detector = (

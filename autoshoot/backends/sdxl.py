@@ -33,6 +33,7 @@ import numpy as np
 from autoshoot.config.render import TINY_MODEL_SET, UNION_MODES, ModelSet
 from autoshoot.errors import ConfigError, ModelMissingError
 from autoshoot.hub import download_hint, is_local_source, is_offline
+from autoshoot.residency import one_call_at_a_time
 
 if TYPE_CHECKING:
     import torch
@@ -359,6 +360,7 @@ class SDXLRenderer:
 
     # -- the denoise loop ------------------------------------------------------------------
 
+    @one_call_at_a_time
     def denoise(self, req: DenoiseRequest) -> DenoiseResult:
         """Run a request in batches of ``render.batch_size`` (``render.low_vram_batch_size`` in the
         low-VRAM mode); on out-of-memory halve the batch."""

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoshoot.hub import is_local_source
+from autoshoot.residency import one_call_at_a_time
 
 if TYPE_CHECKING:
     from autoshoot.config import Config
@@ -134,6 +135,7 @@ class SpandrelUpscaler:
         self.descriptor.to(device, dtype=torch.float16 if half else torch.float32)
         return self
 
+    @one_call_at_a_time
     def upscale(
         self,
         image: np.ndarray,
@@ -284,6 +286,7 @@ class TileControlNetUpscaler:
     def to(self, device: Any) -> TileControlNetUpscaler:
         return self  # the renderer's residency decides
 
+    @one_call_at_a_time
     def upscale(
         self,
         image: np.ndarray,

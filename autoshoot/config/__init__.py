@@ -61,6 +61,10 @@ class RunConfig:
     # while SKU i renders, prepare SKU i+1 and composite/score SKU i-1 in threads; auto = on
     # when rendering on a CUDA GPU
     overlap: Literal["auto", "on", "off"] = "auto"
+    # with the overlap: SKUs in the GPU lane at once, and in composite/score at once (each GPU
+    # model call takes its model's lock, so they take turns on the GPU while the other's CPU
+    # work runs); 1 = one SKU renders at a time
+    lanes: int = 2
 
     def __post_init__(self) -> None:
         from autoshoot.residency import parse_vram

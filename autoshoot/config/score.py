@@ -38,6 +38,9 @@ class ScoreConfig:
     stability: bool = True  # re-run each hand on a flipped crop: +1 MediaPipe call per hand
     stability_tolerance: float = 0.12  # mean landmark shift (palm lengths) that is still stable
     scene: bool = True  # face detection + pose: one person, no hands without a body
+    # candidates of a SKU scored at once, each with its own MediaPipe graphs; 0 = 4 when the
+    # run renders on a CUDA GPU (many cores; scoring must keep up with the render), else 1
+    parallel: int = 0
     grip_near: float = 0.6  # hand farther than this (palm lengths) from the erase polygon → bad
     # fail closed (autoshoot.hands.policy): no hand found caps hand_score at no_hand_score, below
     # accept_threshold; no person found multiplies it by no_person_factor

@@ -116,7 +116,7 @@ class RefineStage(Stage):
         # 4. save r<i>.png
         candidates = []
         for i, c in enumerate(stage1["candidates"]):
-            save_image(out / f"r{i}.png", images[i])
+            save_image(out / f"r{i}.png", images[i], fast=True)
             w = windows[i]
             candidates.append(
                 {
@@ -158,15 +158,18 @@ class RefineStage(Stage):
 
 
 def make_hand_detector() -> Any:
+    """MediaPipe hands, a graph per concurrent call (two SKUs in the GPU lane at once: run.lanes)."""
     from autoshoot.backends.mediapipe_hands import HandDetector
+    from autoshoot.residency import ModelPool
 
-    return HandDetector()
+    return ModelPool(HandDetector)
 
 
 def make_scene_detector() -> Any:
     from autoshoot.backends.mediapipe_hands import SceneDetector
+    from autoshoot.residency import ModelPool
 
-    return SceneDetector()
+    return ModelPool(SceneDetector)
 
 
 def hand_near_grip(hands: list[Any], grip: tuple[float, float], pad: float) -> np.ndarray | None:

@@ -75,7 +75,7 @@ class RenderStage(Stage):
         # 5. save c<i>.png at the canvas size
         candidates = []
         for i, (seed, image) in enumerate(zip(seeds, images, strict=False)):
-            save_image(out / f"c{i}.png", image)
+            save_image(out / f"c{i}.png", image, fast=True)
             candidates.append({"index": i, "seed": seed, "image": f"c{i}.png", "notes": list(info["notes"])})
         if rc.model_set == "tiny":
             job.flags.append("tiny_models_noise")  # the report says these pictures are noise
