@@ -29,6 +29,10 @@ Bench-only settings (random weights cannot do these parts; each is said where it
   answers are valid JSON) and answers stop at ``analyze.max_new_tokens`` (256 here);
 - ``--steps`` (default 15, half the default 30; stage 2 likewise 5 instead of 10) keeps five
   budgets inside one 10-minute GPU job: render time per SKU scales about linearly with it.
+
+Each run's exit code is 1: the random VLM's answers are never valid briefs, so every brief
+falls back to the rules and the run says so at its end (a real VLM's do not). ``130``: the
+run was stopped at ``--deadline`` (Ctrl-C; the SKUs in hand finish first).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import argparse
 import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -527,6 +532,9 @@ class BusySampler:
 def run_budget(args: Any, work: Path, budget: str, profile: Path, catalog: Path) -> dict[str, Any]:
     run_dir = work / f"run-{budget}"
     stats = work / f"stats-{budget}.json"
+    # a fresh RUN folder: one left by an earlier call on the same machine would be resumed
+    shutil.rmtree(run_dir, ignore_errors=True)
+    stats.unlink(missing_ok=True)
     base, lanes = split_budget(budget)
     vram = "auto" if base == "uncapped" else base
     shoot = [
