@@ -151,11 +151,50 @@ def evaluate_augmented(samples: Path) -> dict[str, Any]:
     return {"auc_per_augmentation": per_aug, "auc_all_augmented": auc(scores, labels)}
 
 
-def hand_config() -> Any:
-    """The default config without the second-bag rule (see the module docstring)."""
+def hand_config(measure_all: bool = False) -> Any:
+    """The default config without the second-bag rule (see the module docstring); with
+    ``measure_all``, every hand component is measured (also those the defaults leave out), so
+    that their weights can be fitted."""
     from autoshoot.config import load_config
 
-    return load_config(overrides={"score.bag_detector": "none"})
+    overrides: dict[str, Any] = {"score.bag_detector": "none"}
+    if measure_all:
+        overrides["score.stability"] = True
+    return load_config(overrides=overrides)
+
+
+HAND_COMPONENTS = ("confidence", "anatomy", "stability")  # what the hand itself shows
+
+
+def fit_weights(rows: list[dict[str, Any]], weights: dict[str, float]) -> dict[str, Any]:
+    """The component weights fitted on ``rows`` (the fit part): a hand component whose AUC
+    between the real and the malformed images is not above chance (0.5) gets weight 0, the
+    others keep theirs. Scene and grip judge the picture, not the hand, and are kept.
+    Returns {"weights": fitted, "auc": {component: fit-part AUC}}."""
+    pairs = [r for r in rows if r["kind"] in ("real", "malformed") and r["hands"]]
+    labels = [1 if r["kind"] == "real" else 0 for r in pairs]
+    aucs, fitted = {}, dict(weights)
+    for name in HAND_COMPONENTS:
+        if not all(name in r["components"] for r in pairs):
+            continue
+        aucs[name] = round(auc([r["components"][name] for r in pairs], labels), 4)
+        if not aucs[name] > 0.5:
+            fitted[name] = 0.0
+    return {"weights": fitted, "auc": aucs}
+
+
+def rescore(row: dict[str, Any], weights: dict[str, float], config: Any) -> float:
+    """``hand_score`` of a scored row recombined with other ``weights`` (the scorer's policy:
+    weighted geometric mean, then the fail-closed rules)."""
+    from autoshoot.hands.policy import NO_PERSON, combine_components, fail_closed
+
+    c = config.score
+    components = row["components"]
+    score = combine_components(components, weights) if components else 1.0
+    score, _ = fail_closed(
+        score, bool(row["hands"]), NO_PERSON not in row["reasons"], c.no_hand_score, c.no_person_factor
+    )
+    return round(score, 4)
 
 
 def accept_metrics(scores: list[float], kinds: list[str], threshold: float) -> dict[str, float]:
@@ -251,7 +290,7 @@ def score_samples(samples: Path) -> list[dict[str, Any]]:
     from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, combine_components, prepare_image
     from autoshoot.hands.kinematic import fit_hand
 
-    config = hand_config()
+    config = hand_config(measure_all=True)
     scorer = MediaPipeHandScorer(config)
     labels = read_labels()
     files = sorted(p for p in samples.iterdir() if is_sample(p.name))
@@ -287,12 +326,22 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
     from PIL import Image
 
     from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, prepare_image
+    from autoshoot.hands.policy import combine_components
 
-    # 1. score each sample
+    # 1. score each sample, every component measured
     rows = score_samples(samples)
     fit = [r for r in rows if r["part"] == "fit"]
     held = [r for r in rows if r["part"] == "held_out"]
-    # 2. fit the accept threshold on the fit part only
+    # 2. fit the component weights on the fit part only, and recombine every score with them
+    config = hand_config()
+    weights = fit_weights(fit, config.score.weights)
+    for r in rows:
+        r["measured_score"] = r["hand_score"]
+        r["hand_score"] = rescore(r, weights["weights"], config)
+        hand_only = {k: v for k, v in r["components"].items() if k != "scene"}
+        if hand_only:
+            r["hand_only"] = round(min(combine_components(hand_only, weights["weights"]), r["hand_score"] if not r["hands"] else 1.0), 4)
+    # 3. fit the accept threshold on the fit part only
     threshold = fit_threshold([r["hand_score"] for r in fit], [r["kind"] for r in fit])
     parts = {}
     for name, part in (("fit", fit), ("held_out", held)):
@@ -304,7 +353,7 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
                 r["file"] for r in part if r["kind"] == "malformed" and r["hand_score"] >= threshold
             ],
         }
-    # 3. per hand: the anatomy component against the hand labels
+    # 4. per hand: the anatomy component against the hand labels
     hands = hand_level(rows, read_labels())
     for name in ("fit", "held_out"):
         found = [h for h in hands if h["part"] == name and h["anatomy"] is not None]
@@ -313,8 +362,7 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
         parts[name]["auc_anatomy_per_hand"] = auc(
             [h["anatomy"] for h in found], [1 if h["label"] == "real" else 0 for h in found]
         )
-    # 4. timing: each hand sample resized to a 1024x1024 candidate, with a grip at its first hand
-    config = hand_config()
+    # 5. timing (the default config): each hand sample resized to a 1024x1024 candidate, with a grip at its first hand
     scorer = MediaPipeHandScorer(config)
     candidates = []
     for row in rows:
@@ -342,6 +390,9 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
         "hands": hands,
         "threshold": threshold,
         "config_threshold": config.score.accept_threshold,
+        "weights": weights["weights"],
+        "config_weights": dict(config.score.weights),
+        "component_auc_fit": weights["auc"],
         "parts": parts,
         "ms_per_1024_candidate": round(ms, 1),
         "cpu_ms_per_1024_candidate": round(cpu_ms, 1),
@@ -475,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     packs = [r for r in result["rows"] if r["file"].startswith("A_")]
     print(f"{len(packs)} bare packshots: highest score {max(r['hand_score'] for r in packs):.3f}")
     print(
-        f"\naccept threshold fitted on the fit part: {result['threshold']:.2f} (config: {result['config_threshold']:.2f})"
+        f"\ncomponent AUC on the fit part: {result['component_auc_fit']}; weights fitted there: "
+        f"{result['weights']} (config: {result['config_weights']})"
+    )
+    print(
+        f"accept threshold fitted on the fit part: {result['threshold']:.2f} (config: {result['config_threshold']:.2f})"
     )
     for name, p in result["parts"].items():
         ci = p["interval_95"]
