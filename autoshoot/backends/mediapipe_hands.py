@@ -4,15 +4,19 @@ MediaPipe is a detector, not a judge of quality: its handedness confidence is as
 AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, then an
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
-their anatomy (``autoshoot.hands.anatomy``), their stability under a flip, the grip and the
-scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
+their anatomy (``autoshoot.hands.anatomy``), the picture under the skeleton
+(``autoshoot.hands.evidence``: a finger chain threaded through a gap between digits), the grip
+and the scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
 that check runs a zero-shot detector from ``autoshoot.backends.bag_detector``).
 
 On the sample photos the landmark model fits five plausible fingers even to generated hands
 with fused or extra fingers, and a GrabCut silhouette seeded by the skeleton follows the same
 five fingers, so what separates them is the skeleton's proportions: generated hands splay
 their knuckles (palm breadth 1.3-1.5x that of a canonical palm of the same length, against
-0.9-1.27x on real photos, also under flips, rotations, rescaling and JPEG) and grow long thumbs.
+0.9-1.27x on real photos, also under flips, rotations, rescaling and JPEG) and grow long thumbs;
+and, where the skeleton is plausible, whether the pixels under each finger chain are the hand's.
+The detector's own signals do not help: on the samples it is as confident on clean generated
+hands as on real ones, and their landmarks move less under flips, rotations and rescaling.
 
 Uses the legacy ``mp.solutions`` graphs, whose models ship inside the mediapipe 0.10.21
 wheel, so everything here runs offline on the CPU.
@@ -398,8 +402,11 @@ class MediaPipeHandScorer:
 
     Components, each in [0, 1]:
       confidence  MediaPipe's handedness confidence and the share of passes that found the hand
-      anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
-      stability   landmarks of a horizontally flipped crop agree with the originals
+                  (reported; weight 0 by default: it does not rank real above malformed hands)
+      anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face),
+                  times the finger evidence of ``autoshoot.hands.evidence``
+      stability   (``score.stability``, off by default, weight 0) landmarks of a horizontally
+                  flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
       scene       one face or body, no hands without a body, at most ``max_hands`` hands, and
                   no bag besides the product (``score.bag_detector``; "2 bags")
