@@ -4,15 +4,19 @@ MediaPipe is a detector, not a judge of quality: its handedness confidence is as
 AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, then an
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
-their anatomy (``autoshoot.hands.anatomy``), their stability under a flip, the grip and the
-scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
+their anatomy (``autoshoot.hands.anatomy``), the picture under the skeleton
+(``autoshoot.hands.evidence``: a finger chain threaded through a gap between digits), the grip
+and the scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
 that check runs a zero-shot detector from ``autoshoot.backends.bag_detector``).
 
 On the sample photos the landmark model fits five plausible fingers even to generated hands
 with fused or extra fingers, and a GrabCut silhouette seeded by the skeleton follows the same
 five fingers, so what separates them is the skeleton's proportions: generated hands splay
 their knuckles (palm breadth 1.3-1.5x that of a canonical palm of the same length, against
-0.9-1.27x on real photos, also under flips, rotations, rescaling and JPEG) and grow long thumbs.
+0.9-1.27x on real photos, also under flips, rotations, rescaling and JPEG) and grow long thumbs;
+and, where the skeleton is plausible, whether the pixels under each finger chain are the hand's.
+The detector's own signals do not help: on the samples it is as confident on clean generated
+hands as on real ones, and their landmarks move less under flips, rotations and rescaling.
 
 Uses the legacy ``mp.solutions`` graphs, whose models ship inside the mediapipe 0.10.21
 wheel, so everything here runs offline on the CPU.
@@ -399,8 +403,11 @@ class MediaPipeHandScorer:
 
     Components, each in [0, 1]:
       confidence  MediaPipe's handedness confidence and the share of passes that found the hand
-      anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face)
-      stability   landmarks of a horizontally flipped crop agree with the originals
+                  (reported; weight 0 by default: it does not rank real above malformed hands)
+      anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face),
+                  times the finger evidence of ``autoshoot.hands.evidence``
+      stability   (``score.stability``, off by default, weight 0) landmarks of a horizontally
+                  flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
       scene       one face or body, no hands without a body, at most ``max_hands`` hands, and
                   no bag besides the product (``score.bag_detector``; "2 bags")
@@ -577,13 +584,22 @@ class MediaPipeHandScorer:
     def check_hand(self, image: np.ndarray, hand: DetectedHand, scene: Scene | None) -> dict[str, Any]:
         """Anatomy, confidence and stability of one hand (JSON-able dict)."""
         from autoshoot.hands.anatomy import check_anatomy
+        from autoshoot.hands.evidence import check_finger_support, measure_finger_support
 
         face_width = nearest_face_width(scene, hand) if scene is not None else None
         anatomy = check_anatomy(hand.landmarks, face_width=face_width, limits=self.limits)
+        # the picture under the skeleton: a finger chain threaded through a gap between digits
+        support = measure_finger_support(image, hand.landmarks)
+        anatomy.checks["support"], support_reasons = check_finger_support(support, self.limits)
+        anatomy.reasons += support_reasons
+        anatomy.score *= anatomy.checks["support"]
         confidence = 0.5 * hand.handedness_score + 0.5 * hand.detection_score
         out: dict[str, Any] = {
             "anatomy": round(anatomy.score, 4),
             "checks": {k: round(v, 4) for k, v in anatomy.checks.items()},
+            "finger_support": None
+            if support is None
+            else {"support": [round(v, 3) for v in support.support], "quality": round(support.quality, 3)},
             "fingertips": anatomy.n_fingertips,
             "palm_px": round(anatomy.palm_length, 1),
             "confidence": round(confidence, 4),

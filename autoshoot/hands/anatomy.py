@@ -64,6 +64,11 @@ class AnatomyLimits:
     min_tip_gap: float = 0.12  # two fingertips closer than this are one fingertip
     palm_face_ratio: float = 0.55  # palm length / face box width (0.48-0.66 on real photos)
     palm_face_tolerance: float = 2.2  # allowed factor either way (perspective, foreshortening)
+    # image evidence (autoshoot.hands.evidence): a middle or ring finger whose support by
+    # hand-coloured pixels is this much below both its neighbours' runs through a gap. 0.5 is
+    # above the largest such gap on the real hands of bench/hands_eval.py's fit part (0.36).
+    off_hand_gap: float = 0.5
+    min_colour_quality: float = 0.75  # below this the hand/background colour models abstain
 
 
 @dataclass

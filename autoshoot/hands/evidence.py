@@ -1,0 +1,145 @@
+"""Whether the picture bears out a detected skeleton: image evidence for the hand checks.
+
+A hand-landmark detector always draws five fingers. On a generated hand with six digits it
+still does, and one of its finger chains then runs through the gap between two digits: the
+skeleton is plausible, the picture under it is not a finger. This module looks at the
+pixels under each finger chain:
+
+- a colour model of the hand is taken from inside its palm (the hull of the wrist, thumb
+  base and knuckles), and one of the background from a ring around the hand on the fingers'
+  side of the wrist (the forearm, beyond the wrist, has the hand's colour);
+- each finger's support is the share of points along its distal part (PIP to tip) whose
+  colour the hand model explains better than the background model;
+- a middle or ring finger off the hand while both its neighbours lie on it is a finger
+  threaded through a gap: an extra or a missing digit. An index or little finger off the
+  hand is not judged: at the side of a hand it is most often hidden by what the hand holds.
+
+When the two colour models cannot tell the palm from the background (a hand on a surface of
+its colour) the check abstains. Pure numpy and OpenCV; the image is an HxWx3 uint8 RGB array,
+the landmarks (21, 3) pixels in MediaPipe's layout (see ``autoshoot.hands.anatomy``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autoshoot.hands.anatomy import CHAINS, FINGERS, AnatomyLimits, _soft
+
+SUPPORT_FINGERS = FINGERS[1:]  # index, middle, ring, little
+PALM_HULL = (0, 1, 2, 5, 9, 13, 17)
+
+
+@dataclass
+class FingerSupport:
+    """The result of ``measure_finger_support``.
+
+    support: per finger (index, middle, ring, little), the share of points along its PIP-to-tip
+        chain on hand-coloured pixels, in [0, 1].
+    quality: how well the colour models separate their own samples (palm pixels called hand,
+        background pixels called background, averaged), in [0, 1]; 0.5 is chance.
+    """
+
+    support: list[float] = field(default_factory=list)
+    quality: float = 0.0
+
+
+def _gaussian(samples: np.ndarray, ridge: float = 4.0):
+    """Log-likelihood (up to a constant) of a full-covariance Gaussian fitted to (N, 3) samples."""
+    mu = samples.mean(axis=0)
+    cov = np.cov(samples.T) + np.eye(samples.shape[1]) * ridge
+    inv = np.linalg.inv(cov)
+    logdet = float(np.linalg.slogdet(cov)[1])
+
+    def loglik(x: np.ndarray) -> np.ndarray:
+        d = x - mu
+        return -0.5 * (np.einsum("ij,jk,ik->i", d, inv, d) + logdet)
+
+    return loglik
+
+
+def measure_finger_support(
+    image: np.ndarray, landmarks: np.ndarray, crop_px: int = 256, points: int = 7, min_hand_px: float = 16.0
+) -> FingerSupport | None:
+    """Support of each finger chain by hand-coloured pixels (see the module docstring).
+
+    Args:
+        image: HxWx3 uint8 RGB.
+        landmarks: (21, 3) or (21, 2) pixels of ``image``.
+        crop_px: the crop around the hand is resized so its long side is this many pixels.
+        points: samples per bone (PIP-DIP, DIP-tip), end points excluded.
+        min_hand_px: a hand whose landmark box is smaller than this (long side, pixels) has
+            too few pixels to tell its fingers from what lies between them.
+    Returns:
+        ``FingerSupport``, or None when the hand or its surroundings are too small to model.
+    """
+    import cv2
+
+    pts = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    h, w = image.shape[:2]
+    # 1. a square crop 1.6x the hand, resized
+    cx, cy = (pts.min(axis=0) + pts.max(axis=0)) / 2
+    extent = max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])))
+    if extent < min_hand_px:
+        return None
+    side = extent * 1.6
+    x0, y0 = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
+    x1, y1 = int(min(cx + side / 2, w)), int(min(cy + side / 2, h))
+    crop = image[y0:y1, x0:x1]
+    if crop.shape[0] < 8 or crop.shape[1] < 8:
+        return None
+    scale = crop_px / max(crop.shape[:2])
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    lab = cv2.cvtColor(cv2.GaussianBlur(crop, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float64)
+    p = (pts - (x0, y0)) * scale
+    ch, cw = lab.shape[:2]
+    # 2. the hand's colour inside its palm; the background's in a ring on the fingers' side
+    palm_mask = np.zeros((ch, cw), np.uint8)
+    cv2.fillPoly(palm_mask, [cv2.convexHull(np.round(p[list(PALM_HULL)]).astype(np.int32)).reshape(-1, 2)], 1)
+    palm_mask = cv2.erode(palm_mask, np.ones((5, 5), np.uint8))
+    hand_mask = np.zeros((ch, cw), np.uint8)
+    cv2.fillPoly(hand_mask, [cv2.convexHull(np.round(p).astype(np.int32)).reshape(-1, 2)], 1)
+    hand_mask = cv2.dilate(hand_mask, np.ones((15, 15), np.uint8))
+    axis = p[9] - p[0]
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-9)
+    yy, xx = np.mgrid[0:ch, 0:cw]
+    beyond_wrist = (xx - p[0, 0]) * axis[0] + (yy - p[0, 1]) * axis[1] <= 0
+    fg = lab[palm_mask > 0]
+    bg = lab[(hand_mask == 0) & ~beyond_wrist]
+    if len(fg) < 20 or len(bg) < 20:
+        return None
+    fg, bg = fg[:: max(1, len(fg) // 4000)], bg[:: max(1, len(bg) // 4000)]  # enough to model a colour
+    hand_ll, back_ll = _gaussian(fg), _gaussian(bg)
+    quality = 0.5 * (float((hand_ll(fg) > back_ll(fg)).mean()) + float((back_ll(bg) > hand_ll(bg)).mean()))
+    # 3. points along each finger's PIP -> DIP -> tip
+    t = np.linspace(0.0, 1.0, points + 2)[1:-1, None]
+    support = []
+    for chain in CHAINS[1:]:
+        samples = np.vstack([p[a] * (1 - t) + p[b] * t for a, b in zip(chain[2:-1], chain[3:], strict=True)])
+        xi = np.clip(np.round(samples[:, 0]).astype(int), 0, cw - 1)
+        yi = np.clip(np.round(samples[:, 1]).astype(int), 0, ch - 1)
+        colours = lab[yi, xi]
+        support.append(float((hand_ll(colours) > back_ll(colours)).mean()))
+    return FingerSupport(support=support, quality=quality)
+
+
+def check_finger_support(found: FingerSupport | None, limits: AnatomyLimits) -> tuple[float, list[str]]:
+    """A middle or ring finger drawn off the hand while both its neighbours lie on it.
+
+    The gap is min(neighbours' support) - the finger's support; past ``limits.off_hand_gap``
+    the score falls (1 = plausible). Abstains (1.0) when the colour models separate the palm
+    from the background less than ``limits.min_colour_quality``.
+    """
+    if found is None or found.quality < limits.min_colour_quality:
+        return 1.0, []
+    score, reasons = 1.0, []
+    s = found.support
+    for f in (1, 2):  # middle, ring (index 0 = the index finger)
+        gap = min(s[f - 1], s[f + 1]) - s[f]
+        g = _soft(gap - limits.off_hand_gap, 0.2)
+        if g < 0.7:
+            reasons.append(f"{SUPPORT_FINGERS[f]} finger drawn off the hand, between two fingers on it")
+        score *= g
+    return score, reasons
