@@ -75,7 +75,11 @@ PRODUCT_GROUPS = {
         "A_packshot_tote_white_42.jpg",
         "A_packshot_tote_white_43.jpg",
     ),
-    "canvas_tote": ("A_packshot_tote_white_02.jpg", "A_packshot_tote_white_39.jpg", "A_packshot_tote_white_40.jpg"),
+    "canvas_tote": (
+        "A_packshot_tote_white_02.jpg",
+        "A_packshot_tote_white_39.jpg",
+        "A_packshot_tote_white_40.jpg",
+    ),
 }
 SPLIT_SALT = "geometry-split-v1"
 

@@ -374,8 +374,12 @@ def cross_validate(rows: list[dict[str, Any]], config: Any, k: int = CV_FOLDS) -
         "auc": round(auc([r["hand_score"] for r in scored], labels), 4),
         "auc_interval_95": auc_draws,
         **{key: round(v, 4) for key, v in metrics.items()},
-        "interval_95": {key: intervals[key] for key in ("precision", "recall", "malformed_accepted") if key in intervals},
-        "malformed_accepted_files": [r["file"] for r in out_of_fold if r["kind"] == "malformed" and r["cv_accepted"]],
+        "interval_95": {
+            key: intervals[key] for key in ("precision", "recall", "malformed_accepted") if key in intervals
+        },
+        "malformed_accepted_files": [
+            r["file"] for r in out_of_fold if r["kind"] == "malformed" and r["cv_accepted"]
+        ],
     }
 
 
@@ -399,7 +403,13 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
         r["hand_score"] = rescore(r, weights["weights"], config)
         hand_only = {k: v for k, v in r["components"].items() if k != "scene"}
         if hand_only:
-            r["hand_only"] = round(min(combine_components(hand_only, weights["weights"]), r["hand_score"] if not r["hands"] else 1.0), 4)
+            r["hand_only"] = round(
+                min(
+                    combine_components(hand_only, weights["weights"]),
+                    r["hand_score"] if not r["hands"] else 1.0,
+                ),
+                4,
+            )
     # 3. fit the accept threshold on the fit part only
     threshold = fit_threshold([r["hand_score"] for r in fit], [r["kind"] for r in fit])
     parts = {}
@@ -618,11 +628,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     cv = result["cross_validation"]
     print(f"\n{cv['folds']}-fold cross-validation, folds fixed by file name (every image out of fold once):")
-    print(f"  AUC (hand_score)         {cv['auc']:.3f} [{cv['auc_interval_95'][0]:.3f}, {cv['auc_interval_95'][1]:.3f}]")
+    print(
+        f"  AUC (hand_score)         {cv['auc']:.3f} [{cv['auc_interval_95'][0]:.3f}, {cv['auc_interval_95'][1]:.3f}]"
+    )
     for key in ("precision", "recall", "malformed_accepted"):
         lo_hi = cv["interval_95"].get(key, [float("nan")] * 2)
         print(f"  {key:24s} {cv[key]:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]")
-    print(f"  malformed accepted: {cv['malformed_accepted_files']}; no-hand images accepted {cv['no_hand_accepted']}")
+    print(
+        f"  malformed accepted: {cv['malformed_accepted_files']}; no-hand images accepted {cv['no_hand_accepted']}"
+    )
     print(f"  thresholds per fold: {[f['threshold'] for f in cv['per_fold']]}")
     if "auc_all_augmented" in result:
         per = ", ".join(f"{k} {v:.3f}" for k, v in result["auc_per_augmentation"].items())

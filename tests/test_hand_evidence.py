@@ -29,7 +29,7 @@ def drawn_hand(
     cv2.fillPoly(image, [cv2.convexHull(palm).reshape(-1, 2)], SKIN)
     for f, chain in enumerate(CHAINS):
         last = 2 if f in leave_out else 4
-        for a, b in zip(chain[:last], chain[1:last + 1], strict=True):
+        for a, b in zip(chain[:last], chain[1 : last + 1], strict=True):
             pa, pb = np.round(pts[a, :2]).astype(int), np.round(pts[b, :2]).astype(int)
             cv2.line(image, tuple(map(int, pa)), tuple(map(int, pb)), SKIN, 16)
     return image, pts

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 
 class ScoreStage(Stage):
     name: ClassVar[str] = "score"
-    version: ClassVar[str] = "3"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights
+    version: ClassVar[str] = (
+        "3"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights
+    )
     config_sections: ClassVar[tuple[str, ...]] = ("score",)
 
     def models(self, config: Config) -> list[ModelSpec]:
