@@ -34,6 +34,7 @@ RESULT_COLUMNS = (
     "n_candidates",
     "seconds",
     "flags",
+    "reused",  # empty when this run rendered the row, else the run it was reused from
 )
 
 
@@ -68,6 +69,7 @@ def write_results(run_dir: Path, results: list[ShotResult]) -> None:
             ("n_candidates", pa.int64()),
             ("seconds", pa.float64()),
             ("flags", pa.string()),
+            ("reused", pa.string()),
         ]
     )
     table = pa.Table.from_pylist(records, schema=schema)
@@ -122,6 +124,7 @@ function show(status){
 
 def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Path:
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "review", "failed")}
+    changes = change_counts(results)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'><title>autoshoot report</title>",
@@ -129,6 +132,9 @@ def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Pa
         "<h1>autoshoot report</h1>",
         f"<div class='summary'>{len(results)} SKUs: {counts['accepted']} accepted, {counts['review']} review, "
         f"{counts['failed']} failed &middot; profile <b>{_e(config.run.profile)}</b></div>",
+        "<div class='summary tonight'>This run: "
+        + ", ".join(f"<b>{n}</b> {kind}" for kind, n in changes.items())
+        + "</div>",
     ]
     if config.run.profile == "tiny":
         parts.append(
@@ -151,6 +157,16 @@ def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Pa
     path = run_dir / "report.html"
     atomic_write_text(path, "\n".join(parts))
     return path
+
+
+def change_counts(results: list[ShotResult]) -> dict[str, int]:
+    """How many rows this run rendered anew, re-rendered (changed), took from an earlier run
+    (reused), and failed."""
+    counts = {"new": 0, "changed": 0, "reused": 0, "failed": 0}
+    for r in results:
+        kind = "failed" if r.status == "failed" else (r.change if r.change in counts else "new")
+        counts[kind] += 1
+    return counts
 
 
 def cached_sku_block(run_dir: Path, result: ShotResult) -> str:
@@ -207,7 +223,9 @@ def sku_block(run_dir: Path, result: ShotResult) -> str:
         f"<div class='sku' data-status='{result.status}'>",
         f"<h2>{_e(sku)} <span class='badge {result.status}'>{result.status}</span></h2>",
         f"<div class='meta'>row {result.row}{score} &middot; {result.n_candidates} candidates &middot; "
-        f"{result.seconds:.1f} s</div>",
+        f"{result.seconds:.1f} s"
+        + (f" &middot; reused from <b>{_e(result.reused)}</b>" if result.reused else "")
+        + "</div>",
     ]
     if result.flags:
         out.append(

@@ -17,6 +17,7 @@ key of the stage before it: changing one stage's config redoes that stage and th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -43,6 +44,7 @@ from autoshoot.errors import ModelMissingError, RunLockedError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.residency import GIB
+from autoshoot.run.reuse import ReuseIndex
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
 from autoshoot.storage import RemoteRun, close_run_folder, is_uri, local_path, open_run_folder
@@ -154,6 +156,9 @@ class SkuStore:
     def save(self) -> None:
         atomic_write_json(self.dir / MANIFEST, self.manifest)
 
+    def ensure_open(self) -> None:
+        """Ready for writes (an object store's copy is fetched first; a local folder always is)."""
+
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
 
@@ -246,6 +251,10 @@ class Plan:
     todo: list[str]  # stages to (re)run, in order; empty when the SKU is complete
     result: dict[str, Any] | None = None  # the stored result of a complete SKU
     seconds_before: float = 0.0  # spent on this SKU in this run elsewhere (the Ray VLM pool)
+    # stage → pointer of the leading stages of ``todo`` that an earlier run finished with the
+    # same key (autoshoot.run.reuse): taken from there by ``SkuWorker.take_reused``, not run
+    reuse: dict[str, dict[str, Any]] = field(default_factory=dict)
+    change: str = ""  # new | changed | reused: what tonight's work on the SKU is
 
 
 class SkuWorker:
@@ -265,6 +274,13 @@ class SkuWorker:
     def run_location(self) -> str:
         """The RUN folder as another process (a Ray worker) is given it."""
         return str(self.run_dir.resolve())
+
+    @property
+    def reuse(self) -> ReuseIndex | None:
+        """The index of stages finished by other runs (``run.reuse``), or None when off."""
+        if not hasattr(self, "_reuse"):
+            self._reuse = ReuseIndex.for_run(self.config, self.run_location)
+        return self._reuse
 
     def make_store(self, sku: str) -> SkuStore:
         return SkuStore(self.run_dir, sku)
@@ -287,20 +303,97 @@ class SkuWorker:
         )
 
     def plan(self, row: Row, force: bool = False) -> Plan:
+        """What one SKU needs: done here already, taken from an earlier run, or run.
+
+        The one place that decides, per SKU, between the RUN folder's own committed stages,
+        the reuse index (stages other runs finished with the same keys) and running them.
+        """
         job = self.make_job(row)
         keys = stage_keys(self.stages, self.config, job, self.section_hashes)
         store = self.make_store(row.sku)
         if not force:
             result = store.finished_result(keys[self.stages[-1].name])
             if result is not None:
-                return Plan(row, keys, [], result)
+                return Plan(row, keys, [], result, change=result.get("change", ""))
         todo: list[str] = []
         for stage in self.stages:
             if force or todo or not store.is_done(stage.name, keys[stage.name]):
                 todo.append(stage.name)
         if not todo:  # every stage committed, but the run died before it recorded the result
             todo = [self.stages[-1].name]
-        return Plan(row, keys, todo)
+        plan = Plan(row, keys, todo)
+        if not force and self.reuse is not None:
+            for name in todo:  # the leading stages only: each key chains the one before
+                pointer = self.reuse.stage(keys[name])
+                if pointer is None:
+                    break
+                plan.reuse[name] = pointer
+            if len(plan.reuse) == len(todo):
+                plan.change = "reused"
+            else:
+                plan.change = "changed" if self.reuse.seen_before(row.sku) else "new"
+        return plan
+
+    def preload_reuse(self, rows: list[Row]) -> None:
+        """Read the reuse index's pointers for these SKUs in one batch (on an object store)."""
+        if self.reuse is None:
+            return
+        keys = []
+        for row in rows:
+            keys += stage_keys(self.stages, self.config, self.make_job(row), self.section_hashes).values()
+        self.reuse.preload(keys, [row.sku for row in rows])
+
+    def take_reused(self, plan: Plan) -> Plan:
+        """Copy the stages ``plan.reuse`` names into this RUN folder and commit them as if run.
+
+        Returns the plan of what is left: nothing (with the SKU's result, recorded here) when
+        every stage was taken, else the stages still to run. A stage that cannot be taken
+        (its run was deleted or redone) is run instead, with those after it.
+        """
+        assert self.reuse is not None
+        sku = plan.row.sku
+        store = self.make_store(sku)
+        store.clean_partial()
+        store.ensure_open()
+        taken: list[str] = []
+        for name in plan.todo:
+            pointer = plan.reuse.get(name)
+            if pointer is None:
+                break
+            tmp = store.new_stage_dir(name)
+            try:
+                self.reuse.copy_stage(pointer, tmp)
+            except (OSError, ValueError, KeyError) as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                logger.info("%s: %s not reused (%s); it is run", sku, name, err)
+                break
+            entry = {**pointer.get("entry", {}), "key": plan.keys[name], "reused": pointer.get("origin", "")}
+            store.commit_stage(name, tmp, entry)
+            self.publish_stage(plan, name, store, entry)
+            taken.append(name)
+        todo = [name for name in plan.todo if name not in taken]
+        if taken:
+            store.log(f"reused from {plan.reuse[taken[-1]].get('origin', '?')}: {', '.join(taken)}")
+        if todo:
+            self.after_sku(sku)
+            change = plan.change if plan.change != "reused" else "changed"
+            return dataclasses.replace(plan, todo=todo, reuse={}, change=change)
+        job = self.make_job(plan.row)
+        for stage in self.stages:
+            job.inputs.setdefault(stage.name, store.stage_dir(stage.name))
+        save_input_thumbnail(job, store)
+        result = self._finish_safely(plan, job, store, None, 0.0)
+        self.after_sku(sku)
+        if result.status == "failed":  # a broken stage output: redo the last stage here
+            return dataclasses.replace(plan, todo=[self.stages[-1].name], reuse={}, change="changed")
+        return dataclasses.replace(plan, todo=[], reuse={}, result=result.to_json())
+
+    def publish_stage(self, plan: Plan, name: str, store: SkuStore, entry: dict[str, Any]) -> None:
+        if self.reuse is not None:
+            self.reuse.publish_stage(plan.keys[name], name, store.dir.name, entry)
+
+    def after_sku(self, sku: str) -> None:
+        """A SKU is finished in this process: push and free what it holds (object stores)."""
 
     def check_models(self, stage_names: set[str]) -> None:
         """Stop before the first SKU when a model that the work needs is absent: first those
@@ -554,6 +647,7 @@ class SkuWorker:
             new_flags = [f for f in job.flags if f not in before]
             entry = {"key": plan.keys[stage.name], "seconds": round(seconds, 3), "flags": new_flags}
             job.inputs[stage.name] = store.commit_stage(stage.name, out, entry)
+            self.publish_stage(plan, stage.name, store, entry)
             store.log(f"{stage.name} done in {seconds:.2f} s")
             logger.info("%s: %s done in %.2f s", sku, stage.name, seconds)
 
@@ -561,8 +655,11 @@ class SkuWorker:
         self, plan: Plan, job: Job, store: SkuStore, failure: str | None, seconds: float
     ) -> ShotResult:
         row = plan.row
-        flags = sorted({f for entry in store.manifest["stages"].values() for f in entry.get("flags", [])})
-        stage_seconds = {k: v.get("seconds", 0.0) for k, v in store.manifest["stages"].items()}
+        entries = store.manifest["stages"]
+        flags = sorted({f for entry in entries.values() for f in entry.get("flags", [])})
+        stage_seconds = {k: v.get("seconds", 0.0) for k, v in entries.items()}
+        if self.reuse is not None:
+            self.reuse.publish_sku(row.sku)
         if failure:
             return ShotResult(
                 row=row.row_number,
@@ -572,7 +669,11 @@ class SkuWorker:
                 seconds=round(seconds, 3),
                 flags=";".join(flags),
                 stage_seconds=stage_seconds,
+                change=plan.change,
             )
+        # reused: no stage of the SKU ran in this RUN folder; it names the run of the result
+        last = entries.get(self.stages[-1].name, {})
+        reused = last.get("reused", "") if all(e.get("reused") for e in entries.values()) else ""
         rank = job.input_json("rank")
         composite = job.input_json("composite")
         best_index = int(rank["best_index"])
@@ -594,6 +695,8 @@ class SkuWorker:
             seconds=round(seconds, 3),
             flags=";".join(flags),
             stage_seconds=stage_seconds,
+            reused=reused,
+            change="reused" if reused else (plan.change if plan.change != "reused" else "changed"),
         )
         store.record_result({**result.to_json(), "key": plan.keys[self.stages[-1].name]})
         return result
@@ -685,6 +788,14 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     done_before: int = 0  # SKUs finished by an earlier run on this folder
+    reused: int = 0  # SKUs taken whole from other runs (the reuse index) in this run
+
+    @property
+    def changes(self) -> dict[str, int]:
+        """Tonight's head counts: rows new, changed, reused (from other runs) and failed."""
+        from autoshoot.report import change_counts
+
+        return change_counts(self.results)
 
     @property
     def not_run(self) -> int:
@@ -709,7 +820,12 @@ class RunSummary:
         if self.not_run:
             counts += f", {self.not_run} not run (interrupted)"
         runs = f"{self.processed} run now" + (f", {self.done_before} done before" if self.done_before else "")
+        if self.reused:
+            runs += f", {self.reused} reused from earlier runs"
         lines = [f"{len(self.results)} SKUs: {counts}  ({runs})"]
+        changes = self.changes
+        if changes["changed"] or changes["reused"]:
+            lines.append(", ".join(f"{n} {kind}" for kind, n in changes.items()))
         if self.processed:
             lines.append(f"{self.seconds:.1f} s in all, {self.seconds / self.processed:.2f} s per SKU run")
         if self.stage_seconds:
@@ -855,12 +971,34 @@ def plan_run(
     worker = make_worker(config, run_dir, stages)
     rows = catalog.valid_rows
     worker.prefetch([row.sku for row in rows])
+    if not force:
+        worker.preload_reuse(rows)
     return worker, [worker.plan(row, force) for row in rows]
 
 
-def dry_run_text(catalog: Catalog, config: Config, run_dir: str | Path | RemoteRun) -> str:
+def take_reused_work(
+    worker: SkuWorker, plans: list[Plan], should_stop: Callable[[], bool], on_done: Callable[[Plan], None]
+) -> list[Plan]:
+    """Copy in what other runs finished with the same keys; the plans of what is left to run.
+
+    ``on_done`` is called for each SKU completed this way (its result is recorded). A stop
+    leaves the SKUs not yet looked at as they were planned: the next run takes them then.
+    """
+    out = []
+    for plan in plans:
+        if plan.reuse and not should_stop():
+            plan = worker.take_reused(plan)
+            if not plan.todo:
+                on_done(plan)
+        out.append(plan)
+    return out
+
+
+def dry_run_text(
+    catalog: Catalog, config: Config, run_dir: str | Path | RemoteRun, stages: list[Stage] | None = None
+) -> str:
     """The plan, without loading any model or importing torch."""
-    worker, plans = plan_run(catalog, config, run_dir)
+    worker, plans = plan_run(catalog, config, run_dir, stages=stages)
     worker.close()
     lines = [f"catalog: {catalog.path} ({len(catalog.rows)} rows, {len(catalog.invalid_rows)} invalid)"]
     lines.append(f"run folder: {run_dir}   profile: {config.run.profile}")
@@ -878,10 +1016,21 @@ def dry_run_text(catalog: Catalog, config: Config, run_dir: str | Path | RemoteR
             lines.append(
                 f"  {plan.row.sku}: done ({plan.result.get('status') if plan.result else ''}), skipped"
             )
-        else:
-            lines.append(f"  {plan.row.sku}: to do: {', '.join(plan.todo)}")
-    todo = sum(1 for p in plans if p.todo)
-    lines.append(f"{todo} SKUs to do, {len(plans) - todo} done, {len(catalog.invalid_rows)} invalid")
+            continue
+        run = [name for name in plan.todo if name not in plan.reuse]
+        parts = []
+        if plan.reuse:
+            origins = sorted({p.get("origin", "?") for p in plan.reuse.values()})
+            parts.append(f"reuse from {', '.join(origins)}: {', '.join(plan.reuse)}")
+        if run:
+            parts.append(f"to do: {', '.join(run)}")
+        lines.append(f"  {plan.row.sku}: " + "; ".join(parts))
+    todo = sum(1 for p in plans if p.todo and len(p.reuse) < len(p.todo))
+    reused = sum(1 for p in plans if p.todo and len(p.reuse) == len(p.todo))
+    reuse = f"{reused} to reuse, " if reused else ""
+    lines.append(
+        f"{todo} SKUs to do, {reuse}{len(plans) - todo - reused} done, {len(catalog.invalid_rows)} invalid"
+    )
     return "\n".join(lines)
 
 
@@ -958,10 +1107,18 @@ def _run_catalog(
         if catalog.check_cache is not None:
             catalog.check_cache.save()
         worker, plans = plan_run(catalog, config, run, force, stages)
+        done_before = sum(1 for p in plans if p.result)
+
+        def should_stop() -> bool:
+            return interrupt.requested or bool(held is not None and held.lost)
+
+        # 3. take the stages other runs finished with the same keys (autoshoot.run.reuse)
+        reused_now: list[str] = []
+        plans = take_reused_work(worker, plans, should_stop, lambda p: reused_now.append(p.row.sku))
         todo = [p for p in plans if p.todo]
-        # 3. stop before the first SKU when a model that some work needs is missing
+        # 4. stop before the first SKU when a model that some work needs is missing
         worker.check_models({name for p in todo for name in p.todo})
-        # 4. run on the configured engine (local: chunks of SKUs, batchable stages across a chunk)
+        # 5. run on the configured engine (local: chunks of SKUs, batchable stages across a chunk)
         results: dict[str, ShotResult] = {
             p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result
         }
@@ -974,10 +1131,6 @@ def _run_catalog(
         bar.set_postfix(counts)
         engine = None
         processed = 0
-
-        def should_stop() -> bool:
-            return interrupt.requested or bool(held is not None and held.lost)
-
         try:
             engine = make_engine(config, worker)
             for result in engine.run(todo, should_stop):
@@ -989,7 +1142,7 @@ def _run_catalog(
         finally:
             bar.close()
             (engine or worker).close()
-            # 5. results and report, also after an interruption
+            # 6. results and report, also after an interruption
             ordered = collect_results(catalog, results)
             write_results(local_dir, ordered)
             if remote:
@@ -1004,7 +1157,8 @@ def _run_catalog(
         run_dir=remote.uri if remote else run,
         results=ordered,
         counts={k: sum(1 for r in ordered if r.status == k) for k in ("accepted", "review", "failed")},
-        done_before=sum(1 for p in plans if p.result),
+        done_before=done_before,
+        reused=len(reused_now),
         seconds=time.perf_counter() - started,
         processed=processed,
         stage_seconds=engine.stage_seconds,  # set: a failed start raised above

@@ -86,6 +86,10 @@ class StagedSkuStore(SkuStore):
     def opened(self) -> bool:
         return self.remote_files is not None
 
+    def ensure_open(self) -> None:
+        if not self.opened:
+            self.open()
+
     @property
     def manifest(self) -> dict[str, Any]:
         if self._manifest is None and not self.opened:
@@ -314,6 +318,9 @@ class StagedSkuWorker(SkuWorker):
             store.flush()
             self.stores.pop(plan.row.sku, None)
             return ShotResult(row=plan.row.row_number, sku=plan.row.sku, status="failed", reason=reason)
+
+    def after_sku(self, sku: str) -> None:
+        self._close_sku(sku)
 
     def _close_sku(self, sku: str) -> None:
         store = self.stores.pop(sku, None)

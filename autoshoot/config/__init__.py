@@ -61,6 +61,9 @@ class RunConfig:
     # while SKU i renders, prepare SKU i+1 and composite/score SKU i-1 in threads; auto = on
     # when rendering on a CUDA GPU
     overlap: Literal["auto", "on", "off"] = "auto"
+    # reuse across runs (autoshoot.run.reuse): auto = an index beside the RUN folder
+    # (<RUN's parent>/.autoshoot-reuse), off, or the path/URI of an index to share
+    reuse: str = "auto"
 
     def __post_init__(self) -> None:
         from autoshoot.residency import parse_vram

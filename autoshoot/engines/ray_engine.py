@@ -199,7 +199,7 @@ def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float | str) -
             return Plan(plan.row, plan.keys, [], result)
         todo = stage_names[-1:]  # everything is committed but the result: redo the last stage
     logger.info("%s: retried after a worker died; to do: %s", plan.row.sku, ", ".join(todo))
-    return Plan(plan.row, plan.keys, list(todo))
+    return Plan(plan.row, plan.keys, list(todo), change=plan.change)
 
 
 class RunMarkers:
