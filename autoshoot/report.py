@@ -18,6 +18,7 @@ from typing import Any
 from autoshoot.config import Config
 from autoshoot.config.render import picture_changing_options
 from autoshoot.io import atomic_write, atomic_write_text
+from autoshoot.run.layout import sku_folder_name
 from autoshoot.types import ShotResult
 
 logger = logging.getLogger(__name__)
@@ -175,8 +176,6 @@ def cached_sku_block(run_dir: Path, result: ShotResult) -> str:
     Blocks are written when a SKU finishes (``write_sku_block``), so a rerun over a large
     catalog reads one small file per finished SKU instead of every stage's JSON.
     """
-    from autoshoot.runner import sku_folder_name
-
     if not result.sku:
         return sku_block(run_dir, result)
     path = run_dir / sku_folder_name(result.sku) / BLOCK_FILE
@@ -191,8 +190,6 @@ def cached_sku_block(run_dir: Path, result: ShotResult) -> str:
 
 def block_is_current(run_dir: Path, result: ShotResult) -> bool:
     """Whether ``RUN/<sku>/report_block.html`` was made for this very result."""
-    from autoshoot.runner import sku_folder_name
-
     try:
         with open(run_dir / sku_folder_name(result.sku) / BLOCK_FILE, encoding="utf-8") as fh:
             return fh.readline().rstrip("\n") == _block_tag(result)
@@ -201,8 +198,6 @@ def block_is_current(run_dir: Path, result: ShotResult) -> bool:
 
 
 def write_sku_block(run_dir: Path, result: ShotResult) -> None:
-    from autoshoot.runner import sku_folder_name
-
     folder = run_dir / sku_folder_name(result.sku)
     if folder.is_dir():
         atomic_write_text(folder / BLOCK_FILE, _block_tag(result) + "\n" + sku_block(run_dir, result))
@@ -214,8 +209,6 @@ def _block_tag(result: ShotResult) -> str:
 
 
 def sku_block(run_dir: Path, result: ShotResult) -> str:
-    from autoshoot.runner import sku_folder_name
-
     sku_dir = run_dir / sku_folder_name(result.sku) if result.sku else None
     score = "" if result.hand_score is None else f" &middot; hand score {result.hand_score:.2f}"
     sku = result.sku or "(no SKU)"

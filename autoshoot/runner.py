@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -40,25 +39,32 @@ from typing import Any
 from autoshoot.budget import fit_to_budget, is_out_of_memory, out_of_memory_fix
 from autoshoot.catalog import Catalog, ImageCheckCache, Row, allow_image_pixels, load_catalog
 from autoshoot.config import Config, save_config
-from autoshoot.errors import ModelMissingError, RunLockedError
+from autoshoot.errors import ModelMissingError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.residency import GIB
+from autoshoot.run.folder import LocalRunFolder, RunFolder, open_run, run_lock  # noqa: F401
+from autoshoot.run.layout import (  # noqa: F401 - re-exported: the names' old home
+    CHECK_CACHE,
+    MANIFEST,
+    MAX_SKU_FOLDER,
+    NOT_RUN,
+    RUN_FILES,
+    RUN_LOG,
+    TRASH_MARK,
+    sku_folder_name,
+)
 from autoshoot.run.reuse import ReuseIndex
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
-from autoshoot.storage import RemoteRun, close_run_folder, is_uri, local_path, open_run_folder
+from autoshoot.storage import RemoteRun
 from autoshoot.types import ShotResult
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 # GPU memory the per-SKU stages need before their models are measured: SDXL with the union
 # ControlNet (6.6 GiB in fp16) and 4 candidates' activations (7 GiB), BiRefNet and OWLv2 (1 GiB)
 PER_SKU_MODELS_GIB = 15.0
-CHECK_CACHE = ".image-checks.json"
-TRASH_MARK = ".trash-"
-NOT_RUN = "not run:"  # the reason of a valid row that an interruption left for the next run
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,24 +77,6 @@ def build_stages(names: tuple[str, ...] = STAGE_ORDER) -> list[Stage]:
         module_name, _, cls_name = STAGES[name].partition(":")
         stages.append(getattr(importlib.import_module(module_name), cls_name)())
     return stages
-
-
-# the RUN folder's own files: a SKU folder must never take one of these names
-RUN_FILES = frozenset({"config.yaml", "results.csv", "results.parquet", "report.html", "run.log"})
-MAX_SKU_FOLDER = 100  # characters; file systems allow 255 bytes per name
-
-
-def sku_folder_name(sku: str) -> str:
-    """A file-system-safe folder name; a short hash keeps distinct SKUs distinct.
-
-    The SKU itself is used when it is short, plain and not one of the RUN folder's own file
-    names (compared without case, for case-insensitive file systems); otherwise a cut-down
-    version with a hash of the SKU.
-    """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", sku).strip("._") or "sku"
-    if safe != sku or len(safe) > MAX_SKU_FOLDER or safe.lower() in RUN_FILES:
-        safe = f"{safe[:80]}-{hashlib.sha1(sku.encode()).hexdigest()[:8]}"
-    return safe
 
 
 def sku_seed(config: Config, row: Row) -> int:
@@ -263,6 +251,7 @@ class SkuWorker:
     def __init__(self, config: Config, run_dir: Path, stages: list[Stage] | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
+        self.folder: RunFolder = LocalRunFolder(self.run_dir)  # markers, shared images (Ray)
         self.stages = stages if stages is not None else build_stages()
         self.sessions = Sessions.for_config(config)
         self.stage_seconds: dict[str, float] = {}
@@ -843,36 +832,6 @@ class RunSummary:
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive lock on RUN: a second run on the same folder stops at once."""
-    import fcntl
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ".lock"
-    fh = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise RunLockedError(
-                f"{run_dir} is in use by another autoshoot run ({holder}); wait for it to finish, "
-                "or pass another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
-
-
-RUN_LOG = "run.log"
-
-
-@contextmanager
 def run_log(run_dir: Path) -> Iterator[None]:
     """RUN/run.log keeps the run's model residency lines (load, move, release, with sizes and
     devices; the budget; out-of-memory failures), whatever the verbosity, so someone who hits
@@ -922,7 +881,7 @@ class _Interrupt:
 
 
 def validate_for_run(
-    catalog_path: str | Path, config: Config, run_dir: str | Path | RemoteRun | None = None
+    catalog_path: str | Path, config: Config, run_dir: str | Path | RemoteRun | RunFolder | None = None
 ) -> Catalog:
     """Validate the catalog; with a RUN folder, reuse its record of images already checked.
 
@@ -930,13 +889,13 @@ def validate_for_run(
     on this machine (it names local files), keyed by the run's URI.
     """
     cache = None
-    if isinstance(run_dir, RemoteRun) or (run_dir is not None and is_uri(run_dir)):
-        from autoshoot.catalog import default_cache_dir
-        from autoshoot.storage import check_cache_path
-
-        cache = ImageCheckCache(check_cache_path(str(run_dir), lambda: default_cache_dir().parent))
-    elif run_dir is not None:
-        cache = ImageCheckCache(Path(run_dir) / CHECK_CACHE)
+    if run_dir is not None:
+        folder = open_run(run_dir)
+        try:
+            cache = ImageCheckCache(folder.check_cache_path())
+        finally:
+            if folder is not run_dir:
+                folder.close()
     catalog = load_catalog(
         catalog_path,
         min_side=config.run.min_image_side,
@@ -949,22 +908,23 @@ def validate_for_run(
 
 
 def make_worker(
-    config: Config, run: str | Path | RemoteRun, stages: list[Stage] | None = None, run_id: str = ""
+    config: Config,
+    run: str | Path | RemoteRun | RunFolder,
+    stages: list[Stage] | None = None,
+    run_id: str = "",
 ) -> SkuWorker:
-    """The worker for a RUN folder: local files as they are, or staged for an object store."""
-    if not isinstance(run, RemoteRun) and not is_uri(run):
-        return SkuWorker(config, local_path(run), stages)
-    from autoshoot.staged import StagedSkuWorker
+    """The worker for a RUN folder: local files as they are, or staged for an object store.
 
-    owns = not isinstance(run, RemoteRun)
-    remote = run if isinstance(run, RemoteRun) else RemoteRun(str(run))
-    return StagedSkuWorker(config, remote, stages, run_id=run_id, owns_run=owns)
+    Given a path or URI (a Ray worker), the worker owns what it opens and frees it on close.
+    """
+    owns = not isinstance(run, (RunFolder, RemoteRun))
+    return open_run(run).make_worker(config, stages, run_id=run_id, owns=owns)
 
 
 def plan_run(
     catalog: Catalog,
     config: Config,
-    run_dir: str | Path | RemoteRun,
+    run_dir: str | Path | RemoteRun | RunFolder,
     force: bool = False,
     stages: list[Stage] | None = None,
 ) -> tuple[SkuWorker, list[Plan]]:
@@ -1049,16 +1009,17 @@ def run_catalog(
     ``catalog_path`` and ``run_dir`` may be object-store URIs (``s3://…``); a RUN folder there
     is written through a local staging folder (``autoshoot.staged``), a local one directly.
     """
-    run = open_run_folder(run_dir)
-    fresh = isinstance(run, Path) and not run.exists()
+    run = open_run(run_dir)
+    fresh = run.is_new()
     try:
         return _run_catalog(catalog_path, run, config, force, quiet, catalog, stages)
     except ModelMissingError:
         if fresh:  # "nothing was run": leave no folder behind either
-            remove_unused_run_folder(run)
+            run.remove_if_unused(BEFORE_ANY_SKU)
         raise
     finally:
-        close_run_folder(run)
+        if run is not run_dir:
+            run.close()
 
 
 def remove_stray_temp_files(run_dir: Path) -> None:
@@ -1071,19 +1032,17 @@ def remove_stray_temp_files(run_dir: Path) -> None:
             child.unlink(missing_ok=True)
 
 
+BEFORE_ANY_SKU = {"config.yaml", ".lock", CHECK_CACHE, RUN_LOG}  # what a run writes before its first SKU
+
+
 def remove_unused_run_folder(run_dir: Path) -> None:
     """Remove a RUN folder that holds only what a run writes before its first SKU."""
-    before_any_sku = {"config.yaml", ".lock", CHECK_CACHE, RUN_LOG}
-    try:
-        if {p.name for p in run_dir.iterdir()} <= before_any_sku:
-            shutil.rmtree(run_dir)
-    except OSError:
-        pass
+    LocalRunFolder(run_dir).remove_if_unused(BEFORE_ANY_SKU)
 
 
 def _run_catalog(
     catalog_path: str | Path,
-    run: Path | RemoteRun,
+    run: RunFolder,
     config: Config,
     force: bool,
     quiet: bool,
@@ -1091,19 +1050,16 @@ def _run_catalog(
     stages: list[Stage] | None,
 ) -> RunSummary:
     started = time.perf_counter()
-    remote = run if isinstance(run, RemoteRun) else None
-    local_dir = remote.staging if remote else run  # where the local code writes
+    local_dir = run.local_dir  # where the local code writes (a staging folder for an object store)
     # 1. validate every row before any model loads
     catalog = catalog or validate_for_run(catalog_path, config, run)
-    lock = remote.lock() if remote else run_lock(local_dir)
-    with lock as held, _Interrupt() as interrupt, run_log(local_dir):
+    with run.lock() as held, _Interrupt() as interrupt, run_log(local_dir):
         # 2. fit the run to the GPU budget (--vram); save the effective config and plan: which
         #    SKUs and stages are still to do
         remove_stray_temp_files(local_dir)  # a run killed while writing the top-level files
         config = fit_to_budget(config)
         save_config(config, local_dir / "config.yaml")
-        if remote:
-            remote.put([(local_dir / "config.yaml", "config.yaml")])
+        run.publish(["config.yaml"])
         if catalog.check_cache is not None:
             catalog.check_cache.save()
         worker, plans = plan_run(catalog, config, run, force, stages)
@@ -1145,16 +1101,11 @@ def _run_catalog(
             # 6. results and report, also after an interruption
             ordered = collect_results(catalog, results)
             write_results(local_dir, ordered)
-            if remote:
-                from autoshoot.staged import pull_report_blocks
-
-                pull_report_blocks(remote, ordered)
+            run.fetch_report_blocks(ordered)  # those other processes wrote (object stores)
             write_report(local_dir, ordered, config)
-            if remote:
-                names = ("results.csv", "results.parquet", "report.html")
-                remote.put([(local_dir / name, name) for name in names])
+            run.publish(["results.csv", "results.parquet", "report.html"])
     return RunSummary(
-        run_dir=remote.uri if remote else run,
+        run_dir=run.summary_name,
         results=ordered,
         counts={k: sum(1 for r in ordered if r.status == k) for k in ("accepted", "review", "failed")},
         done_before=done_before,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoshoot.run.folder import Folder, open_folder
+from autoshoot.run.layout import MANIFEST
 from autoshoot.storage import is_uri, join_uri
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = ".autoshoot-reuse"
-MANIFEST = "manifest.json"
 
 
 def index_location(config: Config, run_location: str) -> str | None:
