@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -113,8 +114,6 @@ def test_a_scoring_only_config_change_reruns_only_scoring(tmp_path: Path) -> Non
     assert summary.changes == {"new": 0, "changed": 3, "reused": 0, "failed": 0}
     results = read_results(runs / "night2")
     assert [r["reused"] for r in results] == ["", "", ""]
-    import json
-
     manifest = json.loads((runs / "night2" / "SKU-0" / "manifest.json").read_text())
     assert [manifest["stages"][s].get("reused", "") for s in STAGE_ORDER] == ["night1"] * 5 + ["", ""]
 
@@ -220,3 +219,49 @@ def test_an_index_elsewhere_is_shared_by_folders_that_are_not_siblings(tmp_path:
     run_catalog(catalog, tmp_path / "b" / "night2", shared, quiet=True, stages=fake_stages(calls))
     assert [c for c in calls if c[1] != "batch of 0"] == []
     assert [r["reused"] for r in read_results(tmp_path / "b" / "night2")] == ["night1"] * 3
+
+
+def test_two_nights_on_an_object_store_reuse_in_the_store(tmp_path: Path) -> None:
+    pytest.importorskip("s3fs", reason="object stores need the [cloud] extra")
+    from s3_server import running_s3_server
+
+    with running_s3_server() as s3:
+        bucket = s3.bucket("nightly")
+        run_catalog(
+            night_catalog(tmp_path, 1), f"{bucket}/runs/night1", config(), quiet=True, stages=fake_stages([])
+        )
+        assert s3.fs().find("nightly/runs/.autoshoot-reuse/stages")
+        calls: list = []
+        second = run_catalog(
+            night_catalog(tmp_path, 2),
+            f"{bucket}/runs/night2",
+            config(),
+            quiet=True,
+            stages=fake_stages(calls),
+        )
+        assert stages_run(calls, "SKU-0") == [] and stages_run(calls, "SKU-2") == []
+        assert stages_run(calls, "SKU-1") == list(STAGE_ORDER) == stages_run(calls, "SKU-3")
+        assert second.changes == {"new": 1, "changed": 1, "reused": 2, "failed": 0}
+        fs = s3.fs()
+        text = fs.cat_file("nightly/runs/night2/results.csv").decode()
+        rows = list(csv.DictReader(text.splitlines()))
+        assert [r["reused"] for r in rows] == ["night1", "", "night1", ""]
+        # the reused SKU's files are in the new night's folder itself
+        for rel in ("best.png", "render/c0.png", "rank/stage.json"):
+            assert fs.cat_file(f"nightly/runs/night2/SKU-0/{rel}") == fs.cat_file(
+                f"nightly/runs/night1/SKU-0/{rel}"
+            )
+        manifest = json.loads(fs.cat_file("nightly/runs/night2/SKU-0/manifest.json"))
+        assert {e["reused"] for e in manifest["stages"].values()} == {"night1"}
+        # a third night after the first is deleted still reuses everything, from night 2's copies
+        fs.rm("nightly/runs/night1", recursive=True)
+        calls.clear()
+        third = run_catalog(
+            night_catalog(tmp_path, 2),
+            f"{bucket}/runs/night3",
+            config(),
+            quiet=True,
+            stages=fake_stages(calls),
+        )
+        assert [c for c in calls if c[1] != "batch of 0"] == []
+        assert third.changes == {"new": 0, "changed": 0, "reused": 4, "failed": 0}

@@ -114,7 +114,7 @@ class ReuseIndex:
         rels = [r for r in dict.fromkeys(rels) if r not in self._pointers]
         try:
             found = self.folder.cat(rels)
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - any store error: nothing is reused
             logger.warning("cannot read the reuse index %s: %s; nothing is reused", self.folder.location, err)
             found = {}
         for rel in rels:
@@ -126,7 +126,7 @@ class ReuseIndex:
                 self._pointers[rel] = _parse(self.folder.read_bytes(rel))
             except FileNotFoundError:
                 self._pointers[rel] = None
-            except OSError as err:
+            except Exception as err:  # noqa: BLE001 - any store error: the stage is run
                 logger.warning("cannot read %s/%s: %s", self.folder.location, rel, err)
                 self._pointers[rel] = None
         return self._pointers[rel]
@@ -195,7 +195,7 @@ class ReuseIndex:
         try:
             self.folder.write_bytes(rel, json.dumps(data, sort_keys=True).encode())
             self._pointers[rel] = data
-        except OSError as err:  # the index is an optimisation: the run goes on without it
+        except Exception as err:  # noqa: BLE001 - the index is an optimisation: the run goes on without it
             logger.warning("cannot write the reuse index %s/%s: %s", self.folder.location, rel, err)
 
 
