@@ -1068,13 +1068,14 @@ def _run_catalog(
         def should_stop() -> bool:
             return interrupt.requested or bool(held is not None and held.lost)
 
-        # 3. take the stages other runs finished with the same keys (autoshoot.run.reuse)
+        # 3. stop before the first SKU when a model that some work needs is missing (the
+        #    stages that other runs finished need none)
+        worker.check_models({name for p in plans for name in p.todo if name not in p.reuse})
+        # 4. take the stages other runs finished with the same keys (autoshoot.run.reuse)
         reused_now: list[str] = []
         plans = take_reused_work(worker, plans, should_stop, lambda p: reused_now.append(p.row.sku))
         todo = [p for p in plans if p.todo]
-        # 4. stop before the first SKU when a model that some work needs is missing
-        worker.check_models({name for p in todo for name in p.todo})
-        # 5. run on the configured engine (local: chunks of SKUs, batchable stages across a chunk)
+        # 5. run the rest on the configured engine (local: chunks of SKUs, the brief batched)
         results: dict[str, ShotResult] = {
             p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result
         }

@@ -265,3 +265,40 @@ def test_two_nights_on_an_object_store_reuse_in_the_store(tmp_path: Path) -> Non
         )
         assert [c for c in calls if c[1] != "batch of 0"] == []
         assert third.changes == {"new": 0, "changed": 0, "reused": 4, "failed": 0}
+
+
+def test_rows_taken_from_earlier_nights_need_no_models(tmp_path: Path) -> None:
+    from fakes import FakeStage
+
+    from autoshoot.errors import ModelMissingError
+
+    class NoWeights(FakeStage):
+        def check_models(self, config):  # type: ignore[no-untyped-def]
+            return [("render weights", "/models/sdxl.safetensors", "autoshoot models download")]
+
+    def stages_without_weights(calls: list) -> list:
+        stages = fake_stages(calls)
+        stages[2] = NoWeights("render", calls)
+        return stages
+
+    runs = tmp_path / "runs"
+    run_catalog(night_catalog(tmp_path, 1), runs / "night1", config(), quiet=True, stages=fake_stages([]))
+    calls: list = []
+    summary = run_catalog(
+        night_catalog(tmp_path, 1),
+        runs / "night2",
+        config(),
+        quiet=True,
+        stages=stages_without_weights(calls),
+    )
+    assert summary.exit_code == 0 and summary.reused == 3
+    # a changed row needs the render model: the run stops before any SKU, as before
+    with pytest.raises(ModelMissingError, match="render weights"):
+        run_catalog(
+            night_catalog(tmp_path, 2),
+            runs / "night3",
+            config(),
+            quiet=True,
+            stages=stages_without_weights(calls),
+        )
+    assert not (runs / "night3" / "SKU-0").exists()
