@@ -1,11 +1,13 @@
-"""Catalog CSV → validated rows, with messages that name the row, the column, the value and the fix.
+"""Catalog (CSV, TSV, XLSX or Parquet, read through pandas) → validated rows, with messages that
+name the row, the column, the value and the fix.
 
 Validation reads each image once: it hashes the bytes (the cache key of every stage) and
 decodes them to catch missing, corrupt, truncated, tiny and oversized images before any model
 loads. It never imports torch.
 
 Row numbers are the rows a spreadsheet shows: the header is row 1, a blank line is a row, and a
-quoted cell that spans several lines is still one row.
+quoted cell that spans several lines is still one row; the same in every format (a Parquet
+file's column names count as row 1).
 """
 
 from __future__ import annotations
@@ -135,10 +137,10 @@ def load_catalog(
     """
     from autoshoot.storage import is_uri, local_path, parent_uri
 
-    # 1. read the CSV
+    # 1. read the table (CSV, TSV, XLSX or Parquet, through pandas)
     allow_image_pixels(max_pixels)
     path = str(path) if is_uri(path) else local_path(path)
-    columns, records = read_csv(path)
+    columns, records = read_records(path)
     base: Path | str = parent_uri(path) if isinstance(path, str) else path.parent
     images = ImageSources(cache_dir or default_cache_dir(), download_timeout_s)
 
@@ -175,31 +177,149 @@ def load_catalog(
     return Catalog(path=path, columns=columns, rows=rows, warnings=catalog_warnings)
 
 
-def read_csv(path: Path | str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+# the catalog formats, by file suffix; anything else is read as CSV
+TEXT_FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+EXCEL_FORMATS = (".xlsx", ".xlsm")
+PARQUET_FORMATS = (".parquet", ".pq")
+
+
+def catalog_format(path: Path | str) -> str:
+    """csv, tsv, xlsx or parquet, from the file's suffix (CSV for any other)."""
+    suffix = Path(str(path).split("?", 1)[0]).suffix.lower()
+    if suffix in EXCEL_FORMATS:
+        return "xlsx"
+    if suffix in PARQUET_FORMATS:
+        return "parquet"
+    if suffix == ".xls":
+        raise CatalogError(
+            f"catalog {str(path)!r} is an old .xls workbook; fix: save it as .xlsx (or as CSV) and pass that"
+        )
+    return "tsv" if TEXT_FORMATS.get(suffix) == "\t" else "csv"
+
+
+def read_records(path: Path | str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The catalog's columns and its non-blank rows as ``(row number, column → stripped text)``.
+
+    Every format is read through pandas, as text cells. Row numbers are the ones a spreadsheet
+    shows: the header is row 1 (a Parquet file's column names count as that header row).
+    """
+    kind = catalog_format(path)
     try:
         data = read_catalog_bytes(path)
     except FileNotFoundError:
         raise CatalogError(
-            f"catalog {str(path)!r} does not exist; fix: pass the path of a CSV file"
+            f"catalog {str(path)!r} does not exist; fix: pass the path of a CSV, TSV, XLSX or Parquet file"
         ) from None
+    if kind == "parquet":
+        return records_from_table(read_parquet_table(path, data))
+    if kind == "xlsx":
+        return records_from_table(read_excel_table(path, data))
+    return records_from_table(read_text_table(path, data, TEXT_FORMATS[f".{kind}"]))
+
+
+def read_csv(path: Path | str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A CSV or TSV catalog (by suffix), or any other format ``read_records`` knows."""
+    return read_records(path)
+
+
+def read_text_table(path: Path | str, data: bytes, sep: str) -> list[list[object]]:
+    """The cells of a CSV/TSV, one list per spreadsheet row, blank lines kept (as empty rows)."""
+    import pandas as pd
+
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CatalogError(
             f"catalog {str(path)!r} is not UTF-8 text ({err}); fix: save it as UTF-8 CSV"
         ) from err
-    reader = csv.reader(io.StringIO(text, newline=""))
+    if not text.strip("\r\n"):
+        raise CatalogError(f"catalog {str(path)!r} is empty; fix: add a header row: sku,image")
+    first_line = next(iter(text.splitlines()), "")
+    width = max(1, sum(1 for _ in next(csv.reader([first_line], delimiter=sep), [])))
     try:
-        header = next(reader)
-    except StopIteration:
+        frame = pd.read_csv(
+            io.StringIO(text, newline=""),
+            sep=sep,
+            header=None,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,  # a blank line is a spreadsheet row: later numbers stay right
+            engine="python",
+            quotechar='"',
+            on_bad_lines=lambda cells: cells[:width],  # cells past the header's are ignored
+        )
+    except pd.errors.EmptyDataError:
         raise CatalogError(f"catalog {str(path)!r} is empty; fix: add a header row: sku,image") from None
-    columns = [h.strip() for h in header]
+    except (pd.errors.ParserError, csv.Error) as err:
+        raise CatalogError(
+            f"catalog {str(path)!r} cannot be read as {'TSV' if sep != ',' else 'CSV'} ({err}); "
+            "fix: check its quoting, or export it again from the spreadsheet"
+        ) from err
+    return frame.values.tolist()
+
+
+def read_excel_table(path: Path | str, data: bytes) -> list[list[object]]:
+    """The cells of the workbook's first sheet, one list per spreadsheet row from row 1."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_excel(io.BytesIO(data), sheet_name=0, header=None, dtype=object, engine="openpyxl")
+    except ImportError as err:
+        raise CatalogError(
+            f"catalog {str(path)!r}: reading .xlsx needs openpyxl ({err}); fix: pip install openpyxl"
+        ) from err
+    except Exception as err:  # noqa: BLE001 - zipfile, openpyxl and pandas each raise their own
+        raise CatalogError(
+            f"catalog {str(path)!r} is not a readable XLSX workbook ({type(err).__name__}: {err}); "
+            "fix: save it again from the spreadsheet as .xlsx, or as CSV"
+        ) from err
+    if frame.empty:
+        raise CatalogError(f"catalog {str(path)!r} is empty; fix: add a header row: sku,image")
+    return frame.values.tolist()
+
+
+def read_parquet_table(path: Path | str, data: bytes) -> list[list[object]]:
+    """A Parquet file's column names, then its rows (whole numbers stay whole, nulls empty)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(io.BytesIO(data), dtype_backend="numpy_nullable")
+    except Exception as err:  # noqa: BLE001 - pyarrow raises its own error types
+        raise CatalogError(
+            f"catalog {str(path)!r} is not a readable Parquet file ({type(err).__name__}: {err}); "
+            "fix: write it again, or pass the catalog as CSV"
+        ) from err
+    return [[str(c) for c in frame.columns], *frame.astype(object).values.tolist()]
+
+
+def cell_text(value: object) -> str:
+    """A cell as stripped text: empty for a missing cell; a whole-number float without ".0"."""
+    if value is None:
+        return ""
+    try:
+        import pandas as pd
+
+        if pd.isna(value):  # type: ignore[arg-type]
+            return ""
+    except (TypeError, ValueError):
+        pass
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def records_from_table(table: list[list[object]]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Columns (the first row) and the numbered non-blank records after it, from row 2 on."""
+    if not table:
+        raise CatalogError("the catalog is empty; fix: add a header row: sku,image")
+    columns = [cell_text(h) for h in table[0]]
     records: list[tuple[int, dict[str, str]]] = []
-    # a spreadsheet row per record, not per line: a quoted cell may hold line breaks
-    for row_number, cells in enumerate(reader, start=2):
-        if not any(c.strip() for c in cells):
-            continue  # blank line
-        record = {col: (cells[i].strip() if i < len(cells) else "") for i, col in enumerate(columns) if col}
+    for row_number, cells in enumerate(table[1:], start=2):
+        texts = [cell_text(c) for c in cells]
+        if not any(texts):
+            continue  # a blank row
+        record = {col: (texts[i] if i < len(texts) else "") for i, col in enumerate(columns) if col}
         records.append((row_number, record))
     return columns, records
 

@@ -18,6 +18,7 @@ from typing import Any
 from autoshoot.config import Config
 from autoshoot.config.render import picture_changing_options
 from autoshoot.io import atomic_write, atomic_write_text
+from autoshoot.run.layout import sku_folder_name
 from autoshoot.types import ShotResult
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ RESULT_COLUMNS = (
     "n_candidates",
     "seconds",
     "flags",
+    "reused",  # empty when this run rendered the row, else the run it was reused from
 )
 
 
@@ -68,6 +70,7 @@ def write_results(run_dir: Path, results: list[ShotResult]) -> None:
             ("n_candidates", pa.int64()),
             ("seconds", pa.float64()),
             ("flags", pa.string()),
+            ("reused", pa.string()),
         ]
     )
     table = pa.Table.from_pylist(records, schema=schema)
@@ -122,6 +125,7 @@ function show(status){
 
 def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Path:
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "review", "failed")}
+    changes = change_counts(results)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'><title>autoshoot report</title>",
@@ -129,6 +133,9 @@ def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Pa
         "<h1>autoshoot report</h1>",
         f"<div class='summary'>{len(results)} SKUs: {counts['accepted']} accepted, {counts['review']} review, "
         f"{counts['failed']} failed &middot; profile <b>{_e(config.run.profile)}</b></div>",
+        "<div class='summary tonight'>This run: "
+        + ", ".join(f"<b>{n}</b> {kind}" for kind, n in changes.items())
+        + "</div>",
     ]
     if config.run.profile == "tiny":
         parts.append(
@@ -153,14 +160,22 @@ def write_report(run_dir: Path, results: list[ShotResult], config: Config) -> Pa
     return path
 
 
+def change_counts(results: list[ShotResult]) -> dict[str, int]:
+    """How many rows this run rendered anew, re-rendered (changed), took from an earlier run
+    (reused), and failed."""
+    counts = {"new": 0, "changed": 0, "reused": 0, "failed": 0}
+    for r in results:
+        kind = "failed" if r.status == "failed" else (r.change if r.change in counts else "new")
+        counts[kind] += 1
+    return counts
+
+
 def cached_sku_block(run_dir: Path, result: ShotResult) -> str:
     """The SKU's block, from ``RUN/<sku>/report_block.html`` when it was made for this result.
 
     Blocks are written when a SKU finishes (``write_sku_block``), so a rerun over a large
     catalog reads one small file per finished SKU instead of every stage's JSON.
     """
-    from autoshoot.runner import sku_folder_name
-
     if not result.sku:
         return sku_block(run_dir, result)
     path = run_dir / sku_folder_name(result.sku) / BLOCK_FILE
@@ -175,8 +190,6 @@ def cached_sku_block(run_dir: Path, result: ShotResult) -> str:
 
 def block_is_current(run_dir: Path, result: ShotResult) -> bool:
     """Whether ``RUN/<sku>/report_block.html`` was made for this very result."""
-    from autoshoot.runner import sku_folder_name
-
     try:
         with open(run_dir / sku_folder_name(result.sku) / BLOCK_FILE, encoding="utf-8") as fh:
             return fh.readline().rstrip("\n") == _block_tag(result)
@@ -185,8 +198,6 @@ def block_is_current(run_dir: Path, result: ShotResult) -> bool:
 
 
 def write_sku_block(run_dir: Path, result: ShotResult) -> None:
-    from autoshoot.runner import sku_folder_name
-
     folder = run_dir / sku_folder_name(result.sku)
     if folder.is_dir():
         atomic_write_text(folder / BLOCK_FILE, _block_tag(result) + "\n" + sku_block(run_dir, result))
@@ -198,8 +209,6 @@ def _block_tag(result: ShotResult) -> str:
 
 
 def sku_block(run_dir: Path, result: ShotResult) -> str:
-    from autoshoot.runner import sku_folder_name
-
     sku_dir = run_dir / sku_folder_name(result.sku) if result.sku else None
     score = "" if result.hand_score is None else f" &middot; hand score {result.hand_score:.2f}"
     sku = result.sku or "(no SKU)"
@@ -207,7 +216,9 @@ def sku_block(run_dir: Path, result: ShotResult) -> str:
         f"<div class='sku' data-status='{result.status}'>",
         f"<h2>{_e(sku)} <span class='badge {result.status}'>{result.status}</span></h2>",
         f"<div class='meta'>row {result.row}{score} &middot; {result.n_candidates} candidates &middot; "
-        f"{result.seconds:.1f} s</div>",
+        f"{result.seconds:.1f} s"
+        + (f" &middot; reused from <b>{_e(result.reused)}</b>" if result.reused else "")
+        + "</div>",
     ]
     if result.flags:
         out.append(

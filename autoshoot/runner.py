@@ -17,13 +17,13 @@ key of the stage before it: changing one stage's config redoes that stage and th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -39,24 +39,32 @@ from typing import Any
 from autoshoot.budget import fit_to_budget, is_out_of_memory, out_of_memory_fix
 from autoshoot.catalog import Catalog, ImageCheckCache, Row, allow_image_pixels, load_catalog
 from autoshoot.config import Config, save_config
-from autoshoot.errors import ModelMissingError, RunLockedError
+from autoshoot.errors import ModelMissingError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.residency import GIB
+from autoshoot.run.folder import LocalRunFolder, RunFolder, open_run, run_lock  # noqa: F401
+from autoshoot.run.layout import (  # noqa: F401 - re-exported: the names' old home
+    CHECK_CACHE,
+    MANIFEST,
+    MAX_SKU_FOLDER,
+    NOT_RUN,
+    RUN_FILES,
+    RUN_LOG,
+    TRASH_MARK,
+    sku_folder_name,
+)
+from autoshoot.run.reuse import ReuseIndex
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
-from autoshoot.storage import RemoteRun, close_run_folder, is_uri, local_path, open_run_folder
+from autoshoot.storage import RemoteRun
 from autoshoot.types import ShotResult
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 # GPU memory the per-SKU stages need before their models are measured: SDXL with the union
 # ControlNet (6.6 GiB in fp16) and 4 candidates' activations (7 GiB), BiRefNet and OWLv2 (1 GiB)
 PER_SKU_MODELS_GIB = 15.0
-CHECK_CACHE = ".image-checks.json"
-TRASH_MARK = ".trash-"
-NOT_RUN = "not run:"  # the reason of a valid row that an interruption left for the next run
 
 
 # ---------------------------------------------------------------------------------------
@@ -69,24 +77,6 @@ def build_stages(names: tuple[str, ...] = STAGE_ORDER) -> list[Stage]:
         module_name, _, cls_name = STAGES[name].partition(":")
         stages.append(getattr(importlib.import_module(module_name), cls_name)())
     return stages
-
-
-# the RUN folder's own files: a SKU folder must never take one of these names
-RUN_FILES = frozenset({"config.yaml", "results.csv", "results.parquet", "report.html", "run.log"})
-MAX_SKU_FOLDER = 100  # characters; file systems allow 255 bytes per name
-
-
-def sku_folder_name(sku: str) -> str:
-    """A file-system-safe folder name; a short hash keeps distinct SKUs distinct.
-
-    The SKU itself is used when it is short, plain and not one of the RUN folder's own file
-    names (compared without case, for case-insensitive file systems); otherwise a cut-down
-    version with a hash of the SKU.
-    """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", sku).strip("._") or "sku"
-    if safe != sku or len(safe) > MAX_SKU_FOLDER or safe.lower() in RUN_FILES:
-        safe = f"{safe[:80]}-{hashlib.sha1(sku.encode()).hexdigest()[:8]}"
-    return safe
 
 
 def sku_seed(config: Config, row: Row) -> int:
@@ -153,6 +143,9 @@ class SkuStore:
 
     def save(self) -> None:
         atomic_write_json(self.dir / MANIFEST, self.manifest)
+
+    def ensure_open(self) -> None:
+        """Ready for writes (an object store's copy is fetched first; a local folder always is)."""
 
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
@@ -246,6 +239,10 @@ class Plan:
     todo: list[str]  # stages to (re)run, in order; empty when the SKU is complete
     result: dict[str, Any] | None = None  # the stored result of a complete SKU
     seconds_before: float = 0.0  # spent on this SKU in this run elsewhere (the Ray VLM pool)
+    # stage → pointer of the leading stages of ``todo`` that an earlier run finished with the
+    # same key (autoshoot.run.reuse): taken from there by ``SkuWorker.take_reused``, not run
+    reuse: dict[str, dict[str, Any]] = field(default_factory=dict)
+    change: str = ""  # new | changed | reused: what tonight's work on the SKU is
 
 
 class SkuWorker:
@@ -254,6 +251,7 @@ class SkuWorker:
     def __init__(self, config: Config, run_dir: Path, stages: list[Stage] | None = None):
         self.config = config
         self.run_dir = Path(run_dir)
+        self.folder: RunFolder = LocalRunFolder(self.run_dir)  # markers, shared images (Ray)
         self.stages = stages if stages is not None else build_stages()
         self.sessions = Sessions.for_config(config)
         self.stage_seconds: dict[str, float] = {}
@@ -265,6 +263,13 @@ class SkuWorker:
     def run_location(self) -> str:
         """The RUN folder as another process (a Ray worker) is given it."""
         return str(self.run_dir.resolve())
+
+    @property
+    def reuse(self) -> ReuseIndex | None:
+        """The index of stages finished by other runs (``run.reuse``), or None when off."""
+        if not hasattr(self, "_reuse"):
+            self._reuse = ReuseIndex.for_run(self.config, self.run_location)
+        return self._reuse
 
     def make_store(self, sku: str) -> SkuStore:
         return SkuStore(self.run_dir, sku)
@@ -287,20 +292,97 @@ class SkuWorker:
         )
 
     def plan(self, row: Row, force: bool = False) -> Plan:
+        """What one SKU needs: done here already, taken from an earlier run, or run.
+
+        The one place that decides, per SKU, between the RUN folder's own committed stages,
+        the reuse index (stages other runs finished with the same keys) and running them.
+        """
         job = self.make_job(row)
         keys = stage_keys(self.stages, self.config, job, self.section_hashes)
         store = self.make_store(row.sku)
         if not force:
             result = store.finished_result(keys[self.stages[-1].name])
             if result is not None:
-                return Plan(row, keys, [], result)
+                return Plan(row, keys, [], result, change=result.get("change", ""))
         todo: list[str] = []
         for stage in self.stages:
             if force or todo or not store.is_done(stage.name, keys[stage.name]):
                 todo.append(stage.name)
         if not todo:  # every stage committed, but the run died before it recorded the result
             todo = [self.stages[-1].name]
-        return Plan(row, keys, todo)
+        plan = Plan(row, keys, todo)
+        if not force and self.reuse is not None:
+            for name in todo:  # the leading stages only: each key chains the one before
+                pointer = self.reuse.stage(keys[name])
+                if pointer is None:
+                    break
+                plan.reuse[name] = pointer
+            if len(plan.reuse) == len(todo):
+                plan.change = "reused"
+            else:
+                plan.change = "changed" if self.reuse.seen_before(row.sku) else "new"
+        return plan
+
+    def preload_reuse(self, rows: list[Row]) -> None:
+        """Read the reuse index's pointers for these SKUs in one batch (on an object store)."""
+        if self.reuse is None:
+            return
+        keys = []
+        for row in rows:
+            keys += stage_keys(self.stages, self.config, self.make_job(row), self.section_hashes).values()
+        self.reuse.preload(keys, [row.sku for row in rows])
+
+    def take_reused(self, plan: Plan) -> Plan:
+        """Copy the stages ``plan.reuse`` names into this RUN folder and commit them as if run.
+
+        Returns the plan of what is left: nothing (with the SKU's result, recorded here) when
+        every stage was taken, else the stages still to run. A stage that cannot be taken
+        (its run was deleted or redone) is run instead, with those after it.
+        """
+        assert self.reuse is not None
+        sku = plan.row.sku
+        store = self.make_store(sku)
+        store.clean_partial()
+        store.ensure_open()
+        taken: list[str] = []
+        for name in plan.todo:
+            pointer = plan.reuse.get(name)
+            if pointer is None:
+                break
+            tmp = store.new_stage_dir(name)
+            try:
+                self.reuse.copy_stage(pointer, tmp)
+            except (OSError, ValueError, KeyError) as err:
+                shutil.rmtree(tmp, ignore_errors=True)
+                logger.info("%s: %s not reused (%s); it is run", sku, name, err)
+                break
+            entry = {**pointer.get("entry", {}), "key": plan.keys[name], "reused": pointer.get("origin", "")}
+            store.commit_stage(name, tmp, entry)
+            self.publish_stage(plan, name, store, entry)
+            taken.append(name)
+        todo = [name for name in plan.todo if name not in taken]
+        if taken:
+            store.log(f"reused from {plan.reuse[taken[-1]].get('origin', '?')}: {', '.join(taken)}")
+        if todo:
+            self.after_sku(sku)
+            change = plan.change if plan.change != "reused" else "changed"
+            return dataclasses.replace(plan, todo=todo, reuse={}, change=change)
+        job = self.make_job(plan.row)
+        for stage in self.stages:
+            job.inputs.setdefault(stage.name, store.stage_dir(stage.name))
+        save_input_thumbnail(job, store)
+        result = self._finish_safely(plan, job, store, None, 0.0)
+        self.after_sku(sku)
+        if result.status == "failed":  # a broken stage output: redo the last stage here
+            return dataclasses.replace(plan, todo=[self.stages[-1].name], reuse={}, change="changed")
+        return dataclasses.replace(plan, todo=[], reuse={}, result=result.to_json())
+
+    def publish_stage(self, plan: Plan, name: str, store: SkuStore, entry: dict[str, Any]) -> None:
+        if self.reuse is not None:
+            self.reuse.publish_stage(plan.keys[name], name, store.dir.name, entry)
+
+    def after_sku(self, sku: str) -> None:
+        """A SKU is finished in this process: push and free what it holds (object stores)."""
 
     def check_models(self, stage_names: set[str]) -> None:
         """Stop before the first SKU when a model that the work needs is absent: first those
@@ -587,6 +669,7 @@ class SkuWorker:
             new_flags = [f for f in job.flags if f not in before]
             entry = {"key": plan.keys[stage.name], "seconds": round(seconds, 3), "flags": new_flags}
             job.inputs[stage.name] = store.commit_stage(stage.name, out, entry)
+            self.publish_stage(plan, stage.name, store, entry)
             store.log(f"{stage.name} done in {seconds:.2f} s")
             logger.info("%s: %s done in %.2f s", sku, stage.name, seconds)
 
@@ -594,8 +677,11 @@ class SkuWorker:
         self, plan: Plan, job: Job, store: SkuStore, failure: str | None, seconds: float
     ) -> ShotResult:
         row = plan.row
-        flags = sorted({f for entry in store.manifest["stages"].values() for f in entry.get("flags", [])})
-        stage_seconds = {k: v.get("seconds", 0.0) for k, v in store.manifest["stages"].items()}
+        entries = store.manifest["stages"]
+        flags = sorted({f for entry in entries.values() for f in entry.get("flags", [])})
+        stage_seconds = {k: v.get("seconds", 0.0) for k, v in entries.items()}
+        if self.reuse is not None:
+            self.reuse.publish_sku(row.sku)
         if failure:
             return ShotResult(
                 row=row.row_number,
@@ -605,7 +691,11 @@ class SkuWorker:
                 seconds=round(seconds, 3),
                 flags=";".join(flags),
                 stage_seconds=stage_seconds,
+                change=plan.change,
             )
+        # reused: no stage of the SKU ran in this RUN folder; it names the run of the result
+        last = entries.get(self.stages[-1].name, {})
+        reused = last.get("reused", "") if all(e.get("reused") for e in entries.values()) else ""
         rank = job.input_json("rank")
         composite = job.input_json("composite")
         best_index = int(rank["best_index"])
@@ -627,6 +717,8 @@ class SkuWorker:
             seconds=round(seconds, 3),
             flags=";".join(flags),
             stage_seconds=stage_seconds,
+            reused=reused,
+            change="reused" if reused else (plan.change if plan.change != "reused" else "changed"),
         )
         store.record_result({**result.to_json(), "key": plan.keys[self.stages[-1].name]})
         return result
@@ -718,6 +810,14 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
     done_before: int = 0  # SKUs finished by an earlier run on this folder
+    reused: int = 0  # SKUs taken whole from other runs (the reuse index) in this run
+
+    @property
+    def changes(self) -> dict[str, int]:
+        """Tonight's head counts: rows new, changed, reused (from other runs) and failed."""
+        from autoshoot.report import change_counts
+
+        return change_counts(self.results)
 
     @property
     def not_run(self) -> int:
@@ -742,7 +842,12 @@ class RunSummary:
         if self.not_run:
             counts += f", {self.not_run} not run (interrupted)"
         runs = f"{self.processed} run now" + (f", {self.done_before} done before" if self.done_before else "")
+        if self.reused:
+            runs += f", {self.reused} reused from earlier runs"
         lines = [f"{len(self.results)} SKUs: {counts}  ({runs})"]
+        changes = self.changes
+        if changes["changed"] or changes["reused"]:
+            lines.append(", ".join(f"{n} {kind}" for kind, n in changes.items()))
         if self.processed:
             lines.append(f"{self.seconds:.1f} s in all, {self.seconds / self.processed:.2f} s per SKU run")
         if self.stage_seconds:
@@ -757,36 +862,6 @@ class RunSummary:
         if self.interrupted:
             lines.append("interrupted: finished SKUs are saved; run the same command again to resume")
         return "\n".join(lines)
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive lock on RUN: a second run on the same folder stops at once."""
-    import fcntl
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ".lock"
-    fh = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise RunLockedError(
-                f"{run_dir} is in use by another autoshoot run ({holder}); wait for it to finish, "
-                "or pass another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        yield
-    finally:
-        fh.close()
-
-
-RUN_LOG = "run.log"
 
 
 @contextmanager
@@ -839,7 +914,7 @@ class _Interrupt:
 
 
 def validate_for_run(
-    catalog_path: str | Path, config: Config, run_dir: str | Path | RemoteRun | None = None
+    catalog_path: str | Path, config: Config, run_dir: str | Path | RemoteRun | RunFolder | None = None
 ) -> Catalog:
     """Validate the catalog; with a RUN folder, reuse its record of images already checked.
 
@@ -847,13 +922,13 @@ def validate_for_run(
     on this machine (it names local files), keyed by the run's URI.
     """
     cache = None
-    if isinstance(run_dir, RemoteRun) or (run_dir is not None and is_uri(run_dir)):
-        from autoshoot.catalog import default_cache_dir
-        from autoshoot.storage import check_cache_path
-
-        cache = ImageCheckCache(check_cache_path(str(run_dir), lambda: default_cache_dir().parent))
-    elif run_dir is not None:
-        cache = ImageCheckCache(Path(run_dir) / CHECK_CACHE)
+    if run_dir is not None:
+        folder = open_run(run_dir)
+        try:
+            cache = ImageCheckCache(folder.check_cache_path())
+        finally:
+            if folder is not run_dir:
+                folder.close()
     catalog = load_catalog(
         catalog_path,
         min_side=config.run.min_image_side,
@@ -866,34 +941,57 @@ def validate_for_run(
 
 
 def make_worker(
-    config: Config, run: str | Path | RemoteRun, stages: list[Stage] | None = None, run_id: str = ""
+    config: Config,
+    run: str | Path | RemoteRun | RunFolder,
+    stages: list[Stage] | None = None,
+    run_id: str = "",
 ) -> SkuWorker:
-    """The worker for a RUN folder: local files as they are, or staged for an object store."""
-    if not isinstance(run, RemoteRun) and not is_uri(run):
-        return SkuWorker(config, local_path(run), stages)
-    from autoshoot.staged import StagedSkuWorker
+    """The worker for a RUN folder: local files as they are, or staged for an object store.
 
-    owns = not isinstance(run, RemoteRun)
-    remote = run if isinstance(run, RemoteRun) else RemoteRun(str(run))
-    return StagedSkuWorker(config, remote, stages, run_id=run_id, owns_run=owns)
+    Given a path or URI (a Ray worker), the worker owns what it opens and frees it on close.
+    """
+    owns = not isinstance(run, (RunFolder, RemoteRun))
+    return open_run(run).make_worker(config, stages, run_id=run_id, owns=owns)
 
 
 def plan_run(
     catalog: Catalog,
     config: Config,
-    run_dir: str | Path | RemoteRun,
+    run_dir: str | Path | RemoteRun | RunFolder,
     force: bool = False,
     stages: list[Stage] | None = None,
 ) -> tuple[SkuWorker, list[Plan]]:
     worker = make_worker(config, run_dir, stages)
     rows = catalog.valid_rows
     worker.prefetch([row.sku for row in rows])
+    if not force:
+        worker.preload_reuse(rows)
     return worker, [worker.plan(row, force) for row in rows]
 
 
-def dry_run_text(catalog: Catalog, config: Config, run_dir: str | Path | RemoteRun) -> str:
+def take_reused_work(
+    worker: SkuWorker, plans: list[Plan], should_stop: Callable[[], bool], on_done: Callable[[Plan], None]
+) -> list[Plan]:
+    """Copy in what other runs finished with the same keys; the plans of what is left to run.
+
+    ``on_done`` is called for each SKU completed this way (its result is recorded). A stop
+    leaves the SKUs not yet looked at as they were planned: the next run takes them then.
+    """
+    out = []
+    for plan in plans:
+        if plan.reuse and not should_stop():
+            plan = worker.take_reused(plan)
+            if not plan.todo:
+                on_done(plan)
+        out.append(plan)
+    return out
+
+
+def dry_run_text(
+    catalog: Catalog, config: Config, run_dir: str | Path | RemoteRun, stages: list[Stage] | None = None
+) -> str:
     """The plan, without loading any model or importing torch."""
-    worker, plans = plan_run(catalog, config, run_dir)
+    worker, plans = plan_run(catalog, config, run_dir, stages=stages)
     worker.close()
     lines = [f"catalog: {catalog.path} ({len(catalog.rows)} rows, {len(catalog.invalid_rows)} invalid)"]
     lines.append(f"run folder: {run_dir}   profile: {config.run.profile}")
@@ -911,10 +1009,21 @@ def dry_run_text(catalog: Catalog, config: Config, run_dir: str | Path | RemoteR
             lines.append(
                 f"  {plan.row.sku}: done ({plan.result.get('status') if plan.result else ''}), skipped"
             )
-        else:
-            lines.append(f"  {plan.row.sku}: to do: {', '.join(plan.todo)}")
-    todo = sum(1 for p in plans if p.todo)
-    lines.append(f"{todo} SKUs to do, {len(plans) - todo} done, {len(catalog.invalid_rows)} invalid")
+            continue
+        run = [name for name in plan.todo if name not in plan.reuse]
+        parts = []
+        if plan.reuse:
+            origins = sorted({p.get("origin", "?") for p in plan.reuse.values()})
+            parts.append(f"reuse from {', '.join(origins)}: {', '.join(plan.reuse)}")
+        if run:
+            parts.append(f"to do: {', '.join(run)}")
+        lines.append(f"  {plan.row.sku}: " + "; ".join(parts))
+    todo = sum(1 for p in plans if p.todo and len(p.reuse) < len(p.todo))
+    reused = sum(1 for p in plans if p.todo and len(p.reuse) == len(p.todo))
+    reuse = f"{reused} to reuse, " if reused else ""
+    lines.append(
+        f"{todo} SKUs to do, {reuse}{len(plans) - todo - reused} done, {len(catalog.invalid_rows)} invalid"
+    )
     return "\n".join(lines)
 
 
@@ -933,16 +1042,17 @@ def run_catalog(
     ``catalog_path`` and ``run_dir`` may be object-store URIs (``s3://…``); a RUN folder there
     is written through a local staging folder (``autoshoot.staged``), a local one directly.
     """
-    run = open_run_folder(run_dir)
-    fresh = isinstance(run, Path) and not run.exists()
+    run = open_run(run_dir)
+    fresh = run.is_new()
     try:
         return _run_catalog(catalog_path, run, config, force, quiet, catalog, stages)
     except ModelMissingError:
         if fresh:  # "nothing was run": leave no folder behind either
-            remove_unused_run_folder(run)
+            run.remove_if_unused(BEFORE_ANY_SKU)
         raise
     finally:
-        close_run_folder(run)
+        if run is not run_dir:
+            run.close()
 
 
 def remove_stray_temp_files(run_dir: Path) -> None:
@@ -955,19 +1065,17 @@ def remove_stray_temp_files(run_dir: Path) -> None:
             child.unlink(missing_ok=True)
 
 
+BEFORE_ANY_SKU = {"config.yaml", ".lock", CHECK_CACHE, RUN_LOG}  # what a run writes before its first SKU
+
+
 def remove_unused_run_folder(run_dir: Path) -> None:
     """Remove a RUN folder that holds only what a run writes before its first SKU."""
-    before_any_sku = {"config.yaml", ".lock", CHECK_CACHE, RUN_LOG}
-    try:
-        if {p.name for p in run_dir.iterdir()} <= before_any_sku:
-            shutil.rmtree(run_dir)
-    except OSError:
-        pass
+    LocalRunFolder(run_dir).remove_if_unused(BEFORE_ANY_SKU)
 
 
 def _run_catalog(
     catalog_path: str | Path,
-    run: Path | RemoteRun,
+    run: RunFolder,
     config: Config,
     force: bool,
     quiet: bool,
@@ -975,26 +1083,32 @@ def _run_catalog(
     stages: list[Stage] | None,
 ) -> RunSummary:
     started = time.perf_counter()
-    remote = run if isinstance(run, RemoteRun) else None
-    local_dir = remote.staging if remote else run  # where the local code writes
+    local_dir = run.local_dir  # where the local code writes (a staging folder for an object store)
     # 1. validate every row before any model loads
     catalog = catalog or validate_for_run(catalog_path, config, run)
-    lock = remote.lock() if remote else run_lock(local_dir)
-    with lock as held, _Interrupt() as interrupt, run_log(local_dir):
+    with run.lock() as held, _Interrupt() as interrupt, run_log(local_dir):
         # 2. fit the run to the GPU budget (--vram); save the effective config and plan: which
         #    SKUs and stages are still to do
         remove_stray_temp_files(local_dir)  # a run killed while writing the top-level files
         config = fit_to_budget(config)
         save_config(config, local_dir / "config.yaml")
-        if remote:
-            remote.put([(local_dir / "config.yaml", "config.yaml")])
+        run.publish(["config.yaml"])
         if catalog.check_cache is not None:
             catalog.check_cache.save()
         worker, plans = plan_run(catalog, config, run, force, stages)
+        done_before = sum(1 for p in plans if p.result)
+
+        def should_stop() -> bool:
+            return interrupt.requested or bool(held is not None and held.lost)
+
+        # 3. stop before the first SKU when a model that some work needs is missing (the
+        #    stages that other runs finished need none)
+        worker.check_models({name for p in plans for name in p.todo if name not in p.reuse})
+        # 4. take the stages other runs finished with the same keys (autoshoot.run.reuse)
+        reused_now: list[str] = []
+        plans = take_reused_work(worker, plans, should_stop, lambda p: reused_now.append(p.row.sku))
         todo = [p for p in plans if p.todo]
-        # 3. stop before the first SKU when a model that some work needs is missing
-        worker.check_models({name for p in todo for name in p.todo})
-        # 4. run on the configured engine (local: chunks of SKUs, batchable stages across a chunk)
+        # 5. run the rest on the configured engine (local: chunks of SKUs, the brief batched)
         results: dict[str, ShotResult] = {
             p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result
         }
@@ -1007,10 +1121,6 @@ def _run_catalog(
         bar.set_postfix(counts)
         engine = None
         processed = 0
-
-        def should_stop() -> bool:
-            return interrupt.requested or bool(held is not None and held.lost)
-
         try:
             engine = make_engine(config, worker)
             for result in engine.run(todo, should_stop):
@@ -1022,22 +1132,18 @@ def _run_catalog(
         finally:
             bar.close()
             (engine or worker).close()
-            # 5. results and report, also after an interruption
+            # 6. results and report, also after an interruption
             ordered = collect_results(catalog, results)
             write_results(local_dir, ordered)
-            if remote:
-                from autoshoot.staged import pull_report_blocks
-
-                pull_report_blocks(remote, ordered)
+            run.fetch_report_blocks(ordered)  # those other processes wrote (object stores)
             write_report(local_dir, ordered, config)
-            if remote:
-                names = ("results.csv", "results.parquet", "report.html")
-                remote.put([(local_dir / name, name) for name in names])
+            run.publish(["results.csv", "results.parquet", "report.html"])
     return RunSummary(
-        run_dir=remote.uri if remote else run,
+        run_dir=run.summary_name,
         results=ordered,
         counts={k: sum(1 for r in ordered if r.status == k) for k in ("accepted", "review", "failed")},
-        done_before=sum(1 for p in plans if p.result),
+        done_before=done_before,
+        reused=len(reused_now),
         seconds=time.perf_counter() - started,
         processed=processed,
         stage_seconds=engine.stage_seconds,  # set: a failed start raised above

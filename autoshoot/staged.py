@@ -35,7 +35,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoshoot.runner import MANIFEST, Plan, SkuStore, SkuWorker, sku_folder_name
+from autoshoot.run.folder import ObjectStoreRunFolder
+from autoshoot.run.layout import MANIFEST, sku_folder_name
+from autoshoot.runner import Plan, SkuStore, SkuWorker
 from autoshoot.storage import RemoteRun
 
 if TYPE_CHECKING:
@@ -85,6 +87,10 @@ class StagedSkuStore(SkuStore):
     @property
     def opened(self) -> bool:
         return self.remote_files is not None
+
+    def ensure_open(self) -> None:
+        if not self.opened:
+            self.open()
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -225,6 +231,7 @@ class StagedSkuWorker(SkuWorker):
     ):
         super().__init__(config, run.staging, stages)
         self.remote = run
+        self.folder = ObjectStoreRunFolder(run, owns=False)
         self.run_id = run_id or uuid.uuid4().hex
         self.owns_run = owns_run  # close() removes the staging folder
         self.stores: dict[str, StagedSkuStore] = {}
@@ -315,6 +322,9 @@ class StagedSkuWorker(SkuWorker):
             self.stores.pop(plan.row.sku, None)
             return ShotResult(row=plan.row.row_number, sku=plan.row.sku, status="failed", reason=reason)
 
+    def after_sku(self, sku: str) -> None:
+        self._close_sku(sku)
+
     def _close_sku(self, sku: str) -> None:
         store = self.stores.pop(sku, None)
         if store is not None:
@@ -347,13 +357,4 @@ class StagedSkuWorker(SkuWorker):
 
 def pull_report_blocks(run: RemoteRun, results: list[ShotResult]) -> None:
     """Fetch the report blocks that this process does not have up to date (other workers' SKUs)."""
-    from autoshoot.report import BLOCK_FILE, block_is_current
-
-    wanted = {}
-    for result in results:
-        if result.sku and not block_is_current(run.staging, result):
-            wanted[f"{sku_folder_name(result.sku)}/{BLOCK_FILE}"] = run.staging / sku_folder_name(result.sku)
-    for rel, data in run.cat(list(wanted)).items():
-        folder = wanted[rel]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / BLOCK_FILE).write_bytes(data)
+    ObjectStoreRunFolder(run, owns=False).fetch_report_blocks(results)

@@ -82,3 +82,7 @@ class ShotResult(JsonMixin):
     seconds: float = 0.0
     flags: str = ""  # ';'-joined notes such as "no_handle", "brief_fallback"
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # empty when this run rendered the row, else the name of the run it was reused from
+    reused: str = ""
+    # new | changed | reused: what tonight's work on the row was (the report's head counts)
+    change: str = ""

@@ -56,8 +56,8 @@ def test_validate_a_missing_catalog_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert (
-        proc.stderr
-        == f"Error: catalog '{tmp_path / 'nope.csv'}' does not exist; fix: pass the path of a CSV file\n"
+        proc.stderr == f"Error: catalog '{tmp_path / 'nope.csv'}' does not exist; "
+        "fix: pass the path of a CSV, TSV, XLSX or Parquet file\n"
     )
 
 

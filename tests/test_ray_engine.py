@@ -202,9 +202,13 @@ def test_worker_killed_mid_run_every_sku_completes_once(ray_local, tmp_path: Pat
     # the same results as the local engine with the same stages
     local_calls = FileCalls(tmp_path / "local-calls.tsv")
     run_catalog(
-        catalog, tmp_path / "local", fake_config("local"), quiet=True, stages=fake_stages(local_calls)
+        catalog,
+        tmp_path / "reference" / "local",
+        fake_config("local"),
+        quiet=True,
+        stages=fake_stages(local_calls),
     )
-    assert read_results(tmp_path / "run") == read_results(tmp_path / "local")
+    assert read_results(tmp_path / "run") == read_results(tmp_path / "reference" / "local")
 
 
 def test_sku_that_always_kills_its_worker_fails_after_retries(ray_local, tmp_path: Path) -> None:
@@ -243,7 +247,7 @@ def test_tiny_profile_results_equal_the_local_engine(ray_local, tmp_path: Path) 
         for i in range(20)
     ]
     catalog = write_catalog(tmp_path, rows)
-    local_reference(catalog, tmp_path / "local")  # one thread, as each Ray CPU worker has
+    local_reference(catalog, tmp_path / "reference" / "local")  # one thread, as each Ray CPU worker has
     on_ray = run_catalog(
         catalog,
         tmp_path / "ray",
@@ -252,13 +256,13 @@ def test_tiny_profile_results_equal_the_local_engine(ray_local, tmp_path: Path) 
     )
 
     assert on_ray.processed == 20
-    assert read_results(tmp_path / "ray") == read_results(tmp_path / "local")
-    for row in read_results(tmp_path / "local"):
+    assert read_results(tmp_path / "ray") == read_results(tmp_path / "reference" / "local")
+    for row in read_results(tmp_path / "reference" / "local"):
         assert row["best_image"], row
         folder = sku_folder_name(row["sku"])
         assert row["best_image"].startswith(folder + "/")
         assert (tmp_path / "ray" / row["best_image"]).read_bytes() == (
-            tmp_path / "local" / row["best_image"]
+            tmp_path / "reference" / "local" / row["best_image"]
         ).read_bytes()
     assert set(on_ray.stage_seconds) == {
         "analyze",

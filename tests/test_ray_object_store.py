@@ -68,11 +68,15 @@ def test_worker_killed_mid_run_on_an_s3_run_folder_every_sku_completes_once(
         assert len(manifest["stages"]) == 7 and manifest["result"]["status"] == "accepted"
         assert all(f"{sku}/{stage}/stage.json" in files for stage in manifest["stages"])
     local = run_catalog(
-        catalog, tmp_path / "local", ray_tests.fake_config("local"), quiet=True, stages=fake_stages([])
+        catalog,
+        tmp_path / "reference" / "local",
+        ray_tests.fake_config("local"),
+        quiet=True,
+        stages=fake_stages([]),
     )
     assert local.counts == summary.counts
     text = s3.fs().cat_file("ray-death/run/results.csv").decode()
-    assert results_of(text) == ray_tests.read_results(tmp_path / "local")
+    assert results_of(text) == ray_tests.read_results(tmp_path / "reference" / "local")
 
 
 def test_tiny_profile_on_s3_equals_the_local_engine(ray_s3, s3, tmp_path: Path) -> None:
@@ -89,7 +93,7 @@ def test_tiny_profile_on_s3_equals_the_local_engine(ray_s3, s3, tmp_path: Path) 
     # Ray CPU workers run one thread each; float results depend on the thread count
     local = subprocess.run(
         [sys.executable, "-m", "autoshoot", "shoot", str(catalog), "--profile", "tiny"]
-        + ["--out", str(tmp_path / "local"), "--quiet"],
+        + ["--out", str(tmp_path / "reference" / "local"), "--quiet"],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
@@ -106,11 +110,11 @@ def test_tiny_profile_on_s3_equals_the_local_engine(ray_s3, s3, tmp_path: Path) 
 
     assert on_ray.processed == 6
     text = s3.fs().cat_file("ray-tiny/run/results.csv").decode()
-    local_results = ray_tests.read_results(tmp_path / "local")
+    local_results = ray_tests.read_results(tmp_path / "reference" / "local")
     assert results_of(text) == local_results
     for row in local_results:
         remote_best = s3.fs().cat_file(f"ray-tiny/run/{row['best_image']}")
-        assert remote_best == (tmp_path / "local" / row["best_image"]).read_bytes()
+        assert remote_best == (tmp_path / "reference" / "local" / row["best_image"]).read_bytes()
 
 
 def test_on_a_cluster_images_reach_workers_through_the_store(s3, tmp_path: Path) -> None:

@@ -85,10 +85,16 @@ def test_briefs_are_batched_across_the_catalog_on_their_own_workers(ray3, tmp_pa
     assert len(render_pids) == 2
     assert set(summary.stage_seconds) == {s.name for s in stages}
     local = run_catalog(
-        catalog, tmp_path / "local", ray_tests.fake_config("local"), quiet=True, stages=fake_stages([])
+        catalog,
+        tmp_path / "reference" / "local",
+        ray_tests.fake_config("local"),
+        quiet=True,
+        stages=fake_stages([]),
     )
     assert local.counts == summary.counts
-    assert ray_tests.read_results(tmp_path / "run") == ray_tests.read_results(tmp_path / "local")
+    assert ray_tests.read_results(tmp_path / "run") == ray_tests.read_results(
+        tmp_path / "reference" / "local"
+    )
 
 
 def test_a_dead_vlm_worker_loses_only_its_batch_and_every_sku_completes_once(ray3, tmp_path: Path) -> None:
@@ -126,13 +132,15 @@ def test_a_brief_that_fails_fails_only_its_sku_and_never_reaches_a_render_worker
     assert not [c for c in calls.read() if c[1] == "SKU-02" and c[0] != "analyze"]
     local = run_catalog(
         catalog,
-        tmp_path / "local",
+        tmp_path / "reference" / "local",
         ray_tests.fake_config("local"),
         quiet=True,
         stages=fake_stages([], fail_sku={"analyze": "SKU-02"}),
     )
     assert local.counts == summary.counts
-    assert ray_tests.read_results(tmp_path / "run") == ray_tests.read_results(tmp_path / "local")
+    assert ray_tests.read_results(tmp_path / "run") == ray_tests.read_results(
+        tmp_path / "reference" / "local"
+    )
 
 
 def test_resume_with_every_brief_done_runs_no_brief(ray3, tmp_path: Path) -> None:
@@ -156,17 +164,19 @@ def tiny_catalog(folder: Path, n: int) -> Path:
 
 def test_tiny_profile_with_the_vlm_pool_equals_the_local_engine(ray3, tmp_path: Path) -> None:
     catalog = tiny_catalog(tmp_path, 8)
-    local_reference(catalog, tmp_path / "local", ["analyze.batch_size=3"])
+    local_reference(catalog, tmp_path / "reference" / "local", ["analyze.batch_size=3"])
     config = load_config(
         "tiny",
         overrides={"run.engine": "ray", "run.gpus": 2, "run.vlm_workers": 1, "analyze.batch_size": 3},
     )
     on_ray = run_catalog(catalog, tmp_path / "ray", config, quiet=True)
     assert on_ray.processed == 8
-    assert ray_tests.read_results(tmp_path / "ray") == ray_tests.read_results(tmp_path / "local")
-    for row in ray_tests.read_results(tmp_path / "local"):
+    assert ray_tests.read_results(tmp_path / "ray") == ray_tests.read_results(
+        tmp_path / "reference" / "local"
+    )
+    for row in ray_tests.read_results(tmp_path / "reference" / "local"):
         assert (tmp_path / "ray" / row["best_image"]).read_bytes() == (
-            tmp_path / "local" / row["best_image"]
+            tmp_path / "reference" / "local" / row["best_image"]
         ).read_bytes()
 
 
@@ -176,11 +186,15 @@ def test_the_vlm_pool_runs_the_real_qwen_code_path(ray3, tmp_path: Path) -> None
     sets = tiny_qwen_overrides(build_tiny_qwen(tmp_path / "tiny-qwen"))
     catalog = tiny_catalog(tmp_path, 4)
     # a random-weight Qwen writes no valid brief: every SKU falls back, so both runs exit 1
-    local_reference(catalog, tmp_path / "local", [f"{k}={v}" for k, v in sets.items()], exit_code=1)
+    local_reference(
+        catalog, tmp_path / "reference" / "local", [f"{k}={v}" for k, v in sets.items()], exit_code=1
+    )
     config = load_config("tiny", overrides={**sets, "run.engine": "ray", "run.gpus": 2, "run.vlm_workers": 1})
     on_ray = run_catalog(catalog, tmp_path / "ray", config, quiet=True)
     assert on_ray.processed == 4 and on_ray.vlm_failed_all and on_ray.exit_code == 1
-    assert ray_tests.read_results(tmp_path / "ray") == ray_tests.read_results(tmp_path / "local")
+    assert ray_tests.read_results(tmp_path / "ray") == ray_tests.read_results(
+        tmp_path / "reference" / "local"
+    )
     for row in ray_tests.read_results(tmp_path / "ray"):
         stage = (tmp_path / "ray" / row["sku"] / "analyze" / "stage.json").read_text()
         assert '"backend": "qwen"' in stage and "brief_fallback" in row["flags"]

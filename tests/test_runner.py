@@ -152,7 +152,7 @@ def test_an_exception_fails_only_its_sku(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stage", STAGE_ORDER)
 def test_a_crash_at_each_stage_resumes_with_nothing_lost(tmp_path: Path, stage: str) -> None:
     catalog = make_catalog(tmp_path, n=2, with_invalid=False)
-    clean = tmp_path / "clean"
+    clean = tmp_path / "reference" / "clean"  # its own parent: a reuse index of its own
     run_catalog(catalog, clean, config(), quiet=True, stages=fake_stages([]))
 
     run = tmp_path / "run"

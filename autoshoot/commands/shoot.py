@@ -12,7 +12,8 @@ import click
 
 from autoshoot.commands.common import config_options, make_config
 from autoshoot.residency import parse_vram
-from autoshoot.storage import close_run_folder, is_uri, open_run_folder
+from autoshoot.run.folder import open_run
+from autoshoot.storage import is_uri
 
 
 @click.command()
@@ -128,11 +129,11 @@ def shoot(
         for message in parsed.messages():
             click.echo(message, err=True)
     if dry_run:
-        run = open_run_folder(out)
+        run = open_run(out)
         try:
             click.echo(runner.dry_run_text(parsed, config, run))
         finally:
-            close_run_folder(run)
+            run.close()
         return
     if parse_vram(config.run.vram) != 0 or 0 < config.render.vram <= 8:
         # within a budget: growable blocks, so the allocator reserves close to what is in use

@@ -65,6 +65,9 @@ class RunConfig:
     # model call takes its model's lock, so they take turns on the GPU while the other's CPU
     # work runs); 1 = one SKU renders at a time
     lanes: int = 2
+    # reuse across runs (autoshoot.run.reuse): auto = an index beside the RUN folder
+    # (<RUN's parent>/.autoshoot-reuse), off, or the path/URI of an index to share
+    reuse: str = "auto"
 
     def __post_init__(self) -> None:
         from autoshoot.residency import parse_vram

@@ -30,10 +30,8 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import time
 import traceback
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -199,41 +197,30 @@ def replan_after_death(worker: SkuWorker, plan: Plan, started_at: float | str) -
             return Plan(plan.row, plan.keys, [], result)
         todo = stage_names[-1:]  # everything is committed but the result: redo the last stage
     logger.info("%s: retried after a worker died; to do: %s", plan.row.sku, ", ".join(todo))
-    return Plan(plan.row, plan.keys, list(todo))
+    return Plan(plan.row, plan.keys, list(todo), change=plan.change)
 
 
 class RunMarkers:
-    """The marker files of a Ray run in RUN: files in a local folder, or objects in a remote one."""
+    """The marker files of a Ray run in RUN, through the worker's RUN folder (local or object store)."""
 
     def __init__(self, worker: SkuWorker):
-        self.remote = getattr(worker, "remote", None)  # a RemoteRun for a staged worker
-        self.dir = worker.run_dir
+        self.folder = worker.folder
 
     def write(self, name: str, text: str) -> None:
-        if self.remote is not None:
-            self.remote.write_bytes(name, text.encode())
-        else:
-            atomic_write_text(self.dir / name, text)
+        self.folder.write_marker(name, text)
 
     def exists(self, name: str) -> bool:
-        return self.remote.exists(name) if self.remote is not None else (self.dir / name).exists()
+        return self.folder.marker_exists(name)
 
     def remove(self, name: str) -> None:
-        if self.remote is not None:
-            self.remote.remove([name])
-        else:
-            (self.dir / name).unlink(missing_ok=True)
+        self.folder.remove_marker(name)
 
     def stop_requested(self) -> bool:
         return self.exists(STOP_MARKER)
 
     def mark_start(self) -> float | str:
         """A mark that commits of this run can be told by: a file time, or a run id."""
-        if self.remote is None:
-            return write_start_marker(self.dir)
-        run_id = uuid.uuid4().hex
-        self.write(STARTED_MARKER, f"{run_id}\n")
-        return run_id
+        return self.folder.mark_start(STARTED_MARKER)
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,23 +440,9 @@ class RayEngine:
         """
         assert row.image_path is not None
         path = Path(row.image_path).resolve()
-        remote = self.markers.remote
-        if not self.single_node and remote is not None:
-            if not row.image_uri and row.image.startswith(("http://", "https://")):
-                rel = f"{INPUTS_DIR}/{row.image_sha256}{path.suffix}"
-                if not remote.exists(rel):
-                    remote.put([(path, rel)])
-                return dataclasses.replace(row, image_path=path, image_uri=remote.uri_of(rel))
+        if self.single_node:
             return dataclasses.replace(row, image_path=path)
-        if not self.single_node and (row.image.startswith(("http://", "https://")) or row.image_uri):
-            target = self.run_dir / INPUTS_DIR / f"{row.image_sha256}{path.suffix}"
-            if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, target)
-            path = target
-        return dataclasses.replace(row, image_path=path)
+        return self.worker.folder.shared_image(row, path, INPUTS_DIR)
 
     # -- the dispatch loop -------------------------------------------------------------
 

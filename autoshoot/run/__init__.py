@@ -1,0 +1,1 @@
+"""The run core's building blocks: folders (local or object store) and reuse across runs."""

@@ -1,0 +1,69 @@
+"""The run core's shape: no import circle, and one seam between local and object-store RUN folders."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from autoshoot.run.folder import LocalRunFolder, ObjectStoreRunFolder, open_run
+
+PACKAGE = Path(__file__).resolve().parents[1] / "autoshoot"
+CORE = {
+    "autoshoot.runner": PACKAGE / "runner.py",
+    "autoshoot.staged": PACKAGE / "staged.py",
+    "autoshoot.report": PACKAGE / "report.py",
+    "autoshoot.engines.ray_engine": PACKAGE / "engines" / "ray_engine.py",
+    "autoshoot.run.folder": PACKAGE / "run" / "folder.py",
+    "autoshoot.run.reuse": PACKAGE / "run" / "reuse.py",
+    "autoshoot.run.layout": PACKAGE / "run" / "layout.py",
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every autoshoot module the file imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("autoshoot"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("autoshoot"))
+    return names
+
+
+def test_runner_staged_and_report_import_each_other_in_no_circle() -> None:
+    graph = {name: imported_modules(path) & set(CORE) for name, path in CORE.items()}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in graph[start]:
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    circles = [name for name in graph if reaches(name, name, {name})]
+    assert circles == [], {name: sorted(graph[name]) for name in circles}
+    assert "autoshoot.runner" not in graph["autoshoot.report"]
+
+
+def test_only_the_run_folder_asks_local_or_object_store() -> None:
+    for name in ("autoshoot.runner", "autoshoot.staged", "autoshoot.engines.ray_engine"):
+        text = CORE[name].read_text(encoding="utf-8")
+        assert "is_uri(" not in text, name
+        assert 'getattr(worker, "remote"' not in text, name
+        assert "isinstance(run, RemoteRun)" not in text, name
+
+
+def test_open_run_gives_the_right_folder(tmp_path: Path) -> None:
+    local = open_run(tmp_path / "run")
+    assert isinstance(local, LocalRunFolder) and local.local_dir == tmp_path / "run" and local.is_new()
+    assert open_run(local) is local
+    memory = open_run("memory://bucket/runs/x")
+    try:
+        assert isinstance(memory, ObjectStoreRunFolder) and memory.location == "memory://bucket/runs/x"
+        assert memory.local_dir.is_dir()  # its staging folder
+        memory.write_marker(".mark", "hello\n")
+        assert memory.marker_exists(".mark")
+        memory.remove_marker(".mark")
+        assert not memory.marker_exists(".mark")
+    finally:
+        memory.close()
+    assert not memory.local_dir.exists()
