@@ -43,6 +43,7 @@ from autoshoot.errors import ModelMissingError, RunLockedError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.residency import GIB
+from autoshoot.review.nightly import honour_review
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage
 from autoshoot.storage import RemoteRun, close_run_folder, is_uri, local_path, open_run_folder
@@ -961,6 +962,10 @@ def _run_catalog(
         todo = [p for p in plans if p.todo]
         # 3. stop before the first SKU when a model that some work needs is missing
         worker.check_models({name for p in todo for name in p.todo})
+        if not remote:  # the review loop: approved SKUs frozen, rejected ones re-seeded
+            replan = lambda row: worker.plan(row, force)  # noqa: E731
+            plans = honour_review(local_dir, plans, replan, lambda row: sku_seed(config, row))
+            todo = [p for p in plans if p.todo]
         # 4. run on the configured engine (local: chunks of SKUs, batchable stages across a chunk)
         results: dict[str, ShotResult] = {
             p.row.sku: ShotResult.from_json(p.result) for p in plans if p.result
