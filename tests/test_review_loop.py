@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from autoshoot.errors import AutoshootError
 from autoshoot.review.decisions import (
     DECISIONS,
     DecisionError,
+    load_history,
     make_decision,
     read_decisions,
     record_decision,
@@ -150,7 +153,10 @@ def test_the_next_night_freezes_approved_rerenders_rejected_and_keeps_pending(tm
     night(catalog, third, calls)
     assert ("render", "SKU-0") not in calls
     assert len({*seeds(first, "SKU-1"), *seeds(second, "SKU-1"), *seeds(third, "SKU-1")}) == 12
-    assert verdict_for([first, second], "SKU-1", load_run(third)["SKU-1"].photo_sha256).attempt == 2
+    assert (
+        verdict_for(load_history([first, second]), "SKU-1", load_run(third)["SKU-1"].photo_sha256).attempt
+        == 2
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,3 +214,21 @@ def test_export_refuses_a_run_folder_a_run_is_writing(tmp_path: Path) -> None:
             export_run(run, tmp_path / "out")
     with pytest.raises(AutoshootError, match="has no results.csv"):
         export_run(tmp_path / "img", tmp_path / "out")
+
+
+def test_the_export_command_names_what_it_could_not_write(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, 2)
+    run = tmp_path / "run"
+    night(catalog, run)
+    decide(run, "SKU-0", "approved", 3)
+    decide(run, "SKU-1", "picked", 2)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "autoshoot", "export", str(run), "--to", str(out), "--format", "kohya"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"2 pictures written to {out} (manifest: {out / 'manifest.csv'})\n"
+
+    (run / "SKU-1" / "composite" / "c2.png").unlink()  # the picked picture is gone
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"skipped: SKU-1: candidate 2's picture is missing from {run / 'SKU-1'}" in proc.stdout

@@ -206,18 +206,21 @@ def previous_runs(run_dir: Path) -> list[Path]:
     return sorted(p for p in siblings if p != run_dir and (p / DECISIONS).is_file())
 
 
-def verdict_for(runs: list[Path], sku: str, photo: str) -> Verdict:
+History = list[tuple[Path, dict[str, Decision]]]  # (RUN folder, its decisions), read once per run
+
+
+def load_history(runs: list[Path]) -> History:
+    return [(run, read_decisions(run)) for run in runs]
+
+
+def verdict_for(history: History, sku: str, photo: str) -> Verdict:
     """The verdict for ``sku`` with photo hash ``photo`` given earlier runs' decisions.
 
     The newest decision for the SKU (by ``decided_at``) rules; a decision made on another photo
     (or on an unknown one) does not freeze or re-seed anything. ``attempt`` counts the runs
     that rejected this photo, so each rejection gives a new seed.
     """
-    found: list[tuple[str, Path, Decision]] = []
-    for run in runs:
-        decision = read_decisions(run).get(sku)
-        if decision is not None:
-            found.append((decision.decided_at, run, decision))
+    found = [(d.decided_at, run, d) for run, decisions in history if (d := decisions.get(sku)) is not None]
     if not found:
         return Verdict("pending")
     _, source, latest = max(found, key=lambda item: (item[0], item[1].name))
@@ -263,8 +266,10 @@ __all__ = [
     "REASONS",
     "Decision",
     "DecisionError",
+    "History",
     "Verdict",
     "carried",
+    "load_history",
     "make_decision",
     "photo_sha256",
     "previous_runs",

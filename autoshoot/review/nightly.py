@@ -28,6 +28,7 @@ from autoshoot.review.decisions import (
     REVIEW_FILE,
     Verdict,
     carried,
+    load_history,
     previous_runs,
     record_decisions,
     rerender_seed,
@@ -51,12 +52,12 @@ def honour_review(
     from autoshoot.runner import sku_folder_name
 
     run_dir = Path(run_dir)
-    runs = previous_runs(run_dir)
+    history = load_history(previous_runs(run_dir))
     out: list[Any] = []
     carried_over = []
     for plan in plans:
         row = plan.row
-        verdict = verdict_for(runs, row.sku, row.image_sha256) if runs else Verdict("pending")
+        verdict = verdict_for(history, row.sku, row.image_sha256) if history else Verdict("pending")
         sku_dir = run_dir / sku_folder_name(row.sku)
         try:
             if verdict.action == "frozen":
