@@ -108,6 +108,7 @@ FLAG_TEXT = {
     "brief_fallback": "brief partly filled by rules",
     "vlm_error": "the VLM failed on this photo",
     "vlm_retry": "the VLM needed a second try",
+    "review_approved": "approved in review: frozen, not rendered again",
 }
 
 _JS = """

@@ -20,7 +20,7 @@ from fakes import fake_stages, write_catalog, write_photo
 
 from autoshoot.config import Config
 from autoshoot.review.decisions import read_decisions
-from autoshoot.review.server import serve
+from autoshoot.review.server import allowed_clients, serve
 from autoshoot.runner import run_catalog, run_lock
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -143,6 +143,16 @@ def test_a_request_from_another_address_is_refused(run: Path) -> None:
     finally:
         allowed.shutdown()
         allowed.server_close()
+
+
+def test_which_clients_a_bind_serves() -> None:
+    assert allowed_clients("127.0.0.1", []) == {"127.0.0.1", "::1"}
+    assert allowed_clients("192.168.1.20", ["192.168.1.7"]) == {"192.168.1.20", "192.168.1.7"}
+    # a wildcard bind serves no other machine unless it is named
+    assert allowed_clients("0.0.0.0", []) == {"127.0.0.1", "::1"}
+    assert allowed_clients("::", ["10.0.0.5"]) == {"127.0.0.1", "::1", "10.0.0.5"}
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        allowed_clients("127.0.0.1", ["my-laptop"])
 
 
 def test_the_command_refuses_a_run_folder_a_run_is_writing(run: Path) -> None:

@@ -38,7 +38,6 @@ from autoshoot.review.decisions import (
 logger = logging.getLogger(__name__)
 
 FROZEN_FLAG = "review_approved"
-REJECTED_FLAG = "review_rejected_before"
 
 
 def honour_review(

@@ -79,16 +79,16 @@ class ReviewServer(ThreadingHTTPServer):
             return self._views[1]
 
 
-def allowed_clients(host: str, allow: Iterable[str]) -> frozenset[str] | None:
+def allowed_clients(host: str, allow: Iterable[str]) -> frozenset[str]:
     """The client addresses served: the bound one (both loopbacks for a loopback bind) and
-    ``allow``; None (anyone) only for a wildcard bind with no ``allow``."""
+    ``allow``. A wildcard bind (0.0.0.0, ::) serves this machine's loopback and ``allow`` only."""
     extra = {str(ipaddress.ip_address(a)) for a in allow}
     try:
         bound = ipaddress.ip_address(host)
     except ValueError:  # a name such as localhost
         bound = None
     if bound is not None and bound.is_unspecified:
-        return frozenset(extra) or None
+        return frozenset({"127.0.0.1", "::1"} | extra)
     if bound is None or bound.is_loopback:
         base = {"127.0.0.1", "::1"} if bound is None or str(bound) in ("127.0.0.1", "::1") else {str(bound)}
     else:
@@ -107,7 +107,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
         if client.startswith("::ffff:"):
             client = client[7:]
         allowed = self.server.allowed
-        if allowed is not None and client not in allowed:
+        if client not in allowed:
             logger.warning("refused a request from %s (serving %s)", client, ", ".join(sorted(allowed)))
             self._json(
                 {
