@@ -73,7 +73,17 @@ def build_stages(names: tuple[str, ...] = STAGE_ORDER) -> list[Stage]:
 
 
 # the RUN folder's own files: a SKU folder must never take one of these names
-RUN_FILES = frozenset({"config.yaml", "results.csv", "results.parquet", "report.html", "run.log"})
+RUN_FILES = frozenset(
+    {
+        "config.yaml",
+        "results.csv",
+        "results.parquet",
+        "report.html",
+        "run.log",
+        "decisions.csv",
+        "review.json",
+    }
+)
 MAX_SKU_FOLDER = 100  # characters; file systems allow 255 bytes per name
 
 

@@ -139,7 +139,7 @@ def test_the_next_night_freezes_approved_rerenders_rejected_and_keeps_pending(tm
     # 2. rejected: rendered again with new seeds, the reason kept
     assert ("render", "SKU-1") in calls
     assert set(seeds(second, "SKU-1")).isdisjoint(seeds(first, "SKU-1"))
-    review = json.loads((second / "SKU-1" / "review.json").read_text())
+    review = json.loads((second / "review.json").read_text())["skus"]["SKU-1"]
     assert review["action"] == "rerender" and review["decision"]["reason"] == "bad hand"
     # 3. pending: run as usual, same seeds, still in review where the ranker says so
     assert ("render", "SKU-2") in calls and seeds(second, "SKU-2") == seeds(first, "SKU-2")

@@ -10,7 +10,7 @@ atomically, so two reviewers at once never lose or tear it. Columns:
     reason        why it was rejected (bad hand, wrong product, bad scene, ...); may be empty otherwise
     reviewer      who decided
     decided_at    when, UTC, ISO 8601 (2026-12-04T06:30:00Z)
-    photo_sha256  the SKU's input photo the decision was made on (RUN/<sku>/review.json)
+    photo_sha256  the SKU's input photo the decision was made on (from RUN/review.json)
     carried_from  empty, or the earlier RUN folder a frozen approval was carried over from
 
 This module is pure (no model, no runner import): ``verdict_for`` says what a new run should do
@@ -30,15 +30,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from autoshoot.io import atomic_write_text
+from autoshoot.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 DECISIONS = "decisions.csv"
 LOCK = ".decisions.lock"
-REVIEW_FILE = "review.json"  # RUN/<sku>/review.json: the photo's hash and what the run did
+REVIEW_FILE = "review.json"  # RUN/review.json: per SKU, the photo's hash and what the run did
 COLUMNS = ("sku", "decision", "candidate", "reason", "reviewer", "decided_at", "photo_sha256", "carried_from")
 KINDS = ("approved", "picked", "rejected")
 # the reasons the review page offers (a reviewer may also type another)
@@ -160,12 +160,20 @@ def record_decision(run_dir: Path, decision: Decision) -> Decision:
     return decision
 
 
-def photo_sha256(sku_dir: Path) -> str:
-    """The photo hash a run recorded for the SKU (``review.json``); "" when unknown."""
+def read_review_index(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """SKU → what the run recorded for the review (``photo_sha256``, ``action``, ``decision``,
+    ``source``, ``attempt``); empty for a run made before the review loop."""
     try:
-        return str(json.loads((sku_dir / REVIEW_FILE).read_text(encoding="utf-8")).get("photo_sha256", ""))
+        skus = json.loads((Path(run_dir) / REVIEW_FILE).read_text(encoding="utf-8")).get("skus")
     except (OSError, ValueError, AttributeError):
-        return ""
+        return {}
+    return skus if isinstance(skus, dict) else {}
+
+
+def write_review_index(run_dir: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Add these SKUs' entries to RUN/review.json (kept: the SKUs of earlier runs on RUN)."""
+    merged = {**read_review_index(run_dir), **entries}
+    atomic_write_json(Path(run_dir) / REVIEW_FILE, {"version": 1, "skus": merged})
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,7 +279,7 @@ __all__ = [
     "carried",
     "load_history",
     "make_decision",
-    "photo_sha256",
+    "read_review_index",
     "previous_runs",
     "read_decisions",
     "record_decision",
@@ -279,4 +287,5 @@ __all__ = [
     "rerender_seed",
     "run_is_writing",
     "verdict_for",
+    "write_review_index",
 ]

@@ -1,15 +1,15 @@
 """The runner's hook: a new run honours the decisions of earlier runs beside it.
 
-``honour_review(run_dir, plans, replan)`` is called once per run, after planning and before
-any SKU runs (``autoshoot.runner._run_catalog``). For each planned SKU it writes
-``RUN/<sku>/review.json`` (the photo's hash, and the verdict) and then, by the verdict of
-``autoshoot.review.decisions.verdict_for``:
+``honour_review(run_dir, plans, replan, seed_of)`` is called once per run, after planning and
+before any SKU runs (``autoshoot.runner._run_catalog``). It records every planned SKU's photo
+hash and verdict in ``RUN/review.json`` (decisions made on this run carry the hash) and, by the
+verdict of ``autoshoot.review.decisions.verdict_for``:
 
 - frozen: the approving run's SKU folder is copied (hard links where possible) into this run,
   its result marked accepted, and the approval carried into this run's decisions.csv; no stage
   runs for it, whatever the config says.
 - rerender: the SKU is planned again with a new seed (``rerender_seed``); the rejection and
-  its reason stay in ``review.json`` and on the review page.
+  its reason stay in ``RUN/review.json`` and on the review page.
 - pending / new: the plan is kept as it is.
 """
 
@@ -25,7 +25,6 @@ from typing import Any
 
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir
 from autoshoot.review.decisions import (
-    REVIEW_FILE,
     Verdict,
     carried,
     load_history,
@@ -33,6 +32,7 @@ from autoshoot.review.decisions import (
     record_decisions,
     rerender_seed,
     verdict_for,
+    write_review_index,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,10 +54,10 @@ def honour_review(
     history = load_history(previous_runs(run_dir))
     out: list[Any] = []
     carried_over = []
+    index: dict[str, dict[str, Any]] = {}
     for plan in plans:
         row = plan.row
         verdict = verdict_for(history, row.sku, row.image_sha256) if history else Verdict("pending")
-        sku_dir = run_dir / sku_folder_name(row.sku)
         try:
             if verdict.action == "frozen":
                 result = freeze(run_dir, verdict, sku_folder_name(row.sku), plan)
@@ -74,8 +74,8 @@ def honour_review(
             )
             verdict = Verdict("pending")
             out.append(plan)
-        sku_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(sku_dir / REVIEW_FILE, {"photo_sha256": row.image_sha256, **verdict.to_json()})
+        index[row.sku] = {"photo_sha256": row.image_sha256, **verdict.to_json()}
+    write_review_index(run_dir, index)
     if carried_over:
         record_decisions(run_dir, carried_over)
     return out

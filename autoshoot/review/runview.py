@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from autoshoot.errors import AutoshootError
-from autoshoot.review.decisions import photo_sha256, run_is_writing
+from autoshoot.review.decisions import read_review_index, run_is_writing
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ def load_run(run_dir: Path) -> dict[str, SkuView]:
     run_dir = Path(run_dir)
     with open(run_dir / "results.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
+    recorded = read_review_index(run_dir)
     out: dict[str, SkuView] = {}
     for row in rows:
         sku = row.get("sku") or ""
@@ -96,7 +97,7 @@ def load_run(run_dir: Path) -> dict[str, SkuView]:
             hand_score=float(score) if score else None,
             candidates=dict(sorted(candidates.items())),
             prompt=prompt_of(sku_dir),
-            photo_sha256=photo_sha256(sku_dir),
+            photo_sha256=str(recorded.get(sku, {}).get("photo_sha256", "")),
         )
     return out
 

@@ -28,10 +28,10 @@ from typing import Any
 
 from autoshoot.review.decisions import (
     REASONS,
-    REVIEW_FILE,
     DecisionError,
     make_decision,
     read_decisions,
+    read_review_index,
     record_decision,
     run_is_writing,
 )
@@ -213,12 +213,13 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     def _state(self) -> dict[str, Any]:
         decisions = read_decisions(self.server.run_dir)
+        index = read_review_index(self.server.run_dir)
         skus = {}
         for sku, view in self.server.views().items():
             decision = decisions.get(sku)
             skus[sku] = view.to_json() | {
                 "decision": decision.row() | {"candidate": decision.candidate} if decision else None,
-                "previous": previous_note(self.server.run_dir / view.folder),
+                "previous": previous_note(index.get(sku, {})),
             }
         return {"reviewer": self.server.reviewer, "reasons": list(REASONS), "skus": skus}
 
@@ -268,12 +269,8 @@ class ReviewHandler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.client_address[0], format % args)
 
 
-def previous_note(sku_dir: Path) -> str:
+def previous_note(data: dict[str, Any]) -> str:
     """What the run did because of an earlier decision, in words ("" when nothing)."""
-    try:
-        data = json.loads((sku_dir / REVIEW_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
     decision = data.get("decision") or {}
     if data.get("action") == "rerender":
         return (
