@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,34 @@ def test_which_clients_a_bind_serves() -> None:
     assert allowed_clients("::", ["10.0.0.5"]) == {"127.0.0.1", "::1", "10.0.0.5"}
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         allowed_clients("127.0.0.1", ["my-laptop"])
+
+
+def test_the_command_serves_the_run_until_stopped(run: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoshoot", "review", str(run), "--port", "0", "--reviewer", "cy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith(f"Reviewing {run} at http://127.0.0.1:"), line + proc.stderr.read()  # type: ignore[union-attr]
+        port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(
+            "POST",
+            "/_review/decide",
+            json.dumps({"sku": "SKU-2", "decision": "rejected", "reason": "bad scene"}),
+            {"Content-Type": "application/json"},
+        )
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+    decision = read_decisions(run)["SKU-2"]
+    assert (decision.decision, decision.reason, decision.reviewer) == ("rejected", "bad scene", "cy")
 
 
 def test_the_command_refuses_a_run_folder_a_run_is_writing(run: Path) -> None:

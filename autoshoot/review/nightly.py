@@ -91,7 +91,8 @@ def freeze(run_dir: Path, verdict: Verdict, folder: str, plan: Any) -> dict[str,
     target = run_dir / folder
     tmp = make_temp_dir(f".{folder}{TMP_MARK}", run_dir)
     try:
-        shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
+        leftovers = shutil.ignore_patterns(f"*{TMP_MARK}*", "*.trash-*")  # of a killed run there
+        shutil.copytree(source, tmp, dirs_exist_ok=True, copy_function=link_or_copy, ignore=leftovers)
         picked = verdict.decision.candidate
         composite = _read_json(tmp / "composite" / "stage.json")
         best_rel = str(manifest["result"].get("best_image", ""))
