@@ -26,6 +26,8 @@ COMMANDS = {
         "Detected and corrected hand landmarks (and stage-2 guidance).",
     ),
     "models": ("autoshoot.commands.models:models", "List, download or check the models of a profile."),
+    "review": ("autoshoot.commands.review:review", "Review a RUN in the browser: approve, pick or reject."),
+    "export": ("autoshoot.commands.export:export", "Write a RUN's approved pictures and a manifest."),
 }
 
 

@@ -24,7 +24,7 @@ from autoshoot.types import ShotResult
 logger = logging.getLogger(__name__)
 
 BLOCK_FILE = "report_block.html"
-BLOCK_VERSION = 2  # raise when a SKU's block looks different: cached blocks are then made afresh
+BLOCK_VERSION = 3  # raise when a SKU's block looks different: cached blocks are then made afresh
 RESULT_COLUMNS = (
     "row",
     "sku",
@@ -111,6 +111,7 @@ FLAG_TEXT = {
     "brief_fallback": "brief partly filled by rules",
     "vlm_error": "the VLM failed on this photo",
     "vlm_retry": "the VLM needed a second try",
+    "review_approved": "approved in review: frozen, not rendered again",
 }
 
 _JS = """
@@ -213,7 +214,7 @@ def sku_block(run_dir: Path, result: ShotResult) -> str:
     score = "" if result.hand_score is None else f" &middot; hand score {result.hand_score:.2f}"
     sku = result.sku or "(no SKU)"
     out = [
-        f"<div class='sku' data-status='{result.status}'>",
+        f"<div class='sku' data-status='{result.status}' data-sku='{_e(sku)}'>",
         f"<h2>{_e(sku)} <span class='badge {result.status}'>{result.status}</span></h2>",
         f"<div class='meta'>row {result.row}{score} &middot; {result.n_candidates} candidates &middot; "
         f"{result.seconds:.1f} s"
@@ -278,7 +279,7 @@ def candidate_figures(run_dir: Path, sku_dir: Path, result: ShotResult) -> list[
                 f"{hand_score:.2f}{'</b>' if best else ''}{link}<br><span class='reasons'>{_e(reasons)}</span>"
             )
             alt = f"{result.sku}: candidate {index}{', the best pick' if best else ''}, hand score {hand_score:.2f}"
-            figure = _figure(run_dir, images.get(index), caption, css="best" if best else "", alt=alt)
+            figure = _figure(run_dir, images.get(index), caption, "best" if best else "", alt, index)
             figures = figure + figures if best else figures + figure  # the best pick first
     else:  # failed before scoring: show whatever candidates exist
         for index, path in sorted(images.items()):
@@ -293,13 +294,16 @@ def flag_chip(flag: str) -> str:
     return f"<span class='flag' title='{_e(flag)}'>{_e(text)}</span>"
 
 
-def _figure(run_dir: Path, path: Path | None, caption: str, css: str = "", alt: str = "") -> list[str]:
+def _figure(
+    run_dir: Path, path: Path | None, caption: str, css: str = "", alt: str = "", candidate: int | None = None
+) -> list[str]:
     if path is None or not path.is_file():
         return []
     rel = _rel(run_dir, path)
     pick = "<span class='pick'>BEST PICK</span>" if css == "best" else ""
+    data = "" if candidate is None else f" data-candidate='{candidate}'"  # for the review page
     return [
-        f"<figure class='{css}'><a href='{rel}'><img loading='lazy' src='{rel}' alt='{_e(alt)}'></a>{pick}"
+        f"<figure class='{css}'{data}><a href='{rel}'><img loading='lazy' src='{rel}' alt='{_e(alt)}'></a>{pick}"
         f"<figcaption>{caption}</figcaption></figure>"
     ]
 

@@ -43,6 +43,7 @@ from autoshoot.errors import ModelMissingError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
 from autoshoot.residency import GIB
+from autoshoot.review.nightly import honour_review
 from autoshoot.run.folder import LocalRunFolder, RunFolder, open_run, run_lock  # noqa: F401
 from autoshoot.run.layout import (  # noqa: F401 - re-exported: the names' old home
     CHECK_CACHE,
@@ -1097,6 +1098,15 @@ def _run_catalog(
             catalog.check_cache.save()
         worker, plans = plan_run(catalog, config, run, force, stages)
         done_before = sum(1 for p in plans if p.result)
+        # the review loop (autoshoot.review.nightly): SKUs approved in an earlier run are
+        # frozen (carried over, nothing runs), rejected ones planned again with a new seed
+        frozen: list[str] = []
+        if isinstance(run, LocalRunFolder):
+            before = {p.row.sku for p in plans if p.result}
+            plans = honour_review(
+                local_dir, plans, lambda row: worker.plan(row, force), lambda row: sku_seed(config, row)
+            )
+            frozen = [p.row.sku for p in plans if p.result and p.row.sku not in before]
 
         def should_stop() -> bool:
             return interrupt.requested or bool(held is not None and held.lost)
@@ -1105,7 +1115,7 @@ def _run_catalog(
         #    stages that other runs finished need none)
         worker.check_models({name for p in plans for name in p.todo if name not in p.reuse})
         # 4. take the stages other runs finished with the same keys (autoshoot.run.reuse)
-        reused_now: list[str] = []
+        reused_now: list[str] = list(frozen)
         plans = take_reused_work(worker, plans, should_stop, lambda p: reused_now.append(p.row.sku))
         todo = [p for p in plans if p.todo]
         # 5. run the rest on the configured engine (local: chunks of SKUs, the brief batched)

@@ -9,7 +9,7 @@ from pathlib import Path
 from fakes import fake_stages, write_catalog, write_photo
 
 from autoshoot.config import Config
-from autoshoot.report import flag_chip, sku_block, write_report
+from autoshoot.report import BLOCK_VERSION, flag_chip, sku_block, write_report
 from autoshoot.runner import run_catalog
 
 
@@ -30,7 +30,7 @@ def test_the_page_shows_the_canvas_the_best_pick_flags_and_alt_text(tmp_path: Pa
     sources = re.findall(r"src='BAG-1/composite/(c\d)\.png'", block)
     assert sources == ["c3", "c0", "c1", "c2"]  # the fake ranks candidate 3 best
     assert block.count("BEST PICK") == 1
-    assert re.search(r"<figure class='best'><a href='BAG-1/composite/c3.png'>", block)
+    assert re.search(r"<figure class='best' data-candidate='3'><a href='BAG-1/composite/c3.png'>", block)
     # 3. flags in words, the code as a tooltip
     assert "<span class='flag' title='prepare_flag'>prepare flag</span>" in block
     assert flag_chip("no_handle") == (
@@ -56,7 +56,7 @@ def test_cached_blocks_of_an_older_page_are_made_afresh(tmp_path: Path) -> None:
     block_file = run / "BAG-1" / "report_block.html"
     tag, _, _ = block_file.read_text().partition("\n")
     block_file.write_text(
-        tag.replace(" v2 ", " ") + "\n<div>an old block</div>"
+        tag.replace(f" v{BLOCK_VERSION} ", " ") + "\n<div>an old block</div>"
     )  # as an older version wrote it
     page = write_report(run, summary.results, Config()).read_text()
     assert "an old block" not in page and "BEST PICK" in page

@@ -23,7 +23,17 @@ RUN_LOG = "run.log"
 NOT_RUN = "not run:"  # the reason of a valid row that an interruption left for the next run
 
 # the RUN folder's own files: a SKU folder must never take one of these names
-RUN_FILES = frozenset({"config.yaml", "results.csv", "results.parquet", "report.html", "run.log"})
+RUN_FILES = frozenset(
+    {
+        "config.yaml",
+        "results.csv",
+        "results.parquet",
+        "report.html",
+        "run.log",
+        "decisions.csv",  # the review loop (autoshoot.review)
+        "review.json",
+    }
+)
 MAX_SKU_FOLDER = 100  # characters; file systems allow 255 bytes per name
 
 
