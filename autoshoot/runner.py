@@ -1098,15 +1098,6 @@ def _run_catalog(
             catalog.check_cache.save()
         worker, plans = plan_run(catalog, config, run, force, stages)
         done_before = sum(1 for p in plans if p.result)
-        # the review loop (autoshoot.review.nightly): SKUs approved in an earlier run are
-        # frozen (carried over, nothing runs), rejected ones planned again with a new seed
-        frozen: list[str] = []
-        if isinstance(run, LocalRunFolder):
-            before = {p.row.sku for p in plans if p.result}
-            plans = honour_review(
-                local_dir, plans, lambda row: worker.plan(row, force), lambda row: sku_seed(config, row)
-            )
-            frozen = [p.row.sku for p in plans if p.result and p.row.sku not in before]
 
         def should_stop() -> bool:
             return interrupt.requested or bool(held is not None and held.lost)
@@ -1114,6 +1105,18 @@ def _run_catalog(
         # 3. stop before the first SKU when a model that some work needs is missing (the
         #    stages that other runs finished need none)
         worker.check_models({name for p in plans for name in p.todo if name not in p.reuse})
+        # the review loop (autoshoot.review.nightly): SKUs approved in an earlier run are
+        # frozen (carried over, nothing runs or is reused), rejected ones planned again with a
+        # new seed, whose models are checked too
+        frozen: list[str] = []
+        if isinstance(run, LocalRunFolder):
+            before = {p.row.sku for p in plans if p.result}
+            plans = honour_review(
+                local_dir, plans, lambda row: worker.plan(row, force), lambda row: sku_seed(config, row)
+            )
+            frozen = [p.row.sku for p in plans if p.result and p.row.sku not in before]
+            plans = [dataclasses.replace(p, reuse={}) if p.row.sku in frozen else p for p in plans]
+            worker.check_models({name for p in plans for name in p.todo if name not in p.reuse})
         # 4. take the stages other runs finished with the same keys (autoshoot.run.reuse)
         reused_now: list[str] = list(frozen)
         plans = take_reused_work(worker, plans, should_stop, lambda p: reused_now.append(p.row.sku))

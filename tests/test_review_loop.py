@@ -141,8 +141,10 @@ def test_the_next_night_freezes_approved_rerenders_rejected_and_keeps_pending(tm
     assert set(seeds(second, "SKU-1")).isdisjoint(seeds(first, "SKU-1"))
     review = json.loads((second / "review.json").read_text())["skus"]["SKU-1"]
     assert review["action"] == "rerender" and review["decision"]["reason"] == "bad hand"
-    # 3. pending: run as usual, same seeds, still in review where the ranker says so
-    assert ("render", "SKU-2") in calls and seeds(second, "SKU-2") == seeds(first, "SKU-2")
+    # 3. pending: as usual: unchanged since the first night, so that night's work is reused
+    #    (same seeds, nothing rendered), and it stays in review where the ranker says so
+    assert ("render", "SKU-2") not in calls and seeds(second, "SKU-2") == seeds(first, "SKU-2")
+    assert result["SKU-2"].reused == "2026-12-01"
     # 4. approved on another photo: not frozen
     assert ("render", "SKU-3") in calls and "review_approved" not in result["SKU-3"].flags
 
