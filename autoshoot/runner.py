@@ -1109,7 +1109,7 @@ def _run_catalog(
         # frozen (carried over, nothing runs or is reused), rejected ones planned again with a
         # new seed, whose models are checked too
         frozen: list[str] = []
-        if isinstance(run, LocalRunFolder):
+        if run.reviewable:
             before = {p.row.sku for p in plans if p.result}
             plans = honour_review(
                 local_dir, plans, lambda row: worker.plan(row, force), lambda row: sku_seed(config, row)

@@ -198,6 +198,9 @@ class RunFolder:
     local_dir: Path
     location: str  # what another process (a Ray worker) is given: a resolved path or a URI
     worker_factory: str  # "module:Class" of the SKU worker that writes here
+    # the review loop (autoshoot.review.nightly) reads the decisions of the RUN folders beside
+    # this one on disk; a RUN on an object store does not take part
+    reviewable: bool = False
 
     def __str__(self) -> str:
         return self.location
@@ -294,6 +297,7 @@ def _load(factory: str) -> Any:
 
 class LocalRunFolder(RunFolder):
     worker_factory = "autoshoot.runner:SkuWorker"
+    reviewable = True
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = local_path(path)
