@@ -81,6 +81,47 @@ def test_model_mask_that_closes_gaps_is_mended():
     assert result.holes_removed >= 1
 
 
+def studio_render(bag, rng_seed: int = 0) -> np.ndarray:
+    """The synthetic bag on a light bluish-grey studio backdrop as renders show it: a vignette
+    (the corners 30 levels darker than the middle) and a deep cast shadow on the floor that
+    keeps 40% of the backdrop's light, tinted a little bluer, reaching the image's left edge."""
+    h, w = bag.mask.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
+    backdrop = np.stack([238 - 15 * r2, 242 - 15 * r2, 249 - 15 * r2], axis=-1)
+    ys, xs = np.nonzero(bag.mask)
+    layer = np.zeros((h, w), np.float32)
+    cv2.ellipse(layer, (int(xs.min()), int(ys.max()) - 4), (int(xs.min()) + 10, 14), 0, 0, 360, 1.0, -1)
+    layer = cv2.GaussianBlur(layer, (0, 0), 8.0)
+    keep = 1.0 - 0.6 * layer[..., None]
+    tint = np.stack([1 - 0.04 * layer, 1 - 0.02 * layer, 1 + 0.04 * layer], axis=-1)
+    floor = np.clip(backdrop * keep * tint, 0, 255)
+    noise = np.random.default_rng(rng_seed).normal(0.0, 1.5, floor.shape)
+    out = np.clip(floor + noise, 0, 255).astype(np.uint8)
+    out[bag.mask] = bag.image[bag.mask]
+    return out
+
+
+def test_studio_render_backdrop_and_deep_shadow_are_background():
+    """A grey studio backdrop darkens smoothly towards the corners and the floor shadow is deep:
+    the background is a colour field fitted to the frame, and a shadow is that colour dimmed."""
+    bag = draw_bag(body_color=(35, 45, 70), texture=True)
+    image = studio_render(bag)
+    border = estimate_background(image, CFG)
+    assert border.is_uniform(CFG) and border.field_coef is not None
+    result = segment(image)
+    ys, xs = np.nonzero(result.mask)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert box_iou(box, bag.bbox) >= 0.97
+    assert mask_iou(result.mask, bag.mask) >= 0.97
+    assert not result.mask[bag.hole[1], bag.hole[0]]
+    # with a flat background colour the deep shadow stays part of the product
+    flat = PrepareConfig(background_field=False, shadow_min_light=0.75)
+    old = segment(image, flat)
+    ys, xs = np.nonzero(old.mask)
+    assert box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), bag.bbox) < 0.95
+
+
 def test_border_uniformity():
     bag = draw_bag()
     assert estimate_background(bag.image, CFG).is_uniform(CFG)
