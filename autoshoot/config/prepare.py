@@ -92,6 +92,7 @@ class PrepareConfig:
     # --- handle ---------------------------------------------------------------------
     handle_min_area_frac: float = 0.0005  # opening area / product bbox area
     handle_max_wall_frac: float = 0.12  # handle thickness / product bbox diagonal
+    strap_max_wall_frac: float = 0.15  # ... for a padded strap beside a tall, narrow opening
     handle_min_thin_frac: float = 0.4  # part of the opening's top edge that must have a thin wall
     strap_loop_height_frac: float = 0.45  # opening height / product height above which it is a strap
     apex_falloff_frac: float = 0.03  # an opening's weight falls e-fold per 3% of the height below the top one
