@@ -58,6 +58,7 @@ class Opening:
     thin_frac: float  # share of the opening's columns whose wall above is thin
     apex_y: int  # topmost outer edge of the thin wall
     grip: tuple[float, float]  # middle of the wall at the middle of the topmost span
+    arc_top: tuple[float, float]  # middle of the wall at its highest point (a strap's grip)
     thickness: float  # vertical wall thickness at the grip, px
     span: tuple[int, int]  # x range of the thin wall (the loop's width)
     midline: list[tuple[float, float]] = field(default_factory=list)  # centre of the wall per ray
@@ -132,6 +133,10 @@ def find_handle(
     # 3. where each opening sits relative to the body; only carry and strap openings are graspable
     for o in openings:
         o.role = opening_role(o, top, body_top, int(bh), config)
+        if o.role == "strap":
+            # a hand carries a strap by the top of its arc; a carry handle by the middle of
+            # its top span (which keeps the grip centred on a tilted handle)
+            o.grip = o.arc_top
     graspable = [o for o in openings if o.role != "other"]
     carry = [o for o in graspable if o.role == "carry"]
     candidates = carry or graspable
@@ -309,6 +314,10 @@ def measure_opening(
     # make one thick wall: count only a typical handle's thickness)
     half = min(tl[j], 1.25 * typical) / 2.0
     grip = (float(out_x[j] - tnx[j] * half), float(out_y[j] - tny[j] * half))
+    # a strap is held at the top of its arc: the wall's highest point
+    k = int(np.argmin(out_y))
+    half_k = min(tl[k], 1.25 * typical) / 2.0
+    arc_top = (float(out_x[k] - tnx[k] * half_k), float(out_y[k] - tny[k] * half_k))
     midline = [
         (float(a - c * ln / 2), float(b - d * ln / 2))
         for a, b, c, d, ln in zip(out_x, out_y, tnx, tny, tl, strict=True)
@@ -319,6 +328,7 @@ def measure_opening(
         thin_frac=thin_frac,
         apex_y=int(round(apex)),
         grip=grip,
+        arc_top=arc_top,
         thickness=float(min(tl[j], 1.25 * typical)),
         span=(int(np.floor(out_x.min())), int(np.ceil(out_x.max())) + 1),
         midline=midline,
