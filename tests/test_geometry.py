@@ -370,3 +370,40 @@ def test_background_seen_through_a_loop_is_cut_on_a_photo_background():
     green = draw_bag(size=(480, 600), handle_color=(70, 120, 60))
     kept = clean_mask(green.mask.astype(np.float32), _on_photo(green), CFG)
     assert mask_iou(kept.mask, green.mask) >= 0.99
+
+
+def sling_mask(strap_px: int = 76) -> np.ndarray:
+    """A sling pack's silhouette: a body and one padded strap that leaves its top, arcs over to
+    the right and comes back to the body's side, leaving a tall, narrow wedge between them.
+    HxW bool; the strap is about 12% of the product's diagonal thick."""
+    mask = np.zeros((640, 520), np.uint8)
+    cv2.rectangle(mask, (90, 170), (320, 600), 1, -1)
+    strap = np.array([[180, 175], [250, 110], [330, 120], [385, 200], [400, 330], [320, 470]], np.int32)
+    cv2.polylines(mask, [strap], False, 1, strap_px)
+    return mask.astype(bool)
+
+
+def test_padded_sling_strap_beside_a_narrow_wedge_is_a_strap():
+    """Rays from a narrow wedge cross a padded strap slantwise: measured with a strap's
+    thickness the wedge is a strap's opening, gripped on the strap above the wedge."""
+    mask = sling_mask()
+    handle = find_handle(mask, CFG, category="backpack")
+    assert handle.kind == "strap_loop" and handle.opening is not None
+    assert handle.opening.role == "strap"
+    x, y = handle.grip
+    assert mask[int(round(y)), int(round(x))], "the grip lies on the strap"
+    assert y < handle.opening.bbox[1], "above the wedge, where the strap arcs over"
+    # with a carry handle's thickness the same wedge has no thin wall: nothing is found
+    carry_only = PrepareConfig(strap_max_wall_frac=CFG.handle_max_wall_frac)
+    assert find_handle(mask, carry_only, category="backpack").kind == "none"
+
+
+def test_thick_wall_over_a_wide_opening_is_never_a_handle():
+    """The strap's thickness is only allowed beside a tall, narrow opening: a wide gap under a
+    thick part of a bag (a flap, a pocket) stays no handle."""
+    mask = np.zeros((640, 520), np.uint8)
+    cv2.rectangle(mask, (90, 250), (430, 600), 1, -1)
+    cv2.rectangle(mask, (150, 150), (370, 250), 1, -1)  # a block 13% of the diagonal thick ...
+    cv2.rectangle(mask, (190, 225), (330, 262), 0, -1)  # ... with a wide slot under it
+    handle = find_handle(mask.astype(bool), CFG, category="backpack")
+    assert handle.kind == "none" and handle.grip is None
