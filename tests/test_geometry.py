@@ -81,6 +81,47 @@ def test_model_mask_that_closes_gaps_is_mended():
     assert result.holes_removed >= 1
 
 
+def studio_render(bag, rng_seed: int = 0) -> np.ndarray:
+    """The synthetic bag on a light bluish-grey studio backdrop as renders show it: a vignette
+    (the corners 30 levels darker than the middle) and a deep cast shadow on the floor that
+    keeps 40% of the backdrop's light, tinted a little bluer, reaching the image's left edge."""
+    h, w = bag.mask.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
+    backdrop = np.stack([238 - 15 * r2, 242 - 15 * r2, 249 - 15 * r2], axis=-1)
+    ys, xs = np.nonzero(bag.mask)
+    layer = np.zeros((h, w), np.float32)
+    cv2.ellipse(layer, (int(xs.min()), int(ys.max()) - 4), (int(xs.min()) + 10, 14), 0, 0, 360, 1.0, -1)
+    layer = cv2.GaussianBlur(layer, (0, 0), 8.0)
+    keep = 1.0 - 0.6 * layer[..., None]
+    tint = np.stack([1 - 0.04 * layer, 1 - 0.02 * layer, 1 + 0.04 * layer], axis=-1)
+    floor = np.clip(backdrop * keep * tint, 0, 255)
+    noise = np.random.default_rng(rng_seed).normal(0.0, 1.5, floor.shape)
+    out = np.clip(floor + noise, 0, 255).astype(np.uint8)
+    out[bag.mask] = bag.image[bag.mask]
+    return out
+
+
+def test_studio_render_backdrop_and_deep_shadow_are_background():
+    """A grey studio backdrop darkens smoothly towards the corners and the floor shadow is deep:
+    the background is a colour field fitted to the frame, and a shadow is that colour dimmed."""
+    bag = draw_bag(body_color=(35, 45, 70), texture=True)
+    image = studio_render(bag)
+    border = estimate_background(image, CFG)
+    assert border.is_uniform(CFG) and border.field_coef is not None
+    result = segment(image)
+    ys, xs = np.nonzero(result.mask)
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    assert box_iou(box, bag.bbox) >= 0.97
+    assert mask_iou(result.mask, bag.mask) >= 0.97
+    assert not result.mask[bag.hole[1], bag.hole[0]]
+    # with a flat background colour the deep shadow stays part of the product
+    flat = PrepareConfig(background_field=False, shadow_min_light=0.75)
+    old = segment(image, flat)
+    ys, xs = np.nonzero(old.mask)
+    assert box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), bag.bbox) < 0.95
+
+
 def test_border_uniformity():
     bag = draw_bag()
     assert estimate_background(bag.image, CFG).is_uniform(CFG)
@@ -329,3 +370,40 @@ def test_background_seen_through_a_loop_is_cut_on_a_photo_background():
     green = draw_bag(size=(480, 600), handle_color=(70, 120, 60))
     kept = clean_mask(green.mask.astype(np.float32), _on_photo(green), CFG)
     assert mask_iou(kept.mask, green.mask) >= 0.99
+
+
+def sling_mask(strap_px: int = 76) -> np.ndarray:
+    """A sling pack's silhouette: a body and one padded strap that leaves its top, arcs over to
+    the right and comes back to the body's side, leaving a tall, narrow wedge between them.
+    HxW bool; the strap is about 12% of the product's diagonal thick."""
+    mask = np.zeros((640, 520), np.uint8)
+    cv2.rectangle(mask, (90, 170), (320, 600), 1, -1)
+    strap = np.array([[180, 175], [250, 110], [330, 120], [385, 200], [400, 330], [320, 470]], np.int32)
+    cv2.polylines(mask, [strap], False, 1, strap_px)
+    return mask.astype(bool)
+
+
+def test_padded_sling_strap_beside_a_narrow_wedge_is_a_strap():
+    """Rays from a narrow wedge cross a padded strap slantwise: measured with a strap's
+    thickness the wedge is a strap's opening, gripped on the strap above the wedge."""
+    mask = sling_mask()
+    handle = find_handle(mask, CFG, category="backpack")
+    assert handle.kind == "strap_loop" and handle.opening is not None
+    assert handle.opening.role == "strap"
+    x, y = handle.grip
+    assert mask[int(round(y)), int(round(x))], "the grip lies on the strap"
+    assert y < handle.opening.bbox[1], "above the wedge, where the strap arcs over"
+    # with a carry handle's thickness the same wedge has no thin wall: nothing is found
+    carry_only = PrepareConfig(strap_max_wall_frac=CFG.handle_max_wall_frac)
+    assert find_handle(mask, carry_only, category="backpack").kind == "none"
+
+
+def test_thick_wall_over_a_wide_opening_is_never_a_handle():
+    """The strap's thickness is only allowed beside a tall, narrow opening: a wide gap under a
+    thick part of a bag (a flap, a pocket) stays no handle."""
+    mask = np.zeros((640, 520), np.uint8)
+    cv2.rectangle(mask, (90, 250), (430, 600), 1, -1)
+    cv2.rectangle(mask, (150, 150), (370, 250), 1, -1)  # a block 13% of the diagonal thick ...
+    cv2.rectangle(mask, (190, 225), (330, 262), 0, -1)  # ... with a wide slot under it
+    handle = find_handle(mask.astype(bool), CFG, category="backpack")
+    assert handle.kind == "none" and handle.grip is None

@@ -68,12 +68,8 @@ def test_product_box_on_plain_backgrounds_is_close_to_the_truth(samples_dir):
     assert [r["file"] for r in rows if not box_is_close(samples_dir, r)] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 is open: on grey studio renders with a vignette the rules box reaches the "
-    "image's left edge (x0 7-11 px against 52-135 px)",
-)
 def test_product_box_on_grey_studio_renders(samples_dir):
+    """A grey studio backdrop with a vignette and deep floor shadows: the box is the product's."""
     grey = grey_studio_renders(samples_dir)
     rows = [r for r in truth_rows(samples_dir) if r["file"] in grey]
     assert rows and all(box_is_close(samples_dir, r) for r in rows)

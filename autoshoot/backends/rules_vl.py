@@ -326,6 +326,11 @@ def read_image_facts(image: Any, k: int = 4, seed: int = 0) -> ImageFacts:
         int(min(width, (x1 + 1) / scale)),
         int(min(height, (y1 + 1) / scale)),
     )
+    if not busy:
+        # on a plain background the geometry's own segmentation gives the box: it models a
+        # studio backdrop's vignette and peels floor shadows, which a distance to the border's
+        # median colour counts as product
+        bbox = plain_product_box(rgb) or bbox
 
     # 3. k-means on product pixels
     pixels = arr[mask]
@@ -349,6 +354,32 @@ def read_image_facts(image: Any, k: int = 4, seed: int = 0) -> ImageFacts:
         shares.append(share)
     lightness = float(pixels.mean() / 255.0)
     return ImageFacts(width, height, bbox, names[:3], [round(s, 3) for s in shares[:3]], lightness)
+
+
+def plain_product_box(rgb: Any, side: int = 512) -> tuple[int, int, int, int] | None:
+    """XYXY input pixels of the product by the geometry's ``plain`` segmentation on a copy at most
+    ``side`` px long (about 30 ms), or None when it finds no product. rgb: a PIL RGB image."""
+    from autoshoot.config.prepare import PrepareConfig
+    from autoshoot.geometry.segment import StageError, clean_mask, estimate_background, segment_plain
+
+    width, height = rgb.size
+    scale = min(1.0, side / max(width, height))
+    small = np.asarray(rgb.resize((max(1, round(width * scale)), max(1, round(height * scale)))), np.uint8)
+    config = PrepareConfig()
+    border = estimate_background(small, config)
+    try:
+        mask = clean_mask(segment_plain(small, config, border), small, config, border).mask
+    except StageError:
+        return None
+    ys, xs = np.nonzero(mask)
+    x0, x1 = np.percentile(xs, [0.5, 99.5])  # as the colour box: a few stray pixels do not count
+    y0, y1 = np.percentile(ys, [0.5, 99.5])
+    return (
+        int(x0 / scale),
+        int(y0 / scale),
+        int(min(width, (x1 + 1) / scale)),
+        int(min(height, (y1 + 1) / scale)),
+    )
 
 
 def kmeans(

@@ -69,10 +69,14 @@ class PrepareConfig:
     border_uniform_tol: float = 14.0  # a border pixel within this distance counts as background
     border_uniform_frac: float = 0.7  # border is "uniform" when this fraction of it is background
     bg_tolerance: float = 12.0  # plain: minimum colour distance of product pixels from the background
+    background_field: bool = True  # the backdrop's colour varies smoothly: a quadratic fitted to the frame
     shadow_peel: bool = True  # plain: remove soft, grey, smooth shadows joined to the background
-    shadow_max_distance: float = 70.0  # darkest shadow (colour distance) that may be peeled
-    shadow_max_chroma: float = 10.0  # shadows are grey: max channel spread
+    shadow_min_light: float = 0.25  # darkest shadow that may be peeled: this share of the backdrop's light
+    backdrop_max_light: float = 1.25  # a studio light may brighten the backdrop this much around the product
+    shadow_max_chroma: float = 10.0  # shadows are the backdrop's colour dimmed: max channel spread from it
+    shadow_chroma_slope: float = 0.1  # ... plus this share of the light lost (ambient light tints deep shadows)
     shadow_max_gradient: float = 6.0  # shadows are smooth: max gradient per pixel
+    shadow_edge_frac: float = 0.006  # a shadow's steep edge goes too this close (of the image side) to its core
     grabcut: bool = False  # plain: GrabCut on the edge band (bench: worst bbox IoU 0.973 → 0.980, +80 ms,
     # but it can nibble thin straps at its reduced size, so it is off by default)
     grabcut_side: int = 512  # GrabCut runs at this long side
@@ -88,6 +92,7 @@ class PrepareConfig:
     # --- handle ---------------------------------------------------------------------
     handle_min_area_frac: float = 0.0005  # opening area / product bbox area
     handle_max_wall_frac: float = 0.12  # handle thickness / product bbox diagonal
+    strap_max_wall_frac: float = 0.15  # ... for a padded strap beside a tall, narrow opening
     handle_min_thin_frac: float = 0.4  # part of the opening's top edge that must have a thin wall
     strap_loop_height_frac: float = 0.45  # opening height / product height above which it is a strap
     apex_falloff_frac: float = 0.03  # an opening's weight falls e-fold per 3% of the height below the top one

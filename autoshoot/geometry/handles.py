@@ -58,6 +58,7 @@ class Opening:
     thin_frac: float  # share of the opening's columns whose wall above is thin
     apex_y: int  # topmost outer edge of the thin wall
     grip: tuple[float, float]  # middle of the wall at the middle of the topmost span
+    arc_top: tuple[float, float]  # middle of the wall at its highest point (a strap's grip)
     thickness: float  # vertical wall thickness at the grip, px
     span: tuple[int, int]  # x range of the thin wall (the loop's width)
     midline: list[tuple[float, float]] = field(default_factory=list)  # centre of the wall per ray
@@ -113,18 +114,29 @@ def find_handle(
     n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
     min_area = max(6, int(config.handle_min_area_frac * bw * bh))
     # 2. walls
+    body_top = body_top_row(mask, config)
+    top = int(ys.min())
     openings = []
     for i in range(1, n):
         if stats[i, cv2.CC_STAT_AREA] < min_area:
             continue
         opening = measure_opening(mask, labels, i, stats[i], diag, config)
+        if opening is None and stats[i, cv2.CC_STAT_HEIGHT] >= 2 * stats[i, cv2.CC_STAT_WIDTH]:
+            # a tall, narrow opening is the wedge between a padded strap and the body: a shoulder
+            # strap is wider than a carry handle, and the rays from a wedge cross it slantwise.
+            # It counts only as a strap (3. below), never as a carry handle.
+            opening = measure_opening(mask, labels, i, stats[i], diag, config, config.strap_max_wall_frac)
+            if opening is not None and opening_role(opening, top, body_top, int(bh), config) != "strap":
+                opening = None
         if opening is not None:
             openings.append(opening)
     # 3. where each opening sits relative to the body; only carry and strap openings are graspable
-    body_top = body_top_row(mask, config)
-    top = int(ys.min())
     for o in openings:
         o.role = opening_role(o, top, body_top, int(bh), config)
+        if o.role == "strap":
+            # a hand carries a strap by the top of its arc; a carry handle by the middle of
+            # its top span (which keeps the grip centred on a tilted handle)
+            o.grip = o.arc_top
     graspable = [o for o in openings if o.role != "other"]
     carry = [o for o in graspable if o.role == "carry"]
     candidates = carry or graspable
@@ -223,18 +235,25 @@ def opening_role(opening: Opening, top: int, body_top: int, product_h: int, conf
 
 
 def measure_opening(
-    mask: np.ndarray, labels: np.ndarray, index: int, stat: np.ndarray, diag: float, config: PrepareConfig
+    mask: np.ndarray,
+    labels: np.ndarray,
+    index: int,
+    stat: np.ndarray,
+    diag: float,
+    config: PrepareConfig,
+    max_wall_frac: float | None = None,
 ) -> Opening | None:
     """Cast rays out of the opening's upper edge; None when most of that edge is not thin.
 
     Each upward-facing edge pixel of the opening sends a ray along the edge's outward normal
     through the product until it meets background: the ray's length is the local thickness
     of the structure above the opening, whatever its slant (a vertical wall would make the
-    legs of an inverted-V handle look thick).
+    legs of an inverted-V handle look thick). A wall is thin up to ``max_wall_frac`` of the
+    product's diagonal (default ``handle_max_wall_frac``).
     """
     h_img, w_img = mask.shape
     x0, y0, w, h = (int(v) for v in stat[:4])
-    max_wall = config.handle_max_wall_frac * diag
+    max_wall = (config.handle_max_wall_frac if max_wall_frac is None else max_wall_frac) * diag
     reach = int(np.ceil(max_wall * 1.5)) + 2
     # 1. a window around the opening
     wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
@@ -295,6 +314,10 @@ def measure_opening(
     # make one thick wall: count only a typical handle's thickness)
     half = min(tl[j], 1.25 * typical) / 2.0
     grip = (float(out_x[j] - tnx[j] * half), float(out_y[j] - tny[j] * half))
+    # a strap is held at the top of its arc: the wall's highest point
+    k = int(np.argmin(out_y))
+    half_k = min(tl[k], 1.25 * typical) / 2.0
+    arc_top = (float(out_x[k] - tnx[k] * half_k), float(out_y[k] - tny[k] * half_k))
     midline = [
         (float(a - c * ln / 2), float(b - d * ln / 2))
         for a, b, c, d, ln in zip(out_x, out_y, tnx, tny, tl, strict=True)
@@ -305,6 +328,7 @@ def measure_opening(
         thin_frac=thin_frac,
         apex_y=int(round(apex)),
         grip=grip,
+        arc_top=arc_top,
         thickness=float(min(tl[j], 1.25 * typical)),
         span=(int(np.floor(out_x.min())), int(np.ceil(out_x.max())) + 1),
         midline=midline,

@@ -28,11 +28,31 @@ class NoProductError(StageError):
 @dataclass(frozen=True)
 class BorderStats:
     color: tuple[float, float, float]  # median RGB of the image frame
-    uniform_frac: float  # fraction of the frame within ``border_uniform_tol`` of ``color``
-    noise: float  # 95th percentile of the frame's colour distance to ``color``
+    uniform_frac: float  # fraction of the frame within ``border_uniform_tol`` of the background
+    noise: float  # 95th percentile of the frame's colour distance to the background
+    # the background's colour as a smooth surface (a studio backdrop with a vignette or a
+    # gradient): 6x3 coefficients of a quadratic in the image's normalised (u, v), per channel;
+    # None for a flat ``color``
+    field_coef: np.ndarray | None = field(default=None, compare=False)
 
     def is_uniform(self, config: PrepareConfig) -> bool:
         return self.uniform_frac >= config.border_uniform_frac
+
+    def colour_at(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The background's colour at every pixel of an HxW image: HxWx3 float32.
+
+        The surface is smooth, so it is evaluated on a grid of at most 64 px a side and resized.
+        """
+        h, w = shape[:2]
+        if self.field_coef is None:
+            return np.broadcast_to(np.asarray(self.color, np.float32), (h, w, 3))
+        gh, gw = min(h, 64), min(w, 64)
+        # grid points at the centres of the resized image's cells, in the image's (u, v)
+        gu = (((np.arange(gw, dtype=np.float32) + 0.5) * w / gw - 0.5) / max(1, w - 1) - 0.5)[None, :, None]
+        gv = (((np.arange(gh, dtype=np.float32) + 0.5) * h / gh - 0.5) / max(1, h - 1) - 0.5)[:, None, None]
+        c = self.field_coef.astype(np.float32)
+        grid = c[0] + c[1] * gu + c[2] * gv + c[3] * gu * gu + c[4] * gu * gv + c[5] * gv * gv
+        return cv2.resize(np.clip(grid, 0.0, 255.0), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass
@@ -43,28 +63,49 @@ class CleanResult:
 
 
 def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats:
-    """Median colour of a ``border_px`` frame and how much of the frame matches it.
+    """The background's colour from a ``border_px`` frame, and how much of the frame matches it.
 
     image: HxWx3 uint8 RGB.
+
+    A studio backdrop is rarely one colour: it darkens towards the corners (vignette) or
+    fades from top to bottom. With ``background_field`` the background is a quadratic surface
+    per channel fitted to the frame pixels near its median colour, refitted once without the
+    pixels far from the first fit (a product or a shadow crossing the frame). The frame's match
+    and noise are measured against that surface; a photographic background fits no surface and
+    stays non-uniform.
     """
-    b = max(1, min(config.border_px, image.shape[0] // 4, image.shape[1] // 4))
-    frame = np.concatenate(
-        [
-            image[:b].reshape(-1, 3),
-            image[-b:].reshape(-1, 3),
-            image[:, :b].reshape(-1, 3),
-            image[:, -b:].reshape(-1, 3),
-        ]
-    ).astype(np.float32)
+    h, w = image.shape[:2]
+    b = max(1, min(config.border_px, h // 4, w // 4))
+    known = np.zeros((h, w), bool)
+    known[:b], known[-b:], known[:, :b], known[:, -b:] = True, True, True, True
+    frame = image[known].astype(np.float32)
     color = np.median(frame, axis=0)
     dist = np.abs(frame - color).max(axis=1)
     matching = dist <= config.border_uniform_tol
+    coef = None
+    if config.background_field and matching.sum() >= 50:
+        ys, xs = np.nonzero(known)
+        u, v = xs / max(1, w - 1) - 0.5, ys / max(1, h - 1) - 0.5
+        design = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1).astype(np.float32)
+        keep = matching
+        for _ in range(2):
+            coef, *_ = np.linalg.lstsq(design[keep], frame[keep], rcond=None)
+            residual = np.abs(frame - design @ coef).max(axis=1)
+            keep = residual <= config.border_uniform_tol / 2.0
+            if keep.sum() < 50:
+                break
+        field_match = residual <= config.border_uniform_tol
+        if field_match.mean() > matching.mean():
+            dist, matching = residual, field_match
+        else:
+            coef = None  # the flat colour explains the frame as well: keep it simple
     # noise of the background itself (a product crossing the frame is not noise)
     noise = float(np.percentile(dist[matching], 95)) if matching.any() else float(np.percentile(dist, 95))
     return BorderStats(
         color=(float(color[0]), float(color[1]), float(color[2])),
         uniform_frac=float(matching.mean()),
         noise=noise,
+        field_coef=None if coef is None else np.asarray(coef, np.float32),
     )
 
 
@@ -81,6 +122,20 @@ def color_distance(image: np.ndarray, color: tuple[float, float, float]) -> np.n
     return cv2.max(cv2.max(c0, c1), c2).astype(np.float32)
 
 
+def background_distance(image: np.ndarray, border: BorderStats, bg: np.ndarray | None = None) -> np.ndarray:
+    """``color_distance`` to the background: its flat colour, or its colour field where it has one.
+
+    image: HxWx3 uint8 RGB; ``bg``: ``border.colour_at(image.shape)`` when already computed.
+    Returns HxW float32.
+    """
+    if border.field_coef is None:
+        return color_distance(image, border.color)
+    bg = border.colour_at(image.shape) if bg is None else bg
+    blurred = cv2.medianBlur(np.ascontiguousarray(image), 3).astype(np.float32)
+    c0, c1, c2 = cv2.split(cv2.absdiff(blurred, np.ascontiguousarray(bg, np.float32)))
+    return cv2.max(cv2.max(c0, c1), c2)
+
+
 def segment_plain(image: np.ndarray, config: PrepareConfig, border: BorderStats | None = None) -> np.ndarray:
     """Product alpha of a packshot on a uniform background, without a model.
 
@@ -92,7 +147,8 @@ def segment_plain(image: np.ndarray, config: PrepareConfig, border: BorderStats 
     """
     # 1. background colour and threshold
     border = border or estimate_background(image, config)
-    dist = color_distance(image, border.color)
+    bg = border.colour_at(image.shape)
+    dist = background_distance(image, border, bg)
     threshold = max(config.bg_tolerance, border.noise + 6.0)
     # 2. everything clearly off the background colour
     fg = dist > threshold
@@ -100,7 +156,7 @@ def segment_plain(image: np.ndarray, config: PrepareConfig, border: BorderStats 
         return np.zeros(dist.shape, np.float32)
     # 3. shadows: grey, darker than the background, smooth, reachable from the outside
     if config.shadow_peel:
-        fg = peel_shadows(image, dist, fg, border.color, config)
+        fg = peel_shadows(image, dist, fg, bg, config)
     # 4. GrabCut on the uncertain band
     if config.grabcut:
         fg = refine_grabcut(image, fg, config)
@@ -112,12 +168,16 @@ def peel_shadows(
     image: np.ndarray,
     dist: np.ndarray,
     fg: np.ndarray,
-    bg_color: tuple[float, float, float],
+    bg: np.ndarray,
     config: PrepareConfig,
 ) -> np.ndarray:
-    """Drop soft shadows from ``fg``: grey, darker than the background, smooth, joined to the outside.
+    """Drop soft shadows from ``fg``: the background's own colour dimmed, smooth, joined to the outside.
 
-    image: HxWx3 uint8 RGB; dist: HxW float32 colour distance; fg: HxW bool. Returns HxW bool.
+    image: HxWx3 uint8 RGB; dist: HxW float32 colour distance; fg: HxW bool; bg: HxWx3 float32,
+    the background's colour (``BorderStats.colour_at``). Returns HxW bool.
+    A shadow dims every channel of the backdrop by the same factor, so its colour is the
+    background's, darker: on a bluish studio grey a shadow is bluish too. Its chroma is measured
+    against that dimmed background colour (on a neutral background: plain max - min).
     A shadow region is only removed when it touches the background that touches the frame and
     is smaller than the product itself (a pale, flat product must never be peeled away).
     """
@@ -125,20 +185,37 @@ def peel_shadows(
     grad = (
         np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
     )
-    r, g, b = cv2.split(np.ascontiguousarray(image))
-    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
-    darker = gray < float(np.mean(bg_color)) - 1.0
-    candidate = (
-        fg
-        & darker
-        & (dist <= config.shadow_max_distance)
-        & (chroma <= config.shadow_max_chroma)
-        & (grad <= config.shadow_max_gradient)
+    # within the box of the candidate product pixels only (the rest is background)
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    p = cv2.split(image[box].astype(np.float32))
+    b = cv2.split(np.ascontiguousarray(bg[box], np.float32))
+    bg_sum = cv2.max(b[0] + b[1] + b[2], 1.0)
+    # how much of the backdrop's light a pixel keeps: below 1 in a shadow, above it where a
+    # studio light brightens the floor around the product
+    light = (p[0] + p[1] + p[2]) / bg_sum
+    # what is left once the dimmed background colour is taken away; its spread is the chroma
+    r0, r1, r2 = (cv2.subtract(pc, cv2.multiply(light, bc)) for pc, bc in zip(p, b, strict=True))
+    chroma = cv2.subtract(cv2.max(cv2.max(r0, r1), r2), cv2.min(cv2.min(r0, r1), r2))
+    lost = cv2.absdiff(bg_sum, light * bg_sum) / 3.0  # grey levels of light lost (or gained)
+    backdrop_like = np.zeros(fg.shape, bool)
+    backdrop_like[box] = (
+        fg[box]
+        & (light >= config.shadow_min_light)
+        & (light <= config.backdrop_max_light)
+        & (chroma <= config.shadow_max_chroma + config.shadow_chroma_slope * lost)
     )
+    candidate = backdrop_like & (grad <= config.shadow_max_gradient)
     if not candidate.any():
         return fg
     # components of (background ∪ shadow candidates) that reach the frame
     shadow = candidate & reaches_frame((~fg) | candidate)
+    if config.shadow_edge_frac > 0 and shadow.any():
+        # a render's shadow has a crisp edge: a steep ramp of the backdrop's colour around the
+        # smooth core. Its pixels go too, where they lie within a few px of the core.
+        r = max(1, round(config.shadow_edge_frac * max(fg.shape)))
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        shadow |= backdrop_like & cv2.dilate(shadow.astype(np.uint8), disk).astype(bool)
     if shadow.sum() > 0.5 * (fg & ~shadow).sum():
         logger.debug("shadow peel skipped: it would remove %d of %d product pixels", shadow.sum(), fg.sum())
         return fg
@@ -288,7 +365,7 @@ def cut_background_colored(
     region must be at least ``min_area`` px and nearly uniform, so that a white logo with
     texture or print stays; regions of exactly the background colour between straps go.
     """
-    dist = color_distance(image, border.color)
+    dist = background_distance(image, border)
     tight = max(6.0, border.noise + 3.0)
     candidate = mask & (dist <= tight)
     if not candidate.any():
