@@ -49,6 +49,10 @@ def review(
         import webbrowser
 
         webbrowser.open(server.url)
+    import signal
+
+    # Ctrl-C stops it also when it was started with SIGINT ignored (a background job, nohup)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
