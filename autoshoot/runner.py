@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoshoot.budget import fit_to_budget, is_out_of_memory, out_of_memory_fix
+from autoshoot.budget import fit_to_budget, is_out_of_memory, out_of_memory_fix, uses_gpu
 from autoshoot.catalog import Catalog, ImageCheckCache, Row, allow_image_pixels, load_catalog
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError
@@ -443,13 +443,7 @@ class SkuWorker:
         mode = str(getattr(self.config.run, "overlap", "auto"))
         if mode in ("on", "off"):
             return mode == "on"
-        if str(self.config.run.device) == "cpu":
-            return False
-        try:
-            import torch
-        except ImportError:
-            return False
-        return bool(torch.cuda.is_available())
+        return uses_gpu(self.config)
 
     def _run_lane(self, plan: Plan, stages: list[Stage], state: tuple) -> None:
         """These stages of one SKU, in order, until one fails."""

@@ -317,28 +317,17 @@ def build_qwen3(shape: dict, tokenizer: Any, device: str, dtype: Any) -> tuple[A
 
 def save_sdxl(path: Path, tiny: bool, device: str) -> None:
     import torch
-    from diffusers import StableDiffusionXLPipeline
+
+    from autoshoot.backends.sdxl import build_tiny_components, save_components
 
     if tiny:
-        from autoshoot.backends.sdxl import build_tiny_components
-
         comps = build_tiny_components()
     else:
         from render_gpu import build_full_components
 
         comps, _ = build_full_components()
-    pipe = StableDiffusionXLPipeline(
-        vae=comps.vae,
-        text_encoder=comps.text_encoder,
-        text_encoder_2=comps.text_encoder_2,
-        tokenizer=comps.tokenizer,
-        tokenizer_2=comps.tokenizer_2,
-        unet=comps.unet,
-        scheduler=comps.scheduler,
-    )
-    pipe.save_pretrained(path)
-    comps.controlnet.save_pretrained(path / "controlnet")
-    del pipe, comps
+    save_components(comps, path)
+    del comps
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 

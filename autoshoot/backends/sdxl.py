@@ -1094,11 +1094,20 @@ def save_tiny_components(folder: Path) -> None:
     import shutil
     import tempfile
 
-    from diffusers import StableDiffusionXLPipeline
-
     comps = build_tiny_components()
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    save_components(comps, tmp)
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def save_components(comps: Components, folder: Path) -> None:
+    """Components as a diffusers SDXL pipeline folder, the ControlNet in ``folder/controlnet``:
+    the layout the loaders read a local model set from."""
+    from diffusers import StableDiffusionXLPipeline
+
     pipe = StableDiffusionXLPipeline(
         vae=comps.vae,
         text_encoder=comps.text_encoder,
@@ -1108,11 +1117,8 @@ def save_tiny_components(folder: Path) -> None:
         unet=comps.unet,
         scheduler=comps.scheduler,
     )
-    pipe.save_pretrained(tmp)
-    comps.controlnet.save_pretrained(tmp / "controlnet")
-    if folder.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    pipe.save_pretrained(folder)
+    comps.controlnet.save_pretrained(Path(folder) / "controlnet")
 
 
 def build_tiny_components(seed: int = 0) -> Components:

@@ -156,15 +156,11 @@ class ScoreStage(Stage):
 
 def scoring_threads(config: Config) -> int:
     """``score.parallel``, or its default: 4 on a CUDA run, 1 on the CPU."""
+    from autoshoot.budget import uses_gpu
+
     if config.score.parallel:
         return max(1, int(config.score.parallel))
-    if str(config.run.device) == "cpu":
-        return 1
-    try:
-        import torch
-    except ImportError:
-        return 1
-    return 4 if torch.cuda.is_available() else 1
+    return 4 if uses_gpu(config) else 1
 
 
 def to_final_size(
