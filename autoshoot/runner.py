@@ -396,6 +396,9 @@ class SkuWorker:
             if missing:
                 raise ModelMissingError(missing)
 
+    # an object store's worker opens and pushes its SKUs chunk by chunk (staged.py)
+    streams_chunks = True
+
     def process(
         self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False
     ) -> Iterator[ShotResult]:
@@ -468,7 +471,7 @@ class SkuWorker:
 
     def _process_overlapped(
         self,
-        plans: list[Plan],
+        plans: list[Plan] | Callable[[Callable[[], None]], Iterator[Plan]],
         state: tuple,
         lanes: tuple[list[Stage], list[Stage], list[Stage]],
         should_stop: Callable[[], bool],
@@ -479,7 +482,10 @@ class SkuWorker:
         the other's CPU work (reading and saving pictures, the hand geometry) is done; MediaPipe,
         OpenCV, zlib and torch release the GIL. Results are yielded in catalog order, each as
         soon as its SKU's last stage is done; ``should_stop`` is asked before each SKU is queued and
-        before its GPU lane starts (a SKU stopped there keeps its prepare for the next run)."""
+        before its GPU lane starts (a SKU stopped there keeps its prepare for the next run).
+
+        ``plans`` may also be a function that makes them from ``drain``, which waits until every
+        SKU queued so far is done (``process_chunks``: the next chunk is briefed then)."""
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -512,8 +518,13 @@ class SkuWorker:
         ]
         pre_pool, gpu_pool, post_pool = pools
         in_flight: deque[Future] = deque()  # each SKU's post-lane future, in catalog order
+
+        def drain() -> None:
+            for future in list(in_flight):
+                future.result()
+
         try:
-            for i, plan in enumerate(plans):
+            for i, plan in enumerate(plans(drain) if callable(plans) else plans):
                 if i and stopping():
                     break
                 # at most one SKU per GPU and post thread, and one being prepared, in flight
@@ -532,6 +543,50 @@ class SkuWorker:
             for pool in pools:  # a consumer that stops early still waits for the SKUs in hand
                 pool.shutdown(wait=True)
 
+    def process_chunks(
+        self, chunks: list[list[Plan]], should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[ShotResult]:
+        """Chunks of SKUs through one overlapped pipeline (``run.overlap`` on), instead of
+        chunk after chunk with the GPU idle at each chunk's end and start.
+
+        Each chunk is briefed as a batch, as ``process`` does. Where the VLM stays on the GPU
+        beside the render (``batchable_models_stay``), the next chunk is briefed in a thread
+        while this one renders, and its SKUs follow this chunk's into the lanes. Where it does
+        not stay, the pipeline drains first, the VLM leaves after each brief, and the order is
+        ``process``'s: brief, release, render.
+        """
+        state: tuple = ({}, {}, {}, {})  # jobs, stores, failures, seconds: every chunk's
+        lanes = self.lanes()
+
+        def brief(chunk: list[Plan]) -> tuple:
+            part = self._start(chunk)
+            self._run_batchable(chunk, *part)
+            return part
+
+        def stream(drain: Callable[[], None], pool: Any) -> Iterator[Plan]:
+            ahead = None  # the next chunk's brief, in the pool's thread
+            for k, chunk in enumerate(chunks):
+                if k and should_stop():
+                    return  # a brief ahead is kept (its stages are committed)
+                if ahead is not None:
+                    part = ahead.result()
+                else:
+                    drain()  # the VLM comes back only to an idle GPU lane
+                    part = brief(chunk)
+                ahead = None
+                for whole, new in zip(state, part):
+                    whole.update(new)
+                if k + 1 < len(chunks) and self.briefs_ahead():
+                    ahead = pool.submit(brief, chunks[k + 1])
+                else:
+                    self.release_batchable_models()
+                yield from chunk
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autoshoot-brief") as pool:
+            yield from self._process_overlapped(lambda drain: stream(drain, pool), state, lanes, should_stop)
+
     def _run_lane_and_finish(self, plan: Plan, stages: list[Stage], state: tuple) -> ShotResult:
         self._run_lane(plan, stages, state)
         return self._finish_lane(plan, state)
@@ -540,14 +595,30 @@ class SkuWorker:
         """After the brief phase of a chunk: move its models (the VLM) off the GPU when the
         other stages' models would not fit beside them; they stay where everything fits (no
         budget, or a large one), which saves moving 15 GiB each way per chunk."""
+        keys = self._batchable_keys()
+        if keys and not self.batchable_models_stay():
+            self.sessions.release(*keys)
+
+    def _batchable_keys(self) -> list[str]:
+        return [k for stage in self.stages if stage.batchable for k in self.sessions.used_by(stage.name)]
+
+    def batchable_models_stay(self) -> bool:
+        """Whether the batchable stages' models (the VLM) stay on the GPU beside the others:
+        no budget, or the per-SKU stages' models and activations fit beside them."""
         if self.sessions.budget is None:
-            return
-        keys = [k for stage in self.stages if stage.batchable for k in self.sessions.used_by(stage.name)]
+            return True
+        keys = self._batchable_keys()
         others = [e for e in self.sessions.entries.values() if e.key not in keys and e.size + e.work]
         # the per-SKU stages' models and activations: as measured, or an estimate before they load
         need = sum(e.size + e.work for e in others) if others else int(PER_SKU_MODELS_GIB * GIB)
-        if keys and not self.sessions.fits(need):
-            self.sessions.release(*keys)
+        return self.sessions.fits(need)
+
+    def briefs_ahead(self) -> bool:
+        """Brief the next chunk while this one renders (``LocalEngine``): with the overlap on,
+        and only when the VLM stays on the GPU anyway (it would otherwise be loaded back into
+        the render's memory)."""
+        has_batchable = any(stage.batchable for stage in self.stages)
+        return has_batchable and self.overlap_enabled() and self.batchable_models_stay()
 
     def process_batchable(self, plans: list[Plan]) -> Iterator[tuple[Plan, ShotResult | None, float]]:
         """Only the batchable stages (the VLM brief) of these SKUs, batched across all of them.
@@ -773,10 +844,17 @@ class LocalEngine:
         self.chunk = max(1, int(getattr(config.analyze, "batch_size", 1)))
 
     def run(self, plans: list[Plan], should_stop: Callable[[], bool]) -> Iterator[ShotResult]:
-        for start in range(0, len(plans), self.chunk):
+        """Chunk by chunk; with the overlap on, through one pipeline (``process_chunks``: the
+        next chunk is briefed while this one renders where the VLM stays on the GPU)."""
+        chunks = [plans[i : i + self.chunk] for i in range(0, len(plans), self.chunk)]
+        worker = self.worker
+        if worker.streams_chunks and worker.overlap_enabled() and worker.lanes()[1] and len(plans) > 1:
+            yield from worker.process_chunks(chunks, should_stop)
+            return
+        for chunk in chunks:
             if should_stop():
                 return
-            yield from self.worker.process(plans[start : start + self.chunk], should_stop)
+            yield from worker.process(chunk, should_stop)
 
     @property
     def stage_seconds(self) -> dict[str, float]:

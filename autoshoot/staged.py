@@ -263,6 +263,8 @@ class StagedSkuWorker(SkuWorker):
         job.inputs = StageInputs(self.make_store(row.sku))
         return job
 
+    streams_chunks = False  # each chunk's SKUs are opened, and pushed, as one
+
     def process(
         self, plans: list[Plan], should_stop: Callable[[], bool] = lambda: False
     ) -> Iterator[ShotResult]:

@@ -30,6 +30,11 @@ Bench-only settings (random weights cannot do these parts; each is said where it
 - ``--steps`` (default 15, half the default 30; stage 2 likewise 5 instead of 10) keeps five
   budgets inside one 10-minute GPU job: render time per SKU scales about linearly with it.
 
+Every budget runs with ``run.reuse="off"`` (an earlier budget's RUN folder beside it would
+otherwise be reused). ``--thread-profile`` samples where each thread of the run is every 20 ms
+(the GPU lane waiting on a model's lock, its own CPU work, the scoring, ...) and writes the
+shares per thread pool to ``stats-BUDGET.threads.txt`` beside the budget's log.
+
 Each run's exit code is 1: the random VLM's answers are never valid briefs, so every brief
 falls back to the rules and the run says so at its end (a real VLM's do not). ``130``: the
 run was stopped at ``--deadline`` (Ctrl-C; the SKUs in hand finish first).
@@ -478,6 +483,10 @@ def child(cap_gib: float, stats_path: str, shoot_args: list[str]) -> None:
         Path(stats_path).write_text(json.dumps(stats))
 
     atexit.register(write_stats)
+    if os.environ.get("E2E_THREAD_PROFILE"):
+        sampler = ThreadSampler(Path(stats_path).with_suffix(".threads.txt"))
+        sampler.start()
+        atexit.register(sampler.write)
     import autoshoot.stages.refine as refine
 
     refine.make_hand_detector = FixedHandDetector  # bench-only (module docstring)
@@ -485,6 +494,49 @@ def child(cap_gib: float, stats_path: str, shoot_args: list[str]) -> None:
     from autoshoot.cli import run_main
 
     run_main()
+
+
+class ThreadSampler(threading.Thread):
+    """``--thread-profile``: every 20 ms, where each of the run's threads is (its innermost
+    autoshoot frame, and the innermost frame of all). Grouped by the thread pools' names
+    (prepare, GPU lane, composite/score), this says what the GPU lane waits on when the GPU
+    idles: a model's lock, its own CPU work, or the GIL held by the other pools."""
+
+    def __init__(self, path: Path, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.path, self.interval = path, interval
+        self.counts: dict[str, dict[str, int]] = {}
+        self.samples = 0
+
+    def run(self) -> None:
+        me = threading.get_ident()
+        while True:
+            time.sleep(self.interval)
+            names = {t.ident: t.name for t in threading.enumerate()}
+            self.samples += 1
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                group = names.get(ident, "?").rsplit("_", 1)[0]
+                inner = f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}"
+                ours, f = "", frame
+                while f is not None:
+                    if "autoshoot" in f.f_code.co_filename:
+                        ours = f"{Path(f.f_code.co_filename).name}:{f.f_code.co_name}:{f.f_lineno}"
+                        break
+                    f = f.f_back
+                key = f"{ours}  <  {inner}"
+                per = self.counts.setdefault(group, {})
+                per[key] = per.get(key, 0) + 1
+
+    def write(self) -> None:
+        lines = [f"{self.samples} samples every {self.interval * 1000:.0f} ms"]
+        for group, per in sorted(self.counts.items()):
+            total = sum(per.values())
+            lines.append(f"\n## {group}: {total} thread-samples")
+            for key, n in sorted(per.items(), key=lambda kv: -kv[1])[:25]:
+                lines.append(f"{n / total * 100:5.1f}%  {key}")
+        self.path.write_text("\n".join(lines) + "\n")
 
 
 class BusySampler:
@@ -536,6 +588,9 @@ def run_budget(args: Any, work: Path, budget: str, profile: Path, catalog: Path)
         vram,
         "-v",
         "--offline",
+        # every budget renders: nothing is taken from an earlier budget's RUN beside it
+        "--set",
+        'run.reuse="off"',
     ]
     if args.device == "cpu":
         shoot += ["--set", "run.device=cpu"]
@@ -546,6 +601,8 @@ def run_budget(args: Any, work: Path, budget: str, profile: Path, catalog: Path)
     cap = 0.0 if base == "uncapped" else float(base)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(cap), str(stats), "--", *shoot]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if args.thread_profile:
+        env["E2E_THREAD_PROFILE"] = "1"
     sampler = BusySampler()
     started = time.time()
     sampler.thread.start()
@@ -704,6 +761,11 @@ def main() -> None:
     )
     parser.add_argument("--min-run", type=float, default=90, help="start no budget with less time left")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--thread-profile",
+        action="store_true",
+        help="sample where each thread of the run is (written beside each budget's log)",
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     budgets = [b.strip() for b in args.budgets.split(",")]

@@ -416,6 +416,45 @@ def test_overlap_is_faster_than_one_sku_at_a_time_and_isolates_failures(tmp_path
     assert times["on"] < times["off"] - 0.4
 
 
+def test_the_next_chunk_is_briefed_while_this_one_renders_when_the_vlm_stays(tmp_path: Path) -> None:
+    spans: list = []
+    config = overlap_config("on", lanes=2)
+    config = dataclasses.replace(config, analyze=dataclasses.replace(config.analyze, batch_size=2))
+    stages = timed_stages(spans)
+    stages[0].sleep = 0.3  # the brief of a chunk
+    summary = run_catalog(catalog_of(tmp_path, 5), tmp_path / "run", config, quiet=True, stages=stages)
+    assert [r.sku for r in summary.results] == [f"SKU-{i}" for i in range(5)]
+    assert all(r.status != "failed" for r in summary.results)
+    # every SKU briefed once, in chunks of two; chunk 2 (and 3) briefed in their own thread
+    # while the chunk before rendered, not after it
+    briefs = {s[1]: s for s in spans if s[0] == "analyze"}
+    assert sorted(briefs) == [f"SKU-{i}" for i in range(5)]
+    assert briefs["SKU-2"][4].startswith("autoshoot-brief") and briefs["SKU-4"][4].startswith("autoshoot-brief")
+    assert briefs["SKU-2"][2] < span(spans, "render", "SKU-1")[1]
+    assert briefs["SKU-4"][2] < span(spans, "render", "SKU-3")[1]
+    # one pipeline: chunk 2's first SKU renders while chunk 1's last is still in the lanes
+    assert span(spans, "render", "SKU-2")[0] < span(spans, "score", "SKU-1")[1]
+    for sku in (f"SKU-{i}" for i in range(5)):
+        order = [s[0] for s in sorted((s for s in spans if s[1] == sku), key=lambda s: s[2])]
+        assert order == list(STAGE_ORDER)
+    # the seconds of a brief ahead are the SKU's own, as in one go
+    assert all(r.stage_seconds.get("analyze", 0) >= 0.3 for r in summary.results)
+
+
+def test_no_brief_ahead_when_the_vlm_must_leave_the_gpu_for_the_render(tmp_path: Path) -> None:
+    calls: list = []
+    config = budget_config("12", batch=2)
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, overlap="on"))
+    stages = model_stages(calls)
+    for stage in stages:
+        stage.uses_gpu = stage.name in ("render", "refine")  # the lanes of the overlap
+    summary = run_catalog(catalog_of(tmp_path, 3), tmp_path / "run", config, quiet=True, stages=stages)
+    assert summary.counts["accepted"] == 3
+    # 7 + 6 + 1 > 12: chunk 2's brief waits until chunk 1 is done, and the VLM leaves again
+    assert calls.index(("analyze", "batch of 1")) > calls.index(("score", "SKU-1"))
+    assert calls.count(("offload", "vlm")) == 2
+
+
 # ---------------------------------------------------------------------------------------
 # two SKUs in the GPU lane at once (run.lanes): they take turns on the model
 
