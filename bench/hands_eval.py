@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's autoshoot, not whichever one is installed
 DEFAULT_SAMPLES = REPO.parent / "shared" / "samples"
 LABELS = Path(__file__).resolve().parent / "hand_labels.csv"
 KINDS = ("real", "malformed", "no hand")
