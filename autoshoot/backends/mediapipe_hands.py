@@ -584,22 +584,34 @@ class MediaPipeHandScorer:
     def check_hand(self, image: np.ndarray, hand: DetectedHand, scene: Scene | None) -> dict[str, Any]:
         """Anatomy, confidence and stability of one hand (JSON-able dict)."""
         from autoshoot.hands.anatomy import check_anatomy
-        from autoshoot.hands.evidence import check_finger_support, measure_finger_support
+        from autoshoot.hands.evidence import (
+            check_finger_separation,
+            check_finger_support,
+            measure_finger_support,
+        )
 
         face_width = nearest_face_width(scene, hand) if scene is not None else None
         anatomy = check_anatomy(hand.landmarks, face_width=face_width, limits=self.limits)
         # the picture under the skeleton: a finger chain threaded through a gap between digits
-        support = measure_finger_support(image, hand.landmarks)
+        support = measure_finger_support(image, hand.landmarks, limits=self.limits)
         anatomy.checks["support"], support_reasons = check_finger_support(support, self.limits)
         anatomy.reasons += support_reasons
         anatomy.score *= anatomy.checks["support"]
+        # and two neighbouring fingers with neither a gap nor a seam between them: one finger
+        anatomy.checks["separation"], separation_reasons = check_finger_separation(support, self.limits)
+        anatomy.reasons += separation_reasons
+        anatomy.score *= anatomy.checks["separation"]
         confidence = 0.5 * hand.handedness_score + 0.5 * hand.detection_score
         out: dict[str, Any] = {
             "anatomy": round(anatomy.score, 4),
             "checks": {k: round(v, 4) for k, v in anatomy.checks.items()},
             "finger_support": None
             if support is None
-            else {"support": [round(v, 3) for v in support.support], "quality": round(support.quality, 3)},
+            else {
+                "support": [round(v, 3) for v in support.support],
+                "quality": round(support.quality, 3),
+                "separation": [None if v is None else round(v, 3) for v in support.separation],
+            },
             "fingertips": anatomy.n_fingertips,
             "palm_px": round(anatomy.palm_length, 1),
             "confidence": round(confidence, 4),

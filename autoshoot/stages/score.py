@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 class ScoreStage(Stage):
     name: ClassVar[str] = "score"
     version: ClassVar[str] = (
-        "3"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights
+        "4"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights;
+        # 4: fingers with neither a gap nor a seam between them
     )
     config_sections: ClassVar[tuple[str, ...]] = ("score",)
 
