@@ -15,8 +15,9 @@ component weights (``fit_weights``: a hand component that does not rank real abo
 images on the fit part weighs 0) and the accept threshold (``fit_threshold``) are fitted on the
 fit part only, then applied to the held-out part. The anatomy tolerances and the finger-evidence
 constants are fixed numbers set from anatomy and the fit part's real hands; the held-out
-pictures were looked at (the six-digit hand led to the finger-evidence check), so the held-out
-figures are not a blind test of the check's design, only of its constants.
+pictures were looked at (the six-digit hand led to the finger-support check, the "boneless"
+one, two chains on one finger, to the finger-separation check, whose contrasts were set with
+every sample's values in view), so the held-out figures are not a blind test of these checks.
 
 Also a 3-fold cross-validation over every image (``cross_validate``; folds fixed by file name,
 round-robin within each kind): weights and threshold fitted on two folds, the third scored,

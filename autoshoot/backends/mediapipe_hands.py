@@ -5,7 +5,8 @@ AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, th
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
 their anatomy (``autoshoot.hands.anatomy``), the picture under the skeleton
-(``autoshoot.hands.evidence``: a finger chain threaded through a gap between digits), the grip
+(``autoshoot.hands.evidence``: a finger chain threaded through a gap between digits, two
+chains on one finger), the grip
 and the scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
 that check runs a zero-shot detector from ``autoshoot.backends.bag_detector``).
 
