@@ -406,7 +406,10 @@ class MediaPipeHandScorer:
       confidence  MediaPipe's handedness confidence and the share of passes that found the hand
                   (reported; weight 0 by default: it does not rank real above malformed hands)
       anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face),
-                  times the finger evidence of ``autoshoot.hands.evidence``
+                  times the finger support of ``autoshoot.hands.evidence``
+      separation  ``autoshoot.hands.evidence.check_finger_separation`` of the worst hand: two
+                  neighbouring fingers with neither a gap nor a seam between them (reported;
+                  weight 0 by default: the fit part of bench/hands_eval.py gives no evidence for it)
       stability   (``score.stability``, off by default, weight 0) landmarks of a horizontally
                   flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
@@ -514,6 +517,9 @@ class MediaPipeHandScorer:
             worst = min(reports, key=lambda r: r["anatomy"])
             components["anatomy"] = float(worst["anatomy"])
             reasons += worst["reasons"]
+            components["separation"] = float(min(r["separation"] for r in reports))
+            if c.weights.get("separation", 0.0) > 0:
+                reasons += [reason for r in reports for reason in r["separation_reasons"]]
             if c.stability:
                 components["stability"] = float(min(r["stability"] for r in reports))
                 reasons += [
@@ -598,10 +604,9 @@ class MediaPipeHandScorer:
         anatomy.checks["support"], support_reasons = check_finger_support(support, self.limits)
         anatomy.reasons += support_reasons
         anatomy.score *= anatomy.checks["support"]
-        # and two neighbouring fingers with neither a gap nor a seam between them: one finger
-        anatomy.checks["separation"], separation_reasons = check_finger_separation(support, self.limits)
-        anatomy.reasons += separation_reasons
-        anatomy.score *= anatomy.checks["separation"]
+        # two neighbouring fingers with neither a gap nor a seam between them: one finger drawn
+        # with two chains. Its own component ("separation"), weighed as fitted (see the config)
+        separation, separation_reasons = check_finger_separation(support, self.limits)
         confidence = 0.5 * hand.handedness_score + 0.5 * hand.detection_score
         out: dict[str, Any] = {
             "anatomy": round(anatomy.score, 4),
@@ -617,6 +622,8 @@ class MediaPipeHandScorer:
             "palm_px": round(anatomy.palm_length, 1),
             "confidence": round(confidence, 4),
             "reasons": list(anatomy.reasons),
+            "separation": round(separation, 4),
+            "separation_reasons": separation_reasons,
         }
         if self.config.stability:
             shift = self.measure_flip_shift(image, hand, anatomy.palm_length)

@@ -31,7 +31,7 @@ class ScoreStage(Stage):
     name: ClassVar[str] = "score"
     version: ClassVar[str] = (
         "4"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights;
-        # 4: fingers with neither a gap nor a seam between them
+        # 4: the finger-separation component (measured; weight 0 as fitted)
     )
     config_sections: ClassVar[tuple[str, ...]] = ("score",)
 
