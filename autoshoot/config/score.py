@@ -19,7 +19,7 @@ def _default_weights() -> dict[str, float]:
     # AI-malformed hands (AUC 0.43 each; MediaPipe is as sure, and as stable under a flip, on a
     # clean generated hand as on a real one, and loses small or occluded real hands under a flip).
     # Finger separation (two chains on one finger) weighs 0 too: on the fit part it judges no
-    # malformed hand, so it ranks nothing (AUC 0.5); weighed like anatomy it catches the held-out
+    # malformed hand, so it ranks nothing (AUC 0.5); counted in anatomy it catches the held-out
     # "boneless" hand, but only on its exact pixels, and flags a real grip upscaled to 1024 px
     return {"confidence": 0.0, "anatomy": 4.0, "stability": 0.0, "separation": 0.0, "grip": 2.0, "scene": 2.0}
 
