@@ -5,7 +5,8 @@ AI-malformed hands as on real ones. ``HandDetector`` finds hands (full frame, th
 upscaled crop around the expected grip, where small hands are found that the full frame
 misses) and returns landmarks in image pixels. ``MediaPipeHandScorer`` judges them from
 their anatomy (``autoshoot.hands.anatomy``), the picture under the skeleton
-(``autoshoot.hands.evidence``: a finger chain threaded through a gap between digits), the grip
+(``autoshoot.hands.evidence``: a finger chain threaded through a gap between digits, two
+chains on one finger), the grip
 and the scene (faces and pose, and a second bag beside the product: MediaPipe has no bag model, so
 that check runs a zero-shot detector from ``autoshoot.backends.bag_detector``).
 
@@ -405,7 +406,10 @@ class MediaPipeHandScorer:
       confidence  MediaPipe's handedness confidence and the share of passes that found the hand
                   (reported; weight 0 by default: it does not rank real above malformed hands)
       anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face),
-                  times the finger evidence of ``autoshoot.hands.evidence``
+                  times the finger support of ``autoshoot.hands.evidence``
+      separation  ``autoshoot.hands.evidence.check_finger_separation`` of the worst hand: two
+                  neighbouring fingers with neither a gap nor a seam between them (reported;
+                  weight 0 by default: the fit part of bench/hands_eval.py gives no evidence for it)
       stability   (``score.stability``, off by default, weight 0) landmarks of a horizontally
                   flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
@@ -513,6 +517,9 @@ class MediaPipeHandScorer:
             worst = min(reports, key=lambda r: r["anatomy"])
             components["anatomy"] = float(worst["anatomy"])
             reasons += worst["reasons"]
+            components["separation"] = float(min(r["separation"] for r in reports))
+            if c.weights.get("separation", 0.0) > 0:
+                reasons += [reason for r in reports for reason in r["separation_reasons"]]
             if c.stability:
                 components["stability"] = float(min(r["stability"] for r in reports))
                 reasons += [
@@ -584,26 +591,39 @@ class MediaPipeHandScorer:
     def check_hand(self, image: np.ndarray, hand: DetectedHand, scene: Scene | None) -> dict[str, Any]:
         """Anatomy, confidence and stability of one hand (JSON-able dict)."""
         from autoshoot.hands.anatomy import check_anatomy
-        from autoshoot.hands.evidence import check_finger_support, measure_finger_support
+        from autoshoot.hands.evidence import (
+            check_finger_separation,
+            check_finger_support,
+            measure_finger_support,
+        )
 
         face_width = nearest_face_width(scene, hand) if scene is not None else None
         anatomy = check_anatomy(hand.landmarks, face_width=face_width, limits=self.limits)
         # the picture under the skeleton: a finger chain threaded through a gap between digits
-        support = measure_finger_support(image, hand.landmarks)
+        support = measure_finger_support(image, hand.landmarks, limits=self.limits)
         anatomy.checks["support"], support_reasons = check_finger_support(support, self.limits)
         anatomy.reasons += support_reasons
         anatomy.score *= anatomy.checks["support"]
+        # two neighbouring fingers with neither a gap nor a seam between them: one finger drawn
+        # with two chains. Its own component ("separation"), weighed as fitted (see the config)
+        separation, separation_reasons = check_finger_separation(support, self.limits)
         confidence = 0.5 * hand.handedness_score + 0.5 * hand.detection_score
         out: dict[str, Any] = {
             "anatomy": round(anatomy.score, 4),
             "checks": {k: round(v, 4) for k, v in anatomy.checks.items()},
             "finger_support": None
             if support is None
-            else {"support": [round(v, 3) for v in support.support], "quality": round(support.quality, 3)},
+            else {
+                "support": [round(v, 3) for v in support.support],
+                "quality": round(support.quality, 3),
+                "separation": [None if v is None else round(v, 3) for v in support.separation],
+            },
             "fingertips": anatomy.n_fingertips,
             "palm_px": round(anatomy.palm_length, 1),
             "confidence": round(confidence, 4),
             "reasons": list(anatomy.reasons),
+            "separation": round(separation, 4),
+            "separation_reasons": separation_reasons,
         }
         if self.config.stability:
             shift = self.measure_flip_shift(image, hand, anatomy.palm_length)

@@ -17,8 +17,11 @@ def _default_weights() -> dict[str, float]:
     # anatomy dominates: it is the only component that sees malformed fingers. Confidence and
     # stability weigh 0: fitted on the fit part of bench/hands_eval.py, neither ranks real above
     # AI-malformed hands (AUC 0.43 each; MediaPipe is as sure, and as stable under a flip, on a
-    # clean generated hand as on a real one, and loses small or occluded real hands under a flip)
-    return {"confidence": 0.0, "anatomy": 4.0, "stability": 0.0, "grip": 2.0, "scene": 2.0}
+    # clean generated hand as on a real one, and loses small or occluded real hands under a flip).
+    # Finger separation (two chains on one finger) weighs 0 too: on the fit part it judges no
+    # malformed hand, so it ranks nothing (AUC 0.5); counted in anatomy it catches the held-out
+    # "boneless" hand, but only on its exact pixels, and flags a real grip upscaled to 1024 px
+    return {"confidence": 0.0, "anatomy": 4.0, "stability": 0.0, "separation": 0.0, "grip": 2.0, "scene": 2.0}
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,20 @@ class AnatomyLimits:
     # above the largest such gap on the real hands of bench/hands_eval.py's fit part (0.36).
     off_hand_gap: float = 0.5
     min_colour_quality: float = 0.75  # below this the hand/background colour models abstain
+    # what separates two neighbouring fingers (autoshoot.hands.evidence.measure_separation):
+    # a dip of seam_contrast in lightness (L of CIELAB, 0-255) or of gap_contrast in the
+    # hand-vs-background log-likelihood ratio; judged where both fingers are extended and on
+    # the hand (support >= min_pair_support), drawn at least min_pair_spacing of a finger's
+    # breadth apart, and a finger is at least min_seam_px pixels wide (a seam can show).
+    # Set by hand, not fitted: a 6-level dip is a few times the noise of smooth skin in the
+    # blurred 256 px crop; a ratio of 2 is a colour about 7x likelier background than hand. The
+    # fit part's real pairs that are judged sit at 1.7x these or more; the held-out pictures
+    # were seen before they were set (bench/hands_eval.py says what that means for its figures)
+    seam_contrast: float = 6.0
+    gap_contrast: float = 2.0
+    min_pair_support: float = 0.5
+    min_pair_spacing: float = 0.75
+    min_seam_px: float = 12.0
 
 
 @dataclass

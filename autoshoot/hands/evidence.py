@@ -12,7 +12,13 @@ pixels under each finger chain:
   colour the hand model explains better than the background model;
 - a middle or ring finger off the hand while both its neighbours lie on it is a finger
   threaded through a gap: an extra or a missing digit. An index or little finger off the
-  hand is not judged: at the side of a hand it is most often hidden by what the hand holds.
+  hand is not judged: at the side of a hand it is most often hidden by what the hand holds;
+- between two neighbouring fingers that are both on the hand, extended and drawn at least
+  most of a finger's breadth apart, something must separate them: a gap (a dip in how
+  hand-like the pixels are) or the seam where two touching fingers meet (a dip in
+  lightness). Two chains over one smooth finger are a fused finger, or five chains
+  spread over four digits (a missing digit). Curled fingers (they lie over each other and
+  the palm) and fingers too few pixels wide for a seam to show are not judged.
 
 When the two colour models cannot tell the palm from the background (a hand on a surface of
 its colour) the check abstains. Pure numpy and OpenCV; the image is an HxWx3 uint8 RGB array,
@@ -21,14 +27,19 @@ the landmarks (21, 3) pixels in MediaPipe's layout (see ``autoshoot.hands.anatom
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from autoshoot.hands.anatomy import CHAINS, FINGERS, AnatomyLimits, _soft
+from autoshoot.hands.anatomy import CHAINS, FINGERS, TIPS, AnatomyLimits, _soft, measure_palm_length
 
 SUPPORT_FINGERS = FINGERS[1:]  # index, middle, ring, little
 PALM_HULL = (0, 1, 2, 5, 9, 13, 17)
+# A finger's breadth at its middle phalanx in units of the palm length (wrist to middle
+# knuckle): about 1.9 cm against about 10 cm on adult hands (hand anthropometry).
+FINGER_BREADTH = 0.19
+GAP_CLIP = 10.0  # the hand-vs-background log-likelihood ratio is clipped to +-this (one outlier colour)
 
 
 @dataclass
@@ -43,6 +54,11 @@ class FingerSupport:
 
     support: list[float] = field(default_factory=list)
     quality: float = 0.0
+    # per neighbouring pair (index-middle, middle-ring, ring-little): how clearly something
+    # separates the two fingers (the median over cross-sections of the deeper of the
+    # lightness dip / seam_contrast and the hand-likeness dip / gap_contrast; >= 1 = separated),
+    # or None where the pair is not judged (curled, off the hand, too near, too few pixels)
+    separation: list[float | None] = field(default_factory=list)
 
 
 def _gaussian(samples: np.ndarray, ridge: float = 4.0):
@@ -59,8 +75,99 @@ def _gaussian(samples: np.ndarray, ridge: float = 4.0):
     return loglik
 
 
+def _dip(profile: np.ndarray) -> float:
+    """Depth of the deepest dip inside a 1D profile: how far an inner sample lies below the
+    lower of the highest samples on either side of it (<= 0 when there is no dip)."""
+    left = np.maximum.accumulate(profile)[:-2]
+    right = np.maximum.accumulate(profile[::-1])[::-1][2:]
+    return float((np.minimum(left, right) - profile[1:-1]).max())
+
+
+def _sample(channel: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a 2D float32 array at (N, 2) x, y points."""
+    import cv2
+
+    x = np.ascontiguousarray(xy[:, 0], dtype=np.float32).reshape(1, -1)
+    y = np.ascontiguousarray(xy[:, 1], dtype=np.float32).reshape(1, -1)
+    return cv2.remap(channel, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1)
+
+
+def measure_separation(
+    lab: np.ndarray,
+    hand_likeness: Callable[[np.ndarray], np.ndarray],
+    pts3: np.ndarray,
+    support: list[float],
+    px_per_crop_px: float,
+    limits: AnatomyLimits,
+    sections: int = 5,
+    samples: int = 17,
+) -> list[float | None]:
+    """How clearly each pair of neighbouring fingers is separated (see ``FingerSupport``).
+
+    Args:
+        lab: (H, W, 3) float32 CIELAB crop (L first, 0-255).
+        hand_likeness: (N, 3) Lab colours -> (N,) log-likelihood ratio hand vs background.
+        pts3: (21, 3) landmarks in crop pixels (z in the same scale).
+        support: per finger (index..little), the share of its distal chain on the hand.
+        px_per_crop_px: pixels of the original image per crop pixel.
+    Cross-sections run from points along one finger's distal chain (PIP to tip) to the
+    nearest point of its neighbour's.
+    """
+    palm = measure_palm_length(pts3)
+    if palm <= 0:
+        return [None] * 3
+    centre = pts3[[0, 5, 9, 13, 17]].mean(axis=0)
+    curled = [float(np.linalg.norm(pts3[TIPS[f]] - centre)) < limits.curled_tip * palm for f in range(1, 5)]
+    # a finger's breadth in pixels, of the image and of the crop (the coarser one limits a seam)
+    seam_visible = FINGER_BREADTH * palm * min(px_per_crop_px, 1.0) >= limits.min_seam_px
+    p = pts3[:, :2]
+    t = np.linspace(0.0, 1.0, 11)[:, None]
+
+    def distal(f: int) -> np.ndarray:
+        chain = CHAINS[f][2:]
+        return np.vstack(
+            [p[a] * (1 - t[:-1]) + p[b] * t[:-1] for a, b in zip(chain[:-1], chain[1:], strict=True)]
+            + [p[chain[-1]][None]]
+        )
+
+    s = np.linspace(0.0, 1.0, samples)[:, None]
+    out: list[float | None] = []
+    for k in range(3):  # pairs (index, middle), (middle, ring), (ring, little)
+        f, g = k + 1, k + 2
+        if (
+            not seam_visible
+            or curled[k]
+            or curled[k + 1]
+            or min(support[k], support[k + 1]) < limits.min_pair_support
+        ):
+            out.append(None)
+            continue
+        a_line, b_line = distal(f), distal(g)
+        levels, dists = [], []
+        for frac in np.linspace(0.2, 0.8, sections):
+            a = a_line[int(round(frac * (len(a_line) - 1)))]
+            b = b_line[int(np.argmin(np.linalg.norm(b_line - a, axis=1)))]
+            dists.append(float(np.linalg.norm(b - a)) / palm)
+            xy = a * (1 - s) + b * s
+            colours = np.column_stack([_sample(lab[:, :, c], xy) for c in range(3)]).astype(np.float64)
+            likeness = np.clip(hand_likeness(colours), -GAP_CLIP, GAP_CLIP)
+            levels.append(
+                max(_dip(colours[:, 0]) / limits.seam_contrast, _dip(likeness) / limits.gap_contrast)
+            )
+        if float(np.median(dists)) < limits.min_pair_spacing * FINGER_BREADTH:
+            out.append(None)  # drawn over each other: one finger hides the other
+            continue
+        out.append(float(np.median(levels)))
+    return out
+
+
 def measure_finger_support(
-    image: np.ndarray, landmarks: np.ndarray, crop_px: int = 256, points: int = 7, min_hand_px: float = 16.0
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    crop_px: int = 256,
+    points: int = 7,
+    min_hand_px: float = 16.0,
+    limits: AnatomyLimits | None = None,
 ) -> FingerSupport | None:
     """Support of each finger chain by hand-coloured pixels (see the module docstring).
 
@@ -71,6 +178,7 @@ def measure_finger_support(
         points: samples per bone (PIP-DIP, DIP-tip), end points excluded.
         min_hand_px: a hand whose landmark box is smaller than this (long side, pixels) has
             too few pixels to tell its fingers from what lies between them.
+        limits: the tolerances of the separation measure (``AnatomyLimits`` by default).
     Returns:
         ``FingerSupport``, or None when the hand or its surroundings are too small to model.
     """
@@ -122,7 +230,37 @@ def measure_finger_support(
         yi = np.clip(np.round(samples[:, 1]).astype(int), 0, ch - 1)
         colours = lab[yi, xi]
         support.append(float((hand_ll(colours) > back_ll(colours)).mean()))
-    return FingerSupport(support=support, quality=quality)
+    # 4. what separates neighbouring fingers
+    pts3 = np.asarray(landmarks, dtype=np.float64)
+    pts3 = np.column_stack([p, (pts3[:, 2] * scale) if pts3.shape[1] > 2 else np.zeros(len(p))])
+    separation = measure_separation(
+        lab.astype(np.float32),
+        lambda x: hand_ll(x) - back_ll(x),
+        pts3,
+        support,
+        1.0 / scale,
+        limits or AnatomyLimits(),
+    )
+    return FingerSupport(support=support, quality=quality, separation=separation)
+
+
+def check_finger_separation(found: FingerSupport | None, limits: AnatomyLimits) -> tuple[float, list[str]]:
+    """Two neighbouring fingers with nothing between them: neither a gap nor a seam.
+
+    1 when every judged pair is separated (``separation`` >= 1), falling as the clearest
+    separation found drops towards 0. Abstains (1.0) like ``check_finger_support``.
+    """
+    if found is None or found.quality < limits.min_colour_quality:
+        return 1.0, []
+    score, reasons = 1.0, []
+    for k, level in enumerate(found.separation):
+        if level is None:
+            continue
+        g = _soft(1.0 - level, 0.5)
+        if g < 0.7:
+            reasons.append(f"{SUPPORT_FINGERS[k]} and {SUPPORT_FINGERS[k + 1]} fingers drawn over one finger")
+        score *= g
+    return score, reasons
 
 
 def check_finger_support(found: FingerSupport | None, limits: AnatomyLimits) -> tuple[float, list[str]]:

@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 class ScoreStage(Stage):
     name: ClassVar[str] = "score"
     version: ClassVar[str] = (
-        "3"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights
+        "4"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights;
+        # 4: the finger-separation component (measured; weight 0 as fitted)
     )
     config_sections: ClassVar[tuple[str, ...]] = ("score",)
 
