@@ -607,11 +607,12 @@ class SkuWorker:
         no budget, or the per-SKU stages' models and activations fit beside them."""
         if self.sessions.budget is None:
             return True
-        keys = self._batchable_keys()
-        others = [e for e in self.sessions.entries.values() if e.key not in keys and e.size + e.work]
-        # the per-SKU stages' models and activations: as measured, or an estimate before they load
-        need = sum(e.size + e.work for e in others) if others else int(PER_SKU_MODELS_GIB * GIB)
-        return self.sessions.fits(need)
+        with self.sessions.lock:  # asked while the GPU lanes load models (process_chunks)
+            keys = self._batchable_keys()
+            others = [e for e in self.sessions.entries.values() if e.key not in keys and e.size + e.work]
+            # the per-SKU stages' models and activations: as measured, or an estimate before they load
+            need = sum(e.size + e.work for e in others) if others else int(PER_SKU_MODELS_GIB * GIB)
+            return self.sessions.fits(need)
 
     def briefs_ahead(self) -> bool:
         """Brief the next chunk while this one renders (``LocalEngine``): with the overlap on,
