@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from autoshoot.config.prepare import PrepareConfig
-from autoshoot.geometry.segment import enclosed_background
+from autoshoot.geometry.segment import enclosed_background, is_gap
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +113,24 @@ def find_handle(
     holes = enclosed_background(mask)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
     min_area = max(6, int(config.handle_min_area_frac * bw * bh))
+    # the rays measuring a wall cross slits (the sliver between two stacked handles): the wall
+    # is the whole structure above the opening
+    small = np.zeros(n, bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < min_area
+    solid = mask | small[labels]
     # 2. walls
     body_top = body_top_row(mask, config)
     top = int(ys.min())
     openings = []
     for i in range(1, n):
-        if stats[i, cv2.CC_STAT_AREA] < min_area:
+        if stats[i, cv2.CC_STAT_AREA] < min_area and not is_gap(stats[i : i + 1], config.gap_min_elongation)[0]:
             continue
-        opening = measure_opening(mask, labels, i, stats[i], diag, config)
+        opening = measure_opening(solid, labels, i, stats[i], diag, config)
         if opening is None and stats[i, cv2.CC_STAT_HEIGHT] >= 2 * stats[i, cv2.CC_STAT_WIDTH]:
             # a tall, narrow opening is the wedge between a padded strap and the body: a shoulder
             # strap is wider than a carry handle, and the rays from a wedge cross it slantwise.
             # It counts only as a strap (3. below), never as a carry handle.
-            opening = measure_opening(mask, labels, i, stats[i], diag, config, config.strap_max_wall_frac)
+            opening = measure_opening(solid, labels, i, stats[i], diag, config, config.strap_max_wall_frac)
             if opening is not None and opening_role(opening, top, body_top, int(bh), config) != "strap":
                 opening = None
         if opening is not None:
@@ -249,7 +254,8 @@ def measure_opening(
     through the product until it meets background: the ray's length is the local thickness
     of the structure above the opening, whatever its slant (a vertical wall would make the
     legs of an inverted-V handle look thick). A wall is thin up to ``max_wall_frac`` of the
-    product's diagonal (default ``handle_max_wall_frac``).
+    product's diagonal (default ``handle_max_wall_frac``). ``mask`` may count small slits
+    as product; the opening ``index`` itself is always background.
     """
     h_img, w_img = mask.shape
     x0, y0, w, h = (int(v) for v in stat[:4])
@@ -280,7 +286,7 @@ def measure_opening(
     py = np.rint(ey[:, None] + ny[:, None] * steps[None, :]).astype(np.int64)
     inside_img = (px >= 0) & (px < w_img) & (py >= 0) & (py < h_img)
     on_product = np.zeros(px.shape, bool)
-    on_product[inside_img] = mask[py[inside_img], px[inside_img]]
+    on_product[inside_img] = mask[py[inside_img], px[inside_img]] & (labels[py[inside_img], px[inside_img]] != index)
     hits_bg = ~on_product & inside_img
     first = np.where(hits_bg.any(axis=1), hits_bg.argmax(axis=1), reach)
     length = first.astype(np.float32)  # product pixels crossed before the background

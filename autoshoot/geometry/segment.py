@@ -321,7 +321,7 @@ def clean_mask(
     # 3. specks: holes smaller than min_speck_frac of the bbox are filled
     x, y, w, h = stats[largest, :4]
     min_area = max(4, int(config.min_speck_frac * w * h))
-    mask = fill_small_holes(mask, min_area)
+    mask = fill_small_holes(mask, min_area, config.gap_min_elongation)
     # 4. background-coloured enclosed regions
     removed = 0
     border = border or estimate_background(image, config)
@@ -335,13 +335,27 @@ def clean_mask(
     return CleanResult(mask=mask, warnings=warnings, holes_removed=removed)
 
 
-def fill_small_holes(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """Fill enclosed background regions smaller than ``min_area`` px. mask: HxW bool."""
+def fill_small_holes(mask: np.ndarray, min_area: int, gap_min_elongation: float = 0.0) -> np.ndarray:
+    """Fill enclosed background regions smaller than ``min_area`` px. mask: HxW bool.
+
+    A small region that is long and thin (``is_gap``) is kept: it is the slit under a flat
+    handle pressed onto the bag, not a speck.
+    """
     holes = enclosed_background(mask)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
     small = np.zeros(n, bool)
     small[1:] = stats[1:, cv2.CC_STAT_AREA] < min_area
+    if gap_min_elongation > 0:
+        small[1:] &= ~is_gap(stats[1:], gap_min_elongation)
     return mask | small[labels]
+
+
+def is_gap(stats: np.ndarray, min_elongation: float) -> np.ndarray:
+    """Which regions (rows of ``connectedComponentsWithStats`` stats) are slits: their long side
+    is at least ``min_elongation`` times their mean width across it, and at least 8 px."""
+    long_side = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
+    mean_width = stats[:, cv2.CC_STAT_AREA] / np.maximum(long_side, 1.0)
+    return (long_side >= 8) & (long_side >= min_elongation * mean_width)
 
 
 def enclosed_background(mask: np.ndarray) -> np.ndarray:
