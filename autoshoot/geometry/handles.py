@@ -291,7 +291,7 @@ def measure_opening(
     first = np.where(hits_bg.any(axis=1), hits_bg.argmax(axis=1), reach)
     length = first.astype(np.float32)  # product pixels crossed before the background
     thin = (length >= 1) & (length <= max_wall)
-    thin_frac = float(thin.mean())
+    thin_frac = float(thin.sum() / max(1, (length >= 1).sum()))
     if thin_frac < config.handle_min_thin_frac or thin.sum() < 3:
         return None
     # 4. the apex: the highest point where a thin ray leaves the product
