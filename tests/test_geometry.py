@@ -407,3 +407,38 @@ def test_thick_wall_over_a_wide_opening_is_never_a_handle():
     cv2.rectangle(mask, (190, 225), (330, 262), 0, -1)  # ... with a wide slot under it
     handle = find_handle(mask.astype(bool), CFG, category="backpack")
     assert handle.kind == "none" and handle.grip is None
+
+
+def test_sling_strap_is_gripped_at_the_top_of_its_arc():
+    """The rays over the wedge only see the strap's part beside the body; the strap goes on
+    rising over the top. The grip follows its outline to the arc's top, on its centre line."""
+    strap_px = 76
+    handle = find_handle(sling_mask(strap_px), CFG, category="backpack")
+    assert handle.kind == "strap_loop" and handle.grip is not None
+    # the strap's centre line is highest on its segment (250, 110)-(330, 120)
+    x, y = handle.grip
+    assert 250 <= x <= 330
+    assert abs(y - (110 + (x - 250) / 8)) <= 0.25 * strap_px
+    assert y < handle.opening.arc_top[1] - strap_px / 4, "above the wall over the wedge"
+
+
+def test_slit_under_a_flat_handle_is_a_handle_not_a_speck():
+    """A flat handle pressed onto the bag leaves a slit a few px tall, smaller than a speck: it
+    stays open because it is long and thin, and it is the handle's opening."""
+    image = np.full((600, 600, 3), 250, np.uint8)
+    cv2.rectangle(image, (100, 200), (500, 560), (40, 40, 45), -1)  # the body
+    cv2.rectangle(image, (280, 188), (320, 200), (30, 30, 35), -1)  # a flat handle, sewn on at its ends
+    cv2.rectangle(image, (288, 194), (311, 196), (250, 250, 250), -1)  # the slit under it: 24 x 3 px
+    result = segment(image)
+    assert not result.mask[195, 300], "the slit is background"
+    handle = find_handle(result.mask, CFG, category="backpack")
+    assert handle.kind == "top_loop"
+    assert abs(handle.grip[0] - 300) <= 3 and 188 <= handle.grip[1] <= 194, "on the handle over the slit"
+    # a speck of the same area that is not elongated is filled
+    speck = image.copy()
+    cv2.rectangle(speck, (288, 194), (311, 196), (30, 30, 35), -1)
+    cv2.rectangle(speck, (250, 300), (258, 307), (250, 250, 250), -1)  # 9 x 8 px inside the body
+    assert segment(speck).mask[303, 254]
+    # without the slit rule the slit is filled as a speck and no handle is found
+    no_slits = PrepareConfig(gap_min_elongation=0)
+    assert find_handle(segment(image, no_slits).mask, no_slits, category="backpack").kind == "none"

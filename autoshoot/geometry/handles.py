@@ -64,6 +64,8 @@ class Opening:
     midline: list[tuple[float, float]] = field(default_factory=list)  # centre of the wall per ray
     normal: tuple[float, float] = (0.0, -1.0)  # unit normal of the handle at the grip, outwards
     role: str = "other"  # carry (above the body) | strap (down beside it) | other (not graspable)
+    exits: list[tuple[float, float]] = field(default_factory=list)  # where the thin rays leave the product
+    width: float = 0.0  # the wall's width across it: median distance from the exits to the opening, px
 
 
 @dataclass
@@ -141,7 +143,9 @@ def find_handle(
         if o.role == "strap":
             # a hand carries a strap by the top of its arc; a carry handle by the middle of
             # its top span (which keeps the grip centred on a tilted handle)
-            o.grip = o.arc_top
+            # (its centre line may go on rising beyond the wall over the opening)
+            climbed = strap_top(mask, o)
+            o.grip = climbed if climbed is not None and climbed[1] < o.arc_top[1] else o.arc_top
     graspable = [o for o in openings if o.role != "other"]
     carry = [o for o in graspable if o.role == "carry"]
     candidates = carry or graspable
@@ -339,7 +343,77 @@ def measure_opening(
         span=(int(np.floor(out_x.min())), int(np.ceil(out_x.max())) + 1),
         midline=midline,
         normal=(float(tnx[j]), float(tny[j])),
+        exits=[(float(a), float(b)) for a, b in zip(out_x, out_y, strict=True)],
+        width=wall_width(opening, out_x - wx0, out_y - wy0),
     )
+
+
+def wall_width(opening: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> float:
+    """Median distance (px) from the points (window coordinates) to the opening (a window's
+    HxW float32 0/1): the wall's width across it, whatever the slant of the rays."""
+    dist = cv2.distanceTransform((opening == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    h, w = dist.shape
+    xi = np.clip(np.rint(xs).astype(np.int64), 0, w - 1)
+    yi = np.clip(np.rint(ys).astype(np.int64), 0, h - 1)
+    return float(np.median(dist[yi, xi])) if len(xi) else 0.0
+
+
+def strap_top(mask: np.ndarray, opening: Opening) -> tuple[float, float] | None:
+    """The top of a strap's arc, followed along the product's outline beyond the opening.
+
+    The rays above a strap's opening only see the part of the strap over it; the strap may go on
+    rising (over the shoulder of a sling). From the highest place where
+    a thin ray leaves the product on the outline's convex part, walk along the outline both
+    ways while it stays convex (within a quarter of the wall's thickness of the convex hull: a
+    strap's outer edge is convex, the corner where it meets the body is not) and has not
+    fallen a wall's thickness below the highest point reached. The strap's centre line there is
+    the middle of the points near that top, half the strap's width (``Opening.width``) in from
+    the edge. None when no ray leaves on the convex part of the outline.
+    """
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours or not opening.exits:
+        return None
+    outline = max(contours, key=len)[:, 0, :].astype(np.float64)
+    hull = cv2.convexHull(outline.astype(np.float32))
+    n = len(outline)
+    t = max(2.0, opening.thickness)
+    tol = max(2.0, 0.25 * t)
+
+    def depth(i: int) -> float:
+        x, y = outline[i % n]
+        return cv2.pointPolygonTest(hull, (float(x), float(y)), True)
+
+    exits = np.asarray(opening.exits, np.float64)
+    # the outline point nearest each exit, highest first
+    nearest = np.argmin(
+        (outline[None, :, 0] - exits[:, None, 0]) ** 2 + (outline[None, :, 1] - exits[:, None, 1]) ** 2, axis=1
+    )
+    start = None
+    for i in sorted(set(int(v) for v in nearest), key=lambda i: outline[i, 1]):
+        if depth(i) <= tol:
+            start = i
+            break
+    if start is None:
+        return None
+    visited = [start]
+    for step in (1, -1):
+        best_y = outline[start, 1]
+        for s in range(1, n // 2):
+            i = (start + step * s) % n
+            y = outline[i, 1]
+            if depth(i) > tol or y > best_y + t:
+                break
+            best_y = min(best_y, y)
+            visited.append(i)
+    pts = outline[visited]
+    top_y = pts[:, 1].min()
+    width = max(2.0, opening.width)
+    run = pts[pts[:, 1] <= top_y + max(2.0, 0.1 * t)]
+    mid_x = (run[:, 0].min() + run[:, 0].max()) / 2.0
+    x, y = run[np.argmin(np.abs(run[:, 0] - mid_x))]
+    below = mask[int(y) :, int(x)]
+    run_down = int(np.argmin(below)) if not below.all() else len(below)
+    return float(x), float(y + min(width, run_down) / 2.0)
 
 
 def handle_direction(opening: Opening) -> tuple[tuple[float, float], float]:
