@@ -65,7 +65,7 @@ class Opening:
     normal: tuple[float, float] = (0.0, -1.0)  # unit normal of the handle at the grip, outwards
     role: str = "other"  # carry (above the body) | strap (down beside it) | other (not graspable)
     exits: list[tuple[float, float]] = field(default_factory=list)  # where the thin rays leave the product
-    width: float = 0.0  # the wall's width across it: median distance from the exits to the opening, px
+    width: float = 0.0  # the wall's width across it: median distance from the exits to the opening's edge, px
 
 
 @dataclass
@@ -265,9 +265,11 @@ def measure_opening(
     x0, y0, w, h = (int(v) for v in stat[:4])
     max_wall = (config.handle_max_wall_frac if max_wall_frac is None else max_wall_frac) * diag
     reach = int(np.ceil(max_wall * 1.5)) + 2
-    # 1. a window around the opening
-    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
-    wx1, wy1 = min(w_img, x0 + w + reach), min(h_img, y0 + h + reach)
+    # 1. a window around the opening, as wide as the normals' blur and Sobel reach (the rays
+    # march on the whole mask)
+    pad = 12
+    wx0, wy0 = max(0, x0 - pad), max(0, y0 - pad)
+    wx1, wy1 = min(w_img, x0 + w + pad), min(h_img, y0 + h + pad)
     opening = (labels[wy0:wy1, wx0:wx1] == index).astype(np.float32)
     sub = mask[wy0:wy1, wx0:wx1]
     # 2. edge pixels of the opening next to the product, and their outward normals
@@ -344,18 +346,18 @@ def measure_opening(
         midline=midline,
         normal=(float(tnx[j]), float(tny[j])),
         exits=[(float(a), float(b)) for a, b in zip(out_x, out_y, strict=True)],
-        width=wall_width(opening, out_x - wx0, out_y - wy0),
+        width=wall_width(np.stack([out_x, out_y], 1), np.stack([tx, ty], 1)),
     )
 
 
-def wall_width(opening: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> float:
-    """Median distance (px) from the points (window coordinates) to the opening (a window's
-    HxW float32 0/1): the wall's width across it, whatever the slant of the rays."""
-    dist = cv2.distanceTransform((opening == 0).astype(np.uint8), cv2.DIST_L2, 5)
-    h, w = dist.shape
-    xi = np.clip(np.rint(xs).astype(np.int64), 0, w - 1)
-    yi = np.clip(np.rint(ys).astype(np.int64), 0, h - 1)
-    return float(np.median(dist[yi, xi])) if len(xi) else 0.0
+def wall_width(exits: np.ndarray, starts: np.ndarray) -> float:
+    """The wall's width across it, whatever the slant of the rays: the median over the exits
+    (Nx2, px) of the distance to the nearest ray start on the opening's edge (Mx2, px)."""
+    if len(exits) == 0 or len(starts) == 0:
+        return 0.0
+    exits, starts = exits[:: max(1, len(exits) // 400)], starts[:: max(1, len(starts) // 400)]
+    d2 = ((exits[:, None, :] - starts[None, :, :]) ** 2).sum(-1)
+    return float(np.median(np.sqrt(d2.min(axis=1))))
 
 
 def strap_top(mask: np.ndarray, opening: Opening) -> tuple[float, float] | None:
