@@ -88,7 +88,7 @@ class PrepareConfig:
     seen_through_ratio: float = 0.5  # a pixel is background when this much closer to its colours (Lab)
     seen_through_max_distance: float = 18.0  # ... and at most this far from one of them (Lab units)
     min_speck_frac: float = 0.0005  # holes and blobs smaller than this fraction of the bbox are noise
-    gap_min_elongation: float = 4.0  # ... unless this many times longer than wide: the slit under a flat handle
+    gap_min_elongation: float = 4.0  # ... unless this many times longer than wide (a flat handle's slit)
     several_objects_frac: float = 0.05  # a second blob this large (vs the largest) warns
     # --- handle ---------------------------------------------------------------------
     handle_min_area_frac: float = 0.0005  # opening area / product bbox area

@@ -125,7 +125,10 @@ def find_handle(
     top = int(ys.min())
     openings = []
     for i in range(1, n):
-        if stats[i, cv2.CC_STAT_AREA] < min_area and not is_gap(stats[i : i + 1], config.gap_min_elongation)[0]:
+        if (
+            stats[i, cv2.CC_STAT_AREA] < min_area
+            and not is_gap(stats[i : i + 1], config.gap_min_elongation)[0]
+        ):
             continue
         opening = measure_opening(solid, labels, i, stats[i], diag, config)
         if opening is None and stats[i, cv2.CC_STAT_HEIGHT] >= 2 * stats[i, cv2.CC_STAT_WIDTH]:
@@ -292,7 +295,9 @@ def measure_opening(
     py = np.rint(ey[:, None] + ny[:, None] * steps[None, :]).astype(np.int64)
     inside_img = (px >= 0) & (px < w_img) & (py >= 0) & (py < h_img)
     on_product = np.zeros(px.shape, bool)
-    on_product[inside_img] = mask[py[inside_img], px[inside_img]] & (labels[py[inside_img], px[inside_img]] != index)
+    on_product[inside_img] = mask[py[inside_img], px[inside_img]] & (
+        labels[py[inside_img], px[inside_img]] != index
+    )
     hits_bg = ~on_product & inside_img
     first = np.where(hits_bg.any(axis=1), hits_bg.argmax(axis=1), reach)
     length = first.astype(np.float32)  # product pixels crossed before the background
@@ -388,7 +393,8 @@ def strap_top(mask: np.ndarray, opening: Opening) -> tuple[float, float] | None:
     exits = np.asarray(opening.exits, np.float64)
     # the outline point nearest each exit, highest first
     nearest = np.argmin(
-        (outline[None, :, 0] - exits[:, None, 0]) ** 2 + (outline[None, :, 1] - exits[:, None, 1]) ** 2, axis=1
+        (outline[None, :, 0] - exits[:, None, 0]) ** 2 + (outline[None, :, 1] - exits[:, None, 1]) ** 2,
+        axis=1,
     )
     start = None
     for i in sorted(set(int(v) for v in nearest), key=lambda i: outline[i, 1]):
