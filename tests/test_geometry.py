@@ -452,3 +452,23 @@ def test_slit_under_a_flat_handle_is_a_handle_not_a_speck(tmp_path):
     no_slits = PrepareConfig(gap_min_elongation=0)
     assert not segment(image, no_slits).slits.any()
     assert find_handle(segment(image, no_slits).mask, no_slits, category="backpack").kind == "none"
+
+
+def test_pale_seam_under_the_top_edge_of_a_bag_without_handle_is_no_handle(tmp_path):
+    """A slit just under the body's top edge (pale piping) has a thin wall above it too, but
+    that wall is the body's own edge, not a handle standing proud of it: no handle, no cut."""
+    from PIL import Image
+
+    from autoshoot.geometry.pipeline import ProductHints, prepare_product
+
+    image = np.full((600, 600, 3), 250, np.uint8)
+    cv2.rectangle(image, (100, 200), (500, 560), (40, 40, 45), -1)
+    cv2.rectangle(image, (288, 206), (311, 208), (250, 250, 250), -1)  # 24 x 3 px, 6 px under the top
+    result = segment(image)
+    assert result.slits[207, 300]
+    assert find_handle(result.mask & ~result.slits, CFG, category="messenger").kind == "none"
+    path = tmp_path / "no_handle.png"
+    Image.fromarray(image).save(path)
+    prepared = prepare_product(path, ProductHints(category="messenger"), load_config("default"))
+    assert prepared.info["handle"] == "none" and prepared.info["erase_polygon"] == []
+    assert prepared.mask[207, 300] == 255

@@ -125,12 +125,14 @@ def find_handle(
     top = int(ys.min())
     openings = []
     for i in range(1, n):
-        if (
-            stats[i, cv2.CC_STAT_AREA] < min_area
-            and not is_gap(stats[i : i + 1], config.gap_min_elongation)[0]
-        ):
+        slit = stats[i, cv2.CC_STAT_AREA] < min_area
+        if slit and not is_gap(stats[i : i + 1], config.gap_min_elongation)[0]:
             continue
         opening = measure_opening(solid, labels, i, stats[i], diag, config)
+        if slit and opening is not None and body_top - opening.apex_y < max(2.0, opening.thickness):
+            # a flat handle over a slit stands proud of the body's top; a pale seam under the
+            # body's top edge does not (a bag without a handle is never cut into)
+            opening = None
         if opening is None and stats[i, cv2.CC_STAT_HEIGHT] >= 2 * stats[i, cv2.CC_STAT_WIDTH]:
             # a tall, narrow opening is the wedge between a padded strap and the body: a shoulder
             # strap is wider than a carry handle, and the rays from a wedge cross it slantwise.
