@@ -407,3 +407,68 @@ def test_thick_wall_over_a_wide_opening_is_never_a_handle():
     cv2.rectangle(mask, (190, 225), (330, 262), 0, -1)  # ... with a wide slot under it
     handle = find_handle(mask.astype(bool), CFG, category="backpack")
     assert handle.kind == "none" and handle.grip is None
+
+
+def test_sling_strap_is_gripped_at_the_top_of_its_arc():
+    """The rays over the wedge only see the strap's part beside the body; the strap goes on
+    rising over the top. The grip follows its outline to the arc's top, on its centre line."""
+    strap_px = 76
+    handle = find_handle(sling_mask(strap_px), CFG, category="backpack")
+    assert handle.kind == "strap_loop" and handle.grip is not None
+    # the strap's centre line is highest on its segment (250, 110)-(330, 120)
+    x, y = handle.grip
+    assert 250 <= x <= 330
+    assert abs(y - (110 + (x - 250) / 8)) <= 0.25 * strap_px
+    assert y < handle.opening.arc_top[1] - strap_px / 4, "above the wall over the wedge"
+
+
+def test_slit_under_a_flat_handle_is_a_handle_not_a_speck(tmp_path):
+    """A flat handle pressed onto the bag leaves a slit a few px tall, smaller than a speck: it
+    is kept aside as long and thin, found as the handle's opening and left as background; a
+    pale seam of the same size that is no handle's opening stays filled."""
+    from PIL import Image
+
+    from autoshoot.geometry.pipeline import ProductHints, prepare_product
+
+    image = np.full((600, 600, 3), 250, np.uint8)
+    cv2.rectangle(image, (100, 200), (500, 560), (40, 40, 45), -1)  # the body
+    cv2.rectangle(image, (280, 188), (320, 200), (30, 30, 35), -1)  # a flat handle, sewn on at its ends
+    cv2.rectangle(image, (288, 194), (311, 196), (250, 250, 250), -1)  # the slit under it: 24 x 3 px
+    cv2.rectangle(image, (150, 400), (173, 402), (250, 250, 250), -1)  # a pale seam on the body, 24 x 3 px
+    cv2.rectangle(image, (250, 300), (258, 307), (250, 250, 250), -1)  # a speck: 9 x 8 px
+    result = segment(image)
+    assert result.mask[195, 300] and result.mask[401, 160] and result.mask[303, 254], "all filled"
+    assert result.slits[195, 300] and result.slits[401, 160] and not result.slits[303, 254]
+    handle = find_handle(result.mask & ~result.slits, CFG, category="backpack")
+    assert handle.kind == "top_loop"
+    assert abs(handle.grip[0] - 300) <= 3 and 188 <= handle.grip[1] <= 194, "on the handle over the slit"
+    path = tmp_path / "flat_handle.png"
+    Image.fromarray(image).save(path)
+    prepared = prepare_product(path, ProductHints(category="backpack"), load_config("default"))
+    assert prepared.info["handle"] == "top_loop"
+    assert prepared.mask[195, 300] == 0, "the handle's slit is background"
+    assert prepared.mask[401, 160] == 255 and prepared.mask[303, 254] == 255, "the seam and the speck are not"
+    # without the slit rule the slit is only a speck and no handle is found
+    no_slits = PrepareConfig(gap_min_elongation=0)
+    assert not segment(image, no_slits).slits.any()
+    assert find_handle(segment(image, no_slits).mask, no_slits, category="backpack").kind == "none"
+
+
+def test_pale_seam_under_the_top_edge_of_a_bag_without_handle_is_no_handle(tmp_path):
+    """A slit just under the body's top edge (pale piping) has a thin wall above it too, but
+    that wall is the body's own edge, not a handle standing proud of it: no handle, no cut."""
+    from PIL import Image
+
+    from autoshoot.geometry.pipeline import ProductHints, prepare_product
+
+    image = np.full((600, 600, 3), 250, np.uint8)
+    cv2.rectangle(image, (100, 200), (500, 560), (40, 40, 45), -1)
+    cv2.rectangle(image, (288, 206), (311, 208), (250, 250, 250), -1)  # 24 x 3 px, 6 px under the top
+    result = segment(image)
+    assert result.slits[207, 300]
+    assert find_handle(result.mask & ~result.slits, CFG, category="messenger").kind == "none"
+    path = tmp_path / "no_handle.png"
+    Image.fromarray(image).save(path)
+    prepared = prepare_product(path, ProductHints(category="messenger"), load_config("default"))
+    assert prepared.info["handle"] == "none" and prepared.info["erase_polygon"] == []
+    assert prepared.mask[207, 300] == 255

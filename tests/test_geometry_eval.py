@@ -20,8 +20,9 @@ def load_bench():
 @pytest.mark.samples
 def test_white_packshots_hold_their_figures(samples_dir):
     """The figures measured on the packshots not used for fitting (``held_out``) and on the
-    fitted ones must not drop. They are below the issue's targets (kind 90%, grip 90%, IoU
-    0.95 everywhere); ``python bench/geometry_eval.py`` lists what is missed and why."""
+    fitted ones must not drop. Two are below the issue's targets (grip 90%: 8 of 9; IoU 0.95
+    everywhere: dark contact shadows of AI renders); ``python bench/geometry_eval.py`` lists
+    what is missed and why."""
     bench = load_bench()
     report = bench.run(samples_dir, segmenter="auto", speed_side=0)
     held, fit = report["summary"]["held_out/plain"], report["summary"]["fit/plain"]
@@ -34,14 +35,14 @@ def test_white_packshots_hold_their_figures(samples_dir):
     # never cut into a bag without a visible handle
     assert held["no_handle_n"] >= 1 and held["no_handle_erased"] == 0
     assert report["summary"]["plain"]["no_handle_erased"] == 0
-    # held-out figures (measured: kind 8/10, grip 5/9, hole points 8/9, min IoU 0.90)
-    assert held["kind_right_frac"] >= 0.8
-    assert held["grip_ok_frac"] >= 0.55
-    assert held["hole_bg_frac"] >= 0.88
-    assert held["min_bbox_iou"] >= 0.88
-    # fitted figures (measured: kind 15/17, grip 15/16, every hole point background, min IoU 0.94)
-    assert fit["kind_right_frac"] >= 0.88
-    assert fit["grip_ok_frac"] >= 0.93
+    # held-out figures (measured: kind 10/10, grip 8/9, every hole point background, min IoU 0.906)
+    assert held["kind_right_frac"] == 1.0
+    assert held["grip_ok_frac"] >= 0.88
+    assert held["hole_bg_frac"] == 1.0
+    assert held["min_bbox_iou"] >= 0.9
+    # fitted figures (measured: kind 16/17, grip 16/16, every hole point background, min IoU 0.94)
+    assert fit["kind_right_frac"] >= 0.94
+    assert fit["grip_ok_frac"] == 1.0
     assert fit["hole_bg_frac"] == 1.0
     assert fit["min_bbox_iou"] >= 0.93
     # the misses are reported, not hidden

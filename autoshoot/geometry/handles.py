@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from autoshoot.config.prepare import PrepareConfig
-from autoshoot.geometry.segment import enclosed_background
+from autoshoot.geometry.segment import enclosed_background, is_gap
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class Opening:
     midline: list[tuple[float, float]] = field(default_factory=list)  # centre of the wall per ray
     normal: tuple[float, float] = (0.0, -1.0)  # unit normal of the handle at the grip, outwards
     role: str = "other"  # carry (above the body) | strap (down beside it) | other (not graspable)
+    exits: list[tuple[float, float]] = field(default_factory=list)  # where the thin rays leave the product
+    width: float = 0.0  # the wall's width across it: median distance from the exits to the opening's edge, px
 
 
 @dataclass
@@ -113,19 +115,29 @@ def find_handle(
     holes = enclosed_background(mask)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
     min_area = max(6, int(config.handle_min_area_frac * bw * bh))
+    # the rays measuring a wall cross slits (the sliver between two stacked handles): the wall
+    # is the whole structure above the opening
+    small = np.zeros(n, bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < min_area
+    solid = mask | small[labels]
     # 2. walls
     body_top = body_top_row(mask, config)
     top = int(ys.min())
     openings = []
     for i in range(1, n):
-        if stats[i, cv2.CC_STAT_AREA] < min_area:
+        slit = stats[i, cv2.CC_STAT_AREA] < min_area
+        if slit and not is_gap(stats[i : i + 1], config.gap_min_elongation)[0]:
             continue
-        opening = measure_opening(mask, labels, i, stats[i], diag, config)
+        opening = measure_opening(solid, labels, i, stats[i], diag, config)
+        if slit and opening is not None and body_top - opening.apex_y < max(2.0, opening.thickness):
+            # a flat handle over a slit stands proud of the body's top; a pale seam under the
+            # body's top edge does not (a bag without a handle is never cut into)
+            opening = None
         if opening is None and stats[i, cv2.CC_STAT_HEIGHT] >= 2 * stats[i, cv2.CC_STAT_WIDTH]:
             # a tall, narrow opening is the wedge between a padded strap and the body: a shoulder
             # strap is wider than a carry handle, and the rays from a wedge cross it slantwise.
             # It counts only as a strap (3. below), never as a carry handle.
-            opening = measure_opening(mask, labels, i, stats[i], diag, config, config.strap_max_wall_frac)
+            opening = measure_opening(solid, labels, i, stats[i], diag, config, config.strap_max_wall_frac)
             if opening is not None and opening_role(opening, top, body_top, int(bh), config) != "strap":
                 opening = None
         if opening is not None:
@@ -136,7 +148,9 @@ def find_handle(
         if o.role == "strap":
             # a hand carries a strap by the top of its arc; a carry handle by the middle of
             # its top span (which keeps the grip centred on a tilted handle)
-            o.grip = o.arc_top
+            # (its centre line may go on rising beyond the wall over the opening)
+            climbed = strap_top(mask, o)
+            o.grip = climbed if climbed is not None and climbed[1] < o.arc_top[1] else o.arc_top
     graspable = [o for o in openings if o.role != "other"]
     carry = [o for o in graspable if o.role == "carry"]
     candidates = carry or graspable
@@ -249,15 +263,18 @@ def measure_opening(
     through the product until it meets background: the ray's length is the local thickness
     of the structure above the opening, whatever its slant (a vertical wall would make the
     legs of an inverted-V handle look thick). A wall is thin up to ``max_wall_frac`` of the
-    product's diagonal (default ``handle_max_wall_frac``).
+    product's diagonal (default ``handle_max_wall_frac``). ``mask`` may count small slits
+    as product; the opening ``index`` itself is always background.
     """
     h_img, w_img = mask.shape
     x0, y0, w, h = (int(v) for v in stat[:4])
     max_wall = (config.handle_max_wall_frac if max_wall_frac is None else max_wall_frac) * diag
     reach = int(np.ceil(max_wall * 1.5)) + 2
-    # 1. a window around the opening
-    wx0, wy0 = max(0, x0 - reach), max(0, y0 - reach)
-    wx1, wy1 = min(w_img, x0 + w + reach), min(h_img, y0 + h + reach)
+    # 1. a window around the opening, as wide as the normals' blur and Sobel reach (the rays
+    # march on the whole mask)
+    pad = 12
+    wx0, wy0 = max(0, x0 - pad), max(0, y0 - pad)
+    wx1, wy1 = min(w_img, x0 + w + pad), min(h_img, y0 + h + pad)
     opening = (labels[wy0:wy1, wx0:wx1] == index).astype(np.float32)
     sub = mask[wy0:wy1, wx0:wx1]
     # 2. edge pixels of the opening next to the product, and their outward normals
@@ -280,12 +297,14 @@ def measure_opening(
     py = np.rint(ey[:, None] + ny[:, None] * steps[None, :]).astype(np.int64)
     inside_img = (px >= 0) & (px < w_img) & (py >= 0) & (py < h_img)
     on_product = np.zeros(px.shape, bool)
-    on_product[inside_img] = mask[py[inside_img], px[inside_img]]
+    on_product[inside_img] = mask[py[inside_img], px[inside_img]] & (
+        labels[py[inside_img], px[inside_img]] != index
+    )
     hits_bg = ~on_product & inside_img
     first = np.where(hits_bg.any(axis=1), hits_bg.argmax(axis=1), reach)
     length = first.astype(np.float32)  # product pixels crossed before the background
     thin = (length >= 1) & (length <= max_wall)
-    thin_frac = float(thin.mean())
+    thin_frac = float(thin.sum() / max(1, (length >= 1).sum()))
     if thin_frac < config.handle_min_thin_frac or thin.sum() < 3:
         return None
     # 4. the apex: the highest point where a thin ray leaves the product
@@ -333,7 +352,78 @@ def measure_opening(
         span=(int(np.floor(out_x.min())), int(np.ceil(out_x.max())) + 1),
         midline=midline,
         normal=(float(tnx[j]), float(tny[j])),
+        exits=[(float(a), float(b)) for a, b in zip(out_x, out_y, strict=True)],
+        width=wall_width(np.stack([out_x, out_y], 1), np.stack([tx, ty], 1)),
     )
+
+
+def wall_width(exits: np.ndarray, starts: np.ndarray) -> float:
+    """The wall's width across it, whatever the slant of the rays: the median over the exits
+    (Nx2, px) of the distance to the nearest ray start on the opening's edge (Mx2, px)."""
+    if len(exits) == 0 or len(starts) == 0:
+        return 0.0
+    exits, starts = exits[:: max(1, len(exits) // 400)], starts[:: max(1, len(starts) // 400)]
+    d2 = ((exits[:, None, :] - starts[None, :, :]) ** 2).sum(-1)
+    return float(np.median(np.sqrt(d2.min(axis=1))))
+
+
+def strap_top(mask: np.ndarray, opening: Opening) -> tuple[float, float] | None:
+    """The top of a strap's arc, followed along the product's outline beyond the opening.
+
+    The rays above a strap's opening only see the part of the strap over it; the strap may go on
+    rising (over the shoulder of a sling). From the highest place where
+    a thin ray leaves the product on the outline's convex part, walk along the outline both
+    ways while it stays convex (within a quarter of the wall's thickness of the convex hull: a
+    strap's outer edge is convex, the corner where it meets the body is not) and has not
+    fallen a wall's thickness below the highest point reached. The strap's centre line there is
+    the middle of the points near that top, half the strap's width (``Opening.width``) in from
+    the edge. None when no ray leaves on the convex part of the outline.
+    """
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours or not opening.exits:
+        return None
+    outline = max(contours, key=len)[:, 0, :].astype(np.float64)
+    hull = cv2.convexHull(outline.astype(np.float32))
+    n = len(outline)
+    t = max(2.0, opening.thickness)
+    tol = max(2.0, 0.25 * t)
+
+    def depth(i: int) -> float:
+        x, y = outline[i % n]
+        return cv2.pointPolygonTest(hull, (float(x), float(y)), True)
+
+    exits = np.asarray(opening.exits, np.float64)
+    # the outline point nearest each exit, highest first
+    nearest = np.argmin(
+        (outline[None, :, 0] - exits[:, None, 0]) ** 2 + (outline[None, :, 1] - exits[:, None, 1]) ** 2,
+        axis=1,
+    )
+    start = None
+    for i in sorted(set(int(v) for v in nearest), key=lambda i: outline[i, 1]):
+        if depth(i) <= tol:
+            start = i
+            break
+    if start is None:
+        return None
+    visited = [start]
+    for step in (1, -1):
+        best_y = outline[start, 1]
+        for s in range(1, n // 2):
+            i = (start + step * s) % n
+            y = outline[i, 1]
+            if depth(i) > tol or y > best_y + t:
+                break
+            best_y = min(best_y, y)
+            visited.append(i)
+    pts = outline[visited]
+    top_y = pts[:, 1].min()
+    width = max(2.0, opening.width)
+    run = pts[pts[:, 1] <= top_y + max(2.0, 0.1 * t)]
+    mid_x = (run[:, 0].min() + run[:, 0].max()) / 2.0
+    x, y = run[np.argmin(np.abs(run[:, 0] - mid_x))]
+    below = mask[int(y) :, int(x)]
+    run_down = int(np.argmin(below)) if not below.all() else len(below)
+    return float(x), float(y + min(width, run_down) / 2.0)
 
 
 def handle_direction(opening: Opening) -> tuple[tuple[float, float], float]:

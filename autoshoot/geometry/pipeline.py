@@ -206,15 +206,19 @@ def prepare_product(
     ys, xs = np.nonzero(mask)
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     mark("clean")
-    # 4. handle
+    # 4. handle (a slit filled as a speck may be the gap under a flat handle)
+    slits = cleaned.slits if cleaned.slits is not None and cleaned.slits.any() else None
     handle = find_handle(
-        mask,
+        mask & ~slits if slits is not None else mask,
         pc,
         category=hints.category,
         brief_handle=hints.handle,
         handle_box=hints.handle_box,
         brief_grip=hints.grip_point,
     )
+    if slits is not None:
+        # only the slits that are a handle's opening are background; the others stay filled
+        mask = mask & ~handle_slits(slits, handle.openings)
     warnings += handle.notes if handle.kind != "none" else []
     if handle.disagreements:
         flags.append("handle_disagreement")
@@ -319,6 +323,21 @@ def plausible_size(
         f"{low:g}-{high:g} cm): placed at the category's {default[0]:g}x{default[1]:g} cm instead; "
         "set size_cm in the catalog if the size is right"
     )
+
+
+def handle_slits(slits: np.ndarray, openings: list[Any]) -> np.ndarray:
+    """The parts of ``slits`` (HxW bool) that are graspable handle openings (``Opening.role``
+    carry or strap, matched by their box): HxW bool."""
+    out = np.zeros(slits.shape, bool)
+    graspable = [o for o in openings if o.role != "other"]
+    if not graspable:
+        return out
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(slits.astype(np.uint8), connectivity=4)
+    for i in range(1, n):
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        if any(o.bbox == (x, y, x + w, y + h) for o in graspable):
+            out |= labels == i
+    return out
 
 
 def erased_alpha(alpha: np.ndarray, mask: np.ndarray, erased: np.ndarray) -> np.ndarray:

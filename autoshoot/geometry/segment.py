@@ -60,6 +60,9 @@ class CleanResult:
     mask: np.ndarray  # HxW bool
     warnings: list[str] = field(default_factory=list)
     holes_removed: int = 0  # enclosed background-coloured regions cut out of the mask
+    # HxW bool: the long, thin holes filled as specks (the slit under a flat handle, or a pale
+    # seam); the handle finder looks at them, and only a handle's slit is cut out again
+    slits: np.ndarray | None = None
 
 
 def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats:
@@ -292,7 +295,8 @@ def clean_mask(
 
     1. threshold at 0.5; no product → ``NoProductError``;
     2. keep the largest blob (warn when another is large);
-    3. fill specks (tiny holes) and drop crumbs;
+    3. fill specks (tiny holes) and drop crumbs; the long, thin ones are also kept aside
+       (``CleanResult.slits``);
     4. when the border is uniform: cut out enclosed regions whose colour matches the
        background (the white slivers between double straps that models keep); on a
        photographic background: cut out the background a model kept inside handle loops
@@ -321,7 +325,7 @@ def clean_mask(
     # 3. specks: holes smaller than min_speck_frac of the bbox are filled
     x, y, w, h = stats[largest, :4]
     min_area = max(4, int(config.min_speck_frac * w * h))
-    mask = fill_small_holes(mask, min_area)
+    mask, slits = fill_small_holes(mask, min_area, config.gap_min_elongation)
     # 4. background-coloured enclosed regions
     removed = 0
     border = border or estimate_background(image, config)
@@ -332,16 +336,34 @@ def clean_mask(
     # 5. cropped?
     if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
         warnings.append("product touches the image border: it is probably cropped")
-    return CleanResult(mask=mask, warnings=warnings, holes_removed=removed)
+    return CleanResult(mask=mask, warnings=warnings, holes_removed=removed, slits=slits)
 
 
-def fill_small_holes(mask: np.ndarray, min_area: int) -> np.ndarray:
-    """Fill enclosed background regions smaller than ``min_area`` px. mask: HxW bool."""
+def fill_small_holes(
+    mask: np.ndarray, min_area: int, gap_min_elongation: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill enclosed background regions smaller than ``min_area`` px. mask: HxW bool.
+
+    Returns (filled mask, slits): HxW bool both; the slits are the filled regions that are long
+    and thin (``is_gap`` with ``gap_min_elongation``; none when it is 0), as the slit under a
+    flat handle pressed onto the bag is.
+    """
     holes = enclosed_background(mask)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
     small = np.zeros(n, bool)
     small[1:] = stats[1:, cv2.CC_STAT_AREA] < min_area
-    return mask | small[labels]
+    slit = np.zeros(n, bool)
+    if gap_min_elongation > 0:
+        slit[1:] = small[1:] & is_gap(stats[1:], gap_min_elongation)
+    return mask | small[labels], slit[labels]
+
+
+def is_gap(stats: np.ndarray, min_elongation: float) -> np.ndarray:
+    """Which regions (rows of ``connectedComponentsWithStats`` stats) are slits: their long side
+    is at least ``min_elongation`` times their mean width across it, and at least 8 px."""
+    long_side = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]).astype(np.float64)
+    mean_width = stats[:, cv2.CC_STAT_AREA] / np.maximum(long_side, 1.0)
+    return (long_side >= 8) & (long_side >= min_elongation * mean_width)
 
 
 def enclosed_background(mask: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 class PrepareStage(Stage):
     name: ClassVar[str] = "prepare"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
     config_sections: ClassVar[tuple[str, ...]] = ("prepare",)
 
     def models(self, config: Config) -> list[ModelSpec]:
