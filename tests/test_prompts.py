@@ -117,7 +117,9 @@ def copy_templates(folder):
 def test_a_users_own_prompts_folder(tmp_path, monkeypatch):
     from autoshoot.prompting import PROMPTS_ENV, use_prompts_dir
 
-    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    # empty = the shipped templates; recorded first, so teardown restores the variable as it
+    # was (a delenv of an absent variable records nothing, and a later one would restore ours)
+    monkeypatch.setenv(PROMPTS_ENV, "")
     shipped_version, shipped_negative = prompt_version(), render_negative_prompt()
     mine = copy_templates(tmp_path / "mine")
     (mine / "negative_prompt.j2").write_text("blurry, a second bag\n")
@@ -134,14 +136,16 @@ def test_a_prompts_folder_missing_a_template_is_refused(tmp_path, monkeypatch):
     from autoshoot.errors import ConfigError
     from autoshoot.prompting import PROMPTS_ENV, use_prompts_dir
 
-    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    # empty = the shipped templates; recorded first, so teardown restores the variable as it
+    # was (a delenv of an absent variable records nothing, and a later one would restore ours)
+    monkeypatch.setenv(PROMPTS_ENV, "")
     mine = copy_templates(tmp_path / "mine")
     (mine / "vlm_repair.j2").unlink()
     with pytest.raises(ConfigError, match="vlm_repair.j2 missing there.*fix: copy the shipped ones"):
         use_prompts_dir(mine)
     import os
 
-    assert PROMPTS_ENV not in os.environ
+    assert os.environ[PROMPTS_ENV] == ""  # unchanged: the refused folder is not used
 
 
 def test_prompts_option_on_the_command_line(tmp_path, monkeypatch):
@@ -151,7 +155,9 @@ def test_prompts_option_on_the_command_line(tmp_path, monkeypatch):
     from autoshoot.cli import main
     from autoshoot.prompting import PROMPTS_ENV
 
-    monkeypatch.delenv(PROMPTS_ENV, raising=False)
+    # empty = the shipped templates; recorded first, so teardown restores the variable as it
+    # was (a delenv of an absent variable records nothing, and a later one would restore ours)
+    monkeypatch.setenv(PROMPTS_ENV, "")
     mine = copy_templates(tmp_path / "mine")
     (mine / "negative_prompt.j2").write_text("studio negative\n")
     image = tmp_path / "red.png"
