@@ -477,7 +477,7 @@ class SkuWorker:
         should_stop: Callable[[], bool],
     ) -> Iterator[ShotResult]:
         """A pipeline of three pools: one thread prepares, ``run.lanes`` threads run the GPU lane
-        (render, refine) and as many composite and score. Two SKUs in the GPU lane at once keep
+        (render, refine) and as many composite and score. Several SKUs in the GPU lane at once keep
         the GPU fed: each GPU model call holds its model's lock, so one SKU's model runs while
         the other's CPU work (reading and saving pictures, the hand geometry) is done; MediaPipe,
         OpenCV, zlib and torch release the GIL. Results are yielded in catalog order, each as

@@ -429,7 +429,9 @@ def test_the_next_chunk_is_briefed_while_this_one_renders_when_the_vlm_stays(tmp
     # while the chunk before rendered, not after it
     briefs = {s[1]: s for s in spans if s[0] == "analyze"}
     assert sorted(briefs) == [f"SKU-{i}" for i in range(5)]
-    assert briefs["SKU-2"][4].startswith("autoshoot-brief") and briefs["SKU-4"][4].startswith("autoshoot-brief")
+    assert briefs["SKU-2"][4].startswith("autoshoot-brief") and briefs["SKU-4"][4].startswith(
+        "autoshoot-brief"
+    )
     assert briefs["SKU-2"][2] < span(spans, "render", "SKU-1")[1]
     assert briefs["SKU-4"][2] < span(spans, "render", "SKU-3")[1]
     # one pipeline: chunk 2's first SKU renders while chunk 1's last is still in the lanes

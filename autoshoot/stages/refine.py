@@ -158,7 +158,7 @@ class RefineStage(Stage):
 
 
 def make_hand_detector() -> Any:
-    """MediaPipe hands, a graph per concurrent call (two SKUs in the GPU lane at once: run.lanes)."""
+    """MediaPipe hands, a graph per concurrent call (several SKUs in the GPU lane at once: run.lanes)."""
     from autoshoot.backends.mediapipe_hands import HandDetector
     from autoshoot.residency import ModelPool
 
