@@ -443,6 +443,19 @@ def test_the_next_chunk_is_briefed_while_this_one_renders_when_the_vlm_stays(tmp
     assert all(r.stage_seconds.get("analyze", 0) >= 0.3 for r in summary.results)
 
 
+def test_a_failed_brief_ahead_fails_its_sku_only(tmp_path: Path) -> None:
+    spans: list = []
+    config = overlap_config("on", lanes=2)
+    config = dataclasses.replace(config, analyze=dataclasses.replace(config.analyze, batch_size=2))
+    stages = timed_stages(spans)
+    stages[0].fail_sku = "SKU-3"  # in chunk 2, briefed ahead
+    summary = run_catalog(catalog_of(tmp_path, 5), tmp_path / "run", config, quiet=True, stages=stages)
+    by_sku = {r.sku: r for r in summary.results}
+    assert by_sku["SKU-3"].status == "failed" and by_sku["SKU-3"].reason.startswith("analyze: ")
+    assert all(by_sku[s].status != "failed" for s in ("SKU-0", "SKU-1", "SKU-2", "SKU-4"))
+    assert not [s for s in spans if s[1] == "SKU-3" and s[0] != "analyze"]  # nothing ran after it
+
+
 def test_no_brief_ahead_when_the_vlm_must_leave_the_gpu_for_the_render(tmp_path: Path) -> None:
     calls: list = []
     config = budget_config("12", batch=2)
