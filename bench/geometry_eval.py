@@ -3,7 +3,8 @@
     python bench/geometry_eval.py [--samples DIR] [--segmenter auto|plain|birefnet|rembg]
                                   [--no-category] [--speed-side 1500] [--json]
 
-Per image: bbox IoU, grip error (fraction of the true bbox's diagonal), whether the true
+Per image: bbox IoU, the share of the true box the mask covers (``box_fill``: it falls when a
+rule peels part of the product, which the box IoU may not show), grip error (fraction of the true bbox's diagonal), whether the true
 hole point is background in mask.png, whether the handle kind is right (``none_visible``
 in the truth counts as ``none``), seconds. Then a summary per background (``plain``:
 white packshots, ``photo``: photographic backgrounds) and the speed of the whole prepare
@@ -142,6 +143,10 @@ def evaluate_row(row: dict[str, Any], samples: Path, config: Any, use_category: 
                 )
                 / diag
             )
+    # share of the true box the mask covers: a shadow rule that peels part of the bag's body
+    # can raise the box IoU (the box shrinks to the truth's) while this falls
+    bx0, by0, bx1, by1 = (round(v) for v in truth_box)
+    box_fill = float(np.asarray(mask)[by0:by1, bx0:bx1].astype(bool).mean())
     hole_bg = None
     if row["hole_x"]:
         hole_bg = bool(mask[int(float(row["hole_y"])), int(float(row["hole_x"]))] == 0)
@@ -151,6 +156,7 @@ def evaluate_row(row: dict[str, Any], samples: Path, config: Any, use_category: 
         "background": row["background"],
         "segmenter": info["segmenter"],
         "bbox_iou": round(box_iou(info["product_bbox"], truth_box), 4),
+        "box_fill": round(box_fill, 4),
         "grip_error": None if grip_error is None else round(grip_error, 4),
         "hole_bg": hole_bg,
         "kind": info["handle"],
@@ -180,6 +186,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "n": len(rows),
             "min_bbox_iou": min(r["bbox_iou"] for r in rows),
             "mean_bbox_iou": round(float(np.mean([r["bbox_iou"] for r in rows])), 4),
+            "mean_box_fill": round(float(np.mean([r["box_fill"] for r in rows])), 4),
             "grip_ok_frac": round(float(np.mean([g <= TARGETS["grip_max_error"] for g in grips])), 4)
             if grips
             else None,
@@ -299,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "background",
         "segmenter",
         "bbox_iou",
+        "box_fill",
         "grip_error",
         "hole_bg",
         "kind",

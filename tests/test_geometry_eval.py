@@ -40,6 +40,12 @@ def test_white_packshots_hold_their_figures(samples_dir):
     assert held["grip_ok_frac"] >= 0.88
     assert held["hole_bg_frac"] == 1.0
     assert held["min_bbox_iou"] >= 0.9
+    # the mask covers its share of the true box (measured: mean 0.743 held out, 0.731 fit); a
+    # shadow rule that peels dark panels of the bags drops it (0.712 held out) while the box IoU
+    # still rises, so the IoU alone cannot guard the shadow peel
+    assert all(0.0 < r["box_fill"] <= 1.0 for r in report["results"])
+    assert held["mean_box_fill"] >= 0.72
+    assert fit["mean_box_fill"] >= 0.71
     # fitted figures (measured: kind 16/17, grip 16/16, every hole point background, min IoU 0.94)
     assert fit["kind_right_frac"] >= 0.94
     assert fit["grip_ok_frac"] == 1.0
