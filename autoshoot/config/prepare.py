@@ -74,9 +74,13 @@ class PrepareConfig:
     shadow_min_light: float = 0.25  # darkest shadow that may be peeled: this share of the backdrop's light
     backdrop_max_light: float = 1.25  # a studio light may brighten the backdrop this much around the product
     shadow_max_chroma: float = 10.0  # shadows are the backdrop's colour dimmed: max channel spread from it
-    shadow_chroma_slope: float = 0.2  # ... plus this share of the light lost (ambient light tints deep shadows)
+    shadow_chroma_slope: float = (
+        0.2  # ... plus this share of the light lost (ambient light tints deep shadows)
+    )
     shadow_max_gradient: float = 6.0  # shadows are smooth: max gradient per pixel
-    shadow_edge_frac: float = 0.006  # a shadow's steep edge goes too this close (of the image side) to its core
+    shadow_edge_frac: float = (
+        0.006  # a shadow's steep edge goes too this close (of the image side) to its core
+    )
     grabcut: bool = False  # plain: GrabCut on the edge band (bench: worst bbox IoU 0.973 → 0.980, +80 ms,
     # but it can nibble thin straps at its reduced size, so it is off by default)
     grabcut_side: int = 512  # GrabCut runs at this long side
