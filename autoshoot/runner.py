@@ -576,7 +576,8 @@ class SkuWorker:
                 ahead = None
                 for whole, new in zip(state, part):
                     whole.update(new)
-                if k + 1 < len(chunks) and self.briefs_ahead():
+                # the VLM would otherwise be loaded back into the render's memory
+                if k + 1 < len(chunks) and self.batchable_models_stay():
                     ahead = pool.submit(brief, chunks[k + 1])
                 else:
                     self.release_batchable_models()
@@ -613,13 +614,6 @@ class SkuWorker:
             # the per-SKU stages' models and activations: as measured, or an estimate before they load
             need = sum(e.size + e.work for e in others) if others else int(PER_SKU_MODELS_GIB * GIB)
             return self.sessions.fits(need)
-
-    def briefs_ahead(self) -> bool:
-        """Brief the next chunk while this one renders (``LocalEngine``): with the overlap on,
-        and only when the VLM stays on the GPU anyway (it would otherwise be loaded back into
-        the render's memory)."""
-        has_batchable = any(stage.batchable for stage in self.stages)
-        return has_batchable and self.overlap_enabled() and self.batchable_models_stay()
 
     def process_batchable(self, plans: list[Plan]) -> Iterator[tuple[Plan, ShotResult | None, float]]:
         """Only the batchable stages (the VLM brief) of these SKUs, batched across all of them.
