@@ -1022,19 +1022,25 @@ def make_worker(
     return open_run(run).make_worker(config, stages, run_id=run_id, owns=owns)
 
 
+def forced(force: bool | frozenset[str], sku: str) -> bool:
+    """``force``: True redoes every SKU (``--force``), a set of SKUs only those (``--redo``)."""
+    return force if isinstance(force, bool) else sku in force
+
+
 def plan_run(
     catalog: Catalog,
     config: Config,
     run_dir: str | Path | RemoteRun | RunFolder,
-    force: bool = False,
+    force: bool | frozenset[str] = False,
     stages: list[Stage] | None = None,
 ) -> tuple[SkuWorker, list[Plan]]:
     worker = make_worker(config, run_dir, stages)
     rows = catalog.valid_rows
     worker.prefetch([row.sku for row in rows])
-    if not force:
-        worker.preload_reuse(rows)
-    return worker, [worker.plan(row, force) for row in rows]
+    unforced = [row for row in rows if not forced(force, row.sku)]
+    if unforced:
+        worker.preload_reuse(unforced)
+    return worker, [worker.plan(row, forced(force, row.sku)) for row in rows]
 
 
 def take_reused_work(
@@ -1100,12 +1106,15 @@ def run_catalog(
     run_dir: str | Path,
     config: Config,
     *,
-    force: bool = False,
+    force: bool | frozenset[str] = False,
     quiet: bool = False,
     catalog: Catalog | None = None,
     stages: list[Stage] | None = None,
 ) -> RunSummary:
     """Run every row of the catalog into ``run_dir``; see the module docstring for the layout.
+
+    ``force``: True redoes every stage of every SKU, a set of SKUs those SKUs only (neither
+    their finished stages nor other runs' are taken).
 
     ``catalog_path`` and ``run_dir`` may be object-store URIs (``s3://…``); a RUN folder there
     is written through a local staging folder (``autoshoot.staged``), a local one directly.
@@ -1145,7 +1154,7 @@ def _run_catalog(
     catalog_path: str | Path,
     run: RunFolder,
     config: Config,
-    force: bool,
+    force: bool | frozenset[str],
     quiet: bool,
     catalog: Catalog | None,
     stages: list[Stage] | None,
@@ -1179,7 +1188,10 @@ def _run_catalog(
         if run.reviewable:
             before = {p.row.sku for p in plans if p.result}
             plans = honour_review(
-                local_dir, plans, lambda row: worker.plan(row, force), lambda row: sku_seed(config, row)
+                local_dir,
+                plans,
+                lambda row: worker.plan(row, forced(force, row.sku)),
+                lambda row: sku_seed(config, row),
             )
             frozen = [p.row.sku for p in plans if p.result and p.row.sku not in before]
             plans = [dataclasses.replace(p, reuse={}) if p.row.sku in frozen else p for p in plans]

@@ -129,6 +129,35 @@ def test_force_redoes_everything(tmp_path: Path) -> None:
     assert ("analyze", "batch of 2") in calls
 
 
+def test_redo_redoes_only_the_named_skus_also_when_another_run_finished_them(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path, n=3, with_invalid=False)
+    run_catalog(catalog, tmp_path / "runs" / "night1", config(), quiet=True, stages=fake_stages([]))
+    calls: list = []
+    # the same RUN: SKU-1 is done there; a new night beside it: every SKU is in the reuse index
+    for run in (tmp_path / "runs" / "night1", tmp_path / "runs" / "night2"):
+        calls.clear()
+        summary = run_catalog(
+            catalog, run, config(), quiet=True, force=frozenset({"SKU-1"}), stages=fake_stages(calls)
+        )
+        assert {s for _, s in calls if s.startswith("SKU-")} == {"SKU-1"}
+        assert [n for n, s in calls if s == "SKU-1"] == list(STAGE_ORDER)
+        assert summary.counts["failed"] == 0 and len(summary.results) == 3
+
+
+def test_redo_of_a_sku_not_in_the_catalog_names_it_and_the_fix(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from autoshoot.cli import main
+
+    catalog = make_catalog(tmp_path, n=1, with_invalid=False)
+    res = CliRunner().invoke(
+        main, ["shoot", str(catalog), "--out", str(tmp_path / "run"), "--profile", "tiny", "--redo", "NOPE"]
+    )
+    assert res.exit_code == 2
+    assert "--redo NOPE: no valid row of" in res.output and "fix: give a SKU" in res.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_exception_fails_only_its_sku(tmp_path: Path) -> None:
     catalog = make_catalog(tmp_path, n=3, with_invalid=False)
     run = tmp_path / "run"

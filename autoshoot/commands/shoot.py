@@ -67,6 +67,13 @@ from autoshoot.storage import is_uri
     "low-VRAM render (README: GPU memory budgets).",
 )
 @click.option("--force", is_flag=True, help="Redo every stage of every SKU, even when done.")
+@click.option(
+    "--redo",
+    "redo",
+    multiple=True,
+    metavar="SKU",
+    help="Redo every stage of this SKU, even when done or finished by an earlier run (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; load no model.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option(
@@ -89,6 +96,7 @@ def shoot(
     fp8: bool | None,
     vram: str | None,
     force: bool,
+    redo: tuple[str, ...],
     dry_run: bool,
     quiet: bool,
     verbose: int,
@@ -128,6 +136,13 @@ def shoot(
     if not quiet or dry_run:
         for message in parsed.messages():
             click.echo(message, err=True)
+    known = {row.sku for row in parsed.valid_rows}
+    unknown = [sku for sku in redo if sku not in known]
+    if unknown:
+        raise click.UsageError(
+            f"--redo {', '.join(unknown)}: no valid row of {catalog} has this SKU; "
+            "fix: give a SKU as the catalog's sku column spells it"
+        )
     if dry_run:
         run = open_run(out)
         try:
@@ -140,7 +155,9 @@ def shoot(
         # and memory freed by a model leaving the GPU serves the next one
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     silence_loading_bars(downloads=quiet)
-    summary = runner.run_catalog(catalog, out, config, force=force, quiet=quiet, catalog=parsed)
+    summary = runner.run_catalog(
+        catalog, out, config, force=force or frozenset(redo), quiet=quiet, catalog=parsed
+    )
     if not quiet:
         click.echo(summary.text(), err=True)
     sys.exit(summary.exit_code)
