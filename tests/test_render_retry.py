@@ -48,3 +48,6 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
     res = renderer.denoise(req)
     assert sizes == [4, 2, 2]
     assert len(res.images) == 4 and res.notes[0] == "out of memory: batch size lowered to 2"
+    # the next call starts at the size that fitted: no second out-of-memory try
+    again = renderer.denoise(req)
+    assert sizes == [4, 2, 2, 2, 2] and again.notes == []

@@ -86,6 +86,48 @@ class DenoiseResult:
 
 
 @dataclass
+class PendingBatch:
+    """A batch whose work the GPU has queued (``SDXLRenderer.denoise_batch``) and whose pictures
+    reach the host when ``done`` fires (``SDXLRenderer.collect``)."""
+
+    pixels: Any  # (N, H, W, 3) uint8 on the host (pinned on a GPU), filled when ``done`` fires
+    bad: Any  # (N,) bool on the host: the picture decoded NaN or black
+    latents: Any  # the final latents, on the device (an fp32 decode again for ``bad`` ones)
+    marks: GpuMarks  # start, prepared, denoised, decoded
+    done: Any  # a CUDA event after the copies to the host; None on the CPU
+    scales_seen: list[list[float]]
+
+
+class GpuMarks:
+    """Points in a batch's GPU work, timed without a synchronisation: CUDA events on a GPU
+    (their times are the GPU's, read once the work is done), ``perf_counter`` on the CPU. A
+    synchronising timer would empty the GPU's queue at every mark while the model's lock is held."""
+
+    def __init__(self, device: Any) -> None:
+        self.cuda = getattr(device, "type", str(device)) == "cuda"
+        self.points: list[Any] = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.points.append(event)
+        else:
+            self.points.append(time.perf_counter())
+
+    def seconds(self, names: tuple[str, ...]) -> dict[str, float]:
+        """Seconds between consecutive marks, one name per interval (the work must be done)."""
+        pairs = zip(self.points, self.points[1:], strict=False)
+        if self.cuda:
+            values = [a.elapsed_time(b) / 1000.0 for a, b in pairs]
+        else:
+            values = [b - a for a, b in pairs]
+        return dict(zip(names, values, strict=False))
+
+
+@dataclass
 class Components:
     unet: Any
     vae: Any
@@ -169,6 +211,7 @@ class SDXLRenderer:
         # 3. place, speed up, hook
         self.low_vram = self.device.type == "cuda" and 0 < rc.vram <= 8
         self.prompt_cache: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self.batch_limit = 0  # candidates per call after an out-of-memory error (0: no limit)
         self.eager_vae_decoder: Any = None  # the VAE decoder's own forward, when compiled
         self.shared_context = False  # cross-attention takes one prompt row per CFG half
         self.cond_embedders = self.take_cond_embedders()
@@ -342,7 +385,7 @@ class SDXLRenderer:
                     te.to(self.device)
                 # prompt and negative in one call: 2k chunks of 77 tokens (CLIP has no padding
                 # mask, so each chunk's output is the one it gets alone)
-                ids = torch.tensor(tokens[te_index * 2] + tokens[te_index * 2 + 1], device=self.device)
+                ids = self.upload(torch.tensor(tokens[te_index * 2] + tokens[te_index * 2 + 1]))
                 out = te(ids, output_hidden_states=True)
                 hidden = out.hidden_states[-2]  # (2k, 77, d)
                 embeds.append(hidden.reshape(2, -1, hidden.shape[-1]))  # (2, 77k, d)
@@ -360,41 +403,77 @@ class SDXLRenderer:
 
     # -- the denoise loop ------------------------------------------------------------------
 
-    @one_call_at_a_time
     def denoise(self, req: DenoiseRequest) -> DenoiseResult:
         """Run a request in batches of ``render.batch_size`` (``render.low_vram_batch_size`` in the
-        low-VRAM mode); on out-of-memory halve the batch."""
+        low-VRAM mode); on out-of-memory halve the batch.
+
+        The model's turn (``enqueue``: one call at a time, see ``one_call_at_a_time``) ends when
+        the GPU has every batch queued; the pictures are then awaited outside it (``collect``).
+        Another SKU's call queues its work behind this one meanwhile, so the GPU never idles
+        while a caller waits for its pictures, converts them or does its CPU work. The
+        activations are still never held twice: the GPU runs the queue in order, and a call's
+        memory is freed for the next in that order."""
+        batches, notes = self.enqueue(req)
+        return self.collect(batches, notes)
+
+    @one_call_at_a_time
+    def enqueue(self, req: DenoiseRequest) -> tuple[list[PendingBatch], list[str]]:
         import torch
 
         check_request(req)
         rc = self.config.render
         batch = max(1, rc.low_vram_batch_size if self.low_vram else rc.batch_size)
-        images: list[np.ndarray] = []
-        seen: list[list[float]] = []
-        seconds: dict[str, float] = {}
+        # an out-of-memory batch size is not tried again by later calls: each try ran until its
+        # activations outgrew the budget, and the next call's would too
+        batch = min(batch, self.batch_limit or batch)
+        pending: list[PendingBatch] = []
         notes: list[str] = []
         i = 0
         while i < len(req.seeds):
             part = slice_request(req, i, i + batch)
             try:
-                res = self.denoise_batch(part)
+                pending.append(self.denoise_batch(part))
             except torch.OutOfMemoryError:
                 if batch == 1:
                     raise
-                batch = max(1, batch // 2)
+                batch = self.batch_limit = max(1, batch // 2)
                 notes.append(f"out of memory: batch size lowered to {batch}")
-                logger.warning("out of GPU memory; retrying with batch size %d", batch)
+                logger.warning(
+                    "out of GPU memory; retrying with batch size %d, and keeping it for the rest of the run",
+                    batch,
+                )
                 torch.cuda.empty_cache()
                 continue
-            images += res.images
-            seen += res.scales_seen
-            notes += res.notes
-            for key, value in res.seconds.items():
-                seconds[key] = seconds.get(key, 0.0) + value
             i += len(part.seeds)
+        return pending, notes
+
+    def collect(self, batches: list[PendingBatch], notes: list[str]) -> DenoiseResult:
+        """Wait for the queued batches and take their pictures; a picture that decoded NaN or
+        black is decoded again in fp32 (``render.fp32_vae_retry``)."""
+        import torch
+
+        images: list[np.ndarray] = []
+        seen: list[list[float]] = []
+        seconds: dict[str, float] = {}
+        notes = list(notes)
+        for b in batches:
+            if b.done is not None:
+                b.done.synchronize()  # this SKU's pictures only; the GIL is free meanwhile
+            pixels = b.pixels.numpy().copy()  # off the pinned buffer, which the next copy reuses
+            bad = np.flatnonzero(b.bad.numpy())
+            if len(bad) and self.config.render.fp32_vae_retry and self.c.vae.dtype != torch.float32:
+                logger.warning("VAE gave NaN/black for %d image(s); decoding again in fp32", len(bad))
+                notes.append(f"fp32 VAE retry for {len(bad)} image(s)")
+                pixels[bad] = self.decode_fp32(b.latents[bad.tolist()])
+            images += [pixels[k] for k in range(pixels.shape[0])]
+            seen += b.scales_seen
+            for key, value in b.marks.seconds(("prepare_s", "denoise_s", "decode_s")).items():
+                seconds[key] = seconds.get(key, 0.0) + value
         return DenoiseResult(images=images, scales_seen=seen, seconds=seconds, notes=notes)
 
-    def denoise_batch(self, req: DenoiseRequest) -> DenoiseResult:
+    def denoise_batch(self, req: DenoiseRequest) -> PendingBatch:
+        """Queue one batch's work on the GPU: inputs copied from pinned memory without waiting,
+        no synchronisation anywhere, the pictures copied back to the host asynchronously."""
         import torch
 
         rc = self.config.render
@@ -402,8 +481,8 @@ class SDXLRenderer:
         n = len(req.seeds)
         h, w = req.images[0].shape[:2]
         do_cfg = req.cfg > 1.0
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        t0 = time.perf_counter()
+        marks = GpuMarks(self.device)
+        marks.mark()
         with (
             torch.inference_mode(),
             sdpa_context(rc.sdpa_backend if self.device.type == "cuda" else "default"),
@@ -414,7 +493,7 @@ class SDXLRenderer:
             )
             if not do_cfg:
                 embeds, pooled = prompt_half(embeds), prompt_half(pooled)
-            time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.dtype)
+            time_ids = self.upload(torch.tensor([[h, w, 0, 0, h, w]], dtype=self.dtype))
             time_ids = time_ids.repeat(pooled.shape[0], 1)
             # 2. the schedule
             sigmas, timesteps = self.schedule(req.steps)
@@ -422,9 +501,9 @@ class SDXLRenderer:
             # 3. encode the images, prepare masks and noise (one generator per candidate)
             image_latents = self.encode_images(req.images)
             lat_h, lat_w = image_latents.shape[-2:]
-            mask = prepare_masks(req.masks, (lat_h, lat_w)).to(self.device, torch.float32)
-            noise = prepare_noise(req.seeds, image_latents.shape[1:]).to(self.device)
-            extra = prepare_noise([s + 1_000_003 for s in req.seeds], image_latents.shape[1:]).to(self.device)
+            mask = self.upload(prepare_masks(req.masks, (lat_h, lat_w)))
+            noise = self.upload(prepare_noise(req.seeds, image_latents.shape[1:]))
+            extra = self.upload(prepare_noise([s + 1_000_003 for s in req.seeds], image_latents.shape[1:]))
             if req.start_step == 0:
                 latents = noise * sigmas[0]
             else:
@@ -434,8 +513,7 @@ class SDXLRenderer:
             latents = mask * latents + (1 - mask) * (image_latents + noise * sigmas[0])
             # 4. the control images, the union's control-type vector
             cond = self.prepare_controls(req.controls, do_cfg)
-            sync()
-            t1 = time.perf_counter()
+            marks.mark()
             # 5. denoise
             self.hook.seen = []
             self.hook.schedule = req.scales
@@ -480,14 +558,40 @@ class SDXLRenderer:
                 history.append(x0)
                 # 5d. keep the unmasked area: the source latents noised to the next sigma
                 latents = mask * latents + (1 - mask) * (image_latents + noise * sigma_next)
-            sync()
-            t2 = time.perf_counter()
-            # 6. decode in batch (fp32 retry for NaN/black)
-            images, notes = self.decode_latents(latents)
-            sync()
-            t3 = time.perf_counter()
-        seconds = {"prepare_s": t1 - t0, "denoise_s": t2 - t1, "decode_s": t3 - t2}
-        return DenoiseResult(images=images, scales_seen=list(self.hook.seen), seconds=seconds, notes=notes)
+            marks.mark()
+            # 6. decode in batch; the pictures and their NaN/black flags go to the host
+            pixels, bad = self.decode_pixels(latents)
+            marks.mark()
+            pixels, bad, done = self.download(pixels), self.download(bad), None
+            if self.device.type == "cuda":
+                done = torch.cuda.Event()
+                done.record()
+        return PendingBatch(
+            pixels=pixels,
+            bad=bad,
+            latents=latents,
+            marks=marks,
+            done=done,
+            scales_seen=list(self.hook.seen),
+        )
+
+    def upload(self, t: torch.Tensor) -> torch.Tensor:
+        """A host tensor to the device without waiting: from pinned memory, asynchronously (a copy
+        from pageable memory would wait for everything the GPU has queued)."""
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
+
+    def download(self, t: torch.Tensor) -> torch.Tensor:
+        """A device tensor to pinned host memory, asynchronously; valid once the batch's ``done``
+        event fires."""
+        if self.device.type != "cuda":
+            return t.cpu()
+        import torch
+
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        return host
 
     def schedule(self, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Sigmas (steps + 1, last 0) and timesteps (steps) from the model's scheduler config:
@@ -496,7 +600,7 @@ class SDXLRenderer:
         if sampler_spec(self.config.render.sampler)[1] and not sched.config.get("use_karras_sigmas"):
             sched = type(sched).from_config(sched.config, use_karras_sigmas=True)
         sched.set_timesteps(steps, device="cpu")
-        return sched.sigmas.float().to(self.device), sched.timesteps.to(self.device)
+        return self.upload(sched.sigmas.float()), self.upload(sched.timesteps)
 
     def predict_x0(self, x: torch.Tensor, pred: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         kind = self.c.scheduler.config.prediction_type
@@ -521,7 +625,7 @@ class SDXLRenderer:
             # stage 1: one control image for every candidate, embedded once
             same = all(im is images[0] for im in images)
             arr = np.stack([to_rgb(im) for im in (images[:1] if same else images)])  # (1 or n, H, W, 3)
-            image = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 255.0
+            image = self.upload(torch.from_numpy(arr)).permute(0, 3, 1, 2).to(self.dtype) / 255.0
             embedder = self.cond_embedders["union" if "union" in self.cond_embedders else mode]
             feats = embedder(image.contiguous())
             if same:
@@ -533,7 +637,7 @@ class SDXLRenderer:
             vec = torch.zeros(n_types)
             for mode in modes:
                 vec[UNION_MODES[mode]] = 1
-            out["control_type"] = vec.to(self.device, self.dtype)
+            out["control_type"] = self.upload(vec.to(self.dtype))
             out["control_type_idx"] = [UNION_MODES[m] for m in modes]
         return out
 
@@ -589,7 +693,7 @@ class SDXLRenderer:
         ):  # stage 1: one canvas for every candidate
             return self.encode_images(images[:1]).repeat(len(images), 1, 1, 1)
         arr = np.stack([to_rgb(im) for im in images])
-        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = self.upload(torch.from_numpy(arr)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         lat = vae.encode(x.to(vae.dtype)).latent_dist.mode().float()
         if getattr(vae.config, "shift_factor", None):
             lat = lat - vae.config.shift_factor
@@ -597,32 +701,52 @@ class SDXLRenderer:
         # recompile the UNet, the ControlNet and the decoder for stage 2 (strides are guarded)
         return (lat * vae.config.scaling_factor).contiguous()
 
-    def decode_latents(self, latents: torch.Tensor) -> tuple[list[np.ndarray], list[str]]:
-        """Batch decode; an image that comes out NaN or black is decoded again in fp32."""
+    def decode_pixels(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch decode on the device: (N, H, W, 3) uint8 pictures and (N,) bool flags of those
+        that came out NaN or black (``collect`` decodes them again in fp32). Nothing waits."""
+        vae = self.c.vae
+        img = vae.decode(self.vae_input(latents).to(vae.dtype), return_dict=False)[0].float()
+        flat = img.flatten(1)
+        bad = ~flat.isfinite().all(dim=1) | (flat.amax(dim=1) <= -0.99)
+        return to_pixels(img), bad
+
+    @one_call_at_a_time
+    def decode_fp32(self, latents: torch.Tensor) -> np.ndarray:
+        """Decode again in fp32 (a rare retry: the compiled decoder stays fp16, the eager one runs)."""
         import torch
 
+        vae = self.c.vae
+        old = vae.dtype
+        compiled = vae.decoder.forward
+        vae.to(torch.float32)
+        if self.eager_vae_decoder is not None:  # no fp32 recompile for a rare retry
+            vae.decoder.forward = self.eager_vae_decoder
+        try:
+            with torch.inference_mode():
+                img = vae.decode(self.vae_input(latents).float(), return_dict=False)[0].float()
+                return to_pixels(img).cpu().numpy()
+        finally:
+            vae.to(old)
+            vae.decoder.forward = compiled
+
+    def vae_input(self, latents: torch.Tensor) -> torch.Tensor:
         vae = self.c.vae
         z = latents / vae.config.scaling_factor
         if getattr(vae.config, "shift_factor", None):
             z = z + vae.config.shift_factor
-        img = vae.decode(z.to(vae.dtype), return_dict=False)[0].float()
-        notes = []
-        bad = [i for i in range(img.shape[0]) if not torch.isfinite(img[i]).all() or img[i].max() <= -0.99]
-        if bad and self.config.render.fp32_vae_retry and vae.dtype != torch.float32:
-            logger.warning("VAE gave NaN/black for %d image(s); decoding again in fp32", len(bad))
-            notes.append(f"fp32 VAE retry for {len(bad)} image(s)")
-            old = vae.dtype
-            compiled = vae.decoder.forward
-            vae.to(torch.float32)
-            if self.eager_vae_decoder is not None:  # no fp32 recompile for a rare retry
-                vae.decoder.forward = self.eager_vae_decoder
-            try:
-                img[bad] = vae.decode(z[bad].float(), return_dict=False)[0].float()
-            finally:
-                vae.to(old)
-                vae.decoder.forward = compiled
-        img = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        return [img[i] for i in range(img.shape[0])], notes
+        return z
+
+    def decode_latents(self, latents: torch.Tensor) -> tuple[list[np.ndarray], list[str]]:
+        """Batch decode, waiting for the pictures; one that comes out NaN or black is decoded again
+        in fp32."""
+        import torch
+
+        with torch.inference_mode():
+            pixels, bad = self.decode_pixels(latents)
+        marks = GpuMarks(self.device)
+        pending = PendingBatch(pixels.cpu(), bad.cpu(), latents, marks, None, [])
+        res = self.collect([pending], [])
+        return res.images, res.notes
 
     def close(self) -> None:
         for handle in self.hook_handles:
@@ -730,6 +854,13 @@ def prepare_masks(masks: list[np.ndarray], size: tuple[int, int]) -> torch.Tenso
     return (m > 0.01).float()
 
 
+def to_pixels(img: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) float in [-1, 1] → (N, H, W, 3) uint8, contiguous, on its device."""
+    import torch
+
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
 
@@ -772,7 +903,7 @@ def sampler_step(name: str, x: Any, x0: Any, sigmas: Any, i: int, history: list[
     if rule == "euler":
         return x + (x - x0) / sigma * (sigma_next - sigma)
     # dpmpp_2m, in t = -log(sigma)
-    if float(sigma_next) == 0.0:
+    if i == len(sigmas) - 2:  # into sigma = 0 (the schedule's last; read without a synchronisation)
         return x0
     t, t_next = -torch.log(sigma), -torch.log(sigma_next)
     h = t_next - t
