@@ -71,6 +71,44 @@ def one_call_at_a_time(method: Callable[..., Any]) -> Callable[..., Any]:
 _LOCKS_LOCK = threading.Lock()
 
 
+@contextmanager
+def own_stream(device: Any) -> Iterator[None]:
+    """Run the block's GPU work on a CUDA stream of this thread's own, not on the default stream
+    where the renderer queues its batches (``SDXLRenderer.denoise``). A model that waits for
+    its results (the VLM at every token, the upscaler, the bag detector, the segmenter) then
+    waits for its own work only, not for seconds of another SKU's render queued ahead of it.
+    The block must leave its results on the host; the models' weights are in place before
+    (``Sessions`` synchronises after a load or a move). A no-op off CUDA."""
+    torch = _torch()
+    name = str(getattr(device, "type", device) or "")
+    if torch is None or not name.startswith("cuda") or not torch.cuda.is_available():
+        yield
+        return
+    device = torch.device(device)
+    streams = _STREAMS.__dict__.setdefault("by_device", {})
+    stream = streams.get(device)
+    if stream is None:
+        stream = streams[device] = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        yield
+
+
+_STREAMS = threading.local()
+
+
+def on_own_stream(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A model's method whose GPU work runs on its thread's own stream (``own_stream``) on
+    ``self.device``. The method must return its results on the host."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with own_stream(getattr(self, "device", None)):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class ModelPool:
     """Instances of a CPU model that cannot share one between threads (a MediaPipe graph runs
     one image at a time), one per concurrent caller: two SKUs scored at once (``run.lanes``),
@@ -303,6 +341,7 @@ class Residency:
         if self.budget is None:
             return
         resident = self.resident_bytes() - (entry.size if resident_already else 0)
+        evicted = False
         while resident + need > self.budget:
             victims = [
                 e for e in self.entries.values() if e.built and e.on_gpu and not e.pinned and e is not entry
@@ -324,8 +363,12 @@ class Residency:
                 self._drop(victim)
             else:
                 self._offload(victim)
+            evicted = True
             resident = self.resident_bytes() - (entry.size if resident_already else 0)
-        empty_cache()
+        if evicted:
+            # only then: emptying the cache makes the next allocations ask CUDA again, and it
+            # waits for everything queued on the GPU (every stage's call asks for its model)
+            empty_cache()
 
     def _build(self, entry: Entry, declared: bool) -> None:
         assert entry.factory is not None
@@ -336,6 +379,7 @@ class Residency:
             grown = gpu_allocated(self.device) - before
             entry.size = grown if grown > 0 else measure_gpu_bytes(entry.obj, self.device)
         entry.on_gpu = entry.size > 0 or gpu_module_count(entry.obj) > 0
+        synchronize()  # its weights are in place before a call on another stream reads them
         self._log("load", entry, f" in {time.perf_counter() - started:.1f} s")
 
     def _onload(self, entry: Entry) -> None:
@@ -348,6 +392,7 @@ class Residency:
                 module.to(device)
         entry.moved = []
         entry.on_gpu = True
+        synchronize()
         self._log("onload", entry, f" in {time.perf_counter() - started:.1f} s")
 
     def _offload(self, entry: Entry) -> None:
@@ -464,6 +509,12 @@ def gpu_allocated(device: str = "cuda") -> int:
     if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return 0
     return int(torch.cuda.memory_allocated(device))
+
+
+def synchronize() -> None:
+    torch = _torch()
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def empty_cache() -> None:

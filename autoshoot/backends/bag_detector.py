@@ -28,7 +28,7 @@ import numpy as np
 
 from autoshoot.errors import ModelMissingError
 from autoshoot.hub import is_offline
-from autoshoot.residency import one_call_at_a_time
+from autoshoot.residency import on_own_stream, one_call_at_a_time
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ class ZeroShotBagDetector:
         self.model = None
 
     @one_call_at_a_time
+    @on_own_stream
     def detect(self, image: np.ndarray) -> list[BagDetection]:
         """Detect bags.
 

@@ -18,6 +18,7 @@ from autoshoot.brief import BriefRequest, BriefResult, open_rgb
 from autoshoot.brief_parse import Pending, describe_with_repair
 from autoshoot.hub import download_hint, is_local_source, is_offline
 from autoshoot.prompting import render_vlm_instruction
+from autoshoot.residency import on_own_stream
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ class QwenVLM:
             logger.exception("Qwen-VL generate failed for %d item(s)", len(items))
             return [err for _ in items]
 
+    @on_own_stream
     def generate(
         self, conversations: list[list[dict[str, Any]]], min_new_tokens: int | None = None
     ) -> list[str]:
@@ -224,7 +226,7 @@ class QwenVLM:
             kwargs["max_new_tokens"] = max(min_new_tokens, kwargs["max_new_tokens"])
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].cpu()  # on this stream: its work only
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
 
     def close(self) -> None:

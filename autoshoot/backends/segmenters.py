@@ -28,6 +28,7 @@ import numpy as np
 
 from autoshoot.errors import ModelMissingError
 from autoshoot.hub import env_offline, is_offline
+from autoshoot.residency import on_own_stream
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ class BiRefNetSegmenter:
             )
         self.model, self.device = load_birefnet_transformers(source, offline=offline)
 
+    @on_own_stream
     def predict(self, image: np.ndarray) -> np.ndarray:
         if self.onnx is not None:
             return self.onnx.predict(image)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoshoot.hub import is_local_source
-from autoshoot.residency import one_call_at_a_time
+from autoshoot.residency import on_own_stream, one_call_at_a_time
 
 if TYPE_CHECKING:
     from autoshoot.config import Config
@@ -152,6 +152,7 @@ class SpandrelUpscaler:
             return resize(image, size)  # nothing to add: shrink once
         return resize(self.run_model(image), size)
 
+    @on_own_stream
     def run_model(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB → (H·s, W·s, 3) uint8 RGB at the model's scale s."""
         import torch
