@@ -716,9 +716,9 @@ def print_table(results: list[dict[str, Any]]) -> str:
             f"{pct(r['gpu_busy'])} ({pct(r['gpu_busy_steady'])})",
         ] + [f"{r['stage_seconds'].get(s, 0):.1f}" for s in stages]
         lines.append("| " + " | ".join(cells) + " |")
-    # inside the GPU lane: the renderer's own (synchronised) timers against the stage's time;
-    # the rest of the stage is CPU work (reading, saving, hand geometry) the GPU waits through
-    # unless a second SKU's model call fills it (run.lanes)
+    # inside the GPU lane: the renderer's own timers (the GPU's time between CUDA events around
+    # its phases) against the stage's time; the rest of the stage is waiting for the GPU behind
+    # other SKUs' work and CPU work (reading, saving, hand geometry)
     lines += [
         "",
         "| budget | render: model / stage s | refine: model / stage s | upscale s per candidate |",
