@@ -327,6 +327,21 @@ def test_a_loop_above_the_body_is_a_carry_handle():
     assert twin.kind == "twin_loops" and any("twin_loops" in d for d in twin.disagreements)
 
 
+@pytest.mark.parametrize("skew", [0.45, 0.6, 1.6])
+def test_a_tilted_arc_is_gripped_at_its_top(skew):
+    """A carry handle leaning to one side (a long, shallow side and a steep one) is held at the
+    top of its arc, not at the middle of a run that slides down its shallow side."""
+    mask = np.zeros((600, 600), np.uint8)
+    cv2.rectangle(mask, (150, 200), (450, 520), 255, -1)
+    xs = np.linspace(200, 400, 400)
+    ys = 205 - 90 * np.sin(np.pi * ((xs - 200) / 200) ** skew)  # the handle's centre line
+    cv2.polylines(mask, [np.stack([xs, ys], 1).round().astype(np.int32)], False, 255, 12)
+    handle = find_handle(mask > 0, CFG, category="backpack")
+    assert handle.kind == "top_loop"
+    apex = (xs[np.argmin(ys)], ys.min())
+    assert abs(handle.grip[0] - apex[0]) <= 6 and abs(handle.grip[1] - apex[1]) <= 6  # half its thickness
+
+
 def test_the_brief_grip_point_picks_the_opening_and_disagreement_is_recorded():
     bag = draw_bag(handle="twin_loops")
     mask = segment(bag.image).mask

@@ -20,9 +20,8 @@ def load_bench():
 @pytest.mark.samples
 def test_white_packshots_hold_their_figures(samples_dir):
     """The figures measured on the packshots not used for fitting (``held_out``) and on the
-    fitted ones must not drop. Two are below the issue's targets (grip 90%: 8 of 9; IoU 0.95
-    everywhere: dark contact shadows of AI renders); ``python bench/geometry_eval.py`` lists
-    what is missed and why."""
+    fitted ones must not drop. One is below the issue's targets (IoU 0.95 everywhere: contact
+    shadows of AI renders); ``python bench/geometry_eval.py`` lists what is missed and why."""
     bench = load_bench()
     report = bench.run(samples_dir, segmenter="auto", speed_side=0)
     held, fit = report["summary"]["held_out/plain"], report["summary"]["fit/plain"]
@@ -35,9 +34,9 @@ def test_white_packshots_hold_their_figures(samples_dir):
     # never cut into a bag without a visible handle
     assert held["no_handle_n"] >= 1 and held["no_handle_erased"] == 0
     assert report["summary"]["plain"]["no_handle_erased"] == 0
-    # held-out figures (measured: kind 10/10, grip 8/9, every hole point background, min IoU 0.906)
+    # held-out figures (measured: kind 10/10, grip 9/9, every hole point background, min IoU 0.906)
     assert held["kind_right_frac"] == 1.0
-    assert held["grip_ok_frac"] >= 0.88
+    assert held["grip_ok_frac"] >= bench.TARGETS["grip_ok_frac"]
     assert held["hole_bg_frac"] == 1.0
     assert held["min_bbox_iou"] >= 0.9
     # the mask covers its share of the true box (measured: mean 0.743 held out, 0.731 fit); a
@@ -56,6 +55,7 @@ def test_white_packshots_hold_their_figures(samples_dir):
     assert any("handle kind" in m for m in misses) == (
         held["kind_right_frac"] < bench.TARGETS["kind_right_frac"]
     )
+    assert any("bbox IoU" in m for m in misses) == (held["min_bbox_iou"] < bench.TARGETS["min_bbox_iou"])
     # photographic backgrounds need a model; without weights the run says so per image
     photo = [r for r in report["results"] if r["background"] == "photo"]
     assert photo and all("model missing" in r["note"] for r in photo)

@@ -320,10 +320,18 @@ def measure_opening(
     apex = float(out_y.min())
     typical = float(np.percentile(tl, 30))  # a low percentile: stacked handles make some rays long
     tol = max(2.0, 0.5 * typical)
-    # the top run: rays that face mostly up and leave the product near the apex. Using the
-    # run's middle (not only the highest point) keeps the grip centred on a tilted handle.
+    # the top run: rays that face mostly up and leave the product near the apex; the grip is
+    # its middle (a flat-topped handle is held at its centre, not at its highest pixel). The
+    # run reaches half a handle's thickness below the apex: measured in the loop's width, it
+    # would slide down the long, shallow side of a tilted arc. Where the outer edge goes on at
+    # that height beyond the wall's rays (two arches crossing over the opening: the apex is the
+    # other arch's side, not a top of this wall), the run is the whole top span, down to
+    # ``grip_top_run_frac`` of its width below the apex.
     width = float(out_x.max() - out_x.min())
-    top = (tny <= -0.7) & (out_y <= apex + max(tol, config.grip_top_run_frac * width))
+    near = (tny <= -0.7) & (out_y <= apex + tol)
+    lo, hi = edge_run(mask, int(round(out_x[int(np.argmin(out_y))])), apex, tol, int(np.ceil(width)) + 1)
+    own = near.sum() < 3 or (lo >= out_x[near].min() - typical and hi <= out_x[near].max() + typical)
+    top = near if own else (tny <= -0.7) & (out_y <= apex + max(tol, config.grip_top_run_frac * width))
     if top.sum() < 3:
         top = out_y <= apex + tol
     mid_x = (out_x[top].min() + out_x[top].max()) / 2.0
@@ -355,6 +363,22 @@ def measure_opening(
         exits=[(float(a), float(b)) for a, b in zip(out_x, out_y, strict=True)],
         width=wall_width(np.stack([out_x, out_y], 1), np.stack([tx, ty], 1)),
     )
+
+
+def edge_run(mask: np.ndarray, x: int, apex: float, tol: float, reach: int) -> tuple[int, int]:
+    """The outer edge at the apex: the first and last columns around ``x``, contiguous and at
+    most ``reach`` each way, whose topmost product pixel lies within ``tol`` px of row ``apex``."""
+    x0, x1 = max(0, x - reach), min(mask.shape[1], x + reach + 1)
+    cols = mask[:, x0:x1]
+    has = cols.any(axis=0)
+    near = has & (np.abs(np.argmax(cols, axis=0) - apex) <= tol)
+    i = min(max(x - x0, 0), len(near) - 1)
+    lo = hi = i
+    while lo > 0 and near[lo - 1]:
+        lo -= 1
+    while hi < len(near) - 1 and near[hi + 1]:
+        hi += 1
+    return x0 + lo, x0 + hi
 
 
 def wall_width(exits: np.ndarray, starts: np.ndarray) -> float:

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 class PrepareStage(Stage):
     name: ClassVar[str] = "prepare"
-    version: ClassVar[str] = "3"
+    version: ClassVar[str] = "4"
     config_sections: ClassVar[tuple[str, ...]] = ("prepare",)
 
     def models(self, config: Config) -> list[ModelSpec]:
