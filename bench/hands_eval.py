@@ -19,19 +19,33 @@ pictures were looked at (the six-digit hand led to the finger-support check, the
 one, two chains on one finger, to the finger-separation check, whose contrasts were set with
 every sample's values in view), so the held-out figures are not a blind test of these checks.
 
+The finger separation (two neighbouring fingers with neither a gap nor a seam between them) is
+a factor of anatomy or not (``score.finger_separation``), and that too is fitted on the fit
+part (``fit_checks``). The fit part holds no hand with two chains on one digit, so its evidence
+for this check is synthetic (``fused_finger_negatives``): on each real hand of the fit part, for
+each extended finger on the hand and each neighbour, both chains' distal parts (PIP to tip) are
+laid on that one real finger, 0.4 of a finger's breadth either side of its centre line (both
+inside the digit, the way five chains spread over four digits put two on one). The pixels stay
+the real photo's; only the skeleton claims a finger that is not there. These count as the fit
+part's malformed hands for this check only; the held-out part is never edited. The check
+counts in anatomy when it ranks the fit part's real images above its malformed ones and these
+synthetic hands (AUC > 0.5).
+
 Also a 3-fold cross-validation over every image (``cross_validate``; folds fixed by file name,
 round-robin within each kind): weights and threshold fitted on two folds, the third scored,
 and the out-of-fold figures pooled.
 
-For reference only, the held-out figures with the finger-separation check counted in anatomy
-although the fit turned it off (``held_out_if_weighed``): what the check would do, not what
-the scorer does.
+For reference only, the held-out figures with the fitted finger-separation choice reversed
+(``held_out_other_choice``): what the scorer would do without (or with) it.
 
 Printed per part: the AUC of ``hand_score`` between real and malformed images (ties count
 half), the AUC without the scene component, the precision and recall of "accepted"
 (``hand_score`` >= the threshold; the images that should be accepted are the real ones), the
 malformed images accepted, each with a 95% bootstrap interval (images resampled within their
 kind, 2000 times); and the per-hand AUC of the anatomy component against the hand labels.
+With --augment, also the AUC under flips, rotations, rescaling (0.6, 1.5, 2) and JPEG, and
+per augmentation which images the finger separation flags (``separation_robustness``): the
+malformed ones it catches and the real ones it would send to review.
 Also the time per 1024x1024 candidate on one CPU core: the process is pinned to one core
 unless --all-cores, and both wall time and CPU time are printed (on a busy machine the CPU
 time is the fair number).
@@ -120,7 +134,7 @@ def pin_one_core() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
-AUGMENTATIONS = ("flip", "rot20", "rot-20", "scale0.6", "jpeg40")
+AUGMENTATIONS = ("flip", "rot20", "rot-20", "scale0.6", "scale1.5", "scale2", "jpeg40")
 
 
 def augment(image: Any, name: str) -> Any:
@@ -136,7 +150,7 @@ def augment(image: Any, name: str) -> Any:
         return cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT)
     if name.startswith("scale"):
         f = float(name[5:])
-        return cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        return cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
     if name.startswith("jpeg"):
         ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(name[4:])])
         return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
@@ -144,7 +158,9 @@ def augment(image: Any, name: str) -> Any:
 
 
 def evaluate_augmented(samples: Path) -> dict[str, Any]:
-    """AUC over every sample under each augmentation (robustness of the ranking)."""
+    """AUC over every sample under each augmentation (robustness of the ranking), and per
+    augmentation the images whose finger separation flags a hand (``check_finger_separation``
+    below 0.7: the level at which it gives a reason)."""
     from PIL import Image
 
     from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, prepare_image
@@ -152,33 +168,170 @@ def evaluate_augmented(samples: Path) -> dict[str, Any]:
     scorer = MediaPipeHandScorer(hand_config())
     files = sorted(p for p in samples.iterdir() if label_of(p.name) is not None)
     per_aug: dict[str, float] = {}
+    flagged: dict[str, dict[str, list[str]]] = {}
     scores, labels = [], []
-    for name in AUGMENTATIONS:
+    for name in ("original",) + AUGMENTATIONS:
         s_aug, l_aug = [], []
+        flags: dict[str, list[str]] = {"malformed": [], "real": []}
         for path in files:
             with Image.open(path) as im:
-                image = augment(prepare_image(im), name)
-            s_aug.append(scorer.score(image).hand_score)
+                image = prepare_image(im)
+            result = scorer.score(image if name == "original" else augment(image, name))
+            if result.components.get("separation", 1.0) < FLAGGED:
+                flags["real" if label_of(path.name) == 1 else "malformed"].append(path.name)
+            if name == "original":
+                continue
+            s_aug.append(result.hand_score)
             l_aug.append(label_of(path.name))
+        flagged[name] = flags
+        if name == "original":
+            continue
         per_aug[name] = auc(s_aug, l_aug)
         scores += s_aug
         labels += l_aug
-    return {"auc_per_augmentation": per_aug, "auc_all_augmented": auc(scores, labels)}
+    scorer.close()
+    return {
+        "auc_per_augmentation": per_aug,
+        "auc_all_augmented": auc(scores, labels),
+        "separation_robustness": flagged,
+    }
 
 
 def hand_config(measure_all: bool = False) -> Any:
     """The default config without the second-bag rule (see the module docstring); with
-    ``measure_all``, every hand component is measured (also those the defaults leave out), so
-    that their weights can be fitted."""
+    ``measure_all``, every hand component is measured (also those the defaults leave out), and
+    anatomy without the finger separation, so that the weights and the checks can be fitted."""
     from autoshoot.config import load_config
 
     overrides: dict[str, Any] = {"score.bag_detector": "none"}
     if measure_all:
         overrides["score.stability"] = True
+        overrides["score.finger_separation"] = False
     return load_config(overrides=overrides)
 
 
-HAND_COMPONENTS = ("confidence", "anatomy", "stability", "separation")  # what the hand itself shows
+HAND_COMPONENTS = ("confidence", "anatomy", "stability")  # what the hand itself shows
+# component -> the score.* switch that counts it in anatomy
+ANATOMY_FACTORS = {"separation": "finger_separation"}
+FUSED_OFFSET = 0.4  # synthetic fused finger: each chain this many finger breadths off the digit's centre line
+
+
+def fuse_pair(landmarks: Any, host: int, other: int, offset: float = FUSED_OFFSET) -> Any:
+    """(21, 3) landmarks with the distal parts (PIP, DIP, tip) of fingers ``host`` and
+    ``other`` (1 index .. 4 little) both laid on the host finger's digit: each joint ``offset``
+    finger breadths either side of the host's, on the side where each finger was."""
+    import numpy as np
+
+    from autoshoot.hands.anatomy import CHAINS, measure_palm_length
+    from autoshoot.hands.evidence import FINGER_BREADTH
+
+    pts = np.asarray(landmarks, dtype=np.float64)
+    out = pts.copy()
+    half = offset * FINGER_BREADTH * measure_palm_length(pts)
+    for h, o in zip(CHAINS[host][2:], CHAINS[other][2:], strict=True):
+        side = pts[o, :2] - pts[h, :2]
+        side = side / max(float(np.linalg.norm(side)), 1e-9)
+        out[h, :2] = pts[h, :2] - half * side
+        out[o, :2] = pts[h, :2] + half * side
+        out[o, 2] = pts[h, 2]
+    return out
+
+
+def augment_points(points: Any, name: str, shape: tuple[int, ...]) -> Any:
+    """(N, 3) pixel points of an image of ``shape`` moved as ``augment(image, name)`` moves
+    its pixels (z scales with x and y)."""
+    import cv2
+    import numpy as np
+
+    pts = np.array(points, dtype=np.float64)
+    h, w = shape[:2]
+    if name == "flip":
+        pts[:, 0] = w - 1 - pts[:, 0]
+    elif name.startswith("rot"):
+        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), float(name[3:]), 1.0)
+        pts[:, :2] = pts[:, :2] @ matrix[:, :2].T + matrix[:, 2]
+    elif name.startswith("scale"):
+        pts *= float(name[5:])
+    return pts
+
+
+def fused_finger_negatives(image: Any, hands: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Synthetic fused fingers built on one real photo's hands (see the module docstring): for
+    every extended finger (index..little) on the hand (colour support >= ``min_pair_support``)
+    and each of its neighbours, both chains on that finger. Per synthetic hand, its
+    ``check_finger_separation`` on the photo ("original") and under each of ``AUGMENTATIONS``
+    (the photo and the synthetic skeleton moved together)."""
+    import numpy as np
+
+    from autoshoot.hands.anatomy import TIPS, AnatomyLimits, measure_palm_length
+    from autoshoot.hands.evidence import check_finger_separation, measure_finger_support
+
+    limits = AnatomyLimits()
+    fused = []
+    for hand in hands:
+        pts = np.asarray(hand["landmarks"], dtype=np.float64)
+        found = measure_finger_support(image, pts, limits=limits)
+        if found is None:
+            continue
+        palm = measure_palm_length(pts)
+        centre = pts[[0, 5, 9, 13, 17]].mean(axis=0)
+        for host in range(1, 5):
+            extended = float(np.linalg.norm(pts[TIPS[host]] - centre)) >= limits.curled_tip * palm
+            if extended and found.support[host - 1] >= limits.min_pair_support:
+                fused += [fuse_pair(pts, host, other) for other in (host - 1, host + 1) if 1 <= other <= 4]
+    out: list[dict[str, float]] = [{} for _ in fused]
+    for name in ("original",) + AUGMENTATIONS:
+        moved = image if name == "original" else augment(image, name)
+        for result, pts in zip(out, fused, strict=True):
+            if name != "original":
+                pts = augment_points(pts, name, image.shape)
+            found = measure_finger_support(moved, pts, limits=limits)
+            result[name] = round(check_finger_separation(found, limits)[0], 4)
+    return out
+
+
+FLAGGED = 0.7  # a finger separation below this gives a reason: the hand is flagged
+
+
+def fit_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which anatomy factors (``ANATOMY_FACTORS``) count, fitted on ``rows``. A factor counts
+    when both hold on them:
+
+    - it ranks the real images above the malformed ones plus the synthetic fused fingers built
+      on the real ones (``synthetic_separation``, on the photos as they are): AUC > 0.5;
+    - what it sees is the hand, not the pixels: every synthetic hand it flags on the photo is
+      still flagged with the photo flipped, rotated, rescaled or saved as JPEG (``AUGMENTATIONS``).
+
+    Returns {"checks": {name: bool}, "auc": {name: AUC}, "n_synthetic": count, "synthetic_flagged":
+    count flagged on the photo, "synthetic_kept": {augmentation: how many of those stay flagged}}."""
+    pairs = [r for r in rows if r["kind"] in ("real", "malformed") and r["hands"]]
+    synthetic = [v for r in pairs if r["kind"] == "real" for v in r.get("synthetic_separation", [])]
+    flagged = [v for v in synthetic if v["original"] < FLAGGED]
+    kept = {name: sum(v[name] < FLAGGED for v in flagged) for name in AUGMENTATIONS}
+    checks, aucs = {}, {}
+    for name in ANATOMY_FACTORS:
+        if not all(name in r["components"] for r in pairs):
+            continue
+        values = [r["components"][name] for r in pairs] + [v["original"] for v in synthetic]
+        labels = [1 if r["kind"] == "real" else 0 for r in pairs] + [0] * len(synthetic)
+        aucs[name] = round(auc(values, labels), 4)
+        checks[name] = aucs[name] > 0.5 and all(k == len(flagged) for k in kept.values())
+    return {
+        "checks": checks,
+        "auc": aucs,
+        "n_synthetic": len(synthetic),
+        "synthetic_flagged": len(flagged),
+        "synthetic_kept": kept,
+    }
+
+
+def with_checks(row: dict[str, Any], checks: dict[str, bool]) -> dict[str, Any]:
+    """``row`` with the anatomy factors that ``checks`` turns on multiplied into its anatomy."""
+    c = dict(row["components"])
+    for name, on in checks.items():
+        if on and name in c and "anatomy" in c:
+            c["anatomy"] = c["anatomy"] * c[name]
+    return {**row, "components": c}
 
 
 def fit_weights(rows: list[dict[str, Any]], weights: dict[str, float]) -> dict[str, Any]:
@@ -329,6 +482,8 @@ def score_samples(samples: Path) -> list[dict[str, Any]]:
             }
             for hand in row["hands"]:
                 hand["moved"] = round(fit_hand(hand["landmarks"]).moved, 4)
+            if row["kind"] == "real":  # evidence for the finger separation (see fit_checks)
+                row["synthetic_separation"] = fused_finger_negatives(image, row["hands"])
             rows.append(row)
     finally:
         scorer.close()
@@ -351,19 +506,21 @@ def fold_of(rows: list[dict[str, Any]], k: int = CV_FOLDS) -> dict[str, int]:
 def cross_validate(rows: list[dict[str, Any]], config: Any, k: int = CV_FOLDS) -> dict[str, Any]:
     """Every image scored by weights and a threshold fitted on the other folds (``fold_of``),
     whichever part it is in; the pooled out-of-fold metrics with bootstrap intervals.
-    (The anatomy limits and the finger-evidence constants are fixed, not refitted per fold.)"""
+    (The anatomy limits and the finger-evidence constants are fixed, not refitted per fold; the
+    anatomy factors are, with the synthetic fused fingers of the training folds' real images.)"""
     folds = fold_of(rows, k)
     out_of_fold: list[dict[str, Any]] = []
     per_fold = []
     for fold in range(k):
         train = [r for r in rows if folds[r["file"]] != fold]
         test = [r for r in rows if folds[r["file"]] == fold]
+        checks = fit_checks(train)["checks"]
         weights = fit_weights(train, config.score.weights)["weights"]
-        train_scores = [rescore(r, weights, config) for r in train]
+        train_scores = [rescore(with_checks(r, checks), weights, config) for r in train]
         threshold = fit_threshold(train_scores, [r["kind"] for r in train])
-        per_fold.append({"fold": fold, "threshold": threshold, "weights": weights})
+        per_fold.append({"fold": fold, "threshold": threshold, "weights": weights, "checks": checks})
         for r in test:
-            score = rescore(r, weights, config)
+            score = rescore(with_checks(r, checks), weights, config)
             out_of_fold.append({**r, "hand_score": score, "cv_accepted": score >= threshold})
     scored = [r for r in out_of_fold if r["kind"] != "no hand"]
     labels = [1 if r["kind"] == "real" else 0 for r in scored]
@@ -397,12 +554,15 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
     from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, prepare_image
     from autoshoot.hands.policy import combine_components
 
-    # 1. score each sample, every component measured
-    rows = score_samples(samples)
+    # 1. score each sample, every component measured (anatomy without its optional factors)
+    measured = score_samples(samples)
+    # 2. fit the anatomy factors and the component weights on the fit part only, and recombine
+    # every score with them
+    config = hand_config()
+    checks = fit_checks([r for r in measured if r["part"] == "fit"])
+    rows = [with_checks(r, checks["checks"]) for r in measured]
     fit = [r for r in rows if r["part"] == "fit"]
     held = [r for r in rows if r["part"] == "held_out"]
-    # 2. fit the component weights on the fit part only, and recombine every score with them
-    config = hand_config()
     weights = fit_weights(fit, config.score.weights)
     for r in rows:
         r["measured_score"] = r["hand_score"]
@@ -428,22 +588,18 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
                 r["file"] for r in part if r["kind"] == "malformed" and r["hand_score"] >= threshold
             ],
         }
-    # 3b. for reference only (not fitted, so not the scorer's figures): the finger-separation
-    # check the fit turned off, counted as an anatomy check (anatomy x separation, as the finger
-    # support is), with the threshold refitted on the fit part
+    # 3b. for reference only (not the scorer's figures): each fitted anatomy factor's choice
+    # reversed, the threshold refitted on the fit part
     what_if = {}
-    if weights["weights"].get("separation", 0.0) <= 0 and any("separation" in r["components"] for r in rows):
-        scored = []
-        for r in rows:
-            c = dict(r["components"])
-            if "separation" in c:
-                c["anatomy"] = c["anatomy"] * c["separation"]
-            scored.append({**r, "components": c})
+    for name in checks["checks"]:
+        other = {**checks["checks"], name: not checks["checks"][name]}
+        scored = [with_checks(r, other) for r in measured]
         for r in scored:
             r["hand_score"] = rescore(r, weights["weights"], config)
         t = fit_threshold([r["hand_score"] for r in scored if r["part"] == "fit"], [r["kind"] for r in fit])
         part = [r for r in scored if r["part"] == "held_out"]
-        what_if["separation"] = {
+        what_if[name] = {
+            "counted": other[name],
             "threshold": t,
             **{k: round(v, 4) for k, v in part_metrics(part, t).items() if v == v},
             "interval_95": bootstrap(part, t),
@@ -452,7 +608,7 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
             ],
         }
     # 4. cross-validation over every image, folds fixed by file name
-    cv = cross_validate(rows, config)
+    cv = cross_validate(measured, config)
     # 5. per hand: the anatomy component against the hand labels
     hands = hand_level(rows, read_labels())
     for name in ("fit", "held_out"):
@@ -491,7 +647,13 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
         "threshold": threshold,
         "config_threshold": config.score.accept_threshold,
         "cross_validation": cv,
-        "held_out_if_weighed": what_if,
+        "held_out_other_choice": what_if,
+        "checks": checks["checks"],
+        "config_checks": {name: getattr(config.score, key) for name, key in ANATOMY_FACTORS.items()},
+        "check_auc_fit": checks["auc"],
+        "n_synthetic_fit": checks["n_synthetic"],
+        "synthetic_flagged_fit": checks["synthetic_flagged"],
+        "synthetic_kept_fit": checks["synthetic_kept"],
         "weights": weights["weights"],
         "config_weights": dict(config.score.weights),
         "component_auc_fit": weights["auc"],
@@ -632,6 +794,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['weights']} (config: {result['config_weights']})"
     )
     print(
+        f"anatomy factors fitted on the fit part ({result['n_synthetic_fit']} synthetic fused fingers on its real "
+        f"hands): AUC {result['check_auc_fit']}; counted: {result['checks']} (config: {result['config_checks']})"
+    )
+    print(
+        f"  synthetic fused fingers flagged on the photo: {result['synthetic_flagged_fit']}; still flagged "
+        f"augmented: {result['synthetic_kept_fit']}"
+    )
+    print(
         f"accept threshold fitted on the fit part: {result['threshold']:.2f} (config: {result['config_threshold']:.2f})"
     )
     for name, p in result["parts"].items():
@@ -656,10 +826,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  per hand: {p['hands_found']}/{p['hands_labelled']} labelled hands found, anatomy AUC {p['auc_anatomy_per_hand']:.3f}"
         )
-    for name, w in result["held_out_if_weighed"].items():
+    for name, w in result["held_out_other_choice"].items():
         lo_hi = w["interval_95"].get("auc", [float("nan")] * 2)
         print(
-            f"\nnot fitted, for reference: held_out with '{name}' counted in anatomy (threshold {w['threshold']:.2f}): "
+            f"\nnot fitted, for reference: held_out with '{name}' {'counted' if w['counted'] else 'not counted'} "
+            f"in anatomy (threshold {w['threshold']:.2f}): "
             f"AUC {w['auc']:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}], precision {w['precision']:.3f}, "
             f"recall {w['recall']:.3f}, malformed accepted {w['malformed_accepted_files']}"
         )
@@ -678,6 +849,9 @@ def main(argv: list[str] | None = None) -> int:
     if "auc_all_augmented" in result:
         per = ", ".join(f"{k} {v:.3f}" for k, v in result["auc_per_augmentation"].items())
         print(f"AUC augmented            {result['auc_all_augmented']:.3f}   ({per})")
+        print("finger separation flags (< 0.7), per augmentation:")
+        for name, flags in result["separation_robustness"].items():
+            print(f"  {name:9s} malformed caught {flags['malformed']}; real flagged {flags['real']}")
     print(
         f"per 1024x1024 candidate on {result['cores']} core(s): {result['ms_per_1024_candidate']} ms wall, "
         f"{result['cpu_ms_per_1024_candidate']} ms CPU   target <= 150"

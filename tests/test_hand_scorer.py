@@ -211,3 +211,28 @@ def test_cover_wrap_and_combine_on_synthetic_hands():
     ) == pytest.approx(1.0)
     assert mp_hands.combine_components({"anatomy": 0.5, "grip": 1.0}, weights) == pytest.approx(0.5**0.75)
     assert mp_hands.combine_components({"anatomy": 1.0, "grip": 0.0}, weights) == pytest.approx(0.01**0.25)
+
+
+def test_finger_separation_counts_in_anatomy_only_when_switched_on(scorer, samples_dir):
+    # the boneless hand: its ring and little chains lie on one finger. Off (the fitted default)
+    # the separation is reported as a component and anatomy does not include it; on, it does
+    from autoshoot.config import load_config
+
+    image = load(samples_dir, "C_hand_ai_malformed_15.jpg")
+    off = scorer.score(image)
+    assert scorer.config.finger_separation is False
+    assert off.components["separation"] < 0.7 and off.components["anatomy"] > 0.9
+    assert not any("drawn over one finger" in r for r in off.reasons)
+    on_scorer = mp_hands.MediaPipeHandScorer(
+        load_config(overrides={"score.bag_detector": "none", "score.finger_separation": True})
+    )
+    try:
+        on = on_scorer.score(image)
+    finally:
+        on_scorer.close()
+    assert on.components["separation"] == pytest.approx(off.components["separation"])
+    assert on.components["anatomy"] == pytest.approx(
+        off.components["anatomy"] * off.components["separation"], abs=1e-3
+    )
+    assert any("ring and little fingers drawn over one finger" in r for r in on.reasons)
+    assert on.hand_score < off.hand_score

@@ -406,10 +406,11 @@ class MediaPipeHandScorer:
       confidence  MediaPipe's handedness confidence and the share of passes that found the hand
                   (reported; weight 0 by default: it does not rank real above malformed hands)
       anatomy     ``autoshoot.hands.anatomy.check_anatomy`` of the worst hand (incl. palm vs face),
-                  times the finger support of ``autoshoot.hands.evidence``
+                  times the finger support of ``autoshoot.hands.evidence`` (and, with
+                  ``score.finger_separation``, times its finger separation)
       separation  ``autoshoot.hands.evidence.check_finger_separation`` of the worst hand: two
-                  neighbouring fingers with neither a gap nor a seam between them (reported;
-                  weight 0 by default: the fit part of bench/hands_eval.py gives no evidence for it)
+                  neighbouring fingers with neither a gap nor a seam between them (reported, no
+                  weight of its own: with ``score.finger_separation`` it is a factor of anatomy)
       stability   (``score.stability``, off by default, weight 0) landmarks of a horizontally
                   flipped crop agree with the originals
       grip        (only with a grip) the fingers are at the handle gap and wrap it
@@ -518,8 +519,6 @@ class MediaPipeHandScorer:
             components["anatomy"] = float(worst["anatomy"])
             reasons += worst["reasons"]
             components["separation"] = float(min(r["separation"] for r in reports))
-            if c.weights.get("separation", 0.0) > 0:
-                reasons += [reason for r in reports for reason in r["separation_reasons"]]
             if c.stability:
                 components["stability"] = float(min(r["stability"] for r in reports))
                 reasons += [
@@ -605,8 +604,12 @@ class MediaPipeHandScorer:
         anatomy.reasons += support_reasons
         anatomy.score *= anatomy.checks["support"]
         # two neighbouring fingers with neither a gap nor a seam between them: one finger drawn
-        # with two chains. Its own component ("separation"), weighed as fitted (see the config)
+        # with two chains. Reported as "separation"; a factor of anatomy as fitted (see the config)
         separation, separation_reasons = check_finger_separation(support, self.limits)
+        if self.config.finger_separation:
+            anatomy.checks["separation"] = separation
+            anatomy.reasons += separation_reasons
+            anatomy.score *= separation
         confidence = 0.5 * hand.handedness_score + 0.5 * hand.detection_score
         out: dict[str, Any] = {
             "anatomy": round(anatomy.score, 4),

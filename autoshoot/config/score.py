@@ -18,10 +18,7 @@ def _default_weights() -> dict[str, float]:
     # stability weigh 0: fitted on the fit part of bench/hands_eval.py, neither ranks real above
     # AI-malformed hands (AUC 0.43 each; MediaPipe is as sure, and as stable under a flip, on a
     # clean generated hand as on a real one, and loses small or occluded real hands under a flip).
-    # Finger separation (two chains on one finger) weighs 0 too: on the fit part it judges no
-    # malformed hand, so it ranks nothing (AUC 0.5); counted in anatomy it catches the held-out
-    # "boneless" hand, but only on its exact pixels, and flags a real grip upscaled to 1024 px
-    return {"confidence": 0.0, "anatomy": 4.0, "stability": 0.0, "separation": 0.0, "grip": 2.0, "scene": 2.0}
+    return {"confidence": 0.0, "anatomy": 4.0, "stability": 0.0, "grip": 2.0, "scene": 2.0}
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,13 @@ class ScoreConfig:
     stability: bool = False
     stability_tolerance: float = 0.12  # mean landmark shift (palm lengths) that is still stable
     scene: bool = True  # face detection + pose: one person, no hands without a body
+    # count in anatomy two neighbouring extended fingers with neither a gap nor a seam between
+    # them (one digit drawn with two chains), as a finger off the hand is. Fitted by
+    # bench/hands_eval.py on its fit part, whose fused-finger evidence is synthetic (two chains laid
+    # on one real finger of its real photos): off, as the synthetic hands it flags are not all
+    # flagged once the photo is flipped, rotated by 20 degrees or shrunk to 0.6 (it judges the
+    # pixels, not the hand). The "separation" component is reported either way
+    finger_separation: bool = False
     # candidates of a SKU scored at once, each with its own MediaPipe graphs; 0 = 4 when the
     # run renders on a CUDA GPU (many cores; scoring must keep up with the render), else 1
     parallel: int = 0
