@@ -101,9 +101,8 @@ class PrepareConfig:
     handle_min_thin_frac: float = 0.4  # part of the opening's top edge that must have a thin wall
     strap_loop_height_frac: float = 0.45  # opening height / product height above which it is a strap
     apex_falloff_frac: float = 0.03  # an opening's weight falls e-fold per 3% of the height below the top one
-    grip_top_run_frac: float = (
-        0.1  # where arches cross over a loop, its top run reaches this far (of its width) below the apex
-    )
+    # where arches cross over a loop, its top run reaches this far (of its width) below the apex
+    grip_top_run_frac: float = 0.1
     body_open_frac: float = 0.04  # the body is the mask opened with a disk this wide (of the diagonal)
     carry_max_below_frac: float = (
         0.1  # a carry handle's opening ends this close (of the height) to the body's top
