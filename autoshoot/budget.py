@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from autoshoot.residency import parse_vram
+from autoshoot.run.models import parse_vram
 
 if TYPE_CHECKING:
     from autoshoot.config import Config
@@ -71,7 +71,7 @@ def uses_gpu(config: Config) -> bool:
     device = str(config.run.device)
     if device == "cpu":
         return False
-    from autoshoot.residency import free_gpu_gib
+    from autoshoot.run.models import free_gpu_gib
 
     return free_gpu_gib() is not None
 
@@ -82,7 +82,7 @@ def resolve_budget(config: Config) -> float | None:
     if value == 0:
         return None
     if value is None:
-        from autoshoot.residency import free_gpu_gib
+        from autoshoot.run.models import free_gpu_gib
 
         free = free_gpu_gib(config.run.device if str(config.run.device).startswith("cuda") else "cuda")
         return None if free is None else round(free, 1)

@@ -42,7 +42,6 @@ from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
 from autoshoot.report import write_report, write_results, write_sku_block
-from autoshoot.residency import GIB
 from autoshoot.review.nightly import honour_review
 from autoshoot.run.folder import LocalRunFolder, RunFolder, open_run, run_lock  # noqa: F401
 from autoshoot.run.layout import (  # noqa: F401 - re-exported: the names' old home
@@ -55,6 +54,7 @@ from autoshoot.run.layout import (  # noqa: F401 - re-exported: the names' old h
     TRASH_MARK,
     sku_folder_name,
 )
+from autoshoot.run.models import GIB
 from autoshoot.run.reuse import ReuseIndex
 from autoshoot.stages import STAGE_ORDER, STAGES
 from autoshoot.stages.base import Job, Sessions, Stage

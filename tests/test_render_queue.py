@@ -15,7 +15,7 @@ import torch
 from render_fixtures import tiny_config
 
 from autoshoot.backends.sdxl import DenoiseRequest, SDXLRenderer, build_tiny_components
-from autoshoot.residency import GIB, Residency, own_stream
+from autoshoot.run.models import GIB, Residency, own_stream
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -96,7 +96,7 @@ def test_asking_for_a_resident_model_does_not_empty_the_cache(monkeypatch):
     """Every stage's call asks for its model; emptying CUDA's cache each time made the next
     allocations ask CUDA again and wait for the whole queue. Only an eviction empties it."""
     emptied = []
-    monkeypatch.setattr("autoshoot.residency.empty_cache", lambda: emptied.append(1))
+    monkeypatch.setattr("autoshoot.run.models.empty_cache", lambda: emptied.append(1))
     r = Residency(10 * GIB)
     r.get("renderer", object, size_gib=4, work_gib=3)
     r.unpin_all()

@@ -15,7 +15,7 @@ from fakes import FakeBatchStage, FakeStage, write_catalog, write_photo
 from autoshoot.budget import fit_to_budget, is_out_of_memory
 from autoshoot.config import Config, load_config
 from autoshoot.errors import ConfigError
-from autoshoot.residency import GIB, Residency, one_call_at_a_time, parse_vram
+from autoshoot.run.models import GIB, Residency, one_call_at_a_time, parse_vram
 from autoshoot.runner import run_catalog
 from autoshoot.stages import STAGE_ORDER
 from autoshoot.stages.base import Job, Sessions
@@ -114,7 +114,7 @@ def test_no_budget_evicts_nothing_and_release_moves_named_models() -> None:
 
 def test_real_modules_are_moved_and_measured_without_declared_sizes() -> None:
     torch = pytest.importorskip("torch")
-    from autoshoot.residency import find_modules
+    from autoshoot.run.models import find_modules
 
     class Holder:  # a backend object: modules on attributes and in a dataclass one level down
         def __init__(self) -> None:
@@ -586,7 +586,7 @@ def test_a_model_stays_pinned_until_every_thread_in_its_stage_is_done() -> None:
 def test_a_model_pool_lends_one_instance_per_concurrent_call_and_closes_them_all() -> None:
     import threading
 
-    from autoshoot.residency import ModelPool
+    from autoshoot.run.models import ModelPool
 
     built: list = []
     inside, both_in = threading.Barrier(2, timeout=5), []

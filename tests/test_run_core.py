@@ -16,6 +16,7 @@ CORE = {
     "autoshoot.run.folder": PACKAGE / "run" / "folder.py",
     "autoshoot.run.reuse": PACKAGE / "run" / "reuse.py",
     "autoshoot.run.layout": PACKAGE / "run" / "layout.py",
+    "autoshoot.run.models": PACKAGE / "run" / "models.py",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from autoshoot.residency import one_call_at_a_time
+from autoshoot.run.models import one_call_at_a_time
 
 logger = logging.getLogger(__name__)
 

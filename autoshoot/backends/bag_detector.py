@@ -28,7 +28,7 @@ import numpy as np
 
 from autoshoot.errors import ModelMissingError
 from autoshoot.hub import is_offline
-from autoshoot.residency import on_own_stream, one_call_at_a_time
+from autoshoot.run.models import on_own_stream, one_call_at_a_time
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from autoshoot.hands.policy import combine_components, fail_closed, is_close_up, score_scene
 from autoshoot.io import native_stderr_silenced
-from autoshoot.residency import ModelPool
+from autoshoot.run.models import ModelPool
 from autoshoot.types import HandScore
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from autoshoot.brief import BriefRequest, BriefResult, open_rgb
 from autoshoot.brief_parse import Pending, describe_with_repair
 from autoshoot.hub import download_hint, is_local_source, is_offline
 from autoshoot.prompting import render_vlm_instruction
-from autoshoot.residency import on_own_stream
+from autoshoot.run.models import on_own_stream
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import numpy as np
 from autoshoot.config.render import TINY_MODEL_SET, UNION_MODES, ModelSet
 from autoshoot.errors import ConfigError, ModelMissingError
 from autoshoot.hub import download_hint, is_local_source, is_offline
-from autoshoot.residency import one_call_at_a_time
+from autoshoot.run.models import one_call_at_a_time
 
 if TYPE_CHECKING:
     import torch
@@ -409,7 +409,7 @@ class SDXLRenderer:
 
         The model's turn (``enqueue``: one call at a time, see ``one_call_at_a_time``) ends when
         the GPU has every batch queued; the pictures are then awaited outside it (``collect``).
-        Another SKU's call queues its work behind this one meanwhile, so the GPU never idles
+        Another SKU's call queues its work behind this one meanwhile, so the GPU need not idle
         while a caller waits for its pictures, converts them or does its CPU work. The
         activations are still never held twice: the GPU runs the queue in order, and a call's
         memory is freed for the next in that order."""

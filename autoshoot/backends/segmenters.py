@@ -28,7 +28,7 @@ import numpy as np
 
 from autoshoot.errors import ModelMissingError
 from autoshoot.hub import env_offline, is_offline
-from autoshoot.residency import on_own_stream
+from autoshoot.run.models import on_own_stream
 
 logger = logging.getLogger(__name__)
 

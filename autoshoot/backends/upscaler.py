@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoshoot.hub import is_local_source
-from autoshoot.residency import on_own_stream, one_call_at_a_time
+from autoshoot.run.models import on_own_stream, one_call_at_a_time
 
 if TYPE_CHECKING:
     from autoshoot.config import Config

@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from autoshoot.commands.common import config_options, make_config
-from autoshoot.residency import parse_vram
 from autoshoot.run.folder import open_run
+from autoshoot.run.models import parse_vram
 from autoshoot.storage import is_uri
 
 

@@ -56,7 +56,7 @@ class RunConfig:
     vlm_workers: int = 0
     prompts: str = ""  # a folder of prompt templates to use instead of the shipped prompts/ (--prompts)
     # GPU memory budget in GiB for every model of the run and its activations (autoshoot.budget,
-    # autoshoot.residency): "auto" = the GPU's free memory when the run starts; 0 = no limit
+    # autoshoot.run.models): "auto" = the GPU's free memory when the run starts; 0 = no limit
     vram: str | float = "auto"
     # while SKU i renders, prepare SKU i+1 and composite/score SKU i-1 in threads; auto = on
     # when rendering on a CUDA GPU
@@ -71,7 +71,7 @@ class RunConfig:
     reuse: str = "auto"
 
     def __post_init__(self) -> None:
-        from autoshoot.residency import parse_vram
+        from autoshoot.run.models import parse_vram
 
         parse_vram(self.vram)  # a clear message for a bad value, before any work
 

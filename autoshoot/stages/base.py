@@ -8,7 +8,7 @@ care about partial writes, resume or caching.
 A stage reads what earlier stages produced through ``job.input_dir(name)`` and
 ``job.input_json(name)``. Models come from ``job.sessions.get(key, factory)``, which builds
 each model once per run (and only if some SKU actually needs it) and keeps the run's models
-inside its GPU budget (``autoshoot.residency``): ``size_gib=`` and ``work_gib=`` declare a
+inside its GPU budget (``autoshoot.run.models``): ``size_gib=`` and ``work_gib=`` declare a
 model's size and the activations its use needs, when they are known before it is built.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from autoshoot.residency import Residency
+from autoshoot.run.models import Residency
 
 if TYPE_CHECKING:
     from autoshoot.catalog import Row
@@ -44,7 +44,7 @@ class Sessions(Residency):
 
     @classmethod
     def for_config(cls, config: Config) -> Sessions:
-        from autoshoot.residency import GIB, parse_vram
+        from autoshoot.run.models import GIB, parse_vram
 
         budget = parse_vram(getattr(config.run, "vram", "auto"))
         device = config.run.device if str(config.run.device).startswith("cuda") else "cuda"

@@ -160,14 +160,14 @@ class RefineStage(Stage):
 def make_hand_detector() -> Any:
     """MediaPipe hands, a graph per concurrent call (several SKUs in the GPU lane at once: run.lanes)."""
     from autoshoot.backends.mediapipe_hands import HandDetector
-    from autoshoot.residency import ModelPool
+    from autoshoot.run.models import ModelPool
 
     return ModelPool(HandDetector)
 
 
 def make_scene_detector() -> Any:
     from autoshoot.backends.mediapipe_hands import SceneDetector
-    from autoshoot.residency import ModelPool
+    from autoshoot.run.models import ModelPool
 
     return ModelPool(SceneDetector)
 
