@@ -18,19 +18,28 @@ SKIN = (224, 172, 140)
 BLUE = (60, 90, 140)
 
 
+def palm_picture(
+    side: int, offset: tuple[int, int], palm_length: float, background: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A side x side picture of noise around ``background`` with the canonical open hand's palm
+    filled in skin colour, and that hand's landmarks (moved by ``offset``, px)."""
+    pts = canonical_hand(palm_length=palm_length, curl_deg=0.0)
+    pts[:, 0] += offset[0]
+    pts[:, 1] += offset[1]
+    rng = np.random.default_rng(0)
+    image = np.clip(np.array(background) + rng.normal(0, 6, (side, side, 3)), 0, 255).astype(np.uint8)
+    palm = np.round(pts[[0, 1, 2, 5, 9, 13, 17], :2]).astype(np.int32)
+    cv2.fillPoly(image, [cv2.convexHull(palm).reshape(-1, 2)], SKIN)
+    return image, pts
+
+
 def drawn_hand(
     leave_out: tuple[int, ...] = (), background: tuple[int, int, int] = BLUE
 ) -> tuple[np.ndarray, np.ndarray]:
     """A 400x400 picture of the canonical hand (palm and fingers in skin colour) and its
     landmarks; the distal parts (PIP to tip) of the fingers in ``leave_out`` (1 index .. 4
     little) are not drawn, so their chains lie over the background."""
-    pts = canonical_hand(palm_length=100.0, curl_deg=0.0)
-    pts[:, 0] += 200
-    pts[:, 1] += 330
-    rng = np.random.default_rng(0)
-    image = np.clip(np.array(background) + rng.normal(0, 6, (400, 400, 3)), 0, 255).astype(np.uint8)
-    palm = np.round(pts[[0, 1, 2, 5, 9, 13, 17], :2]).astype(np.int32)
-    cv2.fillPoly(image, [cv2.convexHull(palm).reshape(-1, 2)], SKIN)
+    image, pts = palm_picture(400, (200, 330), 100.0, background)
     for f, chain in enumerate(CHAINS):
         last = 2 if f in leave_out else 4
         for a, b in zip(chain[:last], chain[1 : last + 1], strict=True):
@@ -84,13 +93,7 @@ def fused_hand(seam: bool, palm_length: float = 150.0) -> tuple[np.ndarray, np.n
     wide finger from their knuckles to their tips, both chains lying on it (a fused finger, or
     a missing digit the detector spread five chains over); with ``seam``, a darker line runs
     between the two chains, as where two real fingers touch."""
-    pts = canonical_hand(palm_length=palm_length, curl_deg=0.0)
-    pts[:, 0] += 300
-    pts[:, 1] += 500
-    rng = np.random.default_rng(0)
-    image = np.clip(np.array(BLUE) + rng.normal(0, 6, (600, 600, 3)), 0, 255).astype(np.uint8)
-    palm = np.round(pts[[0, 1, 2, 5, 9, 13, 17], :2]).astype(np.int32)
-    cv2.fillPoly(image, [cv2.convexHull(palm).reshape(-1, 2)], SKIN)
+    image, pts = palm_picture(600, (300, 500), palm_length, BLUE)
     width = round(0.16 * palm_length)
     for chain in CHAINS:
         for a, b in zip(chain[:-1], chain[1:], strict=True):
