@@ -19,7 +19,11 @@
    allocated and reserved memory (torch's counters in that process), SKUs per hour (whole run,
    model loading included, and steady state: after the first SKU), seconds per stage (summed
    over the SKUs, from their manifests) and the share of the wall time the GPU was busy (NVML's
-   utilisation, sampled every 0.1 s; steady state after the first SKU).
+   utilisation, sampled every 0.1 s; steady state after the first SKU, and again after the
+   first ``--warmup-skus``, a chunk: a cold compile still traces shapes when the first SKU
+   ends). The samples go to ``busy-BUDGET.csv`` beside the budget's log, and the steady
+   state's idle stretches (under 50% for 0.4 s or more, with their clock times, to set beside
+   the log's) into the JSON.
 
 Bench-only settings (random weights cannot do these parts; each is said where it is set):
 - stage 2 is forced onto a fixed hand window at the grip (random renders draw no hands);
@@ -569,6 +573,26 @@ class BusySampler:
         ]
         return sum(values) / len(values) / 100 if values else None
 
+    def gaps(self, since: float, until: float, below: float = 50.0, least: float = 0.4) -> list[dict]:
+        """Stretches of ``least`` seconds or more with the utilisation under ``below`` percent,
+        longest first: where the GPU waited (compare their clock times with the run's log)."""
+        out, start, values = [], None, []
+        inside = [(t, u) for t, u in self.samples if since <= t <= until]
+        for t, u in inside + [(until, 100.0)]:
+            if u < below:
+                start = t if start is None else start
+                values.append(u)
+                continue
+            if start is not None and t - start >= least:
+                clock = time.strftime("%H:%M:%S", time.localtime(start)) + f"{start % 1:.1f}"[1:]
+                out.append({"at": clock, "s": round(t - start, 1), "util": round(sum(values) / len(values))})
+            start, values = None, []
+        return sorted(out, key=lambda g: -g["s"])
+
+    def write(self, path: Path, since: float) -> None:
+        """The samples as ``seconds since the run's start,utilisation %`` lines."""
+        path.write_text("".join(f"{t - since:.2f},{u:.0f}\n" for t, u in self.samples))
+
 
 def run_budget(args: Any, work: Path, budget: str, profile: Path, catalog: Path) -> dict[str, Any]:
     run_dir = work / f"run-{budget}"
@@ -624,14 +648,17 @@ def run_budget(args: Any, work: Path, budget: str, profile: Path, catalog: Path)
     wall = time.time() - started
     sampler.stop.set()
     sampler.thread.join()
-    result = summarise(run_dir, budget, wall, rc, sampler, started)
+    result = summarise(run_dir, budget, wall, rc, sampler, started, args.warmup_skus)
+    sampler.write(work / f"busy-{budget}.csv", started)
     if stats.is_file():
         result.update(json.loads(stats.read_text()))
     result["log"] = str(log_path)
     return result
 
 
-def summarise(run_dir: Path, budget: str, wall: float, rc: int, sampler: BusySampler, started: float) -> dict:
+def summarise(
+    run_dir: Path, budget: str, wall: float, rc: int, sampler: BusySampler, started: float, warmup: int = 8
+) -> dict:
     """Per SKU from its manifest (written as each SKU finishes, also when the run is stopped)."""
     statuses: dict[str, int] = {}
     reasons = []
@@ -662,9 +689,15 @@ def summarise(run_dir: Path, budget: str, wall: float, rc: int, sampler: BusySam
     done = len(finished_at)
     finished_at.sort()
     steady = busy_steady = None
+    gaps: list[dict] = []
     if done > 1:  # from the first SKU's end to the last one's: no loading, no warm-up
         steady = (done - 1) / max(1e-6, finished_at[-1] - finished_at[0]) * 3600
         busy_steady = sampler.share(finished_at[0], finished_at[-1])
+        gaps = sampler.gaps(finished_at[0], finished_at[-1])
+    late = late_busy = None
+    if done > warmup + 1:  # after the first chunk: the compile's last shapes and the first brief done
+        late = (done - warmup) / max(1e-6, finished_at[-1] - finished_at[warmup - 1]) * 3600
+        late_busy = sampler.share(finished_at[warmup - 1], finished_at[-1])
     return {
         "budget": budget,
         "exit_code": rc,
@@ -688,6 +721,15 @@ def summarise(run_dir: Path, budget: str, wall: float, rc: int, sampler: BusySam
         else None,
         "gpu_busy": sampler.share(started, started + wall),
         "gpu_busy_steady": busy_steady,
+        # the same after the first ``warmup`` SKUs (a chunk) have finished: for a compiled run
+        # with a cold cache, the first SKU's end still sees other shapes compile
+        "warmup_skus": warmup,
+        "after_warmup_s_per_sku": round(3600 / late, 2) if late else None,
+        "after_warmup_skus_per_hour": round(late, 1) if late else None,
+        "gpu_busy_after_warmup": late_busy,
+        # the steady state's idle stretches: total seconds and the ten longest
+        "idle_steady_s": round(sum(g["s"] for g in gaps), 1),
+        "idle_gaps_steady": gaps[:10],
     }
 
 
@@ -731,6 +773,21 @@ def print_table(results: list[dict[str, Any]]) -> str:
             f"| {r['budget']} | {model['render']:.1f} / {st.get('render', 0):.1f} | "
             f"{model['refine']:.1f} / {st.get('refine', 0):.1f} | {r.get('upscale_s_per_candidate') or '-'} |"
         )
+    # after the first chunk (compile and first brief done), and the steady state's idle stretches
+    lines += [
+        "",
+        "| budget | after warm-up SKUs | s per SKU | SKUs/h | GPU busy | idle s in the steady state (longest) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        busy = r.get("gpu_busy_after_warmup")
+        longest = r.get("idle_gaps_steady") or [{"s": 0.0}]
+        lines.append(
+            f"| {r['budget']} | {r.get('warmup_skus')} | {r.get('after_warmup_s_per_sku') or '-'} | "
+            f"{r.get('after_warmup_skus_per_hour') or '-'} | "
+            f"{f'{busy * 100:.0f}%' if isinstance(busy, float) else '-'} | "
+            f"{r.get('idle_steady_s', 0)} ({longest[0]['s']}) |"
+        )
     text = "\n".join(lines)
     print(text, flush=True)
     return text
@@ -761,6 +818,9 @@ def main() -> None:
     )
     parser.add_argument("--min-run", type=float, default=90, help="start no budget with less time left")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--warmup-skus", type=int, default=8, help="SKUs left out of the after-warm-up figures (a chunk)"
+    )
     parser.add_argument(
         "--thread-profile",
         action="store_true",
