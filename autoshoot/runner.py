@@ -41,8 +41,9 @@ from autoshoot.catalog import Catalog, ImageCheckCache, Row, allow_image_pixels,
 from autoshoot.config import Config, save_config
 from autoshoot.errors import ModelMissingError
 from autoshoot.io import TMP_MARK, atomic_write_json, make_temp_dir, read_json
-from autoshoot.report import write_report, write_results, write_sku_block
-from autoshoot.review.nightly import honour_review
+from autoshoot.report.html import write_report, write_sku_block
+from autoshoot.report.results import write_results
+from autoshoot.report.review.nightly import honour_review
 from autoshoot.run.folder import LocalRunFolder, RunFolder, open_run, run_lock  # noqa: F401
 from autoshoot.run.layout import (  # noqa: F401 - re-exported: the names' old home
     CHECK_CACHE,
@@ -883,7 +884,7 @@ class RunSummary:
     @property
     def changes(self) -> dict[str, int]:
         """Tonight's head counts: rows new, changed, reused (from other runs) and failed."""
-        from autoshoot.report import change_counts
+        from autoshoot.report.results import change_counts
 
         return change_counts(self.results)
 

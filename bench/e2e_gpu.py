@@ -266,7 +266,7 @@ def built(path: Path, make: Any) -> Path:
 def save_vlm(path: Path, shape: dict, name: str, device: str, dtype: Any) -> None:
     import torch
 
-    from autoshoot.prompting import render_vlm_instruction
+    from autoshoot.brief.prompt import render_vlm_instruction
 
     text = (
         render_vlm_instruction({"title": "tote bag 1"}, (980, 980), seed=1)

@@ -191,8 +191,8 @@ def main() -> None:
 
     from autoshoot.backends.qwen_vl import QwenVLM
     from autoshoot.brief import BriefRequest
+    from autoshoot.brief.prompt import render_vlm_instruction
     from autoshoot.config import load_config
-    from autoshoot.prompting import render_vlm_instruction
 
     # 1. config, tokenizer, model
     overrides = {"run.device": args.device, "analyze.vlm": "qwen", "analyze.batch_size": max(args.batches)}

@@ -13,7 +13,7 @@ from autoshoot.brief import (
     parse_size_cm,
     sku_seed,
 )
-from autoshoot.prompting import EXAMPLE_BRIEF
+from autoshoot.brief.prompt import EXAMPLE_BRIEF
 
 
 def example() -> dict:

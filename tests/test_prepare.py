@@ -306,7 +306,7 @@ def test_the_prompt_is_rendered_after_the_geometry(tmp_path):
     import copy
 
     from autoshoot.brief import Brief
-    from autoshoot.prompting import EXAMPLE_BRIEF, render_prompt
+    from autoshoot.brief.prompt import EXAMPLE_BRIEF, render_prompt
     from autoshoot.stages.prepare import final_prompt
 
     brief = copy.deepcopy(EXAMPLE_BRIEF)

@@ -6,7 +6,7 @@ import copy
 import json
 
 from autoshoot.brief import Brief, apply_overrides
-from autoshoot.prompting import (
+from autoshoot.brief.prompt import (
     EXAMPLE_BRIEF,
     PROMPT_VERSION,
     prompt_chunks,
@@ -96,7 +96,7 @@ def test_prompt_version_names_the_template_contents():
 def test_the_templates_live_in_the_top_level_prompts_folder():
     from pathlib import Path
 
-    from autoshoot.prompting import TEMPLATES, prompts_dir, shipped_prompts_dir
+    from autoshoot.brief.prompt import TEMPLATES, prompts_dir, shipped_prompts_dir
 
     root = Path(__file__).resolve().parent.parent
     assert shipped_prompts_dir() == root / "prompts" == prompts_dir()
@@ -106,7 +106,7 @@ def test_the_templates_live_in_the_top_level_prompts_folder():
 def copy_templates(folder):
     import shutil
 
-    from autoshoot.prompting import TEMPLATES, shipped_prompts_dir
+    from autoshoot.brief.prompt import TEMPLATES, shipped_prompts_dir
 
     folder.mkdir()
     for name in TEMPLATES:
@@ -115,7 +115,7 @@ def copy_templates(folder):
 
 
 def test_a_users_own_prompts_folder(tmp_path, monkeypatch):
-    from autoshoot.prompting import PROMPTS_ENV, use_prompts_dir
+    from autoshoot.brief.prompt import PROMPTS_ENV, use_prompts_dir
 
     # empty = the shipped templates; recorded first, so teardown restores the variable as it
     # was (a delenv of an absent variable records nothing, and a later one would restore ours)
@@ -133,8 +133,8 @@ def test_a_users_own_prompts_folder(tmp_path, monkeypatch):
 def test_a_prompts_folder_missing_a_template_is_refused(tmp_path, monkeypatch):
     import pytest
 
+    from autoshoot.brief.prompt import PROMPTS_ENV, use_prompts_dir
     from autoshoot.errors import ConfigError
-    from autoshoot.prompting import PROMPTS_ENV, use_prompts_dir
 
     # empty = the shipped templates; recorded first, so teardown restores the variable as it
     # was (a delenv of an absent variable records nothing, and a later one would restore ours)
@@ -152,8 +152,8 @@ def test_prompts_option_on_the_command_line(tmp_path, monkeypatch):
     from click.testing import CliRunner
     from PIL import Image
 
+    from autoshoot.brief.prompt import PROMPTS_ENV
     from autoshoot.cli import main
-    from autoshoot.prompting import PROMPTS_ENV
 
     # empty = the shipped templates; recorded first, so teardown restores the variable as it
     # was (a delenv of an absent variable records nothing, and a later one would restore ours)
@@ -202,7 +202,7 @@ def test_a_non_editable_install_finds_the_templates(tmp_path):
     )  # fmt: skip
     assert inst.returncode == 0, inst.stderr
     code = (
-        "import autoshoot.prompting as p; "
+        "import autoshoot.brief.prompt as p; "
         "print(p.__file__); print(p.prompts_dir()); print(p.render_negative_prompt()[:40])"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AUTOSHOOT_PROMPTS")}

@@ -9,7 +9,7 @@ from pathlib import Path
 from fakes import fake_stages, write_catalog, write_photo
 
 from autoshoot.config import Config
-from autoshoot.report import BLOCK_VERSION, flag_chip, sku_block, write_report
+from autoshoot.report.html import BLOCK_VERSION, flag_chip, sku_block, write_report
 from autoshoot.runner import run_catalog
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from autoshoot.config import Config
 from autoshoot.errors import AutoshootError
-from autoshoot.review.decisions import (
+from autoshoot.report.review.decisions import (
     DECISIONS,
     DecisionError,
     load_history,
@@ -26,8 +26,8 @@ from autoshoot.review.decisions import (
     record_decision,
     verdict_for,
 )
-from autoshoot.review.export import export_run
-from autoshoot.review.runview import load_run
+from autoshoot.report.review.export import export_run
+from autoshoot.report.review.runview import load_run
 from autoshoot.runner import run_catalog, run_lock
 
 

@@ -20,8 +20,8 @@ import pytest
 from fakes import fake_stages, write_catalog, write_photo
 
 from autoshoot.config import Config
-from autoshoot.review.decisions import read_decisions
-from autoshoot.review.server import allowed_clients, serve
+from autoshoot.report.review.decisions import read_decisions
+from autoshoot.report.review.server import allowed_clients, serve
 from autoshoot.runner import run_catalog, run_lock
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,7 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autoshoot"
 CORE = {
     "autoshoot.runner": PACKAGE / "runner.py",
     "autoshoot.staged": PACKAGE / "staged.py",
-    "autoshoot.report": PACKAGE / "report.py",
+    "autoshoot.report": PACKAGE / "report" / "__init__.py",
+    "autoshoot.report.results": PACKAGE / "report" / "results.py",
+    "autoshoot.report.html": PACKAGE / "report" / "html.py",
+    "autoshoot.report.review.nightly": PACKAGE / "report" / "review" / "nightly.py",
     "autoshoot.engines.ray_engine": PACKAGE / "engines" / "ray_engine.py",
     "autoshoot.run.folder": PACKAGE / "run" / "folder.py",
     "autoshoot.run.reuse": PACKAGE / "run" / "reuse.py",
@@ -42,7 +45,30 @@ def test_runner_staged_and_report_import_each_other_in_no_circle() -> None:
 
     circles = [name for name in graph if reaches(name, name, {name})]
     assert circles == [], {name: sorted(graph[name]) for name in circles}
-    assert "autoshoot.runner" not in graph["autoshoot.report"]
+    for name in graph:
+        if name.startswith("autoshoot.report"):
+            assert "autoshoot.runner" not in graph[name], name
+
+
+# The rooms below the recipe: the brief and the report import neither the recipe (runner, stages,
+# engines) nor the CLI; the recipe imports them.
+ABOVE_THE_ROOMS = (
+    "autoshoot.runner",
+    "autoshoot.staged",
+    "autoshoot.stages",
+    "autoshoot.engines",
+    "autoshoot.commands",
+)
+
+
+def test_the_brief_and_the_report_import_nothing_above_them() -> None:
+    checked = 0
+    for room in ("brief", "report"):
+        for path in sorted((PACKAGE / room).rglob("*.py")):
+            above = sorted(m for m in imported_modules(path) if m.startswith(ABOVE_THE_ROOMS))
+            assert above == [], (path.relative_to(PACKAGE).as_posix(), above)
+            checked += 1
+    assert checked >= 12  # brief/: 6 modules, report/: 3 and review/'s 7
 
 
 def test_only_the_run_folder_asks_local_or_object_store() -> None:

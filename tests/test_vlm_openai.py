@@ -18,8 +18,8 @@ from PIL import Image
 
 from autoshoot.backends import VLMS
 from autoshoot.brief import BriefRequest
+from autoshoot.brief.prompt import EXAMPLE_BRIEF
 from autoshoot.config import load_config
-from autoshoot.prompting import EXAMPLE_BRIEF
 
 GOOD = json.dumps(EXAMPLE_BRIEF)
 

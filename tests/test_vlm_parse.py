@@ -8,8 +8,8 @@ import json
 import pytest
 
 from autoshoot.brief import Brief
-from autoshoot.brief_parse import AnswerError, convert_box, extract_json, fill_from_rules, parse_answer
-from autoshoot.prompting import EXAMPLE_BRIEF
+from autoshoot.brief.parse import AnswerError, convert_box, extract_json, fill_from_rules, parse_answer
+from autoshoot.brief.prompt import EXAMPLE_BRIEF
 
 GOOD = json.dumps(EXAMPLE_BRIEF)
 SEEN, INPUT = (812, 1008), (1080, 1340)

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from autoshoot.backends.rules_vl import RulesVLM, colour_name, read_image_facts
 from autoshoot.brief import BriefRequest
+from autoshoot.brief.rules import RulesVLM, colour_name, read_image_facts
 
 pytestmark = pytest.mark.samples
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from autoshoot.registry import Registry
 
 VLMS = Registry("VLM backend")
-VLMS.register("rules", "autoshoot.backends.rules_vl:RulesVLM")
+VLMS.register("rules", "autoshoot.brief.rules:RulesVLM")  # the project's own brief, no model
 VLMS.register("qwen", "autoshoot.backends.qwen_vl:QwenVLM")
 VLMS.register("openai", "autoshoot.backends.openai_vl:OpenAIVLM")
 

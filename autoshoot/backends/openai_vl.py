@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from autoshoot.brief import BriefRequest, BriefResult, brief_json_schema, open_rgb
-from autoshoot.brief_parse import Pending, describe_with_repair
-from autoshoot.prompting import render_vlm_instruction
+from autoshoot.brief.parse import Pending, describe_with_repair
+from autoshoot.brief.prompt import render_vlm_instruction
 
 logger = logging.getLogger(__name__)
 

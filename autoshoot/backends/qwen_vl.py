@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from autoshoot.brief import BriefRequest, BriefResult, open_rgb
-from autoshoot.brief_parse import Pending, describe_with_repair
+from autoshoot.brief.parse import Pending, describe_with_repair
+from autoshoot.brief.prompt import render_vlm_instruction
 from autoshoot.hub import download_hint, is_local_source, is_offline
-from autoshoot.prompting import render_vlm_instruction
 from autoshoot.run.models import on_own_stream
 
 logger = logging.getLogger(__name__)

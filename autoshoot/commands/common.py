@@ -78,7 +78,7 @@ def make_config(profile: str | None, config_file: str | None, set_: tuple[str, .
         overrides.setdefault("run.offline", True)
     config = load_config(profile=profile, config_file=config_file, overrides=overrides)
     if config.run.prompts:
-        from autoshoot.prompting import use_prompts_dir
+        from autoshoot.brief.prompt import use_prompts_dir
 
         use_prompts_dir(config.run.prompts)  # checked now; workers inherit it
     return config

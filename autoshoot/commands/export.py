@@ -27,7 +27,7 @@ def export(run: str, to: str, accepted: bool, fmt: str) -> None:
 
     Exits 1 when an approved SKU could not be written (each is named, with the fix).
     """
-    from autoshoot.review.export import export_run
+    from autoshoot.report.review.export import export_run
 
     summary = export_run(Path(run), Path(to), include_accepted=accepted, fmt=fmt)
     click.echo(summary.text())

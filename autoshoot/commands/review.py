@@ -31,8 +31,8 @@ def review(
     beside RUN honours them. Keys: j/k move, a approve, 1-9 pick, r then 1-9 reject. Ctrl-C stops.
     """
     from autoshoot.errors import AutoshootError
-    from autoshoot.review.runview import check_run_folder
-    from autoshoot.review.server import ReviewServer
+    from autoshoot.report.review.runview import check_run_folder
+    from autoshoot.report.review.server import ReviewServer
 
     run_dir = Path(run)
     check_run_folder(run_dir)

@@ -387,7 +387,7 @@ class ObjectStoreRunFolder(RunFolder):
 
     def fetch_report_blocks(self, results: list[Any]) -> None:
         """Fetch the report blocks that this process does not have up to date (other workers' SKUs)."""
-        from autoshoot.report import BLOCK_FILE, block_is_current
+        from autoshoot.report.html import BLOCK_FILE, block_is_current
         from autoshoot.run.layout import sku_folder_name
 
         wanted = {}

@@ -85,7 +85,7 @@ class AnalyzeStage(Stage):
     def extra_key(self, job: Job) -> str:
         """The row's override columns, brand (and its profile), catalog text and prompt version."""
         from autoshoot.brief import brand_overrides
-        from autoshoot.prompting import prompt_version
+        from autoshoot.brief.prompt import prompt_version
 
         row = job.row
         return json.dumps(
@@ -167,7 +167,7 @@ def request_from_job(job: Job) -> BriefRequest:
 def describe_or_fallback(vlm: Any, requests: list[BriefRequest]) -> list[BriefResult | Exception]:
     """``vlm.describe(requests)``; if the backend fails as a whole, each brief comes from rules
     (an SKU whose rules brief fails too, e.g. an unreadable image, gets its exception)."""
-    from autoshoot.backends.rules_vl import RulesVLM
+    from autoshoot.brief.rules import RulesVLM
 
     try:
         results = vlm.describe(requests)
@@ -201,8 +201,8 @@ def describe_or_fallback(vlm: Any, requests: list[BriefRequest]) -> list[BriefRe
 def finish_brief(result: BriefResult, overrides: dict[str, str], out: Path | None) -> dict[str, Any]:
     """Apply overrides, render the prompts, write brief.json and prompt.txt into ``out``."""
     from autoshoot.brief import apply_overrides
+    from autoshoot.brief.prompt import prompt_version, render_negative_prompt, render_prompt
     from autoshoot.io import atomic_write_json, atomic_write_text
-    from autoshoot.prompting import prompt_version, render_negative_prompt, render_prompt
 
     brief = apply_overrides(result.brief, overrides)
     flags = list(result.flags)

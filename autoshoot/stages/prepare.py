@@ -102,7 +102,7 @@ def render_final_prompt(brief: dict[str, Any], info: dict[str, Any]) -> dict[str
     stage then says so).
     """
     from autoshoot.brief import Brief
-    from autoshoot.prompting import render_negative_prompt, render_prompt
+    from autoshoot.brief.prompt import render_negative_prompt, render_prompt
 
     out: dict[str, Any] = {"prompt": "", "negative_prompt": "", "prompt_changes": []}
     if not brief:
