@@ -31,6 +31,18 @@ part's malformed hands for this check only; the held-out part is never edited. T
 counts in anatomy when it ranks the fit part's real images above its malformed ones and these
 synthetic hands (AUC > 0.5).
 
+The kinematic model's residual is measured too, and not counted (``world_fit``): how far a
+hand lies from the nearest anatomical skeleton (``autoshoot.hands.kinematic.fit_hand``'s
+``moved``, in hand lengths), fitted both to the image landmarks (``moved``) and to MediaPipe's
+world landmarks, its own 3D estimate of the hand (``world_residual``, the worst hand per image).
+Its tolerance is the largest world residual on the fit part's real hands (photos as they are);
+its evidence on the fit part is synthetic too (``anatomical_negatives``: on each real hand's
+world landmarks, each finger 1.3, 1.45 and 1.6 times as long, the thumb 1.6 times, the knuckles
+splayed, each finger bent 60 degrees backwards at its PIP). Printed: its AUC on both parts,
+the synthetic hands past the tolerance, the held-out hands past it, and, for reference only,
+the held-out figures were it a factor of anatomy (``world_what_if``). With --augment, per
+augmentation the images whose world residual passes the fit part's tolerance.
+
 Also a 3-fold cross-validation over every image (``cross_validate``; folds fixed by file name,
 round-robin within each kind): weights and threshold fitted on two folds, the third scored,
 and the out-of-fold figures pooled.
@@ -157,18 +169,20 @@ def augment(image: Any, name: str) -> Any:
     raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(AUGMENTATIONS)}")
 
 
-def evaluate_augmented(samples: Path) -> dict[str, Any]:
+def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> dict[str, Any]:
     """AUC over every sample under each augmentation (robustness of the ranking), and per
     augmentation the images whose finger separation flags a hand (``check_finger_separation``
-    below 0.7: the level at which it gives a reason)."""
+    below 0.7: the level at which it gives a reason), and those whose world residual passes
+    ``world_tolerance`` (the fit part's, from ``fit_world_fit``)."""
     from PIL import Image
 
-    from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, prepare_image
+    from autoshoot.backends.mediapipe_hands import prepare_image
 
-    scorer = MediaPipeHandScorer(hand_config())
+    scorer = measuring_scorer(hand_config())
     files = sorted(p for p in samples.iterdir() if label_of(p.name) is not None)
     per_aug: dict[str, float] = {}
     flagged: dict[str, dict[str, list[str]]] = {}
+    past: dict[str, dict[str, list[str]]] = {}
     scores, labels = [], []
     for name in ("original",) + AUGMENTATIONS:
         s_aug, l_aug = [], []
@@ -179,6 +193,12 @@ def evaluate_augmented(samples: Path) -> dict[str, Any]:
             result = scorer.score(image if name == "original" else augment(image, name))
             if result.components.get("separation", 1.0) < FLAGGED:
                 flags["real" if label_of(path.name) == 1 else "malformed"].append(path.name)
+            residual = world_residual_of(dataclasses.asdict(result))
+            if world_tolerance is not None and residual is not None and residual > world_tolerance:
+                kind = "real" if label_of(path.name) == 1 else "malformed"
+                past.setdefault(name, {"malformed": [], "real": []})[kind].append(
+                    f"{path.name} ({residual:.3f})"
+                )
             if name == "original":
                 continue
             s_aug.append(result.hand_score)
@@ -194,6 +214,7 @@ def evaluate_augmented(samples: Path) -> dict[str, Any]:
         "auc_per_augmentation": per_aug,
         "auc_all_augmented": auc(scores, labels),
         "separation_robustness": flagged,
+        "world_past_tolerance": past,
     }
 
 
@@ -451,15 +472,159 @@ def hand_level(rows: list[dict[str, Any]], labels: dict[str, list[dict[str, Any]
     return out
 
 
+def measuring_scorer(config: Any) -> Any:
+    """The hand scorer, with each hand's report also holding its world landmarks (``world``,
+    metres) and their kinematic residual (``world_residual``, hand lengths; None without)."""
+    from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer
+    from autoshoot.hands.kinematic import fit_hand
+
+    class WorldMeasuringScorer(MediaPipeHandScorer):
+        def check_hand(self, image: Any, hand: Any, scene: Any) -> dict[str, Any]:
+            out = super().check_hand(image, hand, scene)
+            out["world"] = (
+                None if hand.world is None else [[round(float(v), 5) for v in p] for p in hand.world]
+            )
+            out["world_residual"] = None if hand.world is None else round(fit_hand(hand.world).moved, 4)
+            return out
+
+    return WorldMeasuringScorer(config)
+
+
+WORLD_SOFT = 0.25  # what-if factor: _soft of the log excess over the tolerance, as for an over-long bone
+
+
+def anatomical_negatives(landmarks: Any) -> dict[str, Any]:
+    """The issue's malformations made on one real hand's (21, 3) landmarks: each finger's
+    distal chain 1.3, 1.45 and 1.6 times as long (from its knuckle), the thumb 1.6 times (from
+    its CMC), the knuckles splayed (each finger moved out from the knuckles' centre by 0.6 of
+    its distance, in x and y), and each finger bent 60 degrees backwards at its PIP (about the
+    knuckle line, away from the side the fingers curl to)."""
+    import numpy as np
+
+    from autoshoot.hands.anatomy import CHAINS
+
+    pts = np.asarray(landmarks, dtype=np.float64)
+    out: dict[str, Any] = {}
+    for f in range(5):
+        base, idx = CHAINS[f][1], list(CHAINS[f][2:])
+        for k in (1.3, 1.45, 1.6) if f else (1.6,):
+            h = pts.copy()
+            h[idx] = pts[base] + k * (pts[idx] - pts[base])
+            out[f"{'thumb' if f == 0 else f'finger {f}'} {k}x"] = h
+    h = pts.copy()
+    centre = pts[[5, 9, 13, 17]].mean(axis=0)
+    for chain in CHAINS[1:]:
+        h[list(chain[1:])] += 0.6 * (pts[chain[1]] - centre) * np.array([1.0, 1.0, 0.0])
+    out["splayed knuckles"] = h
+    axis = pts[17] - pts[5]
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-9)
+    normal = np.cross(pts[5] - pts[0], pts[17] - pts[0])
+    normal = normal / max(float(np.linalg.norm(normal)), 1e-9)
+    curl = np.sign(np.mean([(pts[c[4]] - pts[c[1]]) @ normal for c in CHAINS[1:]])) or 1.0
+    for f in range(1, 5):
+        pip, idx = pts[CHAINS[f][2]], list(CHAINS[f][3:])
+        best = None
+        for sign in (1.0, -1.0):
+            a = sign * np.radians(60.0)
+            v = pts[idx] - pip  # Rodrigues' rotation about the knuckle line
+            moved = (
+                pip
+                + v * np.cos(a)
+                + np.cross(axis, v) * np.sin(a)
+                + np.outer(v @ axis, axis) * (1 - np.cos(a))
+            )
+            back = float((moved[-1] - pts[idx[-1]]) @ normal) * curl  # < 0: away from the curl
+            if best is None or back < best[0]:
+                best = (back, moved)
+        h = pts.copy()
+        h[idx] = best[1]
+        out[f"finger {f} bent backwards"] = h
+    return out
+
+
+def world_residual_of(row: dict[str, Any]) -> float | None:
+    """The worst (largest) world residual of an image's hands, None without one."""
+    values = [h["world_residual"] for h in row["hands"] if h.get("world_residual") is not None]
+    return max(values) if values else None
+
+
+def fit_world_fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The kinematic residuals measured on ``rows`` (see the module docstring): the tolerance
+    fitted on the fit part's real hands, the AUCs on each part (real images above malformed
+    ones and, on the fit part, the synthetic ``anatomical_negatives`` of its real hands), and
+    which hands pass the tolerance."""
+    import numpy as np
+
+    from autoshoot.hands.kinematic import fit_hand
+
+    def pairs(part: str, key: str) -> tuple[list[float], list[int], list[str]]:
+        scored = [r for r in rows if r["part"] == part and r["kind"] in ("real", "malformed")]
+        scored = [r for r in scored if any(h.get(key) is not None for h in r["hands"])]
+        values = [-max(h[key] for h in r["hands"] if h.get(key) is not None) for r in scored]
+        return values, [1 if r["kind"] == "real" else 0 for r in scored], [r["file"] for r in scored]
+
+    fit_real = [
+        r for r in rows if r["part"] == "fit" and r["kind"] == "real" and world_residual_of(r) is not None
+    ]
+    tolerance = max(world_residual_of(r) for r in fit_real)
+    synthetic: dict[str, list[float]] = {}
+    for r in fit_real:
+        for hand in r["hands"]:
+            if hand.get("world") is None:
+                continue
+            for name, pts in anatomical_negatives(hand["world"]).items():
+                synthetic.setdefault(name, []).append(round(fit_hand(pts).moved, 4))
+    out: dict[str, Any] = {"tolerance": tolerance, "auc": {}, "past_tolerance": {}}
+    for key in ("moved", "world_residual"):
+        for part in ("fit", "held_out"):
+            values, labels, _ = pairs(part, key)
+            if key == "world_residual" and part == "fit":
+                out["auc"]["world_residual fit, with synthetic"] = round(
+                    auc(
+                        values + [-v for vs in synthetic.values() for v in vs],
+                        labels + [0] * sum(map(len, synthetic.values())),
+                    ),
+                    4,
+                )
+            out["auc"][f"{key} {part}"] = round(auc(values, labels), 4)
+    for part in ("fit", "held_out"):
+        out["past_tolerance"][part] = {
+            kind: [
+                r["file"]
+                for r in rows
+                if r["part"] == part and r["kind"] == kind and (world_residual_of(r) or 0) > tolerance
+            ]
+            for kind in ("real", "malformed")
+        }
+    n_syn = sum(map(len, synthetic.values()))
+    out["synthetic"] = {
+        "n": n_syn,
+        "past_tolerance": sum(v > tolerance for vs in synthetic.values() for v in vs),
+        "per_kind": {name: f"{sum(v > tolerance for v in vs)}/{len(vs)}" for name, vs in synthetic.items()},
+        "median": round(float(np.median([v for vs in synthetic.values() for v in vs])), 4) if n_syn else None,
+    }
+    return out
+
+
+def world_factor(row: dict[str, Any], tolerance: float) -> float:
+    """The what-if anatomy factor of an image's worst world residual (1 without one)."""
+    import numpy as np
+
+    from autoshoot.hands.anatomy import _soft
+
+    r = world_residual_of(row)
+    return 1.0 if r is None else _soft(float(np.log(max(r, 1e-9) / tolerance)), WORLD_SOFT)
+
+
 def score_samples(samples: Path) -> list[dict[str, Any]]:
     """Every sample scored (bag rule off), with its kind, part and the hand-only score."""
     from PIL import Image
 
-    from autoshoot.backends.mediapipe_hands import MediaPipeHandScorer, combine_components, prepare_image
+    from autoshoot.backends.mediapipe_hands import combine_components, prepare_image
     from autoshoot.hands.kinematic import fit_hand
 
     config = hand_config(measure_all=True)
-    scorer = MediaPipeHandScorer(config)
+    scorer = measuring_scorer(config)
     labels = read_labels()
     files = sorted(p for p in samples.iterdir() if is_sample(p.name))
     if not any(p.name.startswith("C_hand") for p in files):
@@ -607,6 +772,30 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
                 r["file"] for r in part if r["kind"] == "malformed" and r["hand_score"] >= t
             ],
         }
+    # 3c. the kinematic residuals, measured and not counted; for reference only, the held-out
+    # figures were the world residual a factor of anatomy (tolerance from the fit part)
+    world = fit_world_fit(rows)
+    scored = []
+    for r in rows:
+        c = dict(r["components"])
+        if "anatomy" in c:
+            c["anatomy"] = c["anatomy"] * world_factor(r, world["tolerance"])
+        scored.append({**r, "components": c})
+    for r in scored:
+        r["hand_score"] = rescore(r, weights["weights"], config)
+    t = fit_threshold([r["hand_score"] for r in scored if r["part"] == "fit"], [r["kind"] for r in fit])
+    world["what_if"] = {}
+    for name in ("fit", "held_out"):
+        part = [r for r in scored if r["part"] == name]
+        world["what_if"][name] = {
+            "threshold": t,
+            **{k: round(v, 4) for k, v in part_metrics(part, t).items() if v == v},
+            "interval_95": bootstrap(part, t),
+            "malformed_accepted_files": [
+                r["file"] for r in part if r["kind"] == "malformed" and r["hand_score"] >= t
+            ],
+            "real_refused_files": [r["file"] for r in part if r["kind"] == "real" and r["hand_score"] < t],
+        }
     # 4. cross-validation over every image, folds fixed by file name
     cv = cross_validate(measured, config)
     # 5. per hand: the anatomy component against the hand labels
@@ -648,6 +837,7 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
         "config_threshold": config.score.accept_threshold,
         "cross_validation": cv,
         "held_out_other_choice": what_if,
+        "world_fit": world,
         "checks": checks["checks"],
         "config_checks": {name: getattr(config.score, key) for name, key in ANATOMY_FACTORS.items()},
         "check_auc_fit": checks["auc"],
@@ -771,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
         pin_one_core()
     result = evaluate(args.samples, time_runs=args.time_runs)
     if args.augment:
-        result.update(evaluate_augmented(args.samples))
+        result.update(evaluate_augmented(args.samples, result["world_fit"]["tolerance"]))
     if args.bag_detector:
         model, processor = full_size_bag_detector(args.bag_detector)
         images = candidates_1024(args.samples, max(1, args.bag_detector_images))
@@ -834,6 +1024,24 @@ def main(argv: list[str] | None = None) -> int:
             f"AUC {w['auc']:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}], precision {w['precision']:.3f}, "
             f"recall {w['recall']:.3f}, malformed accepted {w['malformed_accepted_files']}"
         )
+    w = result["world_fit"]
+    print(
+        f"\nkinematic residual (measured, not counted): AUC {w['auc']}; world-residual tolerance fitted on "
+        f"the fit part's real hands {w['tolerance']:.3f}"
+    )
+    syn = w["synthetic"]
+    print(
+        f"  synthetic malformations of the fit part's real hands past it: {syn['past_tolerance']}/{syn['n']} "
+        f"(median residual {syn['median']}): {syn['per_kind']}"
+    )
+    print(f"  images past it: {w['past_tolerance']}")
+    for name, p in w["what_if"].items():
+        lo_hi = p["interval_95"].get("auc", [float("nan")] * 2)
+        print(
+            f"  for reference, {name} with it a factor of anatomy (threshold {p['threshold']:.2f}): AUC {p['auc']:.3f} "
+            f"[{lo_hi[0]:.3f}, {lo_hi[1]:.3f}], precision {p['precision']:.3f}, recall {p['recall']:.3f}, "
+            f"malformed accepted {p['malformed_accepted_files']}, real refused {p['real_refused_files']}"
+        )
     cv = result["cross_validation"]
     print(f"\n{cv['folds']}-fold cross-validation, folds fixed by file name (every image out of fold once):")
     print(
@@ -852,6 +1060,11 @@ def main(argv: list[str] | None = None) -> int:
         print("finger separation flags (< 0.7), per augmentation:")
         for name, flags in result["separation_robustness"].items():
             print(f"  {name:9s} malformed caught {flags['malformed']}; real flagged {flags['real']}")
+        print(
+            f"world residual past the fit part's tolerance ({result['world_fit']['tolerance']:.3f}), per augmentation:"
+        )
+        for name, flags in result["world_past_tolerance"].items():
+            print(f"  {name:9s} malformed {flags['malformed']}; real {flags['real']}")
     print(
         f"per 1024x1024 candidate on {result['cores']} core(s): {result['ms_per_1024_candidate']} ms wall, "
         f"{result['cpu_ms_per_1024_candidate']} ms CPU   target <= 150"

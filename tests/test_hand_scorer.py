@@ -62,6 +62,17 @@ def test_detect_returns_pixel_landmarks(detector, samples_dir):
     assert hands[0].size >= hands[1].size
 
 
+def test_each_hand_keeps_the_world_landmarks_of_its_pass(detector, samples_dir):
+    # MediaPipe's 3D estimate of the hand (metres, centred on the hand), from the same pass as
+    # the pixel landmarks; a crop's are not moved or scaled with its pixels
+    image = load(samples_dir, "C_hand_real_grip_04.jpg")
+    for hand in detector.detect(image, roi=(0, 0, image.shape[1], image.shape[0])):
+        assert hand.world is not None and hand.world.shape == (21, 3)
+        assert np.all(np.abs(hand.world) < 0.25)  # a hand, in metres, about its centre
+        palm = float(np.linalg.norm(hand.world[9] - hand.world[0]))
+        assert 0.04 < palm < 0.15
+
+
 def test_crop_around_the_grip_finds_small_hands(detector, samples_dir):
     image, roi = small_hand_canvas(samples_dir)
     full = detector.detect(image)

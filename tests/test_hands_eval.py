@@ -82,6 +82,51 @@ def test_the_finger_separation_is_fitted_on_synthetic_fused_fingers_of_the_fit_p
     assert other["auc"] >= 0.9 and other["malformed_accepted_files"] == []
 
 
+def test_the_kinematic_residual_is_measured_on_the_fit_part_and_not_counted(evaluation):
+    # the kinematic model's residual, on the image landmarks and on MediaPipe's 3D (world)
+    # landmarks. Measured: world residual AUC 0.50 on the fit part (0.54 with its 144 synthetic
+    # malformations, 21 of them past the tolerance 0.054), 0.67 held out; past the tolerance
+    # held out: malformed_15 and _17, and the real grip_15 (0.058). Not a rule: the fit part does
+    # not support it, and under --augment the fit part's small real strap hand passes it 5 times
+    _, result = evaluation
+    world = result["world_fit"]
+    fit_real = [r for r in result["rows"] if r["part"] == "fit" and r["kind"] == "real"]
+    residuals = [h["world_residual"] for r in fit_real for h in r["hands"] if h["world_residual"] is not None]
+    assert world["tolerance"] == max(residuals)
+    assert world["past_tolerance"]["fit"]["real"] == []
+    with_world = sum(1 for r in fit_real for h in r["hands"] if h["world"] is not None)
+    assert world["synthetic"]["n"] == 18 * with_world > 0  # 18 malformations per real hand
+    assert 0.4 <= world["auc"]["world_residual fit, with synthetic"] < 0.7
+    from autoshoot.config.score import ScoreConfig
+
+    assert not hasattr(ScoreConfig, "world_fit")  # measured only: no switch, no rule
+
+
+def test_anatomical_negatives_are_the_malformations_named(evaluation):
+    import numpy as np
+
+    from autoshoot.hands.anatomy import bone_lengths, canonical_hand
+    from autoshoot.hands.kinematic import fit_hand
+
+    module, _ = evaluation
+    hand = canonical_hand(palm_length=100.0, curl_deg=15.0)  # the fit does not depend on the unit
+    bad = module.anatomical_negatives(hand)
+    assert len(bad) == 18
+    assert bone_lengths(bad["finger 2 1.6x"])[2, 2:].sum() == pytest.approx(
+        1.6 * bone_lengths(hand)[2, 2:].sum()
+    )
+    assert np.array_equal(bad["finger 2 1.6x"][:10], hand[:10])
+    assert bone_lengths(bad["thumb 1.6x"])[0, 2:].sum() == pytest.approx(
+        1.6 * bone_lengths(hand)[0, 2:].sum()
+    )
+    breadth = np.linalg.norm(bad["splayed knuckles"][17] - bad["splayed knuckles"][5])
+    assert breadth == pytest.approx(1.6 * np.linalg.norm(hand[17] - hand[5]))
+    # bent backwards: the fingertip moves to the back of the hand (+z here: the fingers curl to -z)
+    assert bad["finger 2 bent backwards"][12, 2] > hand[12, 2] + 10.0
+    # a synthetic over-long finger lies farther from the anatomical skeleton than the hand it came from
+    assert fit_hand(bad["finger 2 1.6x"]).moved > 2 * fit_hand(hand).moved
+
+
 def test_a_fused_pair_lies_on_one_finger(evaluation):
     import numpy as np
 

@@ -40,6 +40,9 @@ from autoshoot.types import HandScore
 logger = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]  # XYXY pixels
+# one hand of one MediaPipe pass: landmarks (21, 3) pixels, handedness label and score, and
+# the world landmarks (21, 3) metres (None where the graph gave none)
+Found = tuple[np.ndarray, str, float, "np.ndarray | None"]
 
 
 @dataclass
@@ -55,6 +58,8 @@ class DetectedHand:
         hand, in [0, 1]; the legacy graph exposes no palm-detection score.
     bbox: XYXY pixels around the 21 landmarks.
     views: the names of the passes that found it, e.g. ["full", "crop"].
+    world: (21, 3) float32 or None; MediaPipe's world landmarks of the same pass, its 3D
+        estimate of the hand in metres (origin at the hand's centre, axes as the image's).
     """
 
     landmarks: np.ndarray
@@ -63,6 +68,7 @@ class DetectedHand:
     detection_score: float
     bbox: Box
     views: list[str] = field(default_factory=list)
+    world: np.ndarray | None = None
 
     @property
     def size(self) -> float:
@@ -165,31 +171,33 @@ class HandDetector:
 
     # -- one MediaPipe pass -------------------------------------------------------------
 
-    def detect_raw(self, image: np.ndarray) -> list[tuple[np.ndarray, str, float]]:
+    def detect_raw(self, image: np.ndarray) -> list[Found]:
         """One pass on the whole of ``image``.
 
         Args:
             image: HxWx3 uint8 RGB.
         Returns:
             [(landmarks (21, 3) float32 in pixels of ``image``, z times the image width,
-            handedness label, handedness score)].
+            handedness label, handedness score, world landmarks (21, 3) float32 metres)].
         """
         h, w = image.shape[:2]
         with self._lock:
             with native_stderr_silenced():
                 result = self._hands.process(np.ascontiguousarray(image))
         found = []
-        for lms, handed in zip(
-            result.multi_hand_landmarks or [], result.multi_handedness or [], strict=False
+        worlds = result.multi_hand_world_landmarks or [None] * len(result.multi_hand_landmarks or [])
+        for lms, handed, wlms in zip(
+            result.multi_hand_landmarks or [], result.multi_handedness or [], worlds, strict=False
         ):
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], dtype=np.float32)
+            world = (
+                None if wlms is None else np.array([(p.x, p.y, p.z) for p in wlms.landmark], dtype=np.float32)
+            )
             cls = handed.classification[0]
-            found.append((pts, str(cls.label), float(cls.score)))
+            found.append((pts, str(cls.label), float(cls.score), world))
         return found
 
-    def detect_crop(
-        self, image: np.ndarray, box: tuple[int, int, int, int]
-    ) -> list[tuple[np.ndarray, str, float]]:
+    def detect_crop(self, image: np.ndarray, box: tuple[int, int, int, int]) -> list[Found]:
         """One pass on ``image[box]`` resized so its long side is ``crop_size``; landmarks
         are mapped back to pixels of ``image``. ``box`` is XYXY int."""
         import cv2
@@ -205,11 +213,11 @@ class HandDetector:
             crop, (max(1, round(cw * scale)), max(1, round(ch * scale))), interpolation=interp
         )
         found = []
-        for pts, label, score in self.detect_raw(resized):
+        for pts, label, score, world in self.detect_raw(resized):
             pts = pts / scale  # z was scaled by the resized width: same factor
             pts[:, 0] += x0
             pts[:, 1] += y0
-            found.append((pts.astype(np.float32), label, score))
+            found.append((pts.astype(np.float32), label, score, world))  # world: metres, unmoved
         return found
 
     # -- the full detection -------------------------------------------------------------
@@ -230,7 +238,7 @@ class HandDetector:
             )
         h, w = image.shape[:2]
         # 1. full frame
-        passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]] = []
+        passes: list[tuple[str, float, list[Found]]] = []
         regions: list[Box] = [(0.0, 0.0, float(w), float(h))]
         passes.append(("full", 1.0, self.detect_raw(image)))
         # 2. upscaled crop around the expected grip
@@ -241,7 +249,7 @@ class HandDetector:
             )
         # 3. optionally, finer crops around small hands found at full frame
         if self.refine_crops:
-            for pts, _, _ in passes[0][2]:
+            for pts, *_ in passes[0][2]:
                 box = landmarks_bbox(pts)
                 if max(box[2] - box[0], box[3] - box[1]) * 2.0 < self.crop_size:
                     crop_boxes.append(("refine", expand_box(box, 2.0, self.min_crop_side, w, h)))
@@ -257,7 +265,7 @@ class HandDetector:
         upscaled to ``crop_size``: a slower search for small hands where the full frame found
         none. ``image``: HxWx3 uint8 RGB."""
         h, w = image.shape[:2]
-        passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]] = []
+        passes: list[tuple[str, float, list[Found]]] = []
         regions: list[Box] = []
         side = max(h, w) / 2
         for i in range(grid):
@@ -270,21 +278,23 @@ class HandDetector:
 
 
 def merge_hands(
-    passes: list[tuple[str, float, list[tuple[np.ndarray, str, float]]]],
+    passes: list[tuple[str, float, list[Found]]],
     regions: list[Box] | None = None,
     iou_same: float = 0.3,
 ) -> list[DetectedHand]:
     """Merge hands found by several passes into distinct hands.
 
     Args:
-        passes: [(pass name, its zoom factor, [(landmarks (21, 3) px, label, score)])].
+        passes: [(pass name, its zoom factor, [(landmarks (21, 3) px, label, score, world
+            landmarks (21, 3) metres or None)])]; a hand keeps the world landmarks of the
+            pass whose image landmarks it keeps.
         regions: the XYXY image region each pass saw; a hand's ``detection_score`` is the
             share of the passes whose region holds its centre that found it.
         iou_same: two hands whose landmark boxes overlap this much are the same hand.
     """
     groups: list[dict[str, Any]] = []
     for name, zoom, found in passes:
-        for pts, label, score in found:
+        for pts, label, score, world in found:
             box = landmarks_bbox(pts)
             match = None
             for group in groups:
@@ -293,12 +303,20 @@ def merge_hands(
                     break
             if match is None:
                 groups.append(
-                    {"box": box, "pts": pts, "label": label, "score": score, "zoom": zoom, "views": [name]}
+                    {
+                        "box": box,
+                        "pts": pts,
+                        "label": label,
+                        "score": score,
+                        "zoom": zoom,
+                        "views": [name],
+                        "world": world,
+                    }
                 )
                 continue
             match["views"].append(name)
             if zoom > match["zoom"]:  # the pass that saw it larger has finer landmarks
-                match.update(box=box, pts=pts, label=label, score=score, zoom=zoom)
+                match.update(box=box, pts=pts, label=label, score=score, zoom=zoom, world=world)
     hands = [
         DetectedHand(
             landmarks=g["pts"].astype(np.float32),
@@ -308,6 +326,7 @@ def merge_hands(
             / max(count_covering(g["box"], regions, len(passes)), len(g["views"])),
             bbox=g["box"],
             views=g["views"],
+            world=None if g["world"] is None else np.asarray(g["world"], dtype=np.float32),
         )
         for g in groups
     ]
@@ -646,7 +665,7 @@ class MediaPipeHandScorer:
         if not found:
             return None
         shifts = []
-        for pts, _, _ in found:
+        for pts, *_ in found:
             back = pts[:, :2].copy()
             back[:, 0] = (x1 - x0) - back[:, 0] + x0
             back[:, 1] += y0
