@@ -16,14 +16,15 @@
 3. Per budget, in a fresh process: ``torch.cuda.set_per_process_memory_fraction`` caps the
    process at the budget (uncapped: no cap, ``--vram auto``), then the real CLI runs
    ``autoshoot shoot CATALOG --out RUN --profile PROFILE --vram N -v``. It reports peak
-   allocated and reserved memory (torch's counters in that process), SKUs per hour (whole run,
-   model loading included, and steady state: after the first SKU), seconds per stage (summed
-   over the SKUs, from their manifests) and the share of the wall time the GPU was busy (NVML's
-   utilisation, sampled every 0.1 s; steady state after the first SKU, and again after the
-   first ``--warmup-skus``, a chunk: a cold compile still traces shapes when the first SKU
-   ends). The samples go to ``busy-BUDGET.csv`` beside the budget's log, and the steady
-   state's idle stretches (under 50% for 0.4 s or more, with their clock times, to set beside
-   the log's) into the JSON.
+   allocated and reserved memory (torch's counters in that process, with the caching
+   allocator's retries at the cap, each of which frees its cache and synchronises), SKUs per
+   hour (whole run, model loading included, and steady state: after the first SKU), seconds
+   per stage (summed over the SKUs, from their manifests) and the share of the wall time the
+   GPU was busy (NVML's utilisation, sampled every 0.1 s; steady state after the first SKU,
+   and again after the first ``--warmup-skus``, a chunk: a cold compile still traces shapes
+   when the first SKU ends). The samples go to ``busy-BUDGET.csv`` beside the budget's log,
+   and the steady state's idle stretches (under 50% for 0.4 s or more, with their clock
+   times, to set beside the log's) into the JSON.
 
 Bench-only settings (random weights cannot do these parts; each is said where it is set):
 - stage 2 is forced onto a fixed hand window at the grip (random renders draw no hands);
@@ -484,6 +485,10 @@ def child(cap_gib: float, stats_path: str, shoot_args: list[str]) -> None:
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / GIB if cuda else 0.0,
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB if cuda else 0.0,
         }
+        if cuda:  # the caching allocator at the cap: each retry frees its cache and synchronises
+            counts = torch.cuda.memory_stats()
+            for key in ("num_alloc_retries", "num_ooms", "num_sync_all_streams", "num_device_alloc"):
+                stats[key] = int(counts.get(key, 0))
         Path(stats_path).write_text(json.dumps(stats))
 
     atexit.register(write_stats)
