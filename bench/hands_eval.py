@@ -939,6 +939,17 @@ def time_bag_detector(
     }
 
 
+def reference_figures(p: dict[str, Any]) -> str:
+    """A what-if's threshold, AUC with its interval, precision, recall and accepted malformed
+    hands, as one line's tail."""
+    lo, hi = p["interval_95"].get("auc", [float("nan")] * 2)
+    return (
+        f"(threshold {p['threshold']:.2f}): AUC {p['auc']:.3f} [{lo:.3f}, {hi:.3f}], "
+        f"precision {p['precision']:.3f}, recall {p['recall']:.3f}, "
+        f"malformed accepted {p['malformed_accepted_files']}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES)
@@ -1017,12 +1028,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  per hand: {p['hands_found']}/{p['hands_labelled']} labelled hands found, anatomy AUC {p['auc_anatomy_per_hand']:.3f}"
         )
     for name, w in result["held_out_other_choice"].items():
-        lo_hi = w["interval_95"].get("auc", [float("nan")] * 2)
         print(
             f"\nnot fitted, for reference: held_out with '{name}' {'counted' if w['counted'] else 'not counted'} "
-            f"in anatomy (threshold {w['threshold']:.2f}): "
-            f"AUC {w['auc']:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}], precision {w['precision']:.3f}, "
-            f"recall {w['recall']:.3f}, malformed accepted {w['malformed_accepted_files']}"
+            f"in anatomy {reference_figures(w)}"
         )
     w = result["world_fit"]
     print(
@@ -1036,11 +1044,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  images past it: {w['past_tolerance']}")
     for name, p in w["what_if"].items():
-        lo_hi = p["interval_95"].get("auc", [float("nan")] * 2)
         print(
-            f"  for reference, {name} with it a factor of anatomy (threshold {p['threshold']:.2f}): AUC {p['auc']:.3f} "
-            f"[{lo_hi[0]:.3f}, {lo_hi[1]:.3f}], precision {p['precision']:.3f}, recall {p['recall']:.3f}, "
-            f"malformed accepted {p['malformed_accepted_files']}, real refused {p['real_refused_files']}"
+            f"  for reference, {name} with it a factor of anatomy {reference_figures(p)}, "
+            f"real refused {p['real_refused_files']}"
         )
     cv = result["cross_validation"]
     print(f"\n{cv['folds']}-fold cross-validation, folds fixed by file name (every image out of fold once):")

@@ -155,11 +155,11 @@ def extract_json(text: str) -> dict[str, Any]:
     raise AnswerError(f"the answer's JSON cannot be parsed ({last_error}); reply with valid JSON only")
 
 
-def _balanced_objects(text: str) -> list[str]:
-    """Substrings from each top-level ``{`` to its matching ``}`` (string-aware); an unclosed
-    object at the end (a cut-off answer) is returned as is."""
-    out: list[str] = []
-    depth, start, in_string, escape = 0, -1, False, False
+def _outside_strings(text: str) -> tuple[list[tuple[int, str]], bool]:
+    """Each character of ``text`` outside JSON strings, with its index (the quotes left out),
+    and whether ``text`` ends inside a string (a cut-off answer)."""
+    out: list[tuple[int, str]] = []
+    in_string = escape = False
     for i, ch in enumerate(text):
         if in_string:
             if escape:
@@ -168,10 +168,20 @@ def _balanced_objects(text: str) -> list[str]:
                 escape = True
             elif ch == '"':
                 in_string = False
-            continue
-        if ch == '"':
+        elif ch == '"':
             in_string = True
-        elif ch == "{":
+        else:
+            out.append((i, ch))
+    return out, in_string
+
+
+def _balanced_objects(text: str) -> list[str]:
+    """Substrings from each top-level ``{`` to its matching ``}`` (string-aware); an unclosed
+    object at the end (a cut-off answer) is returned as is."""
+    out: list[str] = []
+    depth, start = 0, -1
+    for i, ch in _outside_strings(text)[0]:
+        if ch == "{":
             if depth == 0:
                 start = i
             depth += 1
@@ -192,18 +202,9 @@ def _repair_json(text: str) -> str:
     text = re.sub(r"\bTrue\b", "true", re.sub(r"\bFalse\b", "false", text))
     # a cut-off answer: close open strings, arrays and objects
     stack: list[str] = []
-    in_string = escape = False
-    for ch in text:
-        if in_string:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
+    outside, in_string = _outside_strings(text)
+    for _, ch in outside:
+        if ch in "{[":
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]" and stack:
             stack.pop()
