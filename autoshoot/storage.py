@@ -11,7 +11,7 @@ plain path, is a local path and never goes through this module.
 ``RemoteRun`` is what a RUN folder on an object store needs beside the local code: bulk
 get/put/list with the store's own concurrency, and a lock object. Object stores have no
 atomic rename of folders, but a single object PUT is atomic: the staged SKU store
-(``autoshoot.staged``) builds every guarantee of the local RUN folder on that.
+(``autoshoot.run.staged``) builds every guarantee of the local RUN folder on that.
 """
 
 from __future__ import annotations

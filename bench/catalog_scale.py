@@ -31,7 +31,7 @@ from PIL import Image
 
 from autoshoot.catalog import load_catalog
 from autoshoot.config import Config
-from autoshoot.runner import run_catalog
+from autoshoot.run.recipe import run_catalog
 from autoshoot.stages import STAGE_ORDER
 from autoshoot.stages.base import Job, Stage
 

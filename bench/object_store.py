@@ -70,7 +70,7 @@ def make_catalog(folder: Path, n: int) -> Path:
 
 def timed_run(catalog: str, run: str, engine: str) -> tuple[float, int]:
     from autoshoot.config import load_config
-    from autoshoot.runner import run_catalog
+    from autoshoot.run.recipe import run_catalog
 
     overrides = {"run.engine": engine, "run.gpus": 2} if engine == "ray" else {}
     start = time.perf_counter()

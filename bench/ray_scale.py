@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from autoshoot.config import load_config
-from autoshoot.runner import plan_run, run_catalog, validate_for_run
+from autoshoot.run.recipe import plan_run, run_catalog, validate_for_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def time_ray(
     catalog: Path, run_dir: Path, workers: int, vlm_workers: int = 0, sets: dict | None = None
 ) -> dict[str, float]:
     """One run on ``workers`` CPU workers; the times at which each result came back."""
-    from autoshoot.engines.ray_engine import RayEngine
+    from autoshoot.run.engines.ray import RayEngine
 
     overrides = {**(sets or {}), "run.engine": "ray", "run.gpus": workers, "run.vlm_workers": vlm_workers}
     config = load_config("tiny", overrides=overrides)

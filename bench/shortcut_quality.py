@@ -44,7 +44,7 @@ from PIL import Image
 
 from autoshoot.commands.common import make_config
 from autoshoot.config.render import SHORTCUTS
-from autoshoot.runner import run_catalog
+from autoshoot.run.recipe import run_catalog
 
 DEFAULT_SETTINGS = ("exact", *SHORTCUTS, "all")
 

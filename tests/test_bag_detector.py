@@ -377,7 +377,7 @@ def test_unknown_detector_lists_valid_names():
 def test_an_offline_run_stops_before_the_first_sku_when_the_detector_is_missing(tmp_path):
     from fakes import write_catalog, write_photo
 
-    from autoshoot.runner import run_catalog
+    from autoshoot.run.recipe import run_catalog
 
     write_photo(tmp_path / "a.png")
     catalog = write_catalog(tmp_path, [{"sku": "A", "image": "a.png"}])

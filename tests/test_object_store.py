@@ -24,7 +24,7 @@ from s3_server import running_s3_server
 
 from autoshoot.config import load_config
 from autoshoot.errors import RunLockedError
-from autoshoot.runner import run_catalog
+from autoshoot.run.recipe import run_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CSV = REPO / "catalogs" / "example.csv"
@@ -264,7 +264,7 @@ def test_a_worker_on_another_machine_fetches_the_image_by_uri_and_checks_its_byt
     import dataclasses
 
     from autoshoot.catalog import load_catalog
-    from autoshoot.runner import make_worker
+    from autoshoot.run.recipe import make_worker
 
     bucket = s3.bucket("worker")
     write_photo(tmp_path / "a.png", seed=3)

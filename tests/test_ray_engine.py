@@ -22,7 +22,9 @@ from fakes import FakeStage, fake_stages, local_reference, write_catalog, write_
 
 from autoshoot.config import Config, load_config
 from autoshoot.errors import ConfigError
-from autoshoot.runner import SkuWorker, run_catalog, sku_folder_name
+from autoshoot.run.layout import sku_folder_name
+from autoshoot.run.recipe import run_catalog
+from autoshoot.run.worker import SkuWorker
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_IMAGES = sorted((REPO / "catalogs" / "example").glob("*.png"))
@@ -106,7 +108,7 @@ def per_sku_stage_calls(calls: FileCalls) -> Counter:
 
 
 def test_missing_ray_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autoshoot.engines.ray_engine import RayEngine
+    from autoshoot.run.engines.ray import RayEngine
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     worker = SkuWorker(fake_config("ray"), tmp_path, fake_stages([]))
@@ -140,7 +142,7 @@ def test_joining_no_cluster_says_how_to_start_one(tmp_path: Path) -> None:
 def test_url_images_are_copied_into_the_shared_run_folder_on_a_cluster(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'autoshoot[ray]'")
     from autoshoot.catalog import load_catalog
-    from autoshoot.engines.ray_engine import INPUTS_DIR, RayEngine
+    from autoshoot.run.engines.ray import INPUTS_DIR, RayEngine
 
     row = load_catalog(make_catalog(tmp_path, 1)).valid_rows[0]
     cached = dataclasses.replace(row, image="https://example.com/p0.png")  # as if downloaded
@@ -155,7 +157,7 @@ def test_url_images_are_copied_into_the_shared_run_folder_on_a_cluster(tmp_path:
 
 def test_replan_after_death_keeps_only_what_this_run_committed(tmp_path: Path) -> None:
     from autoshoot.catalog import load_catalog
-    from autoshoot.engines.ray_engine import replan_after_death, write_start_marker
+    from autoshoot.run.engines.ray import replan_after_death, write_start_marker
     from autoshoot.stages import STAGE_ORDER
 
     rows = load_catalog(make_catalog(tmp_path, 2)).valid_rows
@@ -304,8 +306,8 @@ def test_a_node_without_the_models_stops_the_run_before_any_sku(ray_local, tmp_p
 
 def test_stop_lets_each_worker_finish_the_sku_in_hand_only(ray_local, tmp_path: Path) -> None:
     from autoshoot.catalog import load_catalog
-    from autoshoot.engines.ray_engine import STOP_MARKER, RayEngine
-    from autoshoot.runner import plan_run
+    from autoshoot.run.engines.ray import STOP_MARKER, RayEngine
+    from autoshoot.run.recipe import plan_run
 
     catalog = load_catalog(make_catalog(tmp_path, 8))
     calls = FileCalls(tmp_path / "calls.tsv")

@@ -21,7 +21,8 @@ from s3_server import running_s3_server
 from test_object_store import listing, manifests, results_of
 
 from autoshoot.config import load_config
-from autoshoot.runner import SkuWorker, run_catalog
+from autoshoot.run.recipe import run_catalog
+from autoshoot.run.worker import SkuWorker
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_IMAGES = sorted((REPO / "catalogs" / "example").glob("*.png"))
@@ -119,8 +120,8 @@ def test_tiny_profile_on_s3_equals_the_local_engine(ray_s3, s3, tmp_path: Path) 
 
 def test_on_a_cluster_images_reach_workers_through_the_store(s3, tmp_path: Path) -> None:
     from autoshoot.catalog import load_catalog
-    from autoshoot.engines.ray_engine import INPUTS_DIR, RayEngine
-    from autoshoot.runner import make_worker
+    from autoshoot.run.engines.ray import INPUTS_DIR, RayEngine
+    from autoshoot.run.recipe import make_worker
 
     pytest.importorskip("ray", reason="the Ray engine needs Ray: pip install 'autoshoot[ray]'")
     bucket = s3.bucket("ray-inputs")

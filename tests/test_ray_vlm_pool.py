@@ -20,7 +20,7 @@ import test_ray_engine as ray_tests
 from fakes import FakeBatchStage, fake_stages, local_reference, write_catalog
 
 from autoshoot.config import Config, load_config
-from autoshoot.runner import run_catalog
+from autoshoot.run.recipe import run_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_IMAGES = sorted((REPO / "catalogs" / "example").glob("*.png"))

@@ -10,7 +10,7 @@ from fakes import fake_stages, write_catalog, write_photo
 
 from autoshoot.config import Config
 from autoshoot.report.html import BLOCK_VERSION, flag_chip, sku_block, write_report
-from autoshoot.runner import run_catalog
+from autoshoot.run.recipe import run_catalog
 
 
 def test_the_page_shows_the_canvas_the_best_pick_flags_and_alt_text(tmp_path: Path) -> None:

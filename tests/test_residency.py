@@ -16,7 +16,7 @@ from autoshoot.budget import fit_to_budget, is_out_of_memory
 from autoshoot.config import Config, load_config
 from autoshoot.errors import ConfigError
 from autoshoot.run.models import GIB, Residency, one_call_at_a_time, parse_vram
-from autoshoot.runner import run_catalog
+from autoshoot.run.recipe import run_catalog
 from autoshoot.stages import STAGE_ORDER
 from autoshoot.stages.base import Job, Sessions
 

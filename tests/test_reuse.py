@@ -12,8 +12,8 @@ import pytest
 from fakes import Crash, fake_stages, write_catalog, write_photo
 
 from autoshoot.config import Config
+from autoshoot.run.recipe import dry_run_text, run_catalog, validate_for_run
 from autoshoot.run.reuse import INDEX_NAME, ReuseIndex
-from autoshoot.runner import dry_run_text, run_catalog, validate_for_run
 from autoshoot.stages import STAGE_ORDER
 
 

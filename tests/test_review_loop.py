@@ -28,7 +28,8 @@ from autoshoot.report.review.decisions import (
 )
 from autoshoot.report.review.export import export_run
 from autoshoot.report.review.runview import load_run
-from autoshoot.runner import run_catalog, run_lock
+from autoshoot.run.folder import run_lock
+from autoshoot.run.recipe import run_catalog
 
 
 def make_catalog(tmp_path: Path, n: int = 3) -> Path:

@@ -22,7 +22,8 @@ from fakes import fake_stages, write_catalog, write_photo
 from autoshoot.config import Config
 from autoshoot.report.review.decisions import read_decisions
 from autoshoot.report.review.server import allowed_clients, serve
-from autoshoot.runner import run_catalog, run_lock
+from autoshoot.run.folder import run_lock
+from autoshoot.run.recipe import run_catalog
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

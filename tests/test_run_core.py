@@ -9,13 +9,17 @@ from autoshoot.run.folder import LocalRunFolder, ObjectStoreRunFolder, open_run
 
 PACKAGE = Path(__file__).resolve().parents[1] / "autoshoot"
 CORE = {
-    "autoshoot.runner": PACKAGE / "runner.py",
-    "autoshoot.staged": PACKAGE / "staged.py",
+    "autoshoot.run.keys": PACKAGE / "run" / "keys.py",
+    "autoshoot.run.store": PACKAGE / "run" / "store.py",
+    "autoshoot.run.worker": PACKAGE / "run" / "worker.py",
+    "autoshoot.run.recipe": PACKAGE / "run" / "recipe.py",
+    "autoshoot.run.staged": PACKAGE / "run" / "staged.py",
+    "autoshoot.run.engines.local": PACKAGE / "run" / "engines" / "local.py",
     "autoshoot.report": PACKAGE / "report" / "__init__.py",
     "autoshoot.report.results": PACKAGE / "report" / "results.py",
     "autoshoot.report.html": PACKAGE / "report" / "html.py",
     "autoshoot.report.review.nightly": PACKAGE / "report" / "review" / "nightly.py",
-    "autoshoot.engines.ray_engine": PACKAGE / "engines" / "ray_engine.py",
+    "autoshoot.run.engines.ray": PACKAGE / "run" / "engines" / "ray.py",
     "autoshoot.run.folder": PACKAGE / "run" / "folder.py",
     "autoshoot.run.reuse": PACKAGE / "run" / "reuse.py",
     "autoshoot.run.layout": PACKAGE / "run" / "layout.py",
@@ -34,7 +38,7 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_runner_staged_and_report_import_each_other_in_no_circle() -> None:
+def test_the_run_core_and_the_report_import_each_other_in_no_circle() -> None:
     graph = {name: imported_modules(path) & set(CORE) for name, path in CORE.items()}
 
     def reaches(start: str, target: str, seen: set[str]) -> bool:
@@ -47,12 +51,21 @@ def test_runner_staged_and_report_import_each_other_in_no_circle() -> None:
     assert circles == [], {name: sorted(graph[name]) for name in circles}
     for name in graph:
         if name.startswith("autoshoot.report"):
-            assert "autoshoot.runner" not in graph[name], name
+            assert not any(m.startswith(RECIPE) for m in graph[name]), name
 
 
 # The rooms below the recipe: the brief and the report import neither the recipe (runner, stages,
 # engines) nor the CLI; the recipe imports them.
+RECIPE = (
+    "autoshoot.run.keys",
+    "autoshoot.run.store",
+    "autoshoot.run.worker",
+    "autoshoot.run.recipe",
+    "autoshoot.run.staged",
+    "autoshoot.run.engines",
+)
 ABOVE_THE_ROOMS = (
+    *RECIPE,
     "autoshoot.runner",
     "autoshoot.staged",
     "autoshoot.stages",
@@ -72,7 +85,13 @@ def test_the_brief_and_the_report_import_nothing_above_them() -> None:
 
 
 def test_only_the_run_folder_asks_local_or_object_store() -> None:
-    for name in ("autoshoot.runner", "autoshoot.staged", "autoshoot.engines.ray_engine"):
+    for name in (
+        "autoshoot.run.worker",
+        "autoshoot.run.recipe",
+        "autoshoot.run.staged",
+        "autoshoot.run.engines.local",
+        "autoshoot.run.engines.ray",
+    ):
         text = CORE[name].read_text(encoding="utf-8")
         assert "is_uri(" not in text, name
         assert 'getattr(worker, "remote"' not in text, name
@@ -94,3 +113,18 @@ def test_open_run_gives_the_right_folder(tmp_path: Path) -> None:
     finally:
         memory.close()
     assert not memory.local_dir.exists()
+
+
+def test_the_old_import_paths_give_the_same_objects() -> None:
+    import autoshoot.engines.ray_engine as old_ray
+    import autoshoot.run.engines.ray as ray
+    import autoshoot.runner as runner
+    import autoshoot.staged as old_staged
+    from autoshoot.run import engines, keys, recipe, staged, store, worker
+
+    assert runner.run_catalog is recipe.run_catalog and runner._run_catalog is recipe._run_catalog
+    assert runner.SkuWorker is worker.SkuWorker and runner.Plan is worker.Plan
+    assert runner.SkuStore is store.SkuStore and runner.stage_keys is keys.stage_keys
+    assert runner.LocalEngine is engines.local.LocalEngine and runner.sku_folder_name is not None
+    assert old_staged.StagedSkuWorker is staged.StagedSkuWorker
+    assert old_ray.RayEngine is ray.RayEngine

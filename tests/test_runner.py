@@ -17,7 +17,9 @@ from fakes import Crash, fake_stages, write_catalog, write_photo
 from autoshoot.config import Config
 from autoshoot.config.render import picture_changing_options
 from autoshoot.errors import RunLockedError
-from autoshoot.runner import run_catalog, run_lock, sku_folder_name
+from autoshoot.run.folder import run_lock
+from autoshoot.run.layout import sku_folder_name
+from autoshoot.run.recipe import run_catalog
 from autoshoot.stages import STAGE_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,7 +279,7 @@ FAKE_RUN = """
 import sys
 from fakes import fake_stages
 from autoshoot.config import Config
-from autoshoot.runner import run_catalog
+from autoshoot.run.recipe import run_catalog
 summary = run_catalog(sys.argv[1], sys.argv[2], Config(), quiet=True, stages=fake_stages([], sleep={"render": 0.4}))
 print(summary.text().splitlines()[0], flush=True)
 print("processed", summary.processed, flush=True)
@@ -393,7 +395,7 @@ def test_run_files_and_folders_follow_the_umask(tmp_path: Path, umask: int) -> N
 
 
 def test_a_run_whose_vlm_failed_for_every_sku_says_so_and_exits_1(tmp_path: Path) -> None:
-    from autoshoot.runner import RunSummary
+    from autoshoot.run.recipe import RunSummary
     from autoshoot.types import ShotResult
 
     def summary(*flags: str, statuses: tuple[str, ...] = ()) -> RunSummary:

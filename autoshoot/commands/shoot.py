@@ -108,8 +108,8 @@ def shoot(
     0 when every SKU is accepted or in review, 1 when any failed, 2 for a usage, catalog or
     config error or missing models (nothing is run), 130 when interrupted.
     """
-    from autoshoot import runner
     from autoshoot.cli import configure_logging
+    from autoshoot.run import recipe
 
     configure_logging(verbose)
     config = make_config(
@@ -132,7 +132,7 @@ def shoot(
     out = run_dir or f"runs/{time.strftime('%Y-%m-%d')}"
     if not is_uri(out):
         out = Path(out)
-    parsed = runner.validate_for_run(catalog if is_uri(catalog) else Path(catalog), config, out)
+    parsed = recipe.validate_for_run(catalog if is_uri(catalog) else Path(catalog), config, out)
     if not quiet or dry_run:
         for message in parsed.messages():
             click.echo(message, err=True)
@@ -146,7 +146,7 @@ def shoot(
     if dry_run:
         run = open_run(out)
         try:
-            click.echo(runner.dry_run_text(parsed, config, run))
+            click.echo(recipe.dry_run_text(parsed, config, run))
         finally:
             run.close()
         return
@@ -155,7 +155,7 @@ def shoot(
         # and memory freed by a model leaving the GPU serves the next one
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     silence_loading_bars(downloads=quiet)
-    summary = runner.run_catalog(
+    summary = recipe.run_catalog(
         catalog, out, config, force=force or frozenset(redo), quiet=quiet, catalog=parsed
     )
     if not quiet:

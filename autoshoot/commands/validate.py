@@ -18,7 +18,7 @@ def validate(catalog: str, profile: str | None, config_file: str | None, set_: t
 
     Prints one line per problem (row, column, value, fix). Exits 1 when any row is invalid.
     """
-    from autoshoot.runner import validate_for_run
+    from autoshoot.run.recipe import validate_for_run
 
     config = make_config(profile, config_file, set_)
     result = validate_for_run(Path(catalog), config)

@@ -296,7 +296,7 @@ def _load(factory: str) -> Any:
 
 
 class LocalRunFolder(RunFolder):
-    worker_factory = "autoshoot.runner:SkuWorker"
+    worker_factory = "autoshoot.run.worker:SkuWorker"
     reviewable = True
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -366,9 +366,9 @@ class LocalRunFolder(RunFolder):
 
 
 class ObjectStoreRunFolder(RunFolder):
-    """A RUN folder on an object store, written through a local staging folder (autoshoot.staged)."""
+    """A RUN folder on an object store, written through a local staging folder (autoshoot.run.staged)."""
 
-    worker_factory = "autoshoot.staged:StagedSkuWorker"
+    worker_factory = "autoshoot.run.staged:StagedSkuWorker"
 
     def __init__(self, remote: Any, owns: bool = True):
         self.remote = remote  # autoshoot.storage.RemoteRun

@@ -1,7 +1,7 @@
 """The runner's hook: a new run honours the decisions of earlier runs beside it.
 
 ``honour_review(run_dir, plans, replan, seed_of)`` is called once per run, after planning and
-before any SKU runs (``autoshoot.runner._run_catalog``). It records every planned SKU's photo
+before any SKU runs (``autoshoot.run.recipe._run_catalog``). It records every planned SKU's photo
 hash and verdict in ``RUN/review.json`` (decisions made on this run carry the hash) and, by the
 verdict of ``autoshoot.report.review.decisions.verdict_for``:
 
