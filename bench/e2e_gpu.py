@@ -328,7 +328,7 @@ def build_qwen3(shape: dict, tokenizer: Any, device: str, dtype: Any) -> tuple[A
 def save_sdxl(path: Path, tiny: bool, device: str) -> None:
     import torch
 
-    from autoshoot.backends.sdxl import build_tiny_components, save_components
+    from autoshoot.backends.sdxl_tiny import build_tiny_components, save_components
 
     if tiny:
         comps = build_tiny_components()

@@ -882,7 +882,7 @@ def full_size_bag_detector(arch: str = "owlv2") -> tuple[Any, Any]:
     import torch
     import transformers
 
-    from autoshoot.backends.sdxl import build_byte_tokenizers
+    from autoshoot.backends.sdxl_tiny import build_byte_tokenizers
 
     _, image_size, patch = BAG_DETECTOR_ARCHS[arch]
     prefix = {"owlv2": "Owlv2", "owlvit": "OwlViT"}[arch]

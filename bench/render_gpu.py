@@ -232,7 +232,8 @@ def build_full_components(stock_controlnet: bool = False):
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from autoshoot.backends.sdxl import Components, build_byte_tokenizers
+    from autoshoot.backends.sdxl import Components
+    from autoshoot.backends.sdxl_tiny import build_byte_tokenizers
 
     torch.manual_seed(0)
     old = torch.get_default_dtype()
@@ -440,7 +441,7 @@ def time_sdpa_backends(batch: int = 8) -> dict[str, dict]:
     timed too, called directly. A backend that cannot take a shape is left out."""
     import torch
 
-    from autoshoot.backends.sdxl import sdpa_context
+    from autoshoot.backends.sdxl_speed import sdpa_context
 
     # (heads, batch, query tokens, key tokens, layers per UNet call)
     shapes = [
@@ -700,7 +701,7 @@ def fp8_model_error(comps, fuse_qkv: bool) -> dict[str, float]:
     import torch
 
     from autoshoot.backends.fp8 import use_fp8_linears
-    from autoshoot.backends.sdxl import fuse_attention_projections
+    from autoshoot.backends.sdxl_speed import fuse_attention_projections
 
     if fuse_qkv:  # as the renderer does, before the fp8 swap (fusing reads the Linear weights)
         fuse_attention_projections(comps.unet)

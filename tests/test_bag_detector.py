@@ -40,7 +40,7 @@ def tiny_owlvit(folder):
     import torch
     from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
 
-    from autoshoot.backends.sdxl import build_byte_tokenizers
+    from autoshoot.backends.sdxl_tiny import build_byte_tokenizers
 
     _, tokenizer = build_byte_tokenizers()
     tokenizer.model_max_length = 16

@@ -82,7 +82,7 @@ def test_models_check_cli_exit_codes(tmp_path):
 
 
 def test_models_check_loads_local_configs_without_weights(tmp_path):
-    from autoshoot.backends.sdxl import tiny_model_set_on_disk
+    from autoshoot.backends.sdxl_tiny import tiny_model_set_on_disk
 
     ms = tiny_model_set_on_disk()
     profile = tmp_path / "local.yaml"

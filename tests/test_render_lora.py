@@ -10,7 +10,8 @@ import pytest
 import torch
 from render_fixtures import tiny_config
 
-from autoshoot.backends.sdxl import SDXLRenderer, load_components, tiny_model_set_on_disk
+from autoshoot.backends.sdxl import SDXLRenderer, load_components
+from autoshoot.backends.sdxl_tiny import tiny_model_set_on_disk
 from autoshoot.config.render import LoraSpec
 
 TARGET = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"

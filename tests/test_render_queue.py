@@ -14,7 +14,8 @@ import pytest
 import torch
 from render_fixtures import tiny_config
 
-from autoshoot.backends.sdxl import DenoiseRequest, SDXLRenderer, build_tiny_components
+from autoshoot.backends.sdxl import DenoiseRequest, SDXLRenderer
+from autoshoot.backends.sdxl_tiny import build_tiny_components
 from autoshoot.run.models import GIB, Residency, own_stream
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

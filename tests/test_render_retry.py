@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from render_fixtures import tiny_config
 
-from autoshoot.backends.sdxl import DenoiseRequest, SDXLRenderer, build_tiny_components
+from autoshoot.backends.sdxl import DenoiseRequest, SDXLRenderer
+from autoshoot.backends.sdxl_tiny import build_tiny_components
 
 
 def test_fp16_vae_overflow_is_decoded_again_in_fp32():

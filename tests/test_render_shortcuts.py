@@ -14,7 +14,7 @@ import pytest
 from render_fixtures import shared_tiny_renderer, tiny_config
 from test_render_speedups import one_image_request
 
-from autoshoot.backends.sdxl import cfg_steps
+from autoshoot.backends.sdxl_speed import cfg_steps
 from autoshoot.errors import ConfigError
 
 

@@ -12,14 +12,9 @@ import pytest
 import torch
 from render_fixtures import shared_tiny_renderer
 
-from autoshoot.backends.sdxl import (
-    ControlScaleHook,
-    DenoiseRequest,
-    build_tiny_components,
-    fuse_attention_projections,
-    pad_chunks,
-    tokenize_chunks,
-)
+from autoshoot.backends.sdxl import ControlScaleHook, DenoiseRequest, pad_chunks, tokenize_chunks
+from autoshoot.backends.sdxl_speed import fuse_attention_projections
+from autoshoot.backends.sdxl_tiny import build_tiny_components
 
 
 def unet_inputs():
@@ -225,7 +220,7 @@ def test_compile_blocks_compiles_each_block_kind_once_per_module():
     from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
-    from autoshoot.backends.sdxl import compile_blocks
+    from autoshoot.backends.sdxl_speed import compile_blocks
 
     c = build_tiny_components()
     kinds = (Transformer2DModel, ResnetBlock2D, Downsample2D, Upsample2D)
@@ -335,7 +330,7 @@ def test_shared_context_cross_attention_gives_the_same_outputs():
     """Prompt embeddings with one row per CFG half give the UNet's and the union ControlNet's
     outputs for the same prompts repeated per candidate (the renderer's order: q/k/v fused
     first, then the processors swapped)."""
-    from autoshoot.backends.sdxl import SharedContextAttnProcessor, share_cross_attention_context
+    from autoshoot.backends.sdxl_speed import SharedContextAttnProcessor, share_cross_attention_context
 
     c = build_tiny_components()
     n = 3
@@ -376,7 +371,7 @@ def test_shared_context_cross_attention_gives_the_same_outputs():
 def test_shared_context_is_left_off_where_a_layer_has_its_own_processor():
     from diffusers.models.attention_processor import AttnProcessor
 
-    from autoshoot.backends.sdxl import share_cross_attention_context
+    from autoshoot.backends.sdxl_speed import share_cross_attention_context
 
     c = build_tiny_components()
     cross = [m for m in c.unet.modules() if getattr(m, "is_cross_attention", False)]

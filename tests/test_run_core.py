@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from autoshoot.run.folder import LocalRunFolder, ObjectStoreRunFolder, open_run
 
 PACKAGE = Path(__file__).resolve().parents[1] / "autoshoot"
@@ -128,3 +130,21 @@ def test_the_old_import_paths_give_the_same_objects() -> None:
     assert runner.LocalEngine is engines.local.LocalEngine and runner.sku_folder_name is not None
     assert old_staged.StagedSkuWorker is staged.StagedSkuWorker
     assert old_ray.RayEngine is ray.RayEngine
+
+
+def test_the_renderers_speed_tricks_and_tiny_models_keep_their_old_names() -> None:
+    from autoshoot.backends import sdxl, sdxl_speed, sdxl_tiny
+
+    for name in ("compile_blocks", "cfg_steps", "prompt_half", "sdpa_context", "fuse_attention_projections"):
+        assert getattr(sdxl, name) is getattr(sdxl_speed, name)
+    assert sdxl.share_cross_attention_context is sdxl_speed.share_cross_attention_context
+    assert sdxl.SharedContextAttnProcessor is sdxl_speed.SharedContextAttnProcessor
+    for name in (
+        "build_tiny_components",
+        "tiny_model_set_on_disk",
+        "build_byte_tokenizers",
+        "save_components",
+    ):
+        assert getattr(sdxl, name) is getattr(sdxl_tiny, name)
+    with pytest.raises(AttributeError):
+        sdxl.no_such_name  # noqa: B018

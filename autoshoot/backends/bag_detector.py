@@ -374,7 +374,7 @@ def build_tiny_detector(seed: int = 0) -> tuple[Any, Any]:
     import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
-    from autoshoot.backends.sdxl import build_byte_tokenizers
+    from autoshoot.backends.sdxl_tiny import build_byte_tokenizers
 
     _, tokenizer = build_byte_tokenizers()  # pads with "!" (id 0), as OWL's tokenizer does
     tokenizer.model_max_length = 16

@@ -14,8 +14,9 @@ The per-step ControlNet scale is set by a forward pre-hook (``ControlScaleHook``
 records the scale each step saw. Long prompts are encoded in chunks of 75 tokens (compel's
 scheme), never truncated.
 
-``tiny`` model set: random tiny SDXL components built in code with a fixed seed, saved once to
-the user's cache folder and loaded back through the same ``from_pretrained`` path.
+The speed tricks (regional compile, the CFG interval, shared cross-attention context, fused
+projections, the attention kernel) live in ``sdxl_speed``, fp8 storage in ``fp8``, and the
+``tiny`` model set (random components built in code) in ``sdxl_tiny``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autoshoot.backends.sdxl_speed import (
+    SharedContextAttnProcessor,  # noqa: F401  (re-exported: its home was here)
+    cfg_steps,
+    compile_blocks,
+    fuse_attention_projections,
+    prompt_half,
+    sdpa_context,
+    share_cross_attention_context,
+)
 from autoshoot.config.render import TINY_MODEL_SET, UNION_MODES, ModelSet
 from autoshoot.errors import ConfigError, ModelMissingError
 from autoshoot.hub import download_hint, is_local_source, is_offline
@@ -42,7 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TINY_VERSION = "1"
 CHUNK = 75  # prompt tokens per CLIP chunk (77 with BOS and EOS)
 
 
@@ -769,34 +778,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def sdpa_context(backend: str) -> Any:
-    """A context that makes ``backend`` PyTorch's first choice for scaled-dot-product attention
-    (the others stay as fallbacks for shapes it cannot take); "default" changes nothing. Under
-    torch.compile the choice is made when the graph is traced, so the first call must run in it."""
-    import contextlib
-
-    if backend in ("", "default"):
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    first = {
-        "cudnn": SDPBackend.CUDNN_ATTENTION,
-        "flash": SDPBackend.FLASH_ATTENTION,
-        "efficient": SDPBackend.EFFICIENT_ATTENTION,
-    }.get(backend)
-    if first is None:
-        raise ConfigError(
-            f"render.sdpa_backend {backend!r} is unknown; use default, cudnn, flash or efficient"
-        )
-    rest = [
-        SDPBackend.FLASH_ATTENTION,
-        SDPBackend.EFFICIENT_ATTENTION,
-        SDPBackend.CUDNN_ATTENTION,
-        SDPBackend.MATH,
-    ]
-    return sdpa_kernel([first] + [b for b in rest if b != first], set_priority=True)
-
-
 def move_model(model: Any, device: Any, dtype: Any) -> None:
     """``model.to(device, dtype)``, skipping the dtype cast when it is already right."""
     if next(model.parameters()).dtype == dtype:
@@ -921,138 +902,6 @@ def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return max(64, int(round(width * s / 64)) * 64), max(64, int(round(height * s / 64)) * 64)
 
 
-def compile_blocks(models: list[Any], mode: str | None) -> int:
-    """torch.compile each transformer (norm, projections and its transformer layers), resnet and
-    up/downsampler of the models on its own (regional compilation). Blocks of one shape share one
-    compiled graph, across the UNet and the ControlNet too, so the warm-up compiles a few dozen
-    graphs instead of two whole networks; what runs between the blocks (conv in/out,
-    concatenations, FreeU) stays eager. Returns the blocks compiled."""
-    import torch
-    from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-
-    # one graph per distinct block shape: SDXL's resnets come in about a dozen
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    kinds = (Transformer2DModel, ResnetBlock2D, Downsample2D, Upsample2D)
-    n = 0
-    for model in models:
-        for module in model.modules():
-            if isinstance(module, kinds):
-                module.compile(dynamic=False, mode=mode)
-                n += 1
-    return n
-
-
-def cfg_steps(steps: int, start: float, stop: float) -> range:
-    """The steps of a ``steps``-step schedule that take classifier-free guidance: the fractions
-    ``start`` ≤ i/steps < ``stop``, rounded down as diffusers' ClassifierFreeGuidance does."""
-    return range(int(start * steps), int(stop * steps))
-
-
-def prompt_half(t: torch.Tensor) -> torch.Tensor:
-    """The prompt half of a CFG batch ([negative rows, prompt rows])."""
-    return t[t.shape[0] // 2 :]
-
-
-class SharedContextAttnProcessor:
-    """Cross-attention whose context (the prompt's embeddings) may hold fewer rows than the
-    batch of latents: with B context rows and r·B latent rows, latent rows i·r … i·r + r - 1
-    attend to context row i. A CFG batch of n candidates holds 2n latents but only 2 distinct
-    prompts (negative, prompt), so the key and value projections run on 2 rows instead of 2n,
-    and the r query sequences of a group are folded into one r-times longer sequence against
-    the group's keys and values, which are read once. Each query's sum is the one diffusers'
-    ``AttnProcessor2_0`` computes (it takes fused or separate k/v projections alike)."""
-
-    def __call__(
-        self,
-        attn: Any,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        if encoder_hidden_states is None or attention_mask is not None or hidden_states.ndim != 3:
-            raise ValueError(
-                "SharedContextAttnProcessor takes unmasked cross-attention on (batch, tokens, dim)"
-            )
-        context = encoder_hidden_states
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        n_latents, n_tokens, _ = hidden_states.shape
-        n_context = context.shape[0]
-        if n_latents % n_context:
-            raise ValueError(f"{n_latents} latent rows cannot share {n_context} context rows")
-        query = attn.to_q(hidden_states)
-        if getattr(attn, "fused_projections", False) and hasattr(attn, "to_kv"):
-            key, value = attn.to_kv(context).chunk(2, dim=-1)
-        else:
-            key, value = attn.to_k(context), attn.to_v(context)
-        heads = attn.heads
-        head_dim = query.shape[-1] // heads
-        # (r·B, S, C) → (B, r·S, heads, d): latent rows of one context row become one sequence
-        q = query.reshape(n_context, -1, heads, head_dim).transpose(1, 2)
-        k = key.reshape(n_context, -1, heads, head_dim).transpose(1, 2)
-        v = value.reshape(n_context, -1, heads, head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(n_latents, n_tokens, heads * head_dim).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
-
-
-def share_cross_attention_context(model: Any) -> bool:
-    """Give each plain cross-attention layer of ``model`` a ``SharedContextAttnProcessor``. True
-    when every cross-attention layer has one (then the prompt may be passed with one row per CFG
-    half); False when some layer carries a processor or a feature it does not cover (an
-    IP-Adapter, a spatial or q/k norm): then the model is left as it was."""
-    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
-
-    layers = [m for m in model.modules() if isinstance(m, Attention) and m.is_cross_attention]
-    plain = [
-        m
-        for m in layers
-        if type(m.processor) in (AttnProcessor2_0, FusedAttnProcessor2_0, SharedContextAttnProcessor)
-        and m.spatial_norm is None
-        and m.group_norm is None
-        and m.norm_q is None
-        and m.norm_k is None
-        and getattr(m, "added_kv_proj_dim", None) is None
-    ]
-    if len(plain) != len(layers):
-        return False
-    for m in layers:
-        m.set_processor(SharedContextAttnProcessor())
-    return True
-
-
-def fuse_attention_projections(model: Any) -> int:
-    """Fuse each diffusers ``Attention``'s projections: q, k, v into one Linear for
-    self-attention, k, v for cross-attention (the UNet's ``fuse_qkv_projections``, for any model,
-    the union ControlNet too). The same sums in one bigger matmul. Returns the layers fused."""
-    import torch
-    from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
-
-    n = 0
-    with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, Attention) or getattr(module, "fused_projections", False):
-                continue
-            if not isinstance(module.processor, AttnProcessor2_0):
-                continue  # a custom or added-KV processor: leave it alone
-            module.fuse_projections(fuse=True)
-            for name in ("to_qkv", "to_kv"):
-                if hasattr(module, name):
-                    getattr(module, name).requires_grad_(False)
-            module.set_processor(FusedAttnProcessor2_0())
-            n += 1
-    return n
-
-
 # ---------------------------------------------------------------------------------------
 # loading
 
@@ -1067,6 +916,8 @@ def load_components(ms: ModelSet, dtype: Any, offline: bool) -> Components:
     )
 
     if ms.tiny:
+        from autoshoot.backends.sdxl_tiny import tiny_model_set_on_disk
+
         ms = tiny_model_set_on_disk()
     # 1. base: a single .safetensors file or a diffusers folder / hub id
     base = os.path.expanduser(ms.base)
@@ -1196,197 +1047,23 @@ def fetch_hint(source: str) -> str:
     return download_hint(source)
 
 
-# ---------------------------------------------------------------------------------------
-# tiny random components (tests, demo, install check)
+def __getattr__(name: str) -> Any:
+    """The tiny components moved to ``autoshoot.backends.sdxl_tiny``; their old names here stay
+    as re-exports (imported on first use: that module imports this one)."""
+    if name in _MOVED_TO_TINY:
+        from autoshoot.backends import sdxl_tiny
+
+        return getattr(sdxl_tiny, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def tiny_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "autoshoot" / f"tiny-sdxl-v{TINY_VERSION}"
-
-
-def tiny_model_set_on_disk(folder: Path | None = None) -> ModelSet:
-    """Save the tiny components once (diffusers layout) and describe them as a local model set."""
-    folder = folder or tiny_cache_dir()
-    if not (folder / "model_index.json").is_file() or not (folder / "controlnet" / "config.json").is_file():
-        save_tiny_components(folder)
-    return ModelSet(
-        base=str(folder),
-        base_config="",
-        variant="",
-        controlnet=str(folder / "controlnet"),
-        controlnet_weights="",
-        vae="",
-        loras=(),
-    )
-
-
-def save_tiny_components(folder: Path) -> None:
-    import shutil
-    import tempfile
-
-    comps = build_tiny_components()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
-    save_components(comps, tmp)
-    if folder.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def save_components(comps: Components, folder: Path) -> None:
-    """Components as a diffusers SDXL pipeline folder, the ControlNet in ``folder/controlnet``:
-    the layout the loaders read a local model set from."""
-    from diffusers import StableDiffusionXLPipeline
-
-    pipe = StableDiffusionXLPipeline(
-        vae=comps.vae,
-        text_encoder=comps.text_encoder,
-        text_encoder_2=comps.text_encoder_2,
-        tokenizer=comps.tokenizer,
-        tokenizer_2=comps.tokenizer_2,
-        unet=comps.unet,
-        scheduler=comps.scheduler,
-    )
-    pipe.save_pretrained(folder)
-    comps.controlnet.save_pretrained(Path(folder) / "controlnet")
-
-
-def build_tiny_components(seed: int = 0) -> Components:
-    """Random tiny SDXL: 2-level UNet (cross-attention 64), union ControlNet from it, 4-block VAE
-    (×8 like SDXL's), two 32-wide CLIP text encoders and a byte-level tokenizer. Seconds on a CPU."""
-    import torch
-    from diffusers import AutoencoderKL, ControlNetUnionModel, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=80,  # 6 × 8 time ids + 32 pooled text
-        cross_attention_dim=64,
-        norm_num_groups=8,
-    )
-    torch.manual_seed(seed + 1)
-    controlnet = ControlNetUnionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        in_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64,
-        norm_num_groups=8,
-        conditioning_embedding_out_channels=(8, 8, 16, 16),
-        num_control_type=8,
-        num_trans_channel=32,
-        num_trans_head=2,
-        num_proj_channel=32,
-    )
-    # ControlNet outputs are zero-initialised; give them weights so control changes the image
-    with torch.no_grad():
-        for name, p in controlnet.named_parameters():
-            if p.abs().max() == 0 and (
-                "controlnet_" in name or "spatial_ch_projs" in name or "conv_out" in name
-            ):
-                p.normal_(0.0, 0.05)
-    torch.manual_seed(seed + 2)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=128,
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        steps_offset=1,
-        beta_schedule="scaled_linear",
-        timestep_spacing="leading",
-    )
-    tokenizer, tokenizer_2 = build_byte_tokenizers()
-    vocab_size = len(tokenizer)
-    te_config = CLIPTextConfig(
-        bos_token_id=vocab_size - 2,
-        eos_token_id=vocab_size - 1,
-        pad_token_id=vocab_size - 1,
-        hidden_size=32,
-        intermediate_size=37,
-        layer_norm_eps=1e-05,
-        num_attention_heads=4,
-        num_hidden_layers=3,
-        vocab_size=vocab_size,
-        hidden_act="gelu",
-        projection_dim=32,
-        max_position_embeddings=77,
-    )
-    torch.manual_seed(seed + 3)
-    text_encoder = CLIPTextModel(te_config)
-    torch.manual_seed(seed + 4)
-    text_encoder_2 = CLIPTextModelWithProjection(te_config)
-    return Components(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2,
-        scheduler=scheduler,
-        controlnet=controlnet,
-    )
-
-
-def build_byte_tokenizers() -> tuple[Any, Any]:
-    """Two offline byte-level CLIP tokenizers (no merges): 256 byte symbols, their word-end forms,
-    BOS and EOS (ids 512, 513). The second pads with "!" like SDXL's tokenizer_2."""
-    import json
-    import tempfile
-
-    from transformers import CLIPTokenizer
-
-    symbols = byte_symbols()
-    names = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {s: i for i, s in enumerate(names)}
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab_path, merges_path = Path(tmp) / "vocab.json", Path(tmp) / "merges.txt"
-        vocab_path.write_text(json.dumps(vocab))
-        merges_path.write_text("#version: 0.2\n")
-        tokenizer = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=77)
-        tokenizer_2 = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=77, pad_token="!")
-    return tokenizer, tokenizer_2
-
-
-def byte_symbols() -> list[str]:
-    """GPT-2/CLIP's reversible byte → printable-character table, as a list of 256 symbols."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
+_MOVED_TO_TINY = (
+    "TINY_VERSION",
+    "build_byte_tokenizers",
+    "build_tiny_components",
+    "byte_symbols",
+    "save_components",
+    "save_tiny_components",
+    "tiny_cache_dir",
+    "tiny_model_set_on_disk",
+)
