@@ -29,7 +29,10 @@ inside the digit, the way five chains spread over four digits put two on one). T
 the real photo's; only the skeleton claims a finger that is not there. These count as the fit
 part's malformed hands for this check only; the held-out part is never edited. The check
 counts in anatomy when it ranks the fit part's real images above its malformed ones and these
-synthetic hands (AUC > 0.5).
+synthetic hands (AUC > 0.5), and when its verdicts hold under ``AUGMENTATIONS`` (``fit_checks``):
+no synthetic hand it flags is judged separated in an augmented photo, and no real hand of the
+fit part is flagged in one. An upscaled photo is scored with its ``detail_of`` (1/f), as the
+score stage tells the scorer how far a candidate was enlarged from its render.
 
 The kinematic model's residual is measured too, and not counted (``world_fit``): how far a
 hand lies from the nearest anatomical skeleton (``autoshoot.hands.kinematic.fit_hand``'s
@@ -149,6 +152,14 @@ def pin_one_core() -> None:
 AUGMENTATIONS = ("flip", "rot20", "rot-20", "scale0.6", "scale1.5", "scale2", "jpeg40")
 
 
+def detail_of(name: str) -> float:
+    """The ``detail_scale`` a scorer is told for an augmented photo: 1/f for an upscale by f
+    (as the score stage tells it for a candidate upscaled from its render), else 1."""
+    if name.startswith("scale") and float(name[5:]) > 1:
+        return 1.0 / float(name[5:])
+    return 1.0
+
+
 def augment(image: Any, name: str) -> Any:
     """HxWx3 uint8 RGB → the same photo flipped, rotated (degrees), rescaled or re-encoded."""
     import cv2
@@ -173,7 +184,9 @@ def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> d
     """AUC over every sample under each augmentation (robustness of the ranking), and per
     augmentation the images whose finger separation flags a hand (``check_finger_separation``
     below 0.7: the level at which it gives a reason), and those whose world residual passes
-    ``world_tolerance`` (the fit part's, from ``fit_world_fit``)."""
+    ``world_tolerance`` (the fit part's, from ``fit_world_fit``). An upscaled photo is scored
+    with its ``detail_of`` (known, as for a candidate); ``separation_unknown_upscale`` holds the
+    flags of the upscales scored as if the photo were sharp (a user's photo enlarged elsewhere)."""
     from PIL import Image
 
     from autoshoot.backends.mediapipe_hands import prepare_image
@@ -184,15 +197,22 @@ def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> d
     flagged: dict[str, dict[str, list[str]]] = {}
     past: dict[str, dict[str, list[str]]] = {}
     scores, labels = [], []
+    unknown: dict[str, dict[str, list[str]]] = {}
     for name in ("original",) + AUGMENTATIONS:
         s_aug, l_aug = [], []
         flags: dict[str, list[str]] = {"malformed": [], "real": []}
         for path in files:
             with Image.open(path) as im:
                 image = prepare_image(im)
-            result = scorer.score(image if name == "original" else augment(image, name))
+            moved = image if name == "original" else augment(image, name)
+            result = scorer.score(moved, detail_scale=detail_of(name))
+            kind = "real" if label_of(path.name) == 1 else "malformed"
             if result.components.get("separation", 1.0) < FLAGGED:
-                flags["real" if label_of(path.name) == 1 else "malformed"].append(path.name)
+                flags[kind].append(path.name)
+            if detail_of(name) < 1:
+                sharp = scorer.score(moved)
+                if sharp.components.get("separation", 1.0) < FLAGGED:
+                    unknown.setdefault(name, {"malformed": [], "real": []})[kind].append(path.name)
             residual = world_residual_of(dataclasses.asdict(result))
             if world_tolerance is not None and residual is not None and residual > world_tolerance:
                 kind = "real" if label_of(path.name) == 1 else "malformed"
@@ -214,6 +234,7 @@ def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> d
         "auc_per_augmentation": per_aug,
         "auc_all_augmented": auc(scores, labels),
         "separation_robustness": flagged,
+        "separation_unknown_upscale": unknown,
         "world_past_tolerance": past,
     }
 
@@ -276,19 +297,34 @@ def augment_points(points: Any, name: str, shape: tuple[int, ...]) -> Any:
     return pts
 
 
-def fused_finger_negatives(image: Any, hands: list[dict[str, Any]]) -> list[dict[str, float]]:
+def pair_verdict(found: Any, pair: int, limits: Any) -> float | None:
+    """``check_finger_separation`` of one neighbouring pair (0 index-middle .. 2 ring-little)
+    alone, or None where the check does not judge it (colours that cannot tell the hand from
+    its background, curled fingers, a finger too few pixels of real detail wide for a seam)."""
+    from autoshoot.hands.evidence import check_finger_separation
+
+    if found is None or found.quality < limits.min_colour_quality or found.separation[pair] is None:
+        return None
+    alone = dataclasses.replace(
+        found, separation=[v if i == pair else None for i, v in enumerate(found.separation)]
+    )
+    return round(check_finger_separation(alone, limits)[0], 4)
+
+
+def fused_finger_negatives(image: Any, hands: list[dict[str, Any]]) -> list[dict[str, float | None]]:
     """Synthetic fused fingers built on one real photo's hands (see the module docstring): for
     every extended finger (index..little) on the hand (colour support >= ``min_pair_support``)
-    and each of its neighbours, both chains on that finger. Per synthetic hand, its
-    ``check_finger_separation`` on the photo ("original") and under each of ``AUGMENTATIONS``
-    (the photo and the synthetic skeleton moved together)."""
+    and each of its neighbours, both chains on that finger. Per synthetic hand, the verdict on
+    its fused pair (``pair_verdict``: None where not judged) on the photo ("original") and
+    under each of ``AUGMENTATIONS`` (the photo and the synthetic skeleton moved together; an
+    upscale's ``detail_of`` told, as the score stage tells it for a candidate)."""
     import numpy as np
 
     from autoshoot.hands.anatomy import TIPS, AnatomyLimits, measure_palm_length
-    from autoshoot.hands.evidence import check_finger_separation, measure_finger_support
+    from autoshoot.hands.evidence import measure_finger_support
 
     limits = AnatomyLimits()
-    fused = []
+    fused, pairs = [], []
     for hand in hands:
         pts = np.asarray(hand["landmarks"], dtype=np.float64)
         found = measure_finger_support(image, pts, limits=limits)
@@ -299,16 +335,35 @@ def fused_finger_negatives(image: Any, hands: list[dict[str, Any]]) -> list[dict
         for host in range(1, 5):
             extended = float(np.linalg.norm(pts[TIPS[host]] - centre)) >= limits.curled_tip * palm
             if extended and found.support[host - 1] >= limits.min_pair_support:
-                fused += [fuse_pair(pts, host, other) for other in (host - 1, host + 1) if 1 <= other <= 4]
-    out: list[dict[str, float]] = [{} for _ in fused]
+                for other in (host - 1, host + 1):
+                    if 1 <= other <= 4:
+                        fused.append(fuse_pair(pts, host, other))
+                        pairs.append(min(host, other) - 1)
+    out: list[dict[str, float | None]] = [{} for _ in fused]
     for name in ("original",) + AUGMENTATIONS:
         moved = image if name == "original" else augment(image, name)
-        for result, pts in zip(out, fused, strict=True):
+        for result, pts, pair in zip(out, fused, pairs, strict=True):
             if name != "original":
                 pts = augment_points(pts, name, image.shape)
-            found = measure_finger_support(moved, pts, limits=limits)
-            result[name] = round(check_finger_separation(found, limits)[0], 4)
+            found = measure_finger_support(moved, pts, limits=limits, detail_scale=detail_of(name))
+            result[name] = pair_verdict(found, pair, limits)
     return out
+
+
+def real_separation_augmented(scorer: Any, image: Any) -> dict[str, float | None]:
+    """The finger separation of a real photo's hands found afresh under each of
+    ``AUGMENTATIONS`` (an upscale's ``detail_of`` told); None where no hand is found."""
+    out: dict[str, float | None] = {}
+    for name in AUGMENTATIONS:
+        result = scorer.score(augment(image, name), detail_scale=detail_of(name))
+        value = result.components.get("separation")
+        out[name] = None if value is None else round(float(value), 4)
+    return out
+
+
+def judged_or_one(value: float | None) -> float:
+    """A verdict as the scorer counts it: not judged is 1 (nothing against the hand)."""
+    return 1.0 if value is None else float(value)
 
 
 FLAGGED = 0.7  # a finger separation below this gives a reason: the hand is flagged
@@ -316,33 +371,55 @@ FLAGGED = 0.7  # a finger separation below this gives a reason: the hand is flag
 
 def fit_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Which anatomy factors (``ANATOMY_FACTORS``) count, fitted on ``rows``. A factor counts
-    when both hold on them:
+    when all three hold on them:
 
     - it ranks the real images above the malformed ones plus the synthetic fused fingers built
       on the real ones (``synthetic_separation``, on the photos as they are): AUC > 0.5;
-    - what it sees is the hand, not the pixels: every synthetic hand it flags on the photo is
-      still flagged with the photo flipped, rotated, rescaled or saved as JPEG (``AUGMENTATIONS``).
+    - what it sees is the hand, not the pixels: no synthetic hand it flags on the photo is
+      judged separated once the photo is flipped, rotated, rescaled or saved as JPEG
+      (``AUGMENTATIONS``). Under an augmentation a flagged hand stays flagged or is not judged
+      (shrunk or turned so that its fingers have too few pixels for a seam): abstaining is not
+      a contradiction, it is the check saying it cannot see;
+    - no real hand of the fit part, found afresh in each augmented photo
+      (``real_separation_augmented``), is flagged.
 
     Returns {"checks": {name: bool}, "auc": {name: AUC}, "n_synthetic": count, "synthetic_flagged":
-    count flagged on the photo, "synthetic_kept": {augmentation: how many of those stay flagged}}."""
+    count flagged on the photo, and per augmentation: "synthetic_kept" (still flagged),
+    "synthetic_abstained" (not judged), "synthetic_contradicted" (judged separated),
+    "real_flagged" (files)}."""
     pairs = [r for r in rows if r["kind"] in ("real", "malformed") and r["hands"]]
     synthetic = [v for r in pairs if r["kind"] == "real" for v in r.get("synthetic_separation", [])]
-    flagged = [v for v in synthetic if v["original"] < FLAGGED]
-    kept = {name: sum(v[name] < FLAGGED for v in flagged) for name in AUGMENTATIONS}
+    flagged = [v for v in synthetic if judged_or_one(v["original"]) < FLAGGED]
+    kept = {name: sum(v[name] is not None and v[name] < FLAGGED for v in flagged) for name in AUGMENTATIONS}
+    abstained = {name: sum(v[name] is None for v in flagged) for name in AUGMENTATIONS}
+    contradicted = {name: len(flagged) - kept[name] - abstained[name] for name in AUGMENTATIONS}
+    real_flagged = {
+        name: [
+            r["file"]
+            for r in pairs
+            if r["kind"] == "real"
+            and judged_or_one(r.get("real_separation_augmented", {}).get(name)) < FLAGGED
+        ]
+        for name in AUGMENTATIONS
+    }
     checks, aucs = {}, {}
     for name in ANATOMY_FACTORS:
         if not all(name in r["components"] for r in pairs):
             continue
-        values = [r["components"][name] for r in pairs] + [v["original"] for v in synthetic]
+        values = [r["components"][name] for r in pairs] + [judged_or_one(v["original"]) for v in synthetic]
         labels = [1 if r["kind"] == "real" else 0 for r in pairs] + [0] * len(synthetic)
         aucs[name] = round(auc(values, labels), 4)
-        checks[name] = aucs[name] > 0.5 and all(k == len(flagged) for k in kept.values())
+        robust = not any(contradicted.values()) and not any(real_flagged.values())
+        checks[name] = aucs[name] > 0.5 and bool(flagged) and robust
     return {
         "checks": checks,
         "auc": aucs,
         "n_synthetic": len(synthetic),
         "synthetic_flagged": len(flagged),
         "synthetic_kept": kept,
+        "synthetic_abstained": abstained,
+        "synthetic_contradicted": contradicted,
+        "real_flagged": real_flagged,
     }
 
 
@@ -479,8 +556,8 @@ def measuring_scorer(config: Any) -> Any:
     from autoshoot.hands.kinematic import fit_hand
 
     class WorldMeasuringScorer(MediaPipeHandScorer):
-        def check_hand(self, image: Any, hand: Any, scene: Any) -> dict[str, Any]:
-            out = super().check_hand(image, hand, scene)
+        def check_hand(self, image: Any, hand: Any, scene: Any, detail_scale: float = 1.0) -> dict[str, Any]:
+            out = super().check_hand(image, hand, scene, detail_scale)
             out["world"] = (
                 None if hand.world is None else [[round(float(v), 5) for v in p] for p in hand.world]
             )
@@ -649,6 +726,7 @@ def score_samples(samples: Path) -> list[dict[str, Any]]:
                 hand["moved"] = round(fit_hand(hand["landmarks"]).moved, 4)
             if row["kind"] == "real":  # evidence for the finger separation (see fit_checks)
                 row["synthetic_separation"] = fused_finger_negatives(image, row["hands"])
+                row["real_separation_augmented"] = real_separation_augmented(scorer, image)
             rows.append(row)
     finally:
         scorer.close()
@@ -844,6 +922,9 @@ def evaluate(samples: Path, time_runs: int = 1) -> dict[str, Any]:
         "n_synthetic_fit": checks["n_synthetic"],
         "synthetic_flagged_fit": checks["synthetic_flagged"],
         "synthetic_kept_fit": checks["synthetic_kept"],
+        "synthetic_abstained_fit": checks["synthetic_abstained"],
+        "synthetic_contradicted_fit": checks["synthetic_contradicted"],
+        "real_flagged_augmented_fit": checks["real_flagged"],
         "weights": weights["weights"],
         "config_weights": dict(config.score.weights),
         "component_auc_fit": weights["auc"],
@@ -999,9 +1080,11 @@ def main(argv: list[str] | None = None) -> int:
         f"hands): AUC {result['check_auc_fit']}; counted: {result['checks']} (config: {result['config_checks']})"
     )
     print(
-        f"  synthetic fused fingers flagged on the photo: {result['synthetic_flagged_fit']}; still flagged "
-        f"augmented: {result['synthetic_kept_fit']}"
+        f"  synthetic fused fingers flagged on the photo: {result['synthetic_flagged_fit']}; augmented, still "
+        f"flagged {result['synthetic_kept_fit']}, not judged {result['synthetic_abstained_fit']}, judged "
+        f"separated {result['synthetic_contradicted_fit']}"
     )
+    print(f"  real hands of the fit part flagged once augmented: {result['real_flagged_augmented_fit']}")
     print(
         f"accept threshold fitted on the fit part: {result['threshold']:.2f} (config: {result['config_threshold']:.2f})"
     )
@@ -1065,6 +1148,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"AUC augmented            {result['auc_all_augmented']:.3f}   ({per})")
         print("finger separation flags (< 0.7), per augmentation:")
         for name, flags in result["separation_robustness"].items():
+            print(f"  {name:9s} malformed caught {flags['malformed']}; real flagged {flags['real']}")
+        print("  upscales scored as if sharp (detail_scale 1: a photo enlarged before it reached us):")
+        for name, flags in result["separation_unknown_upscale"].items():
             print(f"  {name:9s} malformed caught {flags['malformed']}; real flagged {flags['real']}")
         print(
             f"world residual past the fit part's tolerance ({result['world_fit']['tolerance']:.3f}), per augmentation:"

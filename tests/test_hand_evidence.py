@@ -145,6 +145,24 @@ def test_separation_is_not_judged_where_a_seam_cannot_show():
     assert check_finger_separation(found, AnatomyLimits()) == (1.0, [])
 
 
+def test_an_enlarged_picture_is_judged_at_the_detail_it_was_drawn_with():
+    # the same too-small hand enlarged 4x afterwards (as a candidate is upscaled to its final
+    # size): its pixels are many, its detail is not; told so, the check does not judge it
+    image, pts = fused_hand(seam=True)
+    small = cv2.resize(image, (100, 100), interpolation=cv2.INTER_AREA)
+    enlarged = cv2.resize(small, (400, 400), interpolation=cv2.INTER_CUBIC)
+    as_if_sharp = measure_finger_support(enlarged, pts)
+    assert as_if_sharp is not None and as_if_sharp.separation[2] is not None  # judged on blur
+    told = measure_finger_support(enlarged, pts, detail_scale=0.25)
+    assert told is not None and told.separation == [None, None, None]
+    assert check_finger_separation(told, AnatomyLimits()) == (1.0, [])
+    # the picture as drawn is judged as before: detail_scale 1 changes nothing
+    assert (
+        measure_finger_support(image, pts, detail_scale=1.0).separation
+        == measure_finger_support(image, pts).separation
+    )
+
+
 def test_curled_fingers_are_not_judged():
     image, pts = fused_hand(seam=False)
     curled = pts.copy()

@@ -225,22 +225,22 @@ def test_cover_wrap_and_combine_on_synthetic_hands():
 
 
 def test_finger_separation_counts_in_anatomy_only_when_switched_on(scorer, samples_dir):
-    # the boneless hand: its ring and little chains lie on one finger. Off (the fitted default)
-    # the separation is reported as a component and anatomy does not include it; on, it does
+    # the boneless hand: its ring and little chains lie on one finger. On (the fitted default)
+    # anatomy includes the separation; off, it is only reported as a component
     from autoshoot.config import load_config
 
     image = load(samples_dir, "C_hand_ai_malformed_15.jpg")
-    off = scorer.score(image)
-    assert scorer.config.finger_separation is False
-    assert off.components["separation"] < 0.7 and off.components["anatomy"] > 0.9
-    assert not any("drawn over one finger" in r for r in off.reasons)
-    on_scorer = mp_hands.MediaPipeHandScorer(
-        load_config(overrides={"score.bag_detector": "none", "score.finger_separation": True})
+    on = scorer.score(image)
+    assert scorer.config.finger_separation is True
+    off_scorer = mp_hands.MediaPipeHandScorer(
+        load_config(overrides={"score.bag_detector": "none", "score.finger_separation": False})
     )
     try:
-        on = on_scorer.score(image)
+        off = off_scorer.score(image)
     finally:
-        on_scorer.close()
+        off_scorer.close()
+    assert off.components["separation"] < 0.7 and off.components["anatomy"] > 0.9
+    assert not any("drawn over one finger" in r for r in off.reasons)
     assert on.components["separation"] == pytest.approx(off.components["separation"])
     assert on.components["anatomy"] == pytest.approx(
         off.components["anatomy"] * off.components["separation"], abs=1e-3

@@ -190,18 +190,21 @@ def test_tiny_profile_scores_with_the_tiny_random_detector(tmp_path):
     job.sessions.close()
 
 
+class RecordingScorer:
+    """A hand scorer that records the keyword arguments of each call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, image, **kwargs):
+        from autoshoot.types import HandScore
+
+        self.calls.append(kwargs)
+        return HandScore(file=kwargs.get("file", ""), hand_score=0.5, hands=[], reasons=[], components={})
+
+
 def test_score_stage_passes_the_briefs_shot_to_the_scorer(tmp_path):
     # a close-up brief must reach the scorer, which then does not call a lone hand "without a body"
-    from autoshoot.types import HandScore
-
-    class RecordingScorer:
-        def __init__(self):
-            self.shots = []
-
-        def score(self, image, **kwargs):
-            self.shots.append(kwargs.get("shot"))
-            return HandScore(file=kwargs.get("file", ""), hand_score=0.5, hands=[], reasons=[], components={})
-
     job = make_job(tmp_path, None, config=load_config("tiny"))
     analyze = tmp_path / "analyze"
     analyze.mkdir()
@@ -211,7 +214,27 @@ def test_score_stage_passes_the_briefs_shot_to_the_scorer(tmp_path):
     out = tmp_path / "score"
     out.mkdir()
     ScoreStage().run(job, out)
-    assert scorer.shots == ["close", "close"]
+    assert [call["shot"] for call in scorer.calls] == ["close", "close"]
+
+
+def test_the_scorer_is_told_how_much_a_candidate_was_enlarged(tmp_path):
+    # a candidate drawn at the 1024-px canvas and upscaled to 2048 px holds half a pixel of
+    # drawn detail per pixel: the finger separation must not read a blurred seam as none
+    from autoshoot.stages.score import detail_scale
+
+    assert detail_scale({"canvas_size": [1024, 768], "final_size": [2048, 1536]}) == 0.5
+    assert detail_scale({"canvas_size": [1024, 768], "final_size": [1024, 768]}) == 1.0
+    assert detail_scale({"candidates": []}) == 1.0  # an older RUN does not say
+
+    job = make_job(tmp_path, None, config=load_config("tiny"))
+    stage_json = tmp_path / "composite" / "stage.json"
+    composite = json.loads(stage_json.read_text())
+    atomic_write_json(stage_json, {**composite, "canvas_size": [300, 400], "final_size": [600, 800]})
+    scorer = job.sessions.get("hand_scorer:mediapipe", RecordingScorer)
+    out = tmp_path / "score"
+    out.mkdir()
+    ScoreStage().run(job, out)
+    assert [call["detail_scale"] for call in scorer.calls] == [0.5, 0.5]
 
 
 @pytest.mark.samples

@@ -493,6 +493,7 @@ class MediaPipeHandScorer:
         file: str = "",
         product_box: Box | list | None = None,
         shot: str | None = None,
+        detail_scale: float = 1.0,
     ) -> HandScore:
         """Score one image.
 
@@ -505,6 +506,9 @@ class MediaPipeHandScorer:
                 detected bag that does not overlap it is a second bag.
             shot: the brief's shot ("close", "half_body", "full_body") or None; a close-up
                 is not penalised for hands without a body.
+            detail_scale: pixels of real detail per image pixel, at most 1 (a candidate
+                upscaled f times from its render: 1/f); the finger separation judges a seam
+                only where it can show (``autoshoot.hands.evidence.measure_finger_support``).
         Returns:
             ``autoshoot.types.HandScore``; ``hands`` hold each hand's landmarks and checks,
             ``bags`` the distinct bags found (empty when the bag rule is off).
@@ -528,7 +532,7 @@ class MediaPipeHandScorer:
             hands = self.detector.detect_tiles(image)[: max(c.max_hands, 1) + 2]
         bags = self.count_bags(image, product_box)
         # 3. per-hand anatomy and stability
-        reports = [self.check_hand(image, hand, scene) for hand in hands]
+        reports = [self.check_hand(image, hand, scene, detail_scale) for hand in hands]
         # 4. components
         components: dict[str, float] = {}
         reasons: list[str] = []
@@ -606,8 +610,11 @@ class MediaPipeHandScorer:
             match_contain=c.bag_match_contain,
         )
 
-    def check_hand(self, image: np.ndarray, hand: DetectedHand, scene: Scene | None) -> dict[str, Any]:
-        """Anatomy, confidence and stability of one hand (JSON-able dict)."""
+    def check_hand(
+        self, image: np.ndarray, hand: DetectedHand, scene: Scene | None, detail_scale: float = 1.0
+    ) -> dict[str, Any]:
+        """Anatomy, confidence and stability of one hand (JSON-able dict); ``detail_scale`` as
+        for ``score``."""
         from autoshoot.hands.anatomy import check_anatomy
         from autoshoot.hands.evidence import (
             check_finger_separation,
@@ -618,7 +625,7 @@ class MediaPipeHandScorer:
         face_width = nearest_face_width(scene, hand) if scene is not None else None
         anatomy = check_anatomy(hand.landmarks, face_width=face_width, limits=self.limits)
         # the picture under the skeleton: a finger chain threaded through a gap between digits
-        support = measure_finger_support(image, hand.landmarks, limits=self.limits)
+        support = measure_finger_support(image, hand.landmarks, limits=self.limits, detail_scale=detail_scale)
         anatomy.checks["support"], support_reasons = check_finger_support(support, self.limits)
         anatomy.reasons += support_reasons
         anatomy.score *= anatomy.checks["support"]

@@ -45,10 +45,11 @@ class ScoreConfig:
     # count in anatomy two neighbouring extended fingers with neither a gap nor a seam between
     # them (one digit drawn with two chains), as a finger off the hand is. Fitted by
     # bench/hands_eval.py on its fit part, whose fused-finger evidence is synthetic (two chains laid
-    # on one real finger of its real photos): off, as the synthetic hands it flags are not all
-    # flagged once the photo is flipped, rotated by 20 degrees or shrunk to 0.6 (it judges the
-    # pixels, not the hand). The "separation" component is reported either way
-    finger_separation: bool = False
+    # on one real finger of its real photos): on, as no synthetic hand it flags is judged
+    # separated once the photo is flipped, rotated, rescaled or saved as JPEG (it stays flagged,
+    # or is not judged where too few pixels show a seam), and no real hand of the fit part is
+    # flagged under those. The "separation" component is reported either way
+    finger_separation: bool = True
     # candidates of a SKU scored at once, each with its own MediaPipe graphs; 0 = 4 when the
     # run renders on a CUDA GPU (many cores; scoring must keep up with the render), else 1
     parallel: int = 0

@@ -109,7 +109,8 @@ def measure_separation(
         hand_likeness: (N, 3) Lab colours -> (N,) log-likelihood ratio hand vs background.
         pts3: (21, 3) landmarks in crop pixels (z in the same scale).
         support: per finger (index..little), the share of its distal chain on the hand.
-        px_per_crop_px: pixels of the original image per crop pixel.
+        px_per_crop_px: pixels of real detail per crop pixel: the original image's pixels per
+            crop pixel, times the image's ``detail_scale`` (see ``measure_finger_support``).
     Cross-sections run from points along one finger's distal chain (PIP to tip) to the
     nearest point of its neighbour's.
     """
@@ -168,6 +169,7 @@ def measure_finger_support(
     points: int = 7,
     min_hand_px: float = 16.0,
     limits: AnatomyLimits | None = None,
+    detail_scale: float = 1.0,
 ) -> FingerSupport | None:
     """Support of each finger chain by hand-coloured pixels (see the module docstring).
 
@@ -179,6 +181,11 @@ def measure_finger_support(
         min_hand_px: a hand whose landmark box is smaller than this (long side, pixels) has
             too few pixels to tell its fingers from what lies between them.
         limits: the tolerances of the separation measure (``AnatomyLimits`` by default).
+        detail_scale: pixels of real detail per pixel of ``image``, at most 1: an image
+            enlarged f times from the picture that was drawn (a candidate upscaled from its
+            render to the final size) has 1/f. A seam between touching fingers shows only
+            where a finger is ``limits.min_seam_px`` wide in real detail; enlarging blurs it
+            over more pixels without showing it, so the pair is then not judged.
     Returns:
         ``FingerSupport``, or None when the hand or its surroundings are too small to model.
     """
@@ -238,7 +245,7 @@ def measure_finger_support(
         lambda x: hand_ll(x) - back_ll(x),
         pts3,
         support,
-        1.0 / scale,
+        min(float(detail_scale), 1.0) / scale,
         limits or AnatomyLimits(),
     )
     return FingerSupport(support=support, quality=quality, separation=separation)

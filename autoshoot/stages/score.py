@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 class ScoreStage(Stage):
     name: ClassVar[str] = "score"
     version: ClassVar[str] = (
-        "4"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights;
-        # 4: the finger-separation component (measured; weight 0 as fitted)
+        "5"  # 2: fails closed (no hand, nobody), close-ups, tile search; 3: finger evidence, fitted weights;
+        # 4: the finger-separation component (measured; weight 0 as fitted); 5: the finger
+        # separation counts in anatomy (as fitted), judged at the candidate's drawn detail
     )
     config_sections: ClassVar[tuple[str, ...]] = ("score",)
 
@@ -92,6 +93,7 @@ class ScoreStage(Stage):
         product_box = read_product_box(job)
         # the candidates are at the final size: canvas px → final px
         grip, polygon, product_box = to_final_size(composite, grip, polygon, product_box)
+        detail = detail_scale(composite)  # the hand was drawn at the canvas size, then enlarged
         shot = read_shot(job)
         # 2. the scorer, built once per run
         scorer = job.sessions.get(
@@ -113,6 +115,7 @@ class ScoreStage(Stage):
                 file=cand["image"],
                 product_box=product_box,
                 shot=shot,
+                detail_scale=detail,
             )
             overlay = f"overlay_{int(cand['index'])}.png"
             label = f"#{cand['index']} {result.hand_score:.2f}"
@@ -186,6 +189,15 @@ def to_final_size(
     if box is not None:
         box = (*pt(box[0], box[1]), *pt(box[2], box[3]))
     return grip, polygon, box
+
+
+def detail_scale(composite: dict[str, Any]) -> float:
+    """Pixels of drawn detail per pixel of a final candidate: the canvas's long side over the
+    final's (the renders are drawn at the canvas size and upscaled to the final size), at most
+    1; 1 when the composite does not say (an older RUN)."""
+    if not composite.get("final_size") or not composite.get("canvas_size"):
+        return 1.0
+    return min(1.0, max(composite["canvas_size"]) / max(max(composite["final_size"]), 1))
 
 
 def read_grip(job: Job) -> tuple[tuple[float, float] | None, list[tuple[float, float]] | None]:
