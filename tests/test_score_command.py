@@ -73,6 +73,21 @@ def test_grip_and_prepared(samples_dir, tmp_path):
 
 
 @pytest.mark.samples
+def test_detail_scale_reaches_the_finger_separation(samples_dir):
+    # the boneless hand's ring and little chains lie on one finger: judged on the photo as it
+    # is; told the picture was enlarged 4x (a quarter of its pixels drawn), its fingers are too
+    # narrow in drawn detail for a seam to show, and the pair is not judged
+    image = str(samples_dir / "C_hand_ai_malformed_15.jpg")
+    sharp = CliRunner().invoke(main, ["score", image, "--json", *NO_BAG_RULE])
+    told = CliRunner().invoke(main, ["score", image, "--json", "--detail-scale", "0.25", *NO_BAG_RULE])
+    assert sharp.exit_code == 0 and told.exit_code == 0, sharp.output + told.output
+    assert json.loads(sharp.stdout)[0]["components"]["separation"] < 0.7
+    assert json.loads(told.stdout)[0]["components"]["separation"] == 1.0
+    bad = CliRunner().invoke(main, ["score", image, "--detail-scale", "2"])
+    assert bad.exit_code == 2 and "e.g. --detail-scale 0.5" in bad.output
+
+
+@pytest.mark.samples
 def test_bad_grip_says_how_to_write_it(samples_dir):
     result = CliRunner().invoke(main, ["score", str(samples_dir / "C_hand_real_grip_04.jpg"), "--grip", "12"])
     assert result.exit_code == 2

@@ -1,9 +1,12 @@
-"""``autoshoot score IMAGE... [--grip X,Y] [--prepared DIR] [--json]``: hand quality of images.
+"""``autoshoot score IMAGE... [--grip X,Y] [--prepared DIR] [--detail-scale F] [--json]``: hand
+quality of images.
 
 With ``--json`` it prints the DESIGN contract, a JSON list with one object per image:
 ``{"file", "hand_score", "hands", "reasons", "components", "bags"}``. Without it, a table.
 ``--prepared`` also gives the placed product's box, so that a detected bag elsewhere counts
-as a second bag. The exit code is 0 when every image was scored and 1 when any could not be
+as a second bag. ``--detail-scale`` says how far the images were enlarged from the picture that
+was drawn (0.5 for a run's 2048-px final of a 1024-px render: what the run's score stage tells
+the scorer), so a run's finals score here as they did in the run. The exit code is 0 when every image was scored and 1 when any could not be
 read; a missing model (the bag detector offline) stops before the first image with exit 2.
 """
 
@@ -27,6 +30,15 @@ def parse_grip(value: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise click.BadParameter(f"{value!r}: write the grip as X,Y in pixels, e.g. --grip 512,600") from None
     return (x, y)
+
+
+def check_detail_scale(ctx: Any, param: Any, value: float) -> float:
+    if not 0.0 < value <= 1.0:
+        raise click.BadParameter(
+            f"{value}: pixels of drawn detail per image pixel lie in (0, 1]; e.g. --detail-scale 0.5 "
+            "for a final upscaled 2x from its render, 1 for a photo"
+        )
+    return value
 
 
 def read_prepared(
@@ -57,6 +69,14 @@ def read_prepared(
     default=None,
     help="A prepare output folder: its grip, erase polygon and product box (mapped to the canvas).",
 )
+@click.option(
+    "--detail-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=check_detail_scale,
+    help="Pixels of drawn detail per image pixel: 0.5 for a run's final upscaled 2x from its render.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (the stable contract).")
 @click.option(
     "--overlay-dir", type=click.Path(file_okay=False), default=None, help="Write landmark overlays here."
@@ -67,6 +87,7 @@ def score(
     images: tuple[str, ...],
     grip: str | None,
     prepared: str | None,
+    detail_scale: float,
     as_json: bool,
     overlay_dir: str | None,
     offline: bool | None,
@@ -97,7 +118,14 @@ def score(
             click.echo(f"Error: cannot read {path!r}: {err}", err=True)
             failed += 1
             continue
-        result = scorer.score(image, grip=grip_xy, erase_polygon=polygon, file=path, product_box=product_box)
+        result = scorer.score(
+            image,
+            grip=grip_xy,
+            erase_polygon=polygon,
+            file=path,
+            product_box=product_box,
+            detail_scale=detail_scale,
+        )
         results.append(result.to_json())
         if overlay_dir:
             from autoshoot.io import save_image
