@@ -215,7 +215,6 @@ def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> d
                     unknown.setdefault(name, {"malformed": [], "real": []})[kind].append(path.name)
             residual = world_residual_of(dataclasses.asdict(result))
             if world_tolerance is not None and residual is not None and residual > world_tolerance:
-                kind = "real" if label_of(path.name) == 1 else "malformed"
                 past.setdefault(name, {"malformed": [], "real": []})[kind].append(
                     f"{path.name} ({residual:.3f})"
                 )
@@ -374,7 +373,8 @@ def fit_checks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     when all three hold on them:
 
     - it ranks the real images above the malformed ones plus the synthetic fused fingers built
-      on the real ones (``synthetic_separation``, on the photos as they are): AUC > 0.5;
+      on the real ones (``synthetic_separation``, on the photos as they are): AUC > 0.5, with
+      at least one synthetic hand flagged (else there is no evidence for it);
     - what it sees is the hand, not the pixels: no synthetic hand it flags on the photo is
       judged separated once the photo is flipped, rotated, rescaled or saved as JPEG
       (``AUGMENTATIONS``). Under an augmentation a flagged hand stays flagged or is not judged
