@@ -55,7 +55,13 @@ def draw_debug(
         cv2.polylines(left, [pts], True, (255, 0, 0), thick)
     if grip is not None:
         cv2.circle(left, (int(round(grip[0])), int(round(grip[1]))), 3 * thick, (255, 0, 0), -1)
-    # 2. right panel: canvas, inpaint area, canny
+    # 2. right panel: canvas, inpaint area, canny, drawn at the panel's scale (any covered
+    # pixel of the full-size area or edges stays marked)
+    if canvas.shape[0] > PANEL_H:
+        size = (max(1, round(canvas.shape[1] * PANEL_H / canvas.shape[0])), PANEL_H)
+        canvas = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA)
+        inpaint = cv2.resize(inpaint, size, interpolation=cv2.INTER_AREA)
+        canny = cv2.resize(canny, size, interpolation=cv2.INTER_AREA)
     right = canvas.astype(np.float32)
     paint = inpaint > 0
     right[paint] = 0.7 * right[paint] + 0.3 * np.array([255, 160, 0], np.float32)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -26,6 +26,9 @@ import numpy as np
 from autoshoot.config import Config
 from autoshoot.errors import StageError
 from autoshoot.vocab import CATEGORIES, GRIP_POSES, HOLD_POSES, NON_GRIP_POSES, SHOTS
+
+if TYPE_CHECKING:
+    from autoshoot.geometry.segment import BorderStats
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +137,16 @@ def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return rgb, alpha
 
 
-def choose_segmenter(image: np.ndarray, config: Config) -> tuple[str, bool]:
+def choose_segmenter(
+    image: np.ndarray, config: Config, border: BorderStats | None = None
+) -> tuple[str, bool]:
     """``(name, border_uniform)``: the configured segmenter, or for ``auto`` plain when the border
-    is uniform, else the configured model. image: HxWx3 uint8 RGB."""
+    is uniform, else the configured model. image: HxWx3 uint8 RGB; ``border``: its
+    ``estimate_background``, when the caller has it already."""
     from autoshoot.geometry.segment import estimate_background
 
     pc = config.prepare
-    uniform = estimate_background(image, pc).is_uniform(pc)
+    uniform = (border or estimate_background(image, pc)).is_uniform(pc)
     if pc.segmenter != "auto":
         return pc.segmenter, uniform
     return ("plain" if uniform else pc.model_segmenter), uniform
@@ -194,7 +200,7 @@ def prepare_product(
     if alpha_in is not None:
         segmenter, alpha = "alpha", alpha_in
     else:
-        segmenter, _ = choose_segmenter(image, config)
+        segmenter, _ = choose_segmenter(image, config, border)
         SEGMENTERS.check(segmenter)
         model = get_session(f"segmenter:{segmenter}", lambda: SEGMENTERS.create(segmenter, config))
         alpha = model.predict(image)
