@@ -122,6 +122,19 @@ def test_studio_render_backdrop_and_deep_shadow_are_background():
     assert box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), bag.bbox) < 0.95
 
 
+@pytest.mark.parametrize(("h", "w", "b"), [(64, 48, 3), (9, 8, 1), (40, 160, 10)])
+def test_the_frame_is_read_from_its_strips_as_a_full_size_mask_reads_it(h, w, b):
+    from autoshoot.geometry.segment import frame_pixels
+
+    image = np.random.default_rng(h).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    known = np.zeros((h, w), bool)
+    known[:b], known[-b:], known[:, :b], known[:, -b:] = True, True, True, True
+    frame, ys, xs = frame_pixels(image, b)
+    rows, cols = np.nonzero(known)
+    assert np.array_equal(frame, image[known])  # the same pixels in the same order
+    assert np.array_equal(ys, rows) and np.array_equal(xs, cols)
+
+
 def test_border_uniformity():
     bag = draw_bag()
     assert estimate_background(bag.image, CFG).is_uniform(CFG)

@@ -79,15 +79,13 @@ def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats
     """
     h, w = image.shape[:2]
     b = max(1, min(config.border_px, h // 4, w // 4))
-    known = np.zeros((h, w), bool)
-    known[:b], known[-b:], known[:, :b], known[:, -b:] = True, True, True, True
-    frame = image[known].astype(np.float32)
+    frame, ys, xs = frame_pixels(image, b)
+    frame = frame.astype(np.float32)
     color = np.median(frame, axis=0)
     dist = np.abs(frame - color).max(axis=1)
     matching = dist <= config.border_uniform_tol
     coef = None
     if config.background_field and matching.sum() >= 50:
-        ys, xs = np.nonzero(known)
         u, v = xs / max(1, w - 1) - 0.5, ys / max(1, h - 1) - 0.5
         design = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1).astype(np.float32)
         keep = matching
@@ -110,6 +108,29 @@ def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats
         noise=noise,
         field_coef=None if coef is None else np.asarray(coef, np.float32),
     )
+
+
+def frame_pixels(image: np.ndarray, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels of a ``b``-px frame round ``image`` (HxWxC, b <= H/4 and W/4) as (N, C), with
+    their rows and columns, in row-major order (as ``image[frame_mask]`` and ``np.nonzero`` give
+    them), taken from the four strips without a full-size mask."""
+    h, w = image.shape[:2]
+    cols = np.arange(w)
+    side_cols = np.concatenate([cols[:b], cols[w - b :]])
+    inner = np.arange(b, h - b)
+    middle = np.concatenate([image[b : h - b, :b], image[b : h - b, w - b :]], axis=1)
+    frame = np.concatenate(
+        [
+            image[:b].reshape(-1, image.shape[2]),
+            middle.reshape(-1, image.shape[2]),
+            image[h - b :].reshape(-1, image.shape[2]),
+        ]
+    )
+    ys = np.concatenate(
+        [np.repeat(np.arange(b), w), np.repeat(inner, 2 * b), np.repeat(np.arange(h - b, h), w)]
+    )
+    xs = np.concatenate([np.tile(cols, b), np.tile(side_cols, len(inner)), np.tile(cols, b)])
+    return frame, ys, xs
 
 
 def color_distance(image: np.ndarray, color: tuple[float, float, float]) -> np.ndarray:
