@@ -60,7 +60,9 @@ malformed images accepted, each with a 95% bootstrap interval (images resampled 
 kind, 2000 times); and the per-hand AUC of the anatomy component against the hand labels.
 With --augment, also the AUC under flips, rotations, rescaling (0.6, 1.5, 2) and JPEG, and
 per augmentation which images the finger separation flags (``separation_robustness``): the
-malformed ones it catches and the real ones it would send to review.
+malformed ones it catches and the real ones it would send to review; and per augmentation the
+verdicts at the fitted threshold that the augmentation turns wrong (``accepted_augmented``:
+malformed images accepted, real ones refused), since a ranking can hold while a verdict flips.
 Also the time per 1024x1024 candidate on one CPU core: the process is pinned to one core
 unless --all-cores, and both wall time and CPU time are printed (on a busy machine the CPU
 time is the fair number).
@@ -180,13 +182,29 @@ def augment(image: Any, name: str) -> Any:
     raise ValueError(f"unknown augmentation {name!r}; valid: {', '.join(AUGMENTATIONS)}")
 
 
-def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> dict[str, Any]:
+def wrong_verdict(score: float, kind: str, threshold: float) -> str | None:
+    """The wrong verdict at ``threshold`` for an image of ``kind`` ("real" or "malformed"):
+    "malformed_accepted" or "real_refused"; None when the verdict is right."""
+    accepted = score >= threshold
+    if kind == "malformed" and accepted:
+        return "malformed_accepted"
+    if kind == "real" and not accepted:
+        return "real_refused"
+    return None
+
+
+def evaluate_augmented(
+    samples: Path, world_tolerance: float | None = None, threshold: float | None = None
+) -> dict[str, Any]:
     """AUC over every sample under each augmentation (robustness of the ranking), and per
     augmentation the images whose finger separation flags a hand (``check_finger_separation``
     below 0.7: the level at which it gives a reason), and those whose world residual passes
     ``world_tolerance`` (the fit part's, from ``fit_world_fit``). An upscaled photo is scored
     with its ``detail_of`` (known, as for a candidate); ``separation_unknown_upscale`` holds the
-    flags of the upscales scored as if the photo were sharp (a user's photo enlarged elsewhere)."""
+    flags of the upscales scored as if the photo were sharp (a user's photo enlarged elsewhere).
+    With ``threshold`` (the fitted one), ``accepted_augmented`` holds per augmentation the
+    malformed images accepted and the real ones refused: whether a verdict survives a flip, a
+    turn, a rescale or a re-encode, not only the ranking."""
     from PIL import Image
 
     from autoshoot.backends.mediapipe_hands import prepare_image
@@ -198,6 +216,7 @@ def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> d
     past: dict[str, dict[str, list[str]]] = {}
     scores, labels = [], []
     unknown: dict[str, dict[str, list[str]]] = {}
+    verdicts: dict[str, dict[str, list[str]]] = {}
     for name in ("original",) + AUGMENTATIONS:
         s_aug, l_aug = [], []
         flags: dict[str, list[str]] = {"malformed": [], "real": []}
@@ -209,6 +228,11 @@ def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> d
             kind = "real" if label_of(path.name) == 1 else "malformed"
             if result.components.get("separation", 1.0) < FLAGGED:
                 flags[kind].append(path.name)
+            wrong = None if threshold is None else wrong_verdict(result.hand_score, kind, threshold)
+            if wrong:
+                verdicts.setdefault(name, {"malformed_accepted": [], "real_refused": []})[wrong].append(
+                    f"{path.name} ({result.hand_score:.2f})"
+                )
             if detail_of(name) < 1:
                 sharp = scorer.score(moved)
                 if sharp.components.get("separation", 1.0) < FLAGGED:
@@ -235,6 +259,13 @@ def evaluate_augmented(samples: Path, world_tolerance: float | None = None) -> d
         "separation_robustness": flagged,
         "separation_unknown_upscale": unknown,
         "world_past_tolerance": past,
+        "accepted_augmented": {
+            n: verdicts.get(n, {"malformed_accepted": [], "real_refused": []}) for n in flagged
+        },
+        "images_augmented": {
+            "malformed": sum(label_of(p.name) == 0 for p in files),
+            "real": sum(label_of(p.name) == 1 for p in files),
+        },
     }
 
 
@@ -1053,7 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
         pin_one_core()
     result = evaluate(args.samples, time_runs=args.time_runs)
     if args.augment:
-        result.update(evaluate_augmented(args.samples, result["world_fit"]["tolerance"]))
+        result.update(evaluate_augmented(args.samples, result["world_fit"]["tolerance"], result["threshold"]))
     if args.bag_detector:
         model, processor = full_size_bag_detector(args.bag_detector)
         images = candidates_1024(args.samples, max(1, args.bag_detector_images))
@@ -1157,6 +1188,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name, flags in result["world_past_tolerance"].items():
             print(f"  {name:9s} malformed {flags['malformed']}; real {flags['real']}")
+        n = result["images_augmented"]
+        views = {k: v for k, v in result["accepted_augmented"].items() if k != "original"}
+        bad = sum(len(v["malformed_accepted"]) for v in views.values())
+        refused = sum(len(v["real_refused"]) for v in views.values())
+        print(
+            f"verdicts at the threshold {result['threshold']}, augmented: malformed accepted {bad} of "
+            f"{n['malformed'] * len(views)} views, real refused {refused} of {n['real'] * len(views)}"
+        )
+        for name, v in result["accepted_augmented"].items():
+            print(
+                f"  {name:9s} malformed accepted {v['malformed_accepted']}; real refused {v['real_refused']}"
+            )
     print(
         f"per 1024x1024 candidate on {result['cores']} core(s): {result['ms_per_1024_candidate']} ms wall, "
         f"{result['cpu_ms_per_1024_candidate']} ms CPU   target <= 150"

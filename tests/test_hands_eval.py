@@ -208,6 +208,15 @@ def test_auc_counts_ties_half(evaluation):
     assert module.auc([0.1, 0.9], [1, 0]) == 0.0
 
 
+def test_a_wrong_verdict_is_named_by_its_kind(evaluation):
+    # --augment counts, per augmentation, the verdicts at the threshold that it turns wrong
+    module, _ = evaluation
+    assert module.wrong_verdict(0.7, "malformed", 0.7) == "malformed_accepted"  # the threshold accepts
+    assert module.wrong_verdict(0.69, "malformed", 0.7) is None
+    assert module.wrong_verdict(0.69, "real", 0.7) == "real_refused"
+    assert module.wrong_verdict(0.95, "real", 0.7) is None
+
+
 def test_bag_detector_timing_runs_the_real_detector(evaluation, samples_dir):
     pytest.importorskip("transformers")
     from autoshoot.backends.bag_detector import build_tiny_detector
