@@ -2,13 +2,20 @@
 
     python bench/geometry_eval.py [--samples DIR] [--segmenter auto|plain|birefnet|rembg]
                                   [--no-category] [--speed-side 1500] [--json]
+                                  [--big-side 6000 [--big-images 6]] [--resample-sides 1024,1536,2048]
 
 Per image: bbox IoU, the share of the true box the mask covers (``box_fill``: it falls when a
 rule peels part of the product, which the box IoU may not show), grip error (fraction of the true bbox's diagonal), whether the true
 hole point is background in mask.png, whether the handle kind is right (``none_visible``
 in the truth counts as ``none``), seconds. Then a summary per background (``plain``:
 white packshots, ``photo``: photographic backgrounds) and the speed of the whole prepare
-recipe on a copy of each packshot resized to ``--speed-side`` px, on one core.
+recipe on a copy of each packshot resized to ``--speed-side`` px, on one core. ``--big-side``
+adds camera-size photos: the first ``--big-images`` white packshots enlarged to that side, each
+prepared on its working copy (``prepare.work_side``, the default) and on the whole photo in the
+same run, with the seconds of both and how far their answers lie apart (``measure_big_photos``).
+``--resample-sides`` measures how the answers hold at other sizes (``resolution_study``): every
+white packshot resampled to each long side, prepared whole, against the truth scaled alike. The
+pixel-sized operators were fitted on 600-1440 px photos; ``prepare.work_side`` is set from it.
 
 The brief's category is given to the geometry (it comes from the VLM in a run), from the
 truth's ``bag_type``; ``--no-category`` withholds it. ``topology_right`` is the kind from
@@ -131,7 +138,7 @@ def evaluate_row(row: dict[str, Any], samples: Path, config: Any, use_category: 
     info, mask = prepared.info, prepared.mask
     truth_box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
     diag = float(np.hypot(truth_box[2] - truth_box[0], truth_box[3] - truth_box[1]))
-    truth_kind = "none" if row["handle"] in ("none", "none_visible", "") else row["handle"]
+    truth_kind = truth_kind_of(row)
     grip_error = None
     if row["grip_x"]:
         if info["grip"] is None:
@@ -240,6 +247,135 @@ def measure_speed(
     return seconds
 
 
+def truth_kind_of(row: dict[str, Any]) -> str:
+    """The truth's handle kind in the geometry's words (``none_visible`` or empty is ``none``)."""
+    return "none" if row["handle"] in ("none", "none_visible", "") else row["handle"]
+
+
+def scaled_grip_error(row: dict[str, Any], k: float, grip: list[float] | None) -> float | None:
+    """Distance from ``grip`` to the truth's grip, both on the photo resampled k times, as a
+    fraction of the true box's diagonal; None without both. A resize maps pixel edges to
+    edges, so the truth's pixel centre moves to (x + 0.5)·k - 0.5."""
+    if not row["grip_x"] or not grip:
+        return None
+    tx, ty = ((float(row[c]) + 0.5) * k - 0.5 for c in ("grip_x", "grip_y"))
+    diag = k * float(np.hypot(float(row["x1"]) - float(row["x0"]), float(row["y1"]) - float(row["y0"])))
+    return float(np.hypot(grip[0] - tx, grip[1] - ty)) / diag
+
+
+def measure_big_photos(
+    rows: list[dict[str, Any]], samples: Path, config: Any, side: int, n: int
+) -> dict[str, Any]:
+    """The working copy (``prepare.work_side``) against the whole photo, in one run: the first
+    ``n`` white packshots enlarged to ``side`` px (Lanczos, as a camera original's size), each
+    prepared both ways on one core. Per image the seconds of each, and how far the working
+    copy's answer lies from the whole photo's: the grip (fraction of the box's diagonal), the
+    box IoU, the mask IoU and whether the handle kind is the same; and each one's handle kind
+    and grip error (fraction of the true box's diagonal) against the truth, enlarged alike."""
+    from dataclasses import replace
+
+    import cv2
+    from PIL import Image
+
+    from autoshoot.geometry.pipeline import ProductHints, prepare_product
+
+    cv2.setNumThreads(1)
+    whole = replace(config, prepare=replace(config.prepare, work_side=0))
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in [r for r in rows if r["background"] == "plain"][:n]:
+            im = Image.open(samples / row["file"]).convert("RGB")
+            k = side / max(im.size)
+            path = Path(tmp) / (Path(row["file"]).stem + ".png")
+            im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.LANCZOS).save(path)
+            hints = ProductHints(category=row["bag_type"])
+            got = {}
+            for name, cfg in (("whole", whole), ("work", config)):
+                t0 = time.perf_counter()
+                got[name] = prepare_product(path, hints, cfg)
+                got[name + "_s"] = time.perf_counter() - t0
+            a, b = got["whole"].info, got["work"].info
+            x0, y0, x1, y1 = a["product_bbox"]
+            diag = float(np.hypot(x1 - x0, y1 - y0))
+            grip = None
+            if a["grip"] and b["grip"]:
+                grip = round(
+                    float(np.hypot(a["grip"][0] - b["grip"][0], a["grip"][1] - b["grip"][1])) / diag, 4
+                )
+            truth_kind = truth_kind_of(row)
+            ea, eb = scaled_grip_error(row, k, a["grip"]), scaled_grip_error(row, k, b["grip"])
+            ma, mb = got["whole"].mask > 0, got["work"].mask > 0
+            out.append(
+                {
+                    "file": row["file"],
+                    "size": [round(im.width * k), round(im.height * k)],
+                    "whole_s": round(got["whole_s"], 2),
+                    "work_s": round(got["work_s"], 2),
+                    "grip_shift": grip,
+                    "bbox_iou": round(box_iou(a["product_bbox"], b["product_bbox"]), 4),
+                    "mask_iou": round(float((ma & mb).sum() / max((ma | mb).sum(), 1)), 4),
+                    "same_kind": a["handle"] == b["handle"],
+                    "kind_right": {"whole": a["handle"] == truth_kind, "work": b["handle"] == truth_kind},
+                    "grip_error": {
+                        "whole": None if ea is None else round(ea, 4),
+                        "work": None if eb is None else round(eb, 4),
+                    },
+                }
+            )
+    return {"side": side, "work_side": config.prepare.work_side, "images": out}
+
+
+def resolution_study(
+    rows: list[dict[str, Any]], samples: Path, config: Any, sides: list[int]
+) -> dict[str, Any]:
+    """How the geometry's answers hold when the same packshot comes at another size: each white
+    packshot resampled (Lanczos) to each long side in ``sides`` and prepared whole
+    (``prepare.work_side`` 0), against the truth scaled alike. Per side: handle kind right, grip
+    within the target (fraction of the true box's diagonal), and the box IoU (min, mean).
+    ``original`` is each photo as it is."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from autoshoot.geometry.pipeline import ProductHints, prepare_product
+
+    whole = replace(config, prepare=replace(config.prepare, work_side=0))
+    plain = [r for r in rows if r["background"] == "plain"]
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in ["original", *sides]:
+            kinds, grips, ious, misses = 0, [], [], []
+            for row in plain:
+                im = Image.open(samples / row["file"]).convert("RGB")
+                k = 1.0 if side == "original" else int(side) / max(im.size)
+                path = Path(tmp) / (Path(row["file"]).stem + ".png")
+                if side != "original":
+                    im = im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.LANCZOS)
+                im.save(path)
+                info = prepare_product(path, ProductHints(category=row["bag_type"]), whole).info
+                truth_kind = truth_kind_of(row)
+                kinds += info["handle"] == truth_kind
+                box = [float(row[c]) * k for c in ("x0", "y0", "x1", "y1")]
+                ious.append(box_iou(box, info["product_bbox"]))
+                error = scaled_grip_error(row, k, info["grip"])
+                if error is not None:
+                    grips.append(error)
+                    if error > TARGETS["grip_max_error"]:
+                        misses.append(f"{row['file']} grip {error:.3f}")
+                if info["handle"] != truth_kind:
+                    misses.append(f"{row['file']} kind {info['handle']}")
+            out[str(side)] = {
+                "n": len(plain),
+                "kind_right": kinds,
+                "grip_ok": sum(e <= TARGETS["grip_max_error"] for e in grips),
+                "grip_n": len(grips),
+                "min_bbox_iou": round(min(ious), 4),
+                "mean_bbox_iou": round(float(np.mean(ious)), 4),
+                "misses": misses,
+            }
+    return out
+
+
 def check_targets(
     summary: dict[str, dict[str, Any]], speed: list[float] | None, group: str = "held_out/plain"
 ) -> list[str]:
@@ -264,7 +400,13 @@ def check_targets(
 
 
 def run(
-    samples: Path, segmenter: str = "auto", use_category: bool = True, speed_side: int = 1500
+    samples: Path,
+    segmenter: str = "auto",
+    use_category: bool = True,
+    speed_side: int = 1500,
+    big_side: int = 0,
+    big_images: int = 6,
+    resample_sides: list[int] | None = None,
 ) -> dict[str, Any]:
     from dataclasses import replace
 
@@ -278,7 +420,17 @@ def run(
     if speed_side:
         plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
         speed = measure_speed(truth, samples, plain, speed_side, segment_speed)
+    big = None
+    if big_side:
+        plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
+        big = measure_big_photos(truth, samples, plain, big_side, big_images)
+    resolutions = None
+    if resample_sides:
+        plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
+        resolutions = resolution_study(truth, samples, plain, resample_sides)
     return {
+        "resolutions": resolutions,
+        "big_photos": big,
         "segment_seconds": segment_speed,
         "results": results,
         "summary": summary,
@@ -293,10 +445,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segmenter", default="auto")
     parser.add_argument("--no-category", action="store_true", help="do not give the bag type to the geometry")
     parser.add_argument("--speed-side", type=int, default=1500, help="0 skips the speed test")
+    parser.add_argument(
+        "--big-side",
+        type=int,
+        default=0,
+        help="also time camera-size photos: white packshots enlarged to this side",
+    )
+    parser.add_argument("--big-images", type=int, default=6, help="how many, for --big-side")
+    parser.add_argument(
+        "--resample-sides",
+        default="",
+        help="comma-separated long sides (e.g. 1024,1536,2048,3072): the white packshots resampled to each",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    report = run(args.samples, args.segmenter, not args.no_category, args.speed_side)
+    sides = [int(v) for v in args.resample_sides.split(",") if v.strip()]
+    report = run(
+        args.samples,
+        args.segmenter,
+        not args.no_category,
+        args.speed_side,
+        args.big_side,
+        args.big_images,
+        sides,
+    )
     if args.json:
         print(json.dumps(report, indent=2))
         return 1 if report["misses"] else 0
@@ -328,6 +501,37 @@ def main(argv: list[str] | None = None) -> int:
             f"speed (plain, one core, {args.speed_side}-px packshots): whole recipe mean {np.mean(sp):.3f} s, "
             f"max {max(sp):.3f} s; segmentation + clean-up mean {np.mean(seg):.3f} s, max {max(seg):.3f} s"
         )
+    if report["resolutions"]:
+        print("the white packshots resampled, each prepared whole (prepare.work_side 0), against the truth:")
+        for side, r in report["resolutions"].items():
+            print(
+                f"  {side:>8}: kind right {r['kind_right']}/{r['n']}, grip within {TARGETS['grip_max_error']} "
+                f"{r['grip_ok']}/{r['grip_n']}, box IoU min {r['min_bbox_iou']} mean {r['mean_bbox_iou']}"
+                + (f"  misses: {'; '.join(r['misses'])}" if r["misses"] else "")
+            )
+    if report["big_photos"]:
+        big = report["big_photos"]
+        rows = big["images"]
+        print(
+            f"camera-size photos ({big['side']} px, plain, one core): whole photo "
+            f"{np.mean([r['whole_s'] for r in rows]):.2f} s mean, working copy at {big['work_side']} px "
+            f"{np.mean([r['work_s'] for r in rows]):.2f} s mean"
+        )
+        for way in ("whole", "work"):
+            kinds = sum(r["kind_right"][way] for r in rows)
+            errors = [r["grip_error"][way] for r in rows if r["grip_error"][way] is not None]
+            print(
+                f"  {'whole photo ' if way == 'whole' else 'working copy'}: kind right {kinds}/{len(rows)}, grip within "
+                f"{TARGETS['grip_max_error']} {sum(e <= TARGETS['grip_max_error'] for e in errors)}/{len(errors)}"
+            )
+        for r in rows:
+            print(
+                f"  {r['file']}  {r['size'][0]}x{r['size'][1]}  {r['whole_s']:.2f} s -> {r['work_s']:.2f} s  "
+                f"grip shift {r['grip_shift']}  box IoU {r['bbox_iou']}  mask IoU {r['mask_iou']}  "
+                f"same kind {r['same_kind']}; against the truth, whole / working copy: kind right "
+                f"{r['kind_right']['whole']} / {r['kind_right']['work']}, grip error "
+                f"{r['grip_error']['whole']} / {r['grip_error']['work']}"
+            )
     print(
         "targets met on the held-out white packshots"
         if not report["misses"]

@@ -75,3 +75,36 @@ def test_plain_is_fast_enough(samples_dir):
     rows = [r for r in bench.read_truth(samples_dir) if r["background"] == "plain"][:3]
     seconds = bench.measure_speed(rows, samples_dir, config, 1500)
     assert max(seconds) <= 2 * bench.TARGETS["max_seconds"], seconds
+
+
+@pytest.mark.samples
+def test_a_camera_size_photo_is_prepared_on_its_working_copy(samples_dir):
+    """--big-side: a white packshot enlarged to a camera original's size, prepared on its working
+    copy (prepare.work_side) and on the whole photo in one run, gives the same answer."""
+    bench = load_bench()
+    from dataclasses import replace
+
+    from autoshoot.config import load_config
+
+    config = load_config("default")
+    config = replace(config, prepare=replace(config.prepare, segmenter="plain", work_side=1024))
+    rows = [r for r in bench.read_truth(samples_dir) if r["file"] == "A_packshot_backpack_white_01.jpg"]
+    big = bench.measure_big_photos(rows, samples_dir, config, 2048, 1)
+    (r,) = big["images"]
+    assert big["work_side"] == 1024 and r["size"] == [round(1080 * 2048 / 1340), 2048]
+    assert r["same_kind"] and r["kind_right"] == {"whole": True, "work": True}
+    assert r["grip_shift"] < 0.02 and r["bbox_iou"] > 0.99 and r["mask_iou"] > 0.97
+    assert r["grip_error"]["work"] <= bench.TARGETS["grip_max_error"]
+
+
+@pytest.mark.samples
+def test_the_resolution_study_scores_each_size_against_the_truth_scaled_alike(samples_dir):
+    bench = load_bench()
+    from autoshoot.config import load_config
+
+    rows = [r for r in bench.read_truth(samples_dir) if r["file"] == "A_packshot_messenger_white_03.jpg"]
+    study = bench.resolution_study(rows, samples_dir, load_config("default"), [900])
+    assert set(study) == {"original", "900"}
+    for r in study.values():  # this bag holds its answer at both sizes (measured)
+        assert r["n"] == 1 and r["kind_right"] == 1 and r["grip_ok"] == r["grip_n"] == 1
+        assert r["min_bbox_iou"] > 0.95 and r["misses"] == []

@@ -364,3 +364,77 @@ def test_rembg_runs_a_local_onnx_through_its_own_sessions(tmp_path, filename):
 def test_hints_take_the_brief_grip_point():
     assert hints_from_brief({"product": {"grip_point": [12, "30.5"]}}).grip_point == (12.0, 30.5)
     assert hints_from_brief({"product": {"grip_point": "top"}}).grip_point is None
+
+
+def test_a_large_photo_is_measured_on_its_working_copy(tmp_path):
+    """prepare.work_side: the geometry runs on the photo shrunk to that long side, and everything
+    it writes is in the input's pixels, as the whole photo's would be: the same handle, the grip
+    within a few pixels, mask.png at the input's size, and a placement that puts the grip where
+    the canvas has it."""
+    from synthetic_bags import box_iou, mask_iou
+
+    bag = draw_bag(size=(1440, 1800), shadow=True, strap_px=36)
+    path = tmp_path / "large.png"
+    Image.fromarray(bag.image).save(path)
+    hints = ProductHints(category="handbag", shot="full_body")
+    whole = run_prepare(
+        path, tmp_path / "whole", load_config("tiny", overrides={"prepare.work_side": 0}), hints
+    )
+    work = run_prepare(
+        path, tmp_path / "work", load_config("tiny", overrides={"prepare.work_side": 480}), hints
+    )
+    a, b = whole.info, work.info
+    assert a["work_scale"] == [1.0, 1.0] and b["work_scale"] == pytest.approx([1 / 3.75] * 2, abs=1e-3)
+    assert a["handle"] == b["handle"] == "top_loop"
+    diag = float(np.hypot(*bag.image.shape[:2]))
+    assert np.hypot(a["grip"][0] - b["grip"][0], a["grip"][1] - b["grip"][1]) < 0.01 * diag
+    assert np.hypot(b["grip"][0] - bag.grip[0], b["grip"][1] - bag.grip[1]) < 0.02 * diag
+    assert box_iou(a["product_bbox"], b["product_bbox"]) > 0.99
+    assert b["image_size"] == [1440, 1800] and work.mask.shape == (1800, 1440)
+    assert np.asarray(Image.open(tmp_path / "work" / "mask.png")).shape == (1800, 1440)
+    assert mask_iou(whole.mask > 0, work.mask > 0) > 0.98
+    assert work.mask[bag.hole[1], bag.hole[0]] == 0  # the opening stays background at full size
+    # lengths in input pixels: the handle's thickness (measured in whole working pixels, so
+    # within two of them) and the pixels per cm agree
+    assert b["handle_thickness_px"] == pytest.approx(a["handle_thickness_px"], abs=2 / b["work_scale"][0])
+    assert b["px_per_cm"] == pytest.approx(a["px_per_cm"], rel=0.01)
+    # the placement maps input pixels to the canvas: the grip lands on the canvas grip, and the
+    # product's box on the same canvas box as the whole photo's, within a canvas pixel
+    s, (ox, oy) = b["placement"]["scale"], b["placement"]["offset"]
+    assert b["canvas_grip"] == pytest.approx([b["grip"][0] * s + ox, b["grip"][1] * s + oy], abs=0.01)
+    sa, (oxa, oya) = a["placement"]["scale"], a["placement"]["offset"]
+    x0, y0, x1, y1 = a["product_bbox"]
+    for x, y in ((x0, y0), (x1, y1)):
+        assert x * s + ox == pytest.approx(x * sa + oxa, abs=1.0)
+        assert y * s + oy == pytest.approx(y * sa + oya, abs=1.0)
+    assert a["canvas_size"] == b["canvas_size"]
+    # the erase polygon is in input pixels too, around the grip
+    poly = np.asarray(b["erase_polygon"])
+    assert poly[:, 0].min() < b["grip"][0] < poly[:, 0].max()
+
+
+def test_work_scale_maps_points_both_ways_and_the_brief_hints_to_work():
+    from autoshoot.geometry.pipeline import WorkScale, shrink_to_work_side
+
+    image = np.zeros((900, 1200, 3), np.uint8)
+    small, alpha, work = shrink_to_work_side(image, np.ones((900, 1200), np.float32), 600)
+    assert small.shape == (450, 600, 3) and alpha.shape == (450, 600)
+    assert (work.fx, work.fy) == (0.5, 0.5)
+    # pixel centres: input pixel 1 (centre of the pair 0, 1) ... work pixel 0 is their mean
+    assert work.point_to_work((0.5, 0.5)) == (0.0, 0.0)
+    assert work.point_to_input(work.point_to_work((123.0, 456.0))) == pytest.approx((123.0, 456.0))
+    hints = work.hints_to_work(
+        ProductHints(handle_box=(100.0, 200.0, 300.0, 400.0), grip_point=(200.5, 210.5))
+    )
+    assert hints.handle_box == (50.0, 100.0, 150.0, 200.0) and hints.grip_point == (100.0, 105.0)
+    assert shrink_to_work_side(image, None, 0)[2] == WorkScale() == shrink_to_work_side(image, None, 1200)[2]
+
+
+def test_a_work_side_too_small_is_refused_with_an_example(tmp_path):
+    from autoshoot.errors import ConfigError
+
+    path = save_bag(tmp_path / "bag.png")
+    with pytest.raises(
+        ConfigError, match=r"prepare.work_side=100: use 0 .* e.g. --set prepare.work_side=1536"
+    ):
+        run_prepare(path, tmp_path / "out", load_config("tiny", overrides={"prepare.work_side": 100}))

@@ -65,6 +65,13 @@ class PrepareConfig:
     # the rembg package: a session name (its model downloads into $U2NET_HOME, default ~/.u2net)
     # or a .onnx path; birefnet-general is BiRefNet-general, the reference workflow's model
     rembg_model: str = "birefnet-general"
+    # the geometry runs on the photo shrunk to this long side (0: at full size); prepare.json's
+    # coordinates and mask.png stay in the input's pixels. Its smoothing and gradient operators
+    # work in pixels and were fitted on 600-1440 px packshots, and their answers drift above
+    # that size (bench/geometry_eval.py --resample-sides: grip within 5% on 24/25 white
+    # packshots resampled to 1536 px, 22/25 at 2048, 18/25 at 3072). The mask stays about as
+    # fine as the product in the delivered 2048-px picture
+    work_side: int = 1536
     border_px: int = 4  # width of the image frame sampled for the background colour
     border_uniform_tol: float = 14.0  # a border pixel within this distance counts as background
     border_uniform_frac: float = 0.7  # border is "uniform" when this fraction of it is background

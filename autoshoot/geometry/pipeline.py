@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from autoshoot.config import Config
-from autoshoot.errors import StageError
+from autoshoot.errors import ConfigError, StageError
 from autoshoot.vocab import CATEGORIES, GRIP_POSES, HOLD_POSES, NON_GRIP_POSES, SHOTS
 
 if TYPE_CHECKING:
@@ -137,6 +137,84 @@ def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return rgb, alpha
 
 
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """XYXY box of a non-empty HxW bool mask (x1, y1 exclusive)."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@dataclass(frozen=True)
+class WorkScale:
+    """The working copy of a photo: ``fx``, ``fy`` working pixels per input pixel (1 = the
+    input itself). Pixel centres sit at integers in both, and a resize maps pixel edges to
+    edges, so a point moves by (x + 0.5)·f - 0.5 and a length by f."""
+
+    fx: float = 1.0
+    fy: float = 1.0
+
+    @property
+    def f(self) -> float:
+        return (self.fx + self.fy) / 2
+
+    def point_to_input(self, p: tuple[float, float] | list[float]) -> tuple[float, float]:
+        return (float(p[0]) + 0.5) / self.fx - 0.5, (float(p[1]) + 0.5) / self.fy - 0.5
+
+    def point_to_work(self, p: tuple[float, float] | list[float]) -> tuple[float, float]:
+        return (float(p[0]) + 0.5) * self.fx - 0.5, (float(p[1]) + 0.5) * self.fy - 0.5
+
+    def placement_to_input(
+        self, scale: float, offset: tuple[float, float] | list[float]
+    ) -> tuple[float, tuple[float, float]]:
+        """``canvas = work · scale + offset`` → the same map from input pixels (one scale: the
+        working copy keeps the aspect within a pixel, and the x factor is the canvas's)."""
+        s = float(scale) * self.fx
+        return s, (
+            float(offset[0]) + float(scale) * 0.5 * (self.fx - 1.0),
+            float(offset[1]) + float(scale) * 0.5 * (self.fy - 1.0),
+        )
+
+    def mask_to_input(self, mask: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """A working-size HxW bool mask at the input's size (``shape`` = (H, W); taken from the
+        factors when not given): linear interpolation, then the half level."""
+        if self.fx == 1.0 and self.fy == 1.0:
+            return mask
+        h, w = shape or (round(mask.shape[0] / self.fy), round(mask.shape[1] / self.fx))
+        return cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+
+    def hints_to_work(self, hints: ProductHints) -> ProductHints:
+        """The brief's input-pixel handle box and grip point in working pixels."""
+        if self.fx == 1.0 and self.fy == 1.0:
+            return hints
+        box = hints.handle_box
+        return replace(
+            hints,
+            handle_box=None
+            if box is None
+            else (box[0] * self.fx, box[1] * self.fy, box[2] * self.fx, box[3] * self.fy),
+            grip_point=None if hints.grip_point is None else self.point_to_work(hints.grip_point),
+        )
+
+
+def shrink_to_work_side(
+    image: np.ndarray, alpha: np.ndarray | None, work_side: int
+) -> tuple[np.ndarray, np.ndarray | None, WorkScale]:
+    """The photo (and its alpha) area-averaged down to ``work_side`` px on its long side, with
+    its ``WorkScale``; unchanged when it is no larger, or when ``work_side`` is 0."""
+    h, w = image.shape[:2]
+    if work_side < 0 or 0 < work_side < 256:
+        raise ConfigError(
+            f"prepare.work_side={work_side}: use 0 (geometry at the photo's full size) or at least 256 "
+            "px, e.g. --set prepare.work_side=1536"
+        )
+    if work_side == 0 or max(h, w) <= work_side:
+        return image, alpha, WorkScale()
+    k = work_side / max(h, w)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_alpha = None if alpha is None else cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+    return small, small_alpha, WorkScale(size[0] / w, size[1] / h)
+
+
 def choose_segmenter(
     image: np.ndarray, config: Config, border: BorderStats | None = None
 ) -> tuple[str, bool]:
@@ -191,9 +269,11 @@ def prepare_product(
 
     warnings: list[str] = []
     flags: list[str] = []
-    # 1. the photo (a transparent PNG brings its own mask)
-    image, alpha_in = load_image(Path(image_path))
-    h_img, w_img = image.shape[:2]
+    # 1. the photo (a transparent PNG brings its own mask), shrunk to the working size
+    full, alpha_in = load_image(Path(image_path))
+    h_img, w_img = full.shape[:2]
+    image, alpha_in, work = shrink_to_work_side(full, alpha_in, pc.work_side)
+    hints = work.hints_to_work(hints)
     mark("load")
     # 2. segment
     border = estimate_background(image, pc)
@@ -209,8 +289,7 @@ def prepare_product(
     cleaned = clean_mask(alpha, image, pc, border)
     mask = cleaned.mask
     warnings += cleaned.warnings
-    ys, xs = np.nonzero(mask)
-    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    bbox = mask_bbox(mask)
     mark("clean")
     # 4. handle (a slit filled as a speck may be the gap under a flat handle)
     slits = cleaned.slits if cleaned.slits is not None and cleaned.slits.any() else None
@@ -262,25 +341,30 @@ def prepare_product(
             handle.grip[0] * plan.scale + plan.offset[0],
             handle.grip[1] * plan.scale + plan.offset[1],
         ]
+    # back to the input's pixels: the mask, the box, the points, the lengths and the placement
+    full_mask = work.mask_to_input(mask, (h_img, w_img))
+    grip_in = work.point_to_input(handle.grip) if handle.grip is not None else None
+    scale_in, offset_in = work.placement_to_input(plan.scale, plan.offset)
     info: dict[str, Any] = {
         "image_size": [w_img, h_img],
-        "product_bbox": list(bbox),
+        "work_scale": [round(work.fx, 6), round(work.fy, 6)],
+        "product_bbox": list(mask_bbox(full_mask)),
         "handle": handle.kind,
-        "grip": [round(handle.grip[0], 2), round(handle.grip[1], 2)] if handle.grip else None,
-        "erase_polygon": [[round(x, 2), round(y, 2)] for x, y in polygon],
+        "grip": [round(grip_in[0], 2), round(grip_in[1], 2)] if grip_in else None,
+        "erase_polygon": [[round(x, 2), round(y, 2)] for x, y in (work.point_to_input(p) for p in polygon)],
         "canvas_size": list(plan.canvas_size),
-        "placement": {"scale": plan.scale, "offset": list(plan.offset)},
+        "placement": {"scale": scale_in, "offset": list(offset_in)},
         "canvas_grip": [round(v, 2) for v in canvas_grip] if canvas_grip else None,
         "hold_pose": plan.hold_pose,
         "shot": plan.shot,
         "segmenter": segmenter,
-        "handle_thickness_px": round(handle.thickness, 2),
+        "handle_thickness_px": round(handle.thickness / work.f, 2),
         "handle_direction": [round(v, 4) for v in handle.direction],
         "handle_topology": handle.topology_kind,
         "handle_role": handle.opening.role if handle.opening is not None else None,
         "handle_disagreements": handle.disagreements,
         "size_cm": list(size_cm),
-        "px_per_cm": round(ppc, 4),
+        "px_per_cm": round(ppc / work.f, 4),
         "canvas_px_per_cm": round(plan.canvas_px_per_cm, 4),
         "warnings": warnings,
         "fallbacks": plan.fallbacks,
@@ -303,7 +387,7 @@ def prepare_product(
     logger.info("prepared %s: %s, grip %s, %.2fs", image_path, handle.kind, info["grip"], info["seconds"])
     return Prepared(
         info=info,
-        mask=np.where(mask, 255, 0).astype(np.uint8),
+        mask=np.where(full_mask, 255, 0).astype(np.uint8),
         canvas=canvas,
         inpaint=inpaint,
         canny=canny,
