@@ -173,13 +173,12 @@ class WorkScale:
             float(offset[1]) + float(scale) * 0.5 * (self.fy - 1.0),
         )
 
-    def mask_to_input(self, mask: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """A working-size HxW bool mask at the input's size (``shape`` = (H, W); taken from the
-        factors when not given): linear interpolation, then the half level."""
+    def mask_to_input(self, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """A working-size HxW bool mask at the input's ``shape`` (H, W): linear interpolation,
+        then the half level."""
         if self.fx == 1.0 and self.fy == 1.0:
             return mask
-        h, w = shape or (round(mask.shape[0] / self.fy), round(mask.shape[1] / self.fx))
-        return cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+        return cv2.resize(mask.astype(np.float32), shape[::-1], interpolation=cv2.INTER_LINEAR) >= 0.5
 
     def hints_to_work(self, hints: ProductHints) -> ProductHints:
         """The brief's input-pixel handle box and grip point in working pixels."""
