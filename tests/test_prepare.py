@@ -420,7 +420,8 @@ def test_work_scale_maps_points_both_ways_and_the_brief_hints_to_work():
     small, alpha, work = shrink_to_work_side(image, np.ones((900, 1200), np.float32), 600)
     assert small.shape == (450, 600, 3) and alpha.shape == (450, 600)
     assert (work.fx, work.fy) == (0.5, 0.5)
-    # pixel centres: input pixel 1 (centre of the pair 0, 1) ... work pixel 0 is their mean
+    # pixel centres at integers: working pixel 0 averages input pixels 0 and 1, so its centre is
+    # the input point 0.5 between them
     assert work.point_to_work((0.5, 0.5)) == (0.0, 0.0)
     assert work.point_to_input(work.point_to_work((123.0, 456.0))) == pytest.approx((123.0, 456.0))
     hints = work.hints_to_work(
