@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from autoshoot.config.prepare import PrepareConfig
-from autoshoot.geometry.segment import enclosed_background, is_gap
+from autoshoot.geometry.segment import enclosed_background, is_gap, mask_bbox
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +106,10 @@ def find_handle(
     """
     notes: list[str] = []
     disagreements: list[str] = []
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    if not mask.any():
         return HandleResult(kind="none", grip=None, notes=["empty mask"])
-    bw, bh = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    x0, y0, x1, y1 = mask_bbox(mask)
+    bw, bh = x1 - x0, y1 - y0
     diag = float(np.hypot(bw, bh))
     # 1. openings
     holes = enclosed_background(mask)
@@ -122,7 +122,7 @@ def find_handle(
     solid = mask | small[labels]
     # 2. walls
     body_top = body_top_row(mask, config)
-    top = int(ys.min())
+    top = y0
     openings = []
     for i in range(1, n):
         slit = stats[i, cv2.CC_STAT_AREA] < min_area
@@ -217,8 +217,8 @@ def body_top_row(mask: np.ndarray, config: PrepareConfig) -> int:
     product's diagonal, which removes handles and straps (thin) but keeps the body (thick). The opening runs on a
     copy at most 256 px long, so it costs about a millisecond.
     """
-    ys, xs = np.nonzero(mask)
-    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8)
+    x0, y0, x1, y1 = mask_bbox(mask)
+    crop = mask[y0:y1, x0:x1].astype(np.uint8)
     k = min(1.0, 256.0 / max(crop.shape))
     small = cv2.resize(
         crop,
@@ -234,7 +234,7 @@ def body_top_row(mask: np.ndarray, config: PrepareConfig) -> int:
     counts = body.sum(axis=1)
     if counts.max() == 0:
         counts = small.sum(axis=1)
-    return int(ys.min() + np.flatnonzero(counts >= 0.5 * counts.max())[0] / k)
+    return int(y0 + np.flatnonzero(counts >= 0.5 * counts.max())[0] / k)
 
 
 def opening_role(opening: Opening, top: int, body_top: int, product_h: int, config: PrepareConfig) -> str:

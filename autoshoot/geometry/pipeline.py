@@ -137,12 +137,6 @@ def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return rgb, alpha
 
 
-def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """XYXY box of a non-empty HxW bool mask (x1, y1 exclusive)."""
-    ys, xs = np.nonzero(mask)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
 @dataclass(frozen=True)
 class WorkScale:
     """The working copy of a photo: ``fx``, ``fy`` working pixels per input pixel (1 = the
@@ -256,7 +250,7 @@ def prepare_product(
     from autoshoot.geometry.erase import erase_polygon, pixels_per_cm, polygon_mask
     from autoshoot.geometry.handles import find_handle
     from autoshoot.geometry.place import place_product
-    from autoshoot.geometry.segment import clean_mask, enclosed_background, estimate_background
+    from autoshoot.geometry.segment import clean_mask, enclosed_background, estimate_background, mask_bbox
 
     pc = config.prepare
     get_session = get_session or default_session_getter()
