@@ -416,18 +416,13 @@ def run(
     truth = read_truth(samples)
     results = [evaluate_row(row, samples, config, use_category) for row in truth]
     summary = summarize(results)
+    # the speed and size studies time the plain recipe on the white packshots
+    plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
     speed, segment_speed = None, []
     if speed_side:
-        plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
         speed = measure_speed(truth, samples, plain, speed_side, segment_speed)
-    big = None
-    if big_side:
-        plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
-        big = measure_big_photos(truth, samples, plain, big_side, big_images)
-    resolutions = None
-    if resample_sides:
-        plain = replace(config, prepare=replace(config.prepare, segmenter="plain"))
-        resolutions = resolution_study(truth, samples, plain, resample_sides)
+    big = measure_big_photos(truth, samples, plain, big_side, big_images) if big_side else None
+    resolutions = resolution_study(truth, samples, plain, resample_sides) if resample_sides else None
     return {
         "resolutions": resolutions,
         "big_photos": big,
