@@ -3,6 +3,7 @@
     python bench/geometry_eval.py [--samples DIR] [--segmenter auto|plain|birefnet|rembg]
                                   [--no-category] [--speed-side 1500] [--json]
                                   [--big-side 6000 [--big-images 6]] [--resample-sides 1024,1536,2048]
+                                  [--augment [flip,pad,crop,grey,warm,jpeg40,noise,rot5]]
 
 Per image: bbox IoU, the share of the true box the mask covers (``box_fill``: it falls when a
 rule peels part of the product, which the box IoU may not show), grip error (fraction of the true bbox's diagonal), whether the true
@@ -16,6 +17,10 @@ same run, with the seconds of both and how far their answers lie apart (``measur
 ``--resample-sides`` measures how the answers hold at other sizes (``resolution_study``): every
 white packshot resampled to each long side, prepared whole, against the truth scaled alike. The
 pixel-sized operators were fitted on 600-1440 px photos; ``prepare.work_side`` is set from it.
+``--augment`` measures how the answers hold when the same packshot comes as another catalog's
+photo would (``augment_study``): mirrored, padded, cropped close, on a grey or warm backdrop,
+as a poor JPEG, with sensor noise, turned 5 degrees; each against its truth moved alike, with
+the answers that changed from the photo as it is.
 
 The brief's category is given to the geometry (it comes from the VLM in a run), from the
 truth's ``bag_type``; ``--no-category`` withholds it. ``topology_right`` is the kind from
@@ -376,6 +381,181 @@ def resolution_study(
     return out
 
 
+AUGMENTATIONS = ("flip", "pad", "crop", "grey", "warm", "jpeg40", "noise", "rot5")
+
+
+def backdrop_colour(rgb: Any) -> tuple[int, int, int]:
+    """The median colour of a packshot's outermost 4-pixel frame (its backdrop)."""
+    frame = np.concatenate(
+        [
+            rgb[:4].reshape(-1, 3),
+            rgb[-4:].reshape(-1, 3),
+            rgb[:, :4].reshape(-1, 3),
+            rgb[:, -4:].reshape(-1, 3),
+        ]
+    )
+    return tuple(int(v) for v in np.median(frame, axis=0))
+
+
+def augment_packshot(rgb: Any, truth: dict[str, Any], name: str) -> tuple[Any, dict[str, Any]]:
+    """A white packshot changed as photos of other catalogs differ, and its truth moved alike.
+
+    ``truth`` has ``box`` [x0, y0, x1, y1] and ``grip`` and ``hole`` (x, y) or None. ``flip``
+    mirrors it; ``pad`` adds 30% of the side in backdrop colour around it (a product small in its
+    frame); ``crop`` keeps the true box and 8% of its size around it (a product near the borders);
+    ``grey`` darkens it to a light-grey studio (x0.92); ``warm`` is a warm white balance; ``jpeg40``
+    a JPEG at quality 40; ``noise`` sensor noise (sigma 3); ``rot5`` turns it 5 degrees, the
+    corners filled with the backdrop. A turned box is not a box any more: ``box`` is None then,
+    and only the points are scored."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    box, points = list(truth["box"]), {k: truth[k] for k in ("grip", "hole")}
+
+    def move(fn: Any) -> dict[str, Any]:
+        return {k: None if v is None else fn(*v) for k, v in points.items()}
+
+    if name == "flip":
+        out = rgb[:, ::-1].copy()
+        moved = move(lambda x, y: (w - 1 - x, y))
+        box = [w - box[2], box[1], w - box[0], box[3]]
+    elif name == "pad":
+        m = round(0.3 * max(h, w))
+        out = cv2.copyMakeBorder(rgb, m, m, m, m, cv2.BORDER_CONSTANT, value=backdrop_colour(rgb))
+        moved = move(lambda x, y: (x + m, y + m))
+        box = [v + m for v in box]
+    elif name == "crop":
+        mx, my = 0.08 * (box[2] - box[0]), 0.08 * (box[3] - box[1])
+        cx0, cy0 = max(0, round(box[0] - mx)), max(0, round(box[1] - my))
+        cx1, cy1 = min(w, round(box[2] + mx)), min(h, round(box[3] + my))
+        out = rgb[cy0:cy1, cx0:cx1].copy()
+        moved = move(lambda x, y: (x - cx0, y - cy0))
+        box = [box[0] - cx0, box[1] - cy0, box[2] - cx0, box[3] - cy0]
+    elif name == "grey":
+        out = np.clip(rgb.astype(np.float32) * 0.92, 0, 255).round().astype(np.uint8)
+        moved = points
+    elif name == "warm":
+        out = np.clip(rgb.astype(np.float32) * np.float32([1.0, 0.96, 0.88]), 0, 255).round().astype(np.uint8)
+        moved = points
+    elif name == "jpeg40":
+        _, data = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 40])
+        out = cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+        moved = points
+    elif name == "noise":
+        noise = np.random.default_rng(0).normal(0, 3, rgb.shape)
+        out = np.clip(rgb + noise, 0, 255).round().astype(np.uint8)
+        moved = points
+    elif name == "rot5":
+        turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 5, 1.0)
+        cos, sin = abs(turn[0, 0]), abs(turn[0, 1])
+        nw, nh = round(h * sin + w * cos), round(h * cos + w * sin)
+        turn[0, 2] += (nw - w) / 2
+        turn[1, 2] += (nh - h) / 2
+        out = cv2.warpAffine(
+            rgb,
+            turn,
+            (nw, nh),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=backdrop_colour(rgb),
+        )
+        moved = move(lambda x, y: tuple(float(v) for v in turn @ (x, y, 1.0)))
+        box = None
+    else:
+        raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)}")
+    return out, {"box": box, **moved}
+
+
+def augment_study(
+    rows: list[dict[str, Any]], samples: Path, config: Any, names: tuple[str, ...] = AUGMENTATIONS
+) -> dict[str, Any]:
+    """How the geometry's answers hold on white packshots changed as other catalogs' photos
+    differ (``augment_packshot``): each white packshot, as it is and under each augmentation,
+    prepared with the same config and scored against its truth moved alike. Per augmentation
+    and split: kind right, grip within the target, box IoU (min, mean; not for a turn), hole
+    points that are background, bags without a handle that were cut into, and which answers
+    changed from the photo as it is (``changed``: kind or grip verdict)."""
+    from PIL import Image
+
+    from autoshoot.geometry.pipeline import ProductHints, prepare_product
+
+    plain = [r for r in rows if r["background"] == "plain"]
+    base: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("original", *names):
+            per = {"fit": [], "held_out": []}
+            for row in plain:
+                rgb = np.asarray(Image.open(samples / row["file"]).convert("RGB"))
+                truth = {
+                    "box": [float(row[c]) for c in ("x0", "y0", "x1", "y1")],
+                    "grip": (float(row["grip_x"]), float(row["grip_y"])) if row["grip_x"] else None,
+                    "hole": (float(row["hole_x"]), float(row["hole_y"])) if row["hole_x"] else None,
+                }
+                diag = float(np.hypot(truth["box"][2] - truth["box"][0], truth["box"][3] - truth["box"][1]))
+                if name != "original":
+                    rgb, truth = augment_packshot(rgb, truth, name)
+                path = Path(tmp) / (Path(row["file"]).stem + ".png")
+                Image.fromarray(rgb).save(path)
+                prepared = prepare_product(path, ProductHints(category=row["bag_type"]), config)
+                info, mask = prepared.info, prepared.mask
+                kind = truth_kind_of(row)
+                grip_error = None
+                if truth["grip"] is not None:
+                    g = info["grip"]
+                    grip_error = (
+                        float("inf")
+                        if g is None
+                        else float(np.hypot(g[0] - truth["grip"][0], g[1] - truth["grip"][1])) / diag
+                    )
+                hole_bg = None
+                if truth["hole"] is not None:
+                    hx, hy = (round(v) for v in truth["hole"])
+                    hole_bg = bool(mask[hy, hx] == 0)
+                got = {
+                    "file": row["file"],
+                    "kind": info["handle"],
+                    "kind_right": info["handle"] == kind,
+                    "grip_ok": None if grip_error is None else grip_error <= TARGETS["grip_max_error"],
+                    "grip_error": None if grip_error is None else round(grip_error, 4),
+                    "bbox_iou": None
+                    if truth["box"] is None
+                    else round(box_iou(truth["box"], info["product_bbox"]), 4),
+                    "hole_bg": hole_bg,
+                    "cut_without_handle": kind == "none" and bool(info["erase_polygon"]),
+                }
+                if name == "original":
+                    base[row["file"]] = got
+                else:
+                    was = base[row["file"]]
+                    got["changed"] = []
+                    if was["kind"] != got["kind"]:
+                        got["changed"].append(f"kind {was['kind']} -> {got['kind']}")
+                    if got["grip_ok"] is not None and was["grip_ok"] != got["grip_ok"]:
+                        got["changed"].append(f"grip {was['grip_error']} -> {got['grip_error']}")
+                per[split_of(row["file"])].append(got)
+            out[name] = {split: augment_summary(got) for split, got in per.items()}
+    return out
+
+
+def augment_summary(got: list[dict[str, Any]]) -> dict[str, Any]:
+    grips = [g["grip_ok"] for g in got if g["grip_ok"] is not None]
+    holes = [g["hole_bg"] for g in got if g["hole_bg"] is not None]
+    ious = [g["bbox_iou"] for g in got if g["bbox_iou"] is not None]
+    return {
+        "n": len(got),
+        "kind_right": sum(g["kind_right"] for g in got),
+        "grip_ok": sum(grips),
+        "grip_n": len(grips),
+        "hole_bg": sum(holes),
+        "hole_n": len(holes),
+        "min_bbox_iou": min(ious) if ious else None,
+        "mean_bbox_iou": round(float(np.mean(ious)), 4) if ious else None,
+        "cut_without_handle": sum(g["cut_without_handle"] for g in got),
+        "changed": [f"{g['file']}: {', '.join(g['changed'])}" for g in got if g.get("changed")],
+    }
+
+
 def check_targets(
     summary: dict[str, dict[str, Any]], speed: list[float] | None, group: str = "held_out/plain"
 ) -> list[str]:
@@ -407,6 +587,7 @@ def run(
     big_side: int = 0,
     big_images: int = 6,
     resample_sides: list[int] | None = None,
+    augment: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from dataclasses import replace
 
@@ -423,7 +604,9 @@ def run(
         speed = measure_speed(truth, samples, plain, speed_side, segment_speed)
     big = measure_big_photos(truth, samples, plain, big_side, big_images) if big_side else None
     resolutions = resolution_study(truth, samples, plain, resample_sides) if resample_sides else None
+    augmented = augment_study(truth, samples, config, augment) if augment else None
     return {
+        "augmented": augmented,
         "resolutions": resolutions,
         "big_photos": big,
         "segment_seconds": segment_speed,
@@ -452,8 +635,20 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated long sides (e.g. 1024,1536,2048,3072): the white packshots resampled to each",
     )
+    parser.add_argument(
+        "--augment",
+        nargs="?",
+        const=",".join(AUGMENTATIONS),
+        default="",
+        help=f"also score the white packshots changed as other catalogs' photos differ: {','.join(AUGMENTATIONS)}"
+        " (all by default, or a comma-separated choice)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    augment = tuple(v.strip() for v in args.augment.split(",") if v.strip())
+    unknown = sorted(set(augment) - set(AUGMENTATIONS))
+    if unknown:
+        parser.error(f"unknown --augment {', '.join(unknown)}: choose from {', '.join(AUGMENTATIONS)}")
     sys.path.insert(0, str(REPO))
     sides = [int(v) for v in args.resample_sides.split(",") if v.strip()]
     report = run(
@@ -464,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         args.big_side,
         args.big_images,
         sides,
+        augment,
     )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -504,6 +700,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['grip_ok']}/{r['grip_n']}, box IoU min {r['min_bbox_iou']} mean {r['mean_bbox_iou']}"
                 + (f"  misses: {'; '.join(r['misses'])}" if r["misses"] else "")
             )
+    if report["augmented"]:
+        print("the white packshots changed (augment_packshot), against their truth moved alike:")
+        for name, splits in report["augmented"].items():
+            for split, a in splits.items():
+                iou = (
+                    ""
+                    if a["min_bbox_iou"] is None
+                    else f", box IoU min {a['min_bbox_iou']} mean {a['mean_bbox_iou']}"
+                )
+                print(
+                    f"  {name:>8} {split:>8}: kind right {a['kind_right']}/{a['n']}, grip within "
+                    f"{TARGETS['grip_max_error']} {a['grip_ok']}/{a['grip_n']}, hole background "
+                    f"{a['hole_bg']}/{a['hole_n']}{iou}, cut without a handle {a['cut_without_handle']}"
+                    + (f"  changed: {'; '.join(a['changed'])}" if a["changed"] else "")
+                )
     if report["big_photos"]:
         big = report["big_photos"]
         rows = big["images"]

@@ -108,3 +108,57 @@ def test_the_resolution_study_scores_each_size_against_the_truth_scaled_alike(sa
     for r in study.values():  # this bag holds its answer at both sizes (measured)
         assert r["n"] == 1 and r["kind_right"] == 1 and r["grip_ok"] == r["grip_n"] == 1
         assert r["min_bbox_iou"] > 0.95 and r["misses"] == []
+
+
+def test_each_augmentation_moves_the_truth_with_the_picture():
+    """A red bag with a blue grip mark on a vignetted backdrop: under every augmentation the
+    moved grip point still lands on the mark, and the moved box (where the picture keeps one)
+    still holds the bag and nothing beside it."""
+    import numpy as np
+
+    bench = load_bench()
+    h, w = 300, 400
+    yy, xx = np.mgrid[0:h, 0:w]
+    vignette = 235 - 30 * (((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2)
+    rgb = np.repeat(vignette[..., None], 3, axis=2).astype(np.uint8)
+    rgb[100:250, 120:300] = (200, 30, 30)
+    rgb[105:115, 200:210] = (20, 20, 220)  # the grip mark: 10 px square centred on (204.5, 109.5)
+    truth = {"box": [120.0, 100.0, 300.0, 250.0], "grip": (204.5, 109.5), "hole": None}
+    for name in bench.AUGMENTATIONS:
+        out, moved = bench.augment_packshot(rgb, truth, name)
+        gx, gy = (round(v) for v in moved["grip"])
+        assert abs(int(out[gy, gx, 2]) - 220) < 40 and out[gy, gx, 0] < 70, (name, out[gy, gx])
+        if name == "rot5":
+            assert moved["box"] is None
+            continue
+        x0, y0, x1, y1 = (round(v) for v in moved["box"])
+        inside = out[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3].reshape(-1, 3)
+        assert (inside[:, 0] > 120).mean() > 0.99, name  # the red bag (and its blue mark) fill the box
+        if name != "crop":  # crop keeps 8% round the box; the rest of the picture is backdrop
+            assert out[y0 - 4, (x0 + x1) // 2, 1] > 150 and out[(y0 + y1) // 2, x1 + 3, 1] > 150, name
+    with pytest.raises(ValueError, match="choose from"):
+        bench.augment_packshot(rgb, truth, "sepia")
+
+
+@pytest.mark.samples
+def test_a_mirrored_packshot_gets_the_mirrored_answer(samples_dir):
+    """--augment flip: the geometry has no left or right. Mirrored, each packshot keeps its kind,
+    its grip verdict and its box (measured on all 27 white packshots: every figure the same)."""
+    bench = load_bench()
+    from autoshoot.config import load_config
+
+    names = {
+        "A_packshot_tote_white_01.jpg",
+        "A_packshot_duffle_white_36.jpg",
+        "A_packshot_backpack_white_07.jpg",
+    }
+    rows = [r for r in bench.read_truth(samples_dir) if r["file"] in names]
+    study = bench.augment_study(rows, samples_dir, load_config("default"), ("flip",))
+    for split in ("fit", "held_out"):
+        original, flipped = study["original"][split], study["flip"][split]
+        assert flipped["changed"] == []
+        for key in ("n", "kind_right", "grip_ok", "grip_n", "hole_bg", "cut_without_handle"):
+            assert flipped[key] == original[key], (split, key)
+        if original["n"]:
+            assert abs(flipped["min_bbox_iou"] - original["min_bbox_iou"]) < 0.01
+    assert sum(study["original"][s]["n"] for s in ("fit", "held_out")) == 3
