@@ -3,7 +3,7 @@
     python bench/geometry_eval.py [--samples DIR] [--segmenter auto|plain|birefnet|rembg]
                                   [--no-category] [--speed-side 1500] [--json]
                                   [--big-side 6000 [--big-images 6]] [--resample-sides 1024,1536,2048]
-                                  [--augment [flip,pad,crop,grey,warm,jpeg40,noise,rot5]]
+                                  [--augment [flip,pad,pad_white,crop,grey,warm,jpeg40,noise,rot5]]
 
 Per image: bbox IoU, the share of the true box the mask covers (``box_fill``: it falls when a
 rule peels part of the product, which the box IoU may not show), grip error (fraction of the true bbox's diagonal), whether the true
@@ -381,7 +381,7 @@ def resolution_study(
     return out
 
 
-AUGMENTATIONS = ("flip", "pad", "crop", "grey", "warm", "jpeg40", "noise", "rot5")
+AUGMENTATIONS = ("flip", "pad", "pad_white", "crop", "grey", "warm", "jpeg40", "noise", "rot5")
 
 
 def backdrop_colour(rgb: Any) -> tuple[int, int, int]:
@@ -402,7 +402,8 @@ def augment_packshot(rgb: Any, truth: dict[str, Any], name: str) -> tuple[Any, d
 
     ``truth`` has ``box`` [x0, y0, x1, y1] and ``grip`` and ``hole`` (x, y) or None. ``flip``
     mirrors it; ``pad`` adds 30% of the side in backdrop colour around it (a product small in its
-    frame); ``crop`` keeps the true box and 8% of its size around it (a product near the borders);
+    frame), ``pad_white`` the same in pure white (a catalog that squares its photos on white);
+    ``crop`` keeps the true box and 8% of its size around it (a product near the borders);
     ``grey`` darkens it to a light-grey studio (x0.92); ``warm`` is a warm white balance; ``jpeg40``
     a JPEG at quality 40; ``noise`` sensor noise (sigma 3); ``rot5`` turns it 5 degrees, the
     corners filled with the backdrop. A turned box is not a box any more: ``box`` is None then,
@@ -419,9 +420,10 @@ def augment_packshot(rgb: Any, truth: dict[str, Any], name: str) -> tuple[Any, d
         out = rgb[:, ::-1].copy()
         moved = move(lambda x, y: (w - 1 - x, y))
         box = [w - box[2], box[1], w - box[0], box[3]]
-    elif name == "pad":
+    elif name in ("pad", "pad_white"):
         m = round(0.3 * max(h, w))
-        out = cv2.copyMakeBorder(rgb, m, m, m, m, cv2.BORDER_CONSTANT, value=backdrop_colour(rgb))
+        fill = backdrop_colour(rgb) if name == "pad" else (255, 255, 255)
+        out = cv2.copyMakeBorder(rgb, m, m, m, m, cv2.BORDER_CONSTANT, value=fill)
         moved = move(lambda x, y: (x + m, y + m))
         box = [v + m for v in box]
     elif name == "crop":
@@ -474,7 +476,10 @@ def augment_study(
     prepared with the same config and scored against its truth moved alike. Per augmentation
     and split: kind right, grip within the target, box IoU (min, mean; not for a turn), hole
     points that are background, bags without a handle that were cut into, and which answers
-    changed from the photo as it is (``changed``: kind or grip verdict)."""
+    changed from the photo as it is (``changed``: kind or grip verdict). ``pad_white`` is also
+    run with ``prepare.detect_pad`` off (``pad_white/no_pad_detection``), the baseline."""
+    from dataclasses import replace
+
     from PIL import Image
 
     from autoshoot.geometry.pipeline import ProductHints, prepare_product
@@ -483,7 +488,14 @@ def augment_study(
     base: dict[str, dict[str, Any]] = {}
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("original", *names):
+        # the white pad again with the pad's detection off: the baseline, in the same run
+        baseline = (
+            ["pad_white/no_pad_detection"] if "pad_white" in names and config.prepare.detect_pad else []
+        )
+        for name in ("original", *names, *baseline):
+            change, cfg = name.split("/")[0], config
+            if name in baseline:
+                cfg = replace(config, prepare=replace(config.prepare, detect_pad=False))
             per = {"fit": [], "held_out": []}
             for row in plain:
                 rgb = np.asarray(Image.open(samples / row["file"]).convert("RGB"))
@@ -494,10 +506,10 @@ def augment_study(
                 }
                 diag = float(np.hypot(truth["box"][2] - truth["box"][0], truth["box"][3] - truth["box"][1]))
                 if name != "original":
-                    rgb, truth = augment_packshot(rgb, truth, name)
+                    rgb, truth = augment_packshot(rgb, truth, change)
                 path = Path(tmp) / (Path(row["file"]).stem + ".png")
                 Image.fromarray(rgb).save(path)
-                prepared = prepare_product(path, ProductHints(category=row["bag_type"]), config)
+                prepared = prepare_product(path, ProductHints(category=row["bag_type"]), cfg)
                 info, mask = prepared.info, prepared.mask
                 kind = truth_kind_of(row)
                 grip_error = None

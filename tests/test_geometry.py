@@ -122,6 +122,78 @@ def test_studio_render_backdrop_and_deep_shadow_are_background():
     assert box_iou((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), bag.bbox) < 0.95
 
 
+def test_a_render_squared_with_a_white_pad_is_segmented_inside_its_own_backdrop():
+    """A catalog squares a grey studio render with pure white round it. Read at the image's
+    frame, the backdrop would be white and the render's whole grey backdrop "product"; the
+    photo's straight edges inside the pad are found, the backdrop is read there, and the pad
+    is background. As a JPEG too (it rings at the pad's edge)."""
+    from autoshoot.geometry.segment import find_pad
+
+    bag = draw_bag(body_color=(35, 45, 70), texture=True)
+    render = studio_render(bag)
+    h, w = render.shape[:2]
+    top, left = 90, 150
+    padded = cv2.copyMakeBorder(render, top, top, left, left, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+    truth = np.zeros(padded.shape[:2], bool)
+    truth[top : top + h, left : left + w] = bag.mask
+    found = find_pad(padded, CFG)
+    assert found is not None
+    box, colour = found
+    assert box == (left, top, left + w, top + h) and colour == (255.0, 255.0, 255.0)
+    border = estimate_background(padded, CFG)
+    assert border.is_uniform(CFG) and border.content_box(padded.shape) == box
+    result = segment(padded)
+    assert mask_iou(result.mask, truth) >= 0.97
+    assert not result.mask[top + bag.hole[1], left + bag.hole[0]]
+    assert "cropped" not in " ".join(result.warnings)
+    # read at the image's frame alone, the render's own backdrop is taken for product
+    unpadded = segment(padded, PrepareConfig(detect_pad=False))
+    assert mask_iou(unpadded.mask, truth) < 0.5
+    # a JPEG's ringing moves the found edge a few lines at most
+    _, data = cv2.imencode(".jpg", padded[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
+    jpeg = np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1])
+    (x0, y0, x1, y1), _ = find_pad(jpeg, CFG)
+    assert max(abs(x0 - left), abs(y0 - top), abs(x1 - left - w), abs(y1 - top - h)) <= 8
+    assert mask_iou(segment(jpeg).mask, truth) >= 0.95
+
+
+def test_a_product_on_the_pads_colour_is_not_taken_for_a_padded_photo():
+    """On pure white, lines of white run in from every side up to the product too; but past
+    them lie its handle's apex and its rounded corners, not a photo's straight edge."""
+    from autoshoot.geometry.segment import find_pad
+
+    for handle in ("top_loop", "twin_loops", "none"):
+        bag = draw_bag(handle=handle, shadow=True)
+        assert find_pad(bag.image, CFG) is None, handle
+        assert estimate_background(bag.image, CFG).content is None
+    # nor is a flat grey backdrop reaching every edge (no lines of one colour at all)
+    assert find_pad(studio_render(draw_bag()), CFG) is None
+    # a centred, square-cornered product of one colour looks like a photo in a pad; with no
+    # product on that "backdrop", it is read as the product it is
+    block = np.full((400, 400, 3), 255, np.uint8)
+    block[100:300, 80:320] = (60, 40, 30)
+    assert find_pad(block, CFG) is not None
+    assert estimate_background(block, CFG).content is None
+    ys, xs = np.nonzero(segment(block).mask)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (80, 100, 320, 300)
+
+
+@pytest.mark.samples
+def test_a_letterboxed_sample_photo_has_its_pad_found(samples_dir):
+    """A real photo with white bars left and right (one of the hand samples): its bars are found,
+    and none of the packshots, which have none, is taken for a padded photo."""
+    from PIL import Image
+
+    from autoshoot.geometry.segment import find_pad
+
+    rgb = np.asarray(Image.open(samples_dir / "C_hand_real_grip_11.jpg").convert("RGB"))
+    (x0, y0, x1, y1), colour = find_pad(rgb, CFG)
+    assert (y0, y1) == (0, rgb.shape[0]) and x0 > 100 and rgb.shape[1] - x1 > 100
+    assert min(colour) >= 250
+    for path in sorted(samples_dir.glob("A_packshot_*")):
+        assert find_pad(np.asarray(Image.open(path).convert("RGB")), CFG) is None, path.name
+
+
 @pytest.mark.parametrize(("h", "w", "b"), [(64, 48, 3), (9, 8, 1), (40, 160, 10)])
 def test_the_frame_is_read_from_its_strips_as_a_full_size_mask_reads_it(h, w, b):
     from autoshoot.geometry.segment import frame_pixels

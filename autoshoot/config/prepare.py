@@ -77,6 +77,11 @@ class PrepareConfig:
     border_uniform_frac: float = 0.7  # border is "uniform" when this fraction of it is background
     bg_tolerance: float = 12.0  # plain: minimum colour distance of product pixels from the background
     background_field: bool = True  # the backdrop's colour varies smoothly: a quadratic fitted to the frame
+    # a catalog that squares its photos adds a flat pad round them (often pure white round a grey
+    # studio): the backdrop is then read at the photo's own edge inside the pad, and the pad is
+    # background (bench/geometry_eval.py --augment pad_white)
+    detect_pad: bool = True
+    pad_tol: float = 6.0  # a pad pixel lies within this of the pad's colour (JPEG ringing included)
     shadow_peel: bool = True  # plain: remove soft, grey, smooth shadows joined to the background
     shadow_min_light: float = 0.25  # darkest shadow that may be peeled: this share of the backdrop's light
     backdrop_max_light: float = 1.25  # a studio light may brighten the backdrop this much around the product

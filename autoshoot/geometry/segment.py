@@ -10,7 +10,7 @@ Array contracts used throughout:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -34,6 +34,11 @@ class BorderStats:
     # gradient): 6x3 coefficients of a quadratic in the image's normalised (u, v), per channel;
     # None for a flat ``color``
     field_coef: np.ndarray | None = field(default=None, compare=False)
+    # a flat pad round the photo (``find_pad``): the photo's box as fractions of the image's
+    # width and height (x0, y0, x1, y1), and the pad's colour. The stats above are then the
+    # photo's, read at its own edge; the pad is background of its own colour
+    content: tuple[float, float, float, float] | None = None
+    pad_color: tuple[float, float, float] | None = None
 
     def is_uniform(self, config: PrepareConfig) -> bool:
         return self.uniform_frac >= config.border_uniform_frac
@@ -42,8 +47,27 @@ class BorderStats:
         """The background's colour at every pixel of an HxW image: HxWx3 float32.
 
         The surface is smooth, so it is evaluated on a grid of at most 64 px a side and resized.
+        With a pad, the pad's pixels get the pad's colour and the photo inside it its own.
         """
         h, w = shape[:2]
+        if self.content is None:
+            return self._field_at(h, w)
+        x0, y0, x1, y1 = self.content_box(shape)
+        out = np.empty((h, w, 3), np.float32)
+        out[:] = np.asarray(self.pad_color, np.float32)
+        out[y0:y1, x0:x1] = self._field_at(y1 - y0, x1 - x0)
+        return out
+
+    def content_box(self, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The photo inside the pad in an HxW image's pixels (XYXY, x1 and y1 exclusive); the
+        whole image without a pad."""
+        h, w = shape[:2]
+        if self.content is None:
+            return 0, 0, w, h
+        fx0, fy0, fx1, fy1 = self.content
+        return round(fx0 * w), round(fy0 * h), round(fx1 * w), round(fy1 * h)
+
+    def _field_at(self, h: int, w: int) -> np.ndarray:
         if self.field_coef is None:
             return np.broadcast_to(np.asarray(self.color, np.float32), (h, w, 3))
         gh, gw = min(h, 64), min(w, 64)
@@ -68,7 +92,91 @@ class CleanResult:
 def estimate_background(image: np.ndarray, config: PrepareConfig) -> BorderStats:
     """The background's colour from a ``border_px`` frame, and how much of the frame matches it.
 
-    image: HxWx3 uint8 RGB.
+    image: HxWx3 uint8 RGB. A photo squared with a flat pad (``find_pad``) is read at its own
+    edge inside the pad, and the pad is background of its own colour (``BorderStats.content``).
+    """
+    found = find_pad(image, config) if config.detect_pad else None
+    if found is None:
+        return frame_background(image, config)
+    (x0, y0, x1, y1), pad_color = found
+    h, w = image.shape[:2]
+    photo = image[y0:y1, x0:x1]
+    inner = frame_background(photo, config)
+    # the photo must hold a product on its backdrop: a centred, square-cornered product of one
+    # colour on the pad's colour would otherwise be read as a backdrop with nothing on it
+    threshold = max(config.bg_tolerance, inner.noise + 6.0)
+    if float((background_distance(photo, inner) > threshold).mean()) < 0.02:
+        return frame_background(image, config)
+    return replace(inner, content=(x0 / w, y0 / h, x1 / w, y1 / h), pad_color=pad_color)
+
+
+def find_pad(
+    image: np.ndarray, config: PrepareConfig
+) -> tuple[tuple[int, int, int, int], tuple[float, float, float]] | None:
+    """The photo inside a flat pad, as a catalog squaring its photos adds one: its XYXY box (x1,
+    y1 exclusive) and the pad's colour, or None.
+
+    image: HxWx3 uint8 RGB. The pad has the colour of the image's outermost pixels, flat within
+    ``pad_tol``: lines of it run in from the edges. A pad is taken only as a catalog adds one
+    round a photo, which a product on a plain backdrop of the pad's colour does not mimic:
+    - it is centred: as thick on both sides of each axis (within 2 lines);
+    - past the pad on each padded side, one of the first lines (up to 8: JPEG rings at the
+      step) is off the pad's colour along 97% of its length, as a photo's straight edge is (a
+      product meets those lines at its handle's apex, or its rounded corners);
+    - the photo's four corner pixels are off the pad's colour: a photo's corners are square.
+    A pad within ``pad_tol`` of the photo's backdrop needs no finding: the backdrop matches it.
+    """
+    h, w = image.shape[:2]
+    if min(h, w) < 32:
+        return None
+    frame, _, _ = frame_pixels(image, 1)
+    pad_color = np.median(frame, axis=0)
+    lower = np.clip(np.rint(pad_color) - config.pad_tol, 0, 255)
+    upper = np.clip(np.rint(pad_color) + config.pad_tol, 0, 255)
+
+    def off(pixels: np.ndarray) -> np.ndarray:
+        """HxWx3 → HxW float32: 1 where a pixel is off the pad's colour (in any channel)."""
+        return (cv2.inRange(pixels, lower, upper) == 0).astype(np.float32)
+
+    # every line exactly, each read at about every 4th pixel along it
+    w4, h4 = max(1, w // 4), max(1, h // 4)
+    rows = off(cv2.resize(image, (w4, h), interpolation=cv2.INTER_NEAREST))
+    cols = off(cv2.resize(image, (w, h4), interpolation=cv2.INTER_NEAREST))
+
+    def pad_lines(fractions: np.ndarray) -> int:
+        """Lines from one side that are the pad's: at most 1% off its colour (a speck)."""
+        inside = np.flatnonzero(fractions > 0.01)
+        return int(inside[0]) if len(inside) else len(fractions)
+
+    row_off, col_off = rows.mean(axis=1), cols.mean(axis=0)
+    top, bottom = pad_lines(row_off), pad_lines(row_off[::-1])
+    left, right = pad_lines(col_off), pad_lines(col_off[::-1])
+    if top + bottom >= h - 16 or left + right >= w - 16 or not (top or bottom or left or right):
+        return None
+    # a catalog centres the photo it squares: the pad is as thick on both sides of an axis
+    if abs(top - bottom) > 2 or abs(left - right) > 2:
+        return None
+    x0, y0, x1, y1 = left, top, w - right, h - bottom
+    # a photo's corners are square: each is off the pad's colour (a product's are rounded)
+    corners = [image[y, x] for y in (y0, y1 - 1) for x in (x0, x1 - 1)]
+    if any((np.abs(c.astype(np.int16) - np.rint(pad_color)) <= config.pad_tol).all() for c in corners):
+        return None
+    # the photo's lines beyond the pad, along its own length
+    across = rows[y0:y1, -(-x0 * w4 // w) : x1 * w4 // w]
+    down = cols[-(-y0 * h4 // h) : y1 * h4 // h, x0:x1]
+    edges = (
+        (top, across[:8].mean(axis=1)),
+        (bottom, across[-8:].mean(axis=1)),
+        (left, down[:, :8].mean(axis=0)),
+        (right, down[:, -8:].mean(axis=0)),
+    )
+    if any(width and fractions.max() < 0.97 for width, fractions in edges):
+        return None
+    return (x0, y0, x1, y1), (float(pad_color[0]), float(pad_color[1]), float(pad_color[2]))
+
+
+def frame_background(image: np.ndarray, config: PrepareConfig) -> BorderStats:
+    """``estimate_background`` of an image read at its own frame (no pad).
 
     A studio backdrop is rarely one colour: it darkens towards the corners (vignette) or
     fades from top to bottom. With ``background_field`` the background is a quadratic surface
@@ -152,7 +260,7 @@ def background_distance(image: np.ndarray, border: BorderStats, bg: np.ndarray |
     image: HxWx3 uint8 RGB; ``bg``: ``border.colour_at(image.shape)`` when already computed.
     Returns HxW float32.
     """
-    if border.field_coef is None:
+    if border.field_coef is None and border.content is None:
         return color_distance(image, border.color)
     bg = border.colour_at(image.shape) if bg is None else bg
     blurred = cv2.medianBlur(np.ascontiguousarray(image), 3).astype(np.float32)
@@ -354,8 +462,9 @@ def clean_mask(
         mask, removed = cut_background_colored(mask, image, border, config, min_area)
     elif config.seen_through_cut:
         mask, removed = cut_background_seen_through(mask, image, config, min_area)
-    # 5. cropped?
-    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+    # 5. cropped? (at the photo's own edge when it sits in a pad)
+    bx0, by0, bx1, by1 = border.content_box(mask.shape)
+    if mask[by0].any() or mask[by1 - 1].any() or mask[:, bx0].any() or mask[:, bx1 - 1].any():
         warnings.append("product touches the image border: it is probably cropped")
     return CleanResult(mask=mask, warnings=warnings, holes_removed=removed, slits=slits)
 
