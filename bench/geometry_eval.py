@@ -18,9 +18,10 @@ same run, with the seconds of both and how far their answers lie apart (``measur
 white packshot resampled to each long side, prepared whole, against the truth scaled alike. The
 pixel-sized operators were fitted on 600-1440 px photos; ``prepare.work_side`` is set from it.
 ``--augment`` measures how the answers hold when the same packshot comes as another catalog's
-photo would (``augment_study``): mirrored, padded, cropped close, on a grey or warm backdrop,
-as a poor JPEG, with sensor noise, turned 5 degrees; each against its truth moved alike, with
-the answers that changed from the photo as it is.
+photo would (``augment_study``): mirrored, padded in its backdrop's colour or in white (then also
+with ``prepare.detect_pad`` off, the baseline), cropped close, on a grey or warm backdrop, as a
+poor JPEG, with sensor noise, turned 5 degrees; each against its truth moved alike, with the
+answers that changed from the photo as it is.
 
 The brief's category is given to the geometry (it comes from the VLM in a run), from the
 truth's ``bag_type``; ``--no-category`` withholds it. ``topology_right`` is the kind from
@@ -386,14 +387,9 @@ AUGMENTATIONS = ("flip", "pad", "pad_white", "crop", "grey", "warm", "jpeg40", "
 
 def backdrop_colour(rgb: Any) -> tuple[int, int, int]:
     """The median colour of a packshot's outermost 4-pixel frame (its backdrop)."""
-    frame = np.concatenate(
-        [
-            rgb[:4].reshape(-1, 3),
-            rgb[-4:].reshape(-1, 3),
-            rgb[:, :4].reshape(-1, 3),
-            rgb[:, -4:].reshape(-1, 3),
-        ]
-    )
+    from autoshoot.geometry.segment import frame_pixels
+
+    frame, _, _ = frame_pixels(rgb, 4)
     return tuple(int(v) for v in np.median(frame, axis=0))
 
 
@@ -485,6 +481,7 @@ def augment_study(
     from autoshoot.geometry.pipeline import ProductHints, prepare_product
 
     plain = [r for r in rows if r["background"] == "plain"]
+    photos = {r["file"]: np.asarray(Image.open(samples / r["file"]).convert("RGB")) for r in plain}
     base: dict[str, dict[str, Any]] = {}
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -498,7 +495,7 @@ def augment_study(
                 cfg = replace(config, prepare=replace(config.prepare, detect_pad=False))
             per = {"fit": [], "held_out": []}
             for row in plain:
-                rgb = np.asarray(Image.open(samples / row["file"]).convert("RGB"))
+                rgb = photos[row["file"]]
                 truth = {
                     "box": [float(row[c]) for c in ("x0", "y0", "x1", "y1")],
                     "grip": (float(row["grip_x"]), float(row["grip_y"])) if row["grip_x"] else None,
